@@ -1,0 +1,289 @@
+//! The wire frame: one session write (or delete, touch, heartbeat) as a
+//! length-prefixed binary message, authenticated with HMAC-SHA256.
+//!
+//! ```text
+//! magic "MCST" | format u8 | op u8 | key id u32 | origin u64 | epoch u64 |
+//! seq u64 | version (20) | ttl u32 | key len u16 | value len u32 |
+//! key | value | HMAC-SHA256 tag (32) over everything before it
+//! ```
+//!
+//! All integers are big-endian. A receiver checks the tag before it reads a
+//! single field, so nothing unauthenticated is ever interpreted.
+
+use crate::session_key::MAX_KEY_LEN;
+use crate::shared_key::{SharedKey, TAG_LEN};
+use crate::version::Version;
+
+const MAGIC: &[u8; 4] = b"MCST";
+const FORMAT: u8 = 1;
+/// Bytes before the key: magic, format, op, key id, origin, epoch, seq,
+/// version, ttl, key len, value len.
+pub const HEADER_LEN: usize = 4 + 1 + 1 + 4 + 8 + 8 + 8 + Version::ENCODED_LEN + 4 + 2 + 4;
+/// The default largest value a frame may carry (and memcastd accepts).
+pub const DEFAULT_MAX_VALUE_LEN: usize = 8 * 1024 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Set = 1,
+    Delete = 2,
+    Touch = 3,
+    Heartbeat = 4,
+}
+
+impl Op {
+    fn from_u8(b: u8) -> Option<Op> {
+        Some(match b {
+            1 => Op::Set,
+            2 => Op::Delete,
+            3 => Op::Touch,
+            4 => Op::Heartbeat,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub op: Op,
+    pub origin: u64,
+    pub epoch: u64,
+    /// Per (origin, epoch), starting at 1; a heartbeat carries the last one sent.
+    pub seq: u64,
+    pub version: Version,
+    /// Seconds, as PHP's `session.gc_maxlifetime`.
+    pub ttl: u32,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+/// Why a frame was dropped; [`FrameError::reason`] names the counter.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("frame of {0} bytes is shorter than any valid frame")]
+    Truncated(usize),
+    #[error("frame of {len} bytes is larger than the limit of {max}")]
+    Oversized { len: usize, max: usize },
+    #[error("not a memcast frame (bad magic or format)")]
+    NotMemcast,
+    #[error("frame signed with unknown key id {0:08x}")]
+    UnknownKey(u32),
+    #[error("frame failed authentication")]
+    BadTag,
+    #[error("frame lengths do not add up")]
+    BadLength,
+    #[error("frame has unknown op {0}")]
+    UnknownOp(u8),
+    #[error("frame key is empty, longer than {MAX_KEY_LEN} bytes, or has spaces or control characters")]
+    BadKey,
+}
+
+impl FrameError {
+    /// The drop counter this error increments: `size`, `auth` or `decode`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FrameError::Oversized { .. } => "size",
+            FrameError::UnknownKey(_) | FrameError::BadTag => "auth",
+            _ => "decode",
+        }
+    }
+}
+
+impl Frame {
+    /// Encodes and signs the frame with `key`.
+    pub fn seal(&self, key: &SharedKey) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN + self.key.len() + self.value.len() + TAG_LEN);
+        out.extend_from_slice(MAGIC);
+        out.push(FORMAT);
+        out.push(self.op as u8);
+        out.extend_from_slice(&key.id().to_be_bytes());
+        out.extend_from_slice(&self.origin.to_be_bytes());
+        out.extend_from_slice(&self.epoch.to_be_bytes());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        self.version.encode(&mut out);
+        out.extend_from_slice(&self.ttl.to_be_bytes());
+        out.extend_from_slice(&(self.key.len() as u16).to_be_bytes());
+        out.extend_from_slice(&(self.value.len() as u32).to_be_bytes());
+        out.extend_from_slice(&self.key);
+        out.extend_from_slice(&self.value);
+        let tag = key.tag(&out);
+        out.extend_from_slice(&tag);
+        out
+    }
+
+    /// Authenticates and decodes `bytes`. `max_value_len` bounds the value.
+    pub fn open(bytes: &[u8], key: &SharedKey, max_value_len: usize) -> Result<Frame, FrameError> {
+        let max_len = HEADER_LEN + MAX_KEY_LEN + max_value_len + TAG_LEN;
+        if bytes.len() > max_len {
+            return Err(FrameError::Oversized {
+                len: bytes.len(),
+                max: max_len,
+            });
+        }
+        if bytes.len() < HEADER_LEN + TAG_LEN {
+            return Err(FrameError::Truncated(bytes.len()));
+        }
+        if &bytes[0..4] != MAGIC || bytes[4] != FORMAT {
+            return Err(FrameError::NotMemcast);
+        }
+        let mut r = Reader(&bytes[6..]);
+        let key_id = r.u32();
+        if key_id != key.id() {
+            return Err(FrameError::UnknownKey(key_id));
+        }
+        let (signed, tag) = bytes.split_at(bytes.len() - TAG_LEN);
+        if !key.verify(signed, tag) {
+            return Err(FrameError::BadTag);
+        }
+        let op = Op::from_u8(bytes[5]).ok_or(FrameError::UnknownOp(bytes[5]))?;
+        let origin = r.u64();
+        let epoch = r.u64();
+        let seq = r.u64();
+        let version = Version::decode(r.take(Version::ENCODED_LEN)).ok_or(FrameError::BadLength)?;
+        let ttl = r.u32();
+        let key_len = r.u16() as usize;
+        let value_len = r.u32() as usize;
+        if HEADER_LEN + key_len + value_len != signed.len() {
+            return Err(FrameError::BadLength);
+        }
+        let body = &signed[HEADER_LEN..];
+        let (k, v) = body.split_at(key_len);
+        if op != Op::Heartbeat && !crate::session_key::is_valid(k) {
+            return Err(FrameError::BadKey);
+        }
+        Ok(Frame {
+            op,
+            origin,
+            epoch,
+            seq,
+            version,
+            ttl,
+            key: k.to_vec(),
+            value: v.to_vec(),
+        })
+    }
+}
+
+/// Reads fixed-width fields from a slice whose length was checked beforehand.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        let (head, rest) = self.0.split_at(n.min(self.0.len()));
+        self.0 = rest;
+        head
+    }
+    fn u16(&mut self) -> u16 {
+        let mut b = [0u8; 2];
+        b.copy_from_slice(self.take(2));
+        u16::from_be_bytes(b)
+    }
+    fn u32(&mut self) -> u32 {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(self.take(4));
+        u32::from_be_bytes(b)
+    }
+    fn u64(&mut self) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.take(8));
+        u64::from_be_bytes(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(b: u8) -> SharedKey {
+        SharedKey::from_secret(&[b; 32]).unwrap()
+    }
+
+    fn sample() -> Frame {
+        Frame {
+            op: Op::Set,
+            origin: 0x1122_3344_5566_7788,
+            epoch: 1_700_000_000_000,
+            seq: 42,
+            version: Version { millis: 1_700_000_000_123, counter: 3, origin: 0x1122_3344_5566_7788 },
+            ttl: 1440,
+            key: b"memcast.sess.abc".to_vec(),
+            // PHP's session encoding is full of '|', which broke the seed's text format.
+            value: b"user|s:5:\"alice\";cart|a:1:{i:0;s:3:\"a|b\";}\0\xff".to_vec(),
+        }
+    }
+
+    #[test]
+    fn frame_round_trips() {
+        let f = sample();
+        let bytes = f.seal(&key(1));
+        assert_eq!(Frame::open(&bytes, &key(1), 1 << 20), Ok(f));
+    }
+
+    #[test]
+    fn frame_under_another_key_is_rejected_as_auth() {
+        let bytes = sample().seal(&key(1));
+        let err = Frame::open(&bytes, &key(2), 1 << 20).unwrap_err();
+        assert_eq!(err.reason(), "auth");
+    }
+
+    #[test]
+    fn forged_frame_with_the_right_key_id_is_rejected() {
+        let mut bytes = sample().seal(&key(1));
+        let n = bytes.len();
+        bytes[n - TAG_LEN - 1] ^= 0x01; // flip one value bit
+        assert_eq!(Frame::open(&bytes, &key(1), 1 << 20), Err(FrameError::BadTag));
+    }
+
+    #[test]
+    fn every_truncation_is_rejected() {
+        let bytes = sample().seal(&key(1));
+        for n in 0..bytes.len() {
+            assert!(Frame::open(&bytes[..n], &key(1), 1 << 20).is_err(), "prefix {n} accepted");
+        }
+    }
+
+    #[test]
+    fn oversized_frame_is_rejected_before_authentication() {
+        let mut f = sample();
+        f.value = vec![b'x'; 2000];
+        let bytes = f.seal(&key(1));
+        let err = Frame::open(&bytes, &key(1), 1000).unwrap_err();
+        assert_eq!(err.reason(), "size");
+    }
+
+    #[test]
+    fn signed_frame_with_lying_lengths_is_rejected() {
+        let f = sample();
+        let mut bytes = f.seal(&key(1));
+        bytes.truncate(bytes.len() - TAG_LEN);
+        // Claim a longer value than the frame holds, then sign it honestly.
+        let at = HEADER_LEN - 4;
+        bytes[at..HEADER_LEN].copy_from_slice(&(f.value.len() as u32 + 5).to_be_bytes());
+        let tag = key(1).tag(&bytes);
+        bytes.extend_from_slice(&tag);
+        assert_eq!(Frame::open(&bytes, &key(1), 1 << 20), Err(FrameError::BadLength));
+    }
+
+    #[test]
+    fn signed_frame_with_a_key_that_breaks_memcached_is_rejected() {
+        let mut f = sample();
+        f.key = b"memcast.sess.a b\r\nflush_all".to_vec();
+        let bytes = f.seal(&key(1));
+        assert_eq!(Frame::open(&bytes, &key(1), 1 << 20), Err(FrameError::BadKey));
+    }
+
+    #[test]
+    fn random_bytes_are_rejected() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for len in [0, 1, 50, 96, 97, 200, 5000] {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            assert!(Frame::open(&bytes, &key(1), 1 << 20).is_err());
+        }
+    }
+}

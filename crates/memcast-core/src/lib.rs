@@ -1,0 +1,41 @@
+//! memcast's core: everything both the PHP extension and `memcastd` share,
+//! with no PHP and no ZeroMQ types in its API.
+//!
+//! # Layout
+//!
+//! - [`version`]: the write version (a hybrid logical clock with an origin
+//!   tiebreak) that orders every write cluster-wide.
+//! - [`frame`]: the authenticated binary frame one write becomes on the wire.
+//! - [`shared_key`]: the cluster key from a key file, and the HMAC over frames.
+//! - [`stored`]: the small header that carries a write's version inside the
+//!   value memcached stores, so "apply only if newer" works on any replica.
+//! - [`session_key`]: memcached key rules, checked before a key reaches a socket.
+//! - [`failover`]: the ordered server list from `session.save_path`, with the
+//!   health table that skips a failed server for a retry interval.
+//! - [`store`]: a memcached text-protocol connection and [`store::apply_if_newer`].
+//! - [`origin`]: who is writing: origin id, epoch and sequence numbers.
+
+pub mod failover;
+pub mod frame;
+pub mod origin;
+pub mod session_key;
+pub mod shared_key;
+pub mod store;
+pub mod stored;
+pub mod version;
+
+pub use failover::{FailoverList, ServerAddr};
+pub use frame::{Frame, FrameError, Op};
+pub use origin::Origin;
+pub use shared_key::{KeyError, SharedKey};
+pub use store::{apply_if_newer, Applied, Memcached, StoreError, Timeouts};
+pub use stored::StoredValue;
+pub use version::{Hlc, Version};
+
+/// Milliseconds since the Unix epoch, the wall-clock part of a [`Version`].
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

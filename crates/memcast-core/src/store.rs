@@ -1,0 +1,469 @@
+//! A memcached text-protocol connection, and [`apply_if_newer`]: the one rule
+//! every write on every replica obeys.
+//!
+//! Our own small client rather than a general one: we need per-operation
+//! timeouts in milliseconds, `gets`/`cas`, errors that name the server, and
+//! a connection that is simply dropped and reopened after any I/O failure.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::failover::ServerAddr;
+use crate::session_key;
+use crate::stored::StoredValue;
+use crate::version::Version;
+
+/// memcached reads a TTL above 30 days as an absolute Unix time.
+const RELATIVE_TTL_MAX: u64 = 60 * 60 * 24 * 30;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub io: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_millis(100),
+            io: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("memcached {addr}: connection refused")]
+    Refused { addr: ServerAddr },
+    #[error("memcached {addr}: timed out after {ms} ms")]
+    Timeout { addr: ServerAddr, ms: u128 },
+    #[error("memcached {addr}: {source}")]
+    Io { addr: ServerAddr, source: io::Error },
+    #[error("memcached {addr}: unexpected reply {reply:?}")]
+    Protocol { addr: ServerAddr, reply: String },
+    /// The server is up but refused this command (too large, out of memory).
+    #[error("memcached {addr}: {message}")]
+    Server { addr: ServerAddr, message: String },
+    #[error("key {0:?} breaks memcached's key rules (empty, over 250 bytes, spaces or control characters)")]
+    InvalidKey(String),
+    #[error("memcached {addr}: key {key:?} kept changing under a conditional write")]
+    Contended { addr: ServerAddr, key: String },
+}
+
+impl StoreError {
+    /// True when the server itself is unreachable or broken, so the failover
+    /// list should skip it for a while; false when only this request failed.
+    pub fn is_server_failure(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Refused { .. }
+                | StoreError::Timeout { .. }
+                | StoreError::Io { .. }
+                | StoreError::Protocol { .. }
+        )
+    }
+}
+
+/// The answer to a storage command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Stored,
+    NotStored,
+    Exists,
+    NotFound,
+}
+
+/// A value read with `gets`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Item {
+    pub value: Vec<u8>,
+    pub cas: u64,
+}
+
+/// One memcached server; connects lazily and reconnects after a failure.
+#[derive(Debug)]
+pub struct Memcached {
+    addr: ServerAddr,
+    timeouts: Timeouts,
+    conn: Option<BufReader<TcpStream>>,
+    line: Vec<u8>,
+}
+
+impl Memcached {
+    pub fn new(addr: ServerAddr, timeouts: Timeouts) -> Memcached {
+        Memcached {
+            addr,
+            timeouts,
+            conn: None,
+            line: Vec::new(),
+        }
+    }
+
+    pub fn addr(&self) -> &ServerAddr {
+        &self.addr
+    }
+
+    pub fn set_timeouts(&mut self, timeouts: Timeouts) {
+        if timeouts != self.timeouts {
+            self.timeouts = timeouts;
+            self.conn = None;
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// Drops the connection; the next command reconnects.
+    pub fn disconnect(&mut self) {
+        self.conn = None;
+    }
+
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.retrieve(b"get", key)?.map(|i| i.value))
+    }
+
+    pub fn gets(&mut self, key: &[u8]) -> Result<Option<Item>, StoreError> {
+        self.retrieve(b"gets", key)
+    }
+
+    pub fn set(&mut self, key: &[u8], value: &[u8], ttl: u64) -> Result<Reply, StoreError> {
+        self.store(b"set", key, value, ttl, None)
+    }
+
+    pub fn add(&mut self, key: &[u8], value: &[u8], ttl: u64) -> Result<Reply, StoreError> {
+        self.store(b"add", key, value, ttl, None)
+    }
+
+    pub fn cas(&mut self, key: &[u8], value: &[u8], ttl: u64, cas: u64) -> Result<Reply, StoreError> {
+        self.store(b"cas", key, value, ttl, Some(cas))
+    }
+
+    pub fn delete(&mut self, key: &[u8]) -> Result<Reply, StoreError> {
+        check_key(key)?;
+        let mut cmd = Vec::with_capacity(key.len() + 10);
+        cmd.extend_from_slice(b"delete ");
+        cmd.extend_from_slice(key);
+        cmd.extend_from_slice(b"\r\n");
+        self.round_trip(&cmd, |c| c.storage_reply())
+    }
+
+    /// Resets the TTL; `false` when the key does not exist.
+    pub fn touch(&mut self, key: &[u8], ttl: u64) -> Result<bool, StoreError> {
+        check_key(key)?;
+        let cmd = [b"touch ", key, format!(" {}\r\n", wire_ttl(ttl)).as_bytes()].concat();
+        self.round_trip(&cmd, |c| {
+            let line = c.read_line()?;
+            match line.as_slice() {
+                b"TOUCHED" => Ok(true),
+                b"NOT_FOUND" => Ok(false),
+                _ => Err(c.unexpected(&line)),
+            }
+        })
+    }
+
+    /// `stats` as name/value pairs.
+    pub fn stats(&mut self) -> Result<Vec<(String, String)>, StoreError> {
+        self.round_trip(b"stats\r\n", |c| {
+            let mut out = Vec::new();
+            loop {
+                let line = c.read_line()?;
+                if line == b"END" {
+                    return Ok(out);
+                }
+                let text = String::from_utf8_lossy(&line).into_owned();
+                let mut parts = text.splitn(3, ' ');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some("STAT"), Some(name), Some(value)) => {
+                        out.push((name.to_owned(), value.to_owned()))
+                    }
+                    _ => return Err(c.unexpected(&line)),
+                }
+            }
+        })
+    }
+
+    fn retrieve(&mut self, verb: &[u8], key: &[u8]) -> Result<Option<Item>, StoreError> {
+        check_key(key)?;
+        let cmd = [verb, b" ", key, b"\r\n"].concat();
+        self.round_trip(&cmd, |c| {
+            let line = c.read_line()?;
+            if line == b"END" {
+                return Ok(None);
+            }
+            // VALUE <key> <flags> <bytes> [<cas>]
+            let text = String::from_utf8_lossy(&line).into_owned();
+            let fields: Vec<&str> = text.split(' ').collect();
+            if fields.len() < 4 || fields[0] != "VALUE" {
+                return Err(c.unexpected(&line));
+            }
+            let len: usize = fields[3].parse().map_err(|_| c.unexpected(&line))?;
+            let cas: u64 = match fields.get(4) {
+                Some(f) => f.parse().map_err(|_| c.unexpected(&line))?,
+                None => 0,
+            };
+            let mut value = vec![0u8; len + 2];
+            c.read_exact(&mut value)?;
+            if &value[len..] != b"\r\n" {
+                return Err(c.unexpected(b"value without CRLF"));
+            }
+            value.truncate(len);
+            let end = c.read_line()?;
+            if end != b"END" {
+                return Err(c.unexpected(&end));
+            }
+            Ok(Some(Item { value, cas }))
+        })
+    }
+
+    fn store(
+        &mut self,
+        verb: &[u8],
+        key: &[u8],
+        value: &[u8],
+        ttl: u64,
+        cas: Option<u64>,
+    ) -> Result<Reply, StoreError> {
+        check_key(key)?;
+        let mut cmd = Vec::with_capacity(key.len() + value.len() + 64);
+        cmd.extend_from_slice(verb);
+        cmd.push(b' ');
+        cmd.extend_from_slice(key);
+        let head = match cas {
+            Some(cas) => format!(" 0 {} {} {}\r\n", wire_ttl(ttl), value.len(), cas),
+            None => format!(" 0 {} {}\r\n", wire_ttl(ttl), value.len()),
+        };
+        cmd.extend_from_slice(head.as_bytes());
+        cmd.extend_from_slice(value);
+        cmd.extend_from_slice(b"\r\n");
+        self.round_trip(&cmd, |c| c.storage_reply())
+    }
+
+    /// Sends `cmd`, reads the reply with `read`; any I/O or protocol failure
+    /// drops the connection so the next command starts clean.
+    fn round_trip<T>(
+        &mut self,
+        cmd: &[u8],
+        read: impl FnOnce(&mut Conn<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = self.try_round_trip(cmd, read);
+        if let Err(e) = &result {
+            if e.is_server_failure() {
+                self.conn = None;
+            }
+        }
+        result
+    }
+
+    fn try_round_trip<T>(
+        &mut self,
+        cmd: &[u8],
+        read: impl FnOnce(&mut Conn<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.conn.is_none() {
+            self.conn = Some(self.connect()?);
+        }
+        let addr = &self.addr;
+        let io_ms = self.timeouts.io.as_millis();
+        let Some(reader) = self.conn.as_mut() else {
+            unreachable!("connected above")
+        };
+        reader
+            .get_mut()
+            .write_all(cmd)
+            .map_err(|e| io_error(addr, io_ms, e))?;
+        let mut conn = Conn {
+            reader,
+            addr,
+            io_ms,
+            line: &mut self.line,
+        };
+        read(&mut conn)
+    }
+
+    fn connect(&self) -> Result<BufReader<TcpStream>, StoreError> {
+        let addr = &self.addr;
+        let connect_ms = self.timeouts.connect.as_millis();
+        let sockaddrs = (addr.host.as_str(), addr.port)
+            .to_socket_addrs()
+            .map_err(|source| StoreError::Io {
+                addr: addr.clone(),
+                source,
+            })?;
+        let mut last = None;
+        for sa in sockaddrs {
+            match TcpStream::connect_timeout(&sa, self.timeouts.connect) {
+                Ok(stream) => {
+                    let io = Some(self.timeouts.io);
+                    let setup = stream
+                        .set_nodelay(true)
+                        .and_then(|_| stream.set_read_timeout(io))
+                        .and_then(|_| stream.set_write_timeout(io));
+                    setup.map_err(|e| io_error(addr, connect_ms, e))?;
+                    return Ok(BufReader::with_capacity(64 * 1024, stream));
+                }
+                Err(e) => last = Some(io_error(addr, connect_ms, e)),
+            }
+        }
+        Err(last.unwrap_or_else(|| StoreError::Io {
+            addr: addr.clone(),
+            source: io::Error::new(io::ErrorKind::NotFound, "host has no address"),
+        }))
+    }
+}
+
+/// A connection in the middle of reading one reply.
+struct Conn<'a> {
+    reader: &'a mut BufReader<TcpStream>,
+    addr: &'a ServerAddr,
+    io_ms: u128,
+    line: &'a mut Vec<u8>,
+}
+
+impl Conn<'_> {
+    /// One reply line without its CRLF.
+    fn read_line(&mut self) -> Result<Vec<u8>, StoreError> {
+        self.line.clear();
+        let n = self
+            .reader
+            .read_until(b'\n', self.line)
+            .map_err(|e| io_error(self.addr, self.io_ms, e))?;
+        if n == 0 {
+            return Err(io_error(
+                self.addr,
+                self.io_ms,
+                io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by server"),
+            ));
+        }
+        if !self.line.ends_with(b"\r\n") {
+            return Err(self.unexpected(&self.line.clone()));
+        }
+        let line = self.line[..self.line.len() - 2].to_vec();
+        if let Some(msg) = line
+            .strip_prefix(b"SERVER_ERROR ")
+            .or_else(|| line.strip_prefix(b"CLIENT_ERROR "))
+        {
+            return Err(StoreError::Server {
+                addr: self.addr.clone(),
+                message: String::from_utf8_lossy(msg).into_owned(),
+            });
+        }
+        Ok(line)
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), StoreError> {
+        self.reader
+            .read_exact(buf)
+            .map_err(|e| io_error(self.addr, self.io_ms, e))
+    }
+
+    fn storage_reply(&mut self) -> Result<Reply, StoreError> {
+        let line = self.read_line()?;
+        Ok(match line.as_slice() {
+            b"STORED" | b"DELETED" => Reply::Stored,
+            b"NOT_STORED" => Reply::NotStored,
+            b"EXISTS" => Reply::Exists,
+            b"NOT_FOUND" => Reply::NotFound,
+            _ => return Err(self.unexpected(&line)),
+        })
+    }
+
+    fn unexpected(&self, line: &[u8]) -> StoreError {
+        let mut reply = String::from_utf8_lossy(line).into_owned();
+        reply.truncate(80);
+        StoreError::Protocol {
+            addr: self.addr.clone(),
+            reply,
+        }
+    }
+}
+
+fn io_error(addr: &ServerAddr, ms: u128, e: io::Error) -> StoreError {
+    let addr = addr.clone();
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => StoreError::Refused { addr },
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => StoreError::Timeout { addr, ms },
+        _ => StoreError::Io { addr, source: e },
+    }
+}
+
+fn check_key(key: &[u8]) -> Result<(), StoreError> {
+    if session_key::is_valid(key) {
+        Ok(())
+    } else {
+        let mut shown = String::from_utf8_lossy(key).into_owned();
+        shown.truncate(64);
+        Err(StoreError::InvalidKey(shown))
+    }
+}
+
+fn wire_ttl(ttl: u64) -> u64 {
+    if ttl > RELATIVE_TTL_MAX {
+        crate::unix_millis() / 1000 + ttl
+    } else {
+        ttl
+    }
+}
+
+/// What [`apply_if_newer`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Stored,
+    /// memcached already held this version or a newer one.
+    SkippedOlder { held: Version },
+}
+
+/// What the caller already knows of the key, to save a round trip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// Nothing known: read first.
+    Unknown,
+    /// A read just found nothing: try `add`.
+    Missing,
+    /// A read just returned this CAS token: try `cas`.
+    Cas(u64),
+}
+
+/// Stores `value` under `key` only if memcached holds nothing, a foreign
+/// value, or an older version. Conditional writes (`add`, `cas`) make the
+/// check and the store one atomic step, so concurrent writers converge on the
+/// greatest version whatever the order.
+pub fn apply_if_newer(
+    mc: &mut Memcached,
+    key: &[u8],
+    value: &StoredValue<'_>,
+    ttl: u64,
+    mut expect: Expect,
+) -> Result<Applied, StoreError> {
+    let encoded = value.encode();
+    for _ in 0..16 {
+        let reply = match expect {
+            Expect::Missing => mc.add(key, &encoded, ttl)?,
+            Expect::Cas(cas) => mc.cas(key, &encoded, ttl, cas)?,
+            Expect::Unknown => match mc.gets(key)? {
+                None => {
+                    expect = Expect::Missing;
+                    continue;
+                }
+                Some(item) => {
+                    let held = StoredValue::version_of(&item.value);
+                    if held >= value.version {
+                        return Ok(Applied::SkippedOlder { held });
+                    }
+                    expect = Expect::Cas(item.cas);
+                    continue;
+                }
+            },
+        };
+        match reply {
+            Reply::Stored => return Ok(Applied::Stored),
+            // Someone else wrote (or the key expired) in between: look again.
+            Reply::NotStored | Reply::Exists | Reply::NotFound => expect = Expect::Unknown,
+        }
+    }
+    Err(StoreError::Contended {
+        addr: mc.addr().clone(),
+        key: String::from_utf8_lossy(key).into_owned(),
+    })
+}
