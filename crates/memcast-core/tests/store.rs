@@ -1,0 +1,156 @@
+//! The memcached store against real memcached processes.
+
+use std::time::Duration;
+
+use memcast_core::store::{Expect, Reply};
+use memcast_core::{apply_if_newer, Applied, Memcached, ServerAddr, StoreError, StoredValue, Timeouts, Version};
+use memcast_testkit as kit;
+
+fn client(mc: &kit::Memcached) -> Memcached {
+    Memcached::new(ServerAddr::parse(&mc.addr()).unwrap(), Timeouts::default())
+}
+
+fn v(millis: u64, origin: u64) -> Version {
+    Version { millis, counter: 0, origin }
+}
+
+#[test]
+fn set_get_gets_cas_touch_round_trip() {
+    let server = kit::Memcached::start();
+    let mut mc = client(&server);
+    assert_eq!(mc.get(b"k").unwrap(), None);
+    assert_eq!(mc.set(b"k", b"a|b\r\nc", 60).unwrap(), Reply::Stored);
+    assert_eq!(mc.get(b"k").unwrap().as_deref(), Some(&b"a|b\r\nc"[..]));
+    let item = mc.gets(b"k").unwrap().unwrap();
+    assert_eq!(mc.cas(b"k", b"new", 60, item.cas).unwrap(), Reply::Stored);
+    assert_eq!(mc.cas(b"k", b"stale", 60, item.cas).unwrap(), Reply::Exists);
+    assert_eq!(mc.add(b"k", b"x", 60).unwrap(), Reply::NotStored);
+    assert!(mc.touch(b"k", 60).unwrap());
+    assert!(!mc.touch(b"missing", 60).unwrap());
+    assert_eq!(mc.delete(b"k").unwrap(), Reply::Stored);
+    assert_eq!(mc.get(b"k").unwrap(), None);
+}
+
+#[test]
+fn newer_version_replaces_older_and_older_is_skipped() {
+    let server = kit::Memcached::start();
+    let mut mc = client(&server);
+    let key = b"memcast.sess.order";
+    let old = StoredValue::live(v(100, 1), b"old");
+    let new = StoredValue::live(v(200, 1), b"new");
+    assert_eq!(apply_if_newer(&mut mc, key, &new, 60, Expect::Unknown).unwrap(), Applied::Stored);
+    assert_eq!(
+        apply_if_newer(&mut mc, key, &old, 60, Expect::Unknown).unwrap(),
+        Applied::SkippedOlder { held: v(200, 1) }
+    );
+    // The same version again is a duplicate frame: skipped, nothing changes.
+    assert!(matches!(apply_if_newer(&mut mc, key, &new, 60, Expect::Unknown).unwrap(), Applied::SkippedOlder { .. }));
+    let held = mc.get(key).unwrap().unwrap();
+    assert_eq!(StoredValue::parse(&held).unwrap().data, b"new");
+}
+
+#[test]
+fn stale_expectation_falls_back_to_reading_again() {
+    let server = kit::Memcached::start();
+    let mut mc = client(&server);
+    let key = b"memcast.sess.race";
+    // The writer believed the key missing, but a newer write got there first.
+    apply_if_newer(&mut mc, key, &StoredValue::live(v(300, 2), b"theirs"), 60, Expect::Unknown).unwrap();
+    let ours = StoredValue::live(v(250, 1), b"ours");
+    assert!(matches!(apply_if_newer(&mut mc, key, &ours, 60, Expect::Missing).unwrap(), Applied::SkippedOlder { .. }));
+    // And with a stale CAS token the newer write still wins.
+    let item = mc.gets(key).unwrap().unwrap();
+    apply_if_newer(&mut mc, key, &StoredValue::live(v(400, 2), b"later"), 60, Expect::Unknown).unwrap();
+    let newest = StoredValue::live(v(500, 1), b"newest");
+    assert_eq!(apply_if_newer(&mut mc, key, &newest, 60, Expect::Cas(item.cas)).unwrap(), Applied::Stored);
+    let held = mc.get(key).unwrap().unwrap();
+    assert_eq!(StoredValue::parse(&held).unwrap().data, b"newest");
+}
+
+#[test]
+fn concurrent_writers_converge_on_the_greatest_version() {
+    let server = kit::Memcached::start();
+    let addr = server.addr();
+    let key = b"memcast.sess.concurrent";
+    let threads: Vec<_> = (0..4u64)
+        .map(|origin| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut mc = Memcached::new(ServerAddr::parse(&addr).unwrap(), Timeouts::default());
+                for i in 0..200u64 {
+                    let data = format!("origin {origin} write {i}");
+                    let value = StoredValue::live(v(1000 + i, origin), data.as_bytes());
+                    apply_if_newer(&mut mc, key, &value, 60, Expect::Unknown).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut mc = client(&server);
+    let held = mc.get(key).unwrap().unwrap();
+    let held = StoredValue::parse(&held).unwrap();
+    assert_eq!(held.version, v(1199, 3));
+    assert_eq!(held.data, b"origin 3 write 199");
+}
+
+#[test]
+fn tombstone_blocks_an_older_late_write() {
+    let server = kit::Memcached::start();
+    let mut mc = client(&server);
+    let key = b"memcast.sess.destroyed";
+    apply_if_newer(&mut mc, key, &StoredValue::tombstone(v(500, 1)), 60, Expect::Unknown).unwrap();
+    let late = StoredValue::live(v(400, 2), b"resurrected?");
+    assert!(matches!(apply_if_newer(&mut mc, key, &late, 60, Expect::Unknown).unwrap(), Applied::SkippedOlder { .. }));
+    let held = mc.get(key).unwrap().unwrap();
+    assert!(StoredValue::parse(&held).unwrap().tombstone);
+}
+
+#[test]
+fn keys_that_break_the_protocol_never_reach_the_socket() {
+    let server = kit::Memcached::start();
+    let mut mc = client(&server);
+    for key in [&b"a b"[..], b"a\r\nflush_all", b"", &[b'k'; 251]] {
+        assert!(matches!(mc.set(key, b"x", 60), Err(StoreError::InvalidKey(_))));
+        assert!(matches!(mc.get(key), Err(StoreError::InvalidKey(_))));
+    }
+    assert!(!mc.is_connected(), "an invalid key must fail before connecting");
+}
+
+#[test]
+fn dead_server_is_a_server_failure_that_names_it() {
+    let mut server = kit::Memcached::start();
+    let addr = server.addr();
+    let mut mc = client(&server);
+    mc.set(b"k", b"v", 60).unwrap();
+    server.kill();
+    let err = mc.get(b"k").unwrap_err();
+    assert!(err.is_server_failure(), "{err}");
+    let err = mc.get(b"k").unwrap_err();
+    assert!(matches!(err, StoreError::Refused { .. }), "{err}");
+    assert!(err.to_string().contains(&addr), "{err}");
+}
+
+#[test]
+fn silent_server_times_out_with_the_configured_timeout() {
+    // A listener that accepts and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let timeouts = Timeouts { connect: Duration::from_millis(200), io: Duration::from_millis(80) };
+    let mut mc = Memcached::new(ServerAddr::parse(&addr).unwrap(), timeouts);
+    let err = mc.get(b"k").unwrap_err();
+    assert!(matches!(err, StoreError::Timeout { ms: 80, .. }), "{err}");
+    assert!(err.to_string().contains("timed out after 80 ms"), "{err}");
+}
+
+#[test]
+fn oversized_value_is_a_server_error_not_a_dead_server() {
+    let server = kit::Memcached::start();
+    let mut mc = client(&server);
+    let big = vec![b'x'; 5 * 1024 * 1024];
+    let err = mc.set(b"big", &big, 60).unwrap_err();
+    assert!(matches!(err, StoreError::Server { .. }), "{err}");
+    assert!(!err.is_server_failure());
+    assert_eq!(mc.set(b"small", b"ok", 60).unwrap(), Reply::Stored);
+}

@@ -1,0 +1,317 @@
+//! Test support, used by every memcast integration test: real memcached
+//! processes on free ports, network namespaces joined by a bridge, and child
+//! processes, each stopped by PID or removed when dropped, even when a test
+//! fails.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        Proc {
+            name: name.to_owned(),
+            child: Some(child),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Sends a signal by PID (never by name) and waits up to `wait` for exit.
+    pub fn signal(&mut self, sig: &str, wait: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.pid().to_string();
+        let _ = Command::new("kill").args([&format!("-{sig}"), &pid]).status();
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port nobody listens on right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// Waits until something accepts TCP connections at `addr`.
+pub fn wait_for_tcp(addr: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if TcpStream::connect(addr).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// Polls `f` until it returns `Some`, or gives up after `within`.
+pub fn eventually<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn memcached_binary() -> PathBuf {
+    for p in ["/usr/bin/memcached", "/usr/local/bin/memcached"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("memcached is not installed (apt-get install memcached)");
+}
+
+/// Options every test memcached runs with: 4 MB items so a 1 MB session fits
+/// with room to spare, no UDP.
+pub const MEMCACHED_ARGS: &[&str] = &["-U", "0", "-m", "64", "-I", "4m", "-t", "2"];
+
+/// A real memcached on a free loopback port.
+pub struct Memcached {
+    pub port: u16,
+    proc: Proc,
+}
+
+impl Memcached {
+    pub fn start() -> Memcached {
+        for _ in 0..5 {
+            let port = free_port();
+            let mut cmd = Command::new(memcached_binary());
+            cmd.args(["-l", "127.0.0.1", "-p", &port.to_string()])
+                .args(MEMCACHED_ARGS)
+                .args(user_arg())
+                .stdout(Stdio::null());
+            let mut proc = Proc::spawn("memcached", &mut cmd);
+            if wait_for_tcp(&format!("127.0.0.1:{port}"), Duration::from_secs(5)) && proc.is_running() {
+                return Memcached { port, proc };
+            }
+        }
+        panic!("memcached did not start");
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// kill -9, as a crash would.
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    /// One raw text-protocol exchange, for assertions independent of memcast.
+    pub fn raw(&self, cmd: &str) -> String {
+        raw_command(&self.addr(), cmd)
+    }
+}
+
+/// memcached refuses to run as root without `-u`.
+pub fn user_arg() -> Vec<&'static str> {
+    if is_root() {
+        vec!["-u", "root"]
+    } else {
+        vec![]
+    }
+}
+
+/// Sends `cmd` (with CRLF) and reads until a terminal line.
+pub fn raw_command(addr: &str, cmd: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(cmd.as_bytes()).unwrap();
+    s.write_all(b"\r\n").unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    let ends = ["END\r\n", "STORED\r\n", "DELETED\r\n", "NOT_FOUND\r\n", "ERROR\r\n", "OK\r\n", "TOUCHED\r\n"];
+    loop {
+        let n = s.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&out);
+        if ends.iter().any(|e| text.ends_with(e)) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Fails loudly (never skips) when a test needs root for namespaces.
+pub fn require_root(what: &str) {
+    assert!(
+        is_root(),
+        "{what} needs root (network namespaces); run the tests as root, as CI does"
+    );
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn must(args: &[&str]) {
+    if let Err(e) = ip(args) {
+        panic!("{e}");
+    }
+}
+
+static NEXT_NET: AtomicUsize = AtomicUsize::new(0);
+
+/// A bridge in the root namespace with hosts (namespaces) attached by veth
+/// pairs, on a private 10.x/24 subnet. Everything is removed on drop.
+pub struct Network {
+    pub bridge: String,
+    prefix: String,
+    subnet: u8,
+    hosts: Vec<String>,
+}
+
+/// One host: a network namespace with address `addr` on interface `iface`.
+pub struct Host {
+    pub netns: String,
+    pub iface: String,
+    pub addr: String,
+}
+
+impl Host {
+    /// A command that runs inside this host's namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.netns]).arg(program);
+        c
+    }
+}
+
+impl Network {
+    /// `name` is a short tag (a few letters) that makes every object's name
+    /// unique to this process and test.
+    pub fn new(name: &str) -> Network {
+        require_root("a multi-host test");
+        let n = NEXT_NET.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id() % 100_000;
+        let prefix = format!("m{name}{pid}{n}");
+        assert!(prefix.len() <= 11, "network tag {name:?} too long for interface names");
+        let subnet = 100 + ((pid as usize + n * 7) % 100) as u8;
+        let bridge = format!("{prefix}br");
+        let net = Network {
+            bridge: bridge.clone(),
+            prefix,
+            subnet,
+            hosts: Vec::new(),
+        };
+        must(&["link", "add", &bridge, "type", "bridge", "mcast_snooping", "0"]);
+        must(&["link", "set", &bridge, "up"]);
+        net
+    }
+
+    /// Adds host number `i` (1, 2, 3...) as 10.<subnet>.0.<i>/24.
+    pub fn add_host(&mut self, i: u8) -> Host {
+        let netns = format!("{}h{i}", self.prefix);
+        let outer = format!("{}v{i}", self.prefix);
+        let iface = format!("eth{i}");
+        let addr = format!("10.{}.0.{i}", self.subnet);
+        must(&["netns", "add", &netns]);
+        self.hosts.push(netns.clone());
+        must(&["link", "add", &outer, "type", "veth", "peer", "name", &iface]);
+        must(&["link", "set", &iface, "netns", &netns]);
+        must(&["link", "set", &outer, "master", &self.bridge]);
+        must(&["link", "set", &outer, "up"]);
+        let ns = |args: &[&str]| {
+            let mut full = vec!["-n", netns.as_str()];
+            full.extend_from_slice(args);
+            must(&full);
+        };
+        ns(&["addr", "add", &format!("{addr}/24"), "dev", &iface]);
+        ns(&["link", "set", &iface, "up"]);
+        ns(&["link", "set", "lo", "up"]);
+        ns(&["route", "add", "224.0.0.0/4", "dev", &iface]);
+        Host { netns, iface, addr }
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        // Namespaces first: their veth ends go with them, and the bridge after.
+        for ns in self.hosts.drain(..) {
+            let _ = Command::new("ip")
+                .args(["netns", "pids", &ns])
+                .output()
+                .map(|o| {
+                    for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                        let _ = Command::new("kill").args(["-9", pid]).status();
+                    }
+                });
+            let _ = ip(&["netns", "del", &ns]);
+        }
+        let _ = ip(&["link", "del", &self.bridge]);
+    }
+}
