@@ -1,0 +1,195 @@
+//! The extension's `memcast.*` php.ini settings, declared once: name,
+//! default and meaning. The extension registers exactly this table, phpinfo()
+//! shows it, and a test checks the README's reference table against it.
+
+use std::ffi::CStr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::store::Timeouts;
+
+pub struct IniSetting {
+    pub name: &'static CStr,
+    pub default: &'static CStr,
+    pub doc: &'static str,
+}
+
+pub const PUBLISH: &CStr = c"memcast.publish";
+pub const KEY_FILE: &CStr = c"memcast.key_file";
+pub const PREFIX: &CStr = c"memcast.prefix";
+pub const CONNECT_TIMEOUT_MS: &CStr = c"memcast.connect_timeout_ms";
+pub const IO_TIMEOUT_MS: &CStr = c"memcast.io_timeout_ms";
+pub const RETRY_INTERVAL: &CStr = c"memcast.retry_interval";
+pub const PGM_RATE_KBPS: &CStr = c"memcast.pgm_rate_kbps";
+pub const PGM_RECOVERY_MS: &CStr = c"memcast.pgm_recovery_ms";
+pub const SEND_HWM: &CStr = c"memcast.send_hwm";
+pub const LINGER_MS: &CStr = c"memcast.linger_ms";
+
+pub const SETTINGS: &[IniSetting] = &[
+    IniSetting {
+        name: PUBLISH,
+        default: c"",
+        doc: "Where each write is published: epgm://IFACE;GROUP:PORT (or pgm://, tcp://, ipc://). Empty: no replication.",
+    },
+    IniSetting {
+        name: KEY_FILE,
+        default: c"",
+        doc: "File holding the cluster's shared key (at least 32 bytes); frames are signed with it. Required when publishing.",
+    },
+    IniSetting {
+        name: PREFIX,
+        default: c"memcast.sess.",
+        doc: "Prefix of every session key in memcached.",
+    },
+    IniSetting {
+        name: CONNECT_TIMEOUT_MS,
+        default: c"100",
+        doc: "Connect timeout to one memcached, milliseconds.",
+    },
+    IniSetting {
+        name: IO_TIMEOUT_MS,
+        default: c"500",
+        doc: "Read/write timeout of one memcached command, milliseconds.",
+    },
+    IniSetting {
+        name: RETRY_INTERVAL,
+        default: c"2",
+        doc: "How long a failed server is skipped before it is tried again: seconds, or milliseconds with an ms suffix (500ms).",
+    },
+    IniSetting {
+        name: PGM_RATE_KBPS,
+        default: c"100000",
+        doc: "PGM sender rate limit (ZMQ_RATE), kbit/s.",
+    },
+    IniSetting {
+        name: PGM_RECOVERY_MS,
+        default: c"2000",
+        doc: "PGM recovery window (ZMQ_RECOVERY_IVL), milliseconds.",
+    },
+    IniSetting {
+        name: SEND_HWM,
+        default: c"10000",
+        doc: "Frames queued for sending before new ones are dropped (and counted).",
+    },
+    IniSetting {
+        name: LINGER_MS,
+        default: c"1000",
+        doc: "How long a PHP process waits at exit for unsent frames, milliseconds.",
+    },
+];
+
+/// The settings as the extension uses them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExtensionConfig {
+    pub publish: Option<String>,
+    pub key_file: Option<PathBuf>,
+    pub prefix: String,
+    pub timeouts: Timeouts,
+    pub retry_interval: Duration,
+    pub pgm_rate_kbps: i32,
+    pub pgm_recovery_ms: i32,
+    pub send_hwm: i32,
+    pub linger_ms: i32,
+}
+
+impl ExtensionConfig {
+    /// Builds the config from current INI values (`lookup` returns a
+    /// setting's value). Every error names the setting and the bad value.
+    pub fn from_ini(lookup: impl Fn(&CStr) -> String) -> Result<ExtensionConfig, String> {
+        let text = |name: &CStr| lookup(name).trim().to_owned();
+        let non_empty = |name: &CStr| Some(text(name)).filter(|s| !s.is_empty());
+        let int = |name: &CStr, min: i64, max: i64| -> Result<i64, String> {
+            let raw = text(name);
+            raw.parse::<i64>()
+                .ok()
+                .filter(|v| (min..=max).contains(v))
+                .ok_or_else(|| format!("{}={raw:?}: expected a whole number from {min} to {max}", name.to_string_lossy()))
+        };
+        let prefix = text(PREFIX);
+        if !prefix.bytes().all(|b| b > b' ' && b != 0x7f) || prefix.len() > 100 {
+            return Err(format!(
+                "{}={prefix:?}: must be at most 100 bytes without spaces or control characters",
+                PREFIX.to_string_lossy()
+            ));
+        }
+        Ok(ExtensionConfig {
+            publish: non_empty(PUBLISH),
+            key_file: non_empty(KEY_FILE).map(PathBuf::from),
+            prefix,
+            timeouts: Timeouts {
+                connect: Duration::from_millis(int(CONNECT_TIMEOUT_MS, 1, 60_000)? as u64),
+                io: Duration::from_millis(int(IO_TIMEOUT_MS, 1, 60_000)? as u64),
+            },
+            retry_interval: parse_interval(&text(RETRY_INTERVAL)).ok_or_else(|| {
+                format!(
+                    "{}={:?}: expected seconds (2) or milliseconds (500ms)",
+                    RETRY_INTERVAL.to_string_lossy(),
+                    text(RETRY_INTERVAL)
+                )
+            })?,
+            pgm_rate_kbps: int(PGM_RATE_KBPS, 1, i32::MAX as i64)? as i32,
+            pgm_recovery_ms: int(PGM_RECOVERY_MS, 1, i32::MAX as i64)? as i32,
+            send_hwm: int(SEND_HWM, 0, i32::MAX as i64)? as i32,
+            linger_ms: int(LINGER_MS, 0, i32::MAX as i64)? as i32,
+        })
+    }
+}
+
+/// `2` (seconds), `2s`, `500ms`.
+pub fn parse_interval(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if let Some(ms) = s.strip_suffix("ms") {
+        return ms.trim().parse::<u64>().ok().map(Duration::from_millis);
+    }
+    let secs = s.strip_suffix('s').unwrap_or(s).trim();
+    secs.parse::<u64>().ok().map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults(name: &CStr) -> String {
+        SETTINGS
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.default.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn defaults_parse() {
+        let cfg = ExtensionConfig::from_ini(defaults).unwrap();
+        assert_eq!(cfg.publish, None);
+        assert_eq!(cfg.prefix, "memcast.sess.");
+        assert_eq!(cfg.retry_interval, Duration::from_secs(2));
+        assert_eq!(cfg.timeouts.io, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let err = ExtensionConfig::from_ini(|n| if n == IO_TIMEOUT_MS { "fast".into() } else { defaults(n) }).unwrap_err();
+        assert!(err.contains("memcast.io_timeout_ms") && err.contains("fast"), "{err}");
+        let err = ExtensionConfig::from_ini(|n| if n == PREFIX { "a b".into() } else { defaults(n) }).unwrap_err();
+        assert!(err.contains("memcast.prefix"), "{err}");
+    }
+
+    #[test]
+    fn intervals_take_seconds_or_milliseconds() {
+        assert_eq!(parse_interval("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_interval("3s"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_interval("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_interval("soon"), None);
+    }
+
+    #[test]
+    fn every_setting_is_in_the_readme_reference_with_its_default() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+        for s in SETTINGS {
+            let name = s.name.to_string_lossy();
+            let default = s.default.to_string_lossy();
+            let row = format!("| `{name}` | `{default}` |");
+            assert!(readme.contains(&row), "README.md lacks the row starting {row}");
+        }
+    }
+}

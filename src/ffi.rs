@@ -1,0 +1,462 @@
+//! The FFI shell: everything `unsafe` and `extern "C"` in the extension.
+//!
+//! PHP calls the nine `ps_module` callbacks below; each converts PHP's
+//! strings, calls the safe [`SessionStore`](crate::handler::SessionStore)
+//! inside `catch_unwind` (a panic never crosses into PHP), and turns an error
+//! into exactly one PHP warning.
+
+#![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, dead_code, clippy::all)]
+
+use std::cell::Cell;
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ext_php_rs::builders::ModuleBuilder;
+use ext_php_rs::flags::IniEntryPermission;
+use ext_php_rs::types::ZendStr;
+use ext_php_rs::zend::{IniEntryDef, IniEntryDefs, ModuleEntry, StaticModuleEntry};
+use memcast_core::ini::{ExtensionConfig, SETTINGS};
+use parking_lot::Mutex;
+
+use crate::handler::SessionStore;
+
+mod bindings {
+    #![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, dead_code, unnecessary_transmutes)]
+    #![allow(clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/php_bindings.rs"));
+}
+use bindings::*;
+
+const SUCCESS: zend_result = ZEND_RESULT_CODE_SUCCESS;
+const FAILURE: zend_result = ZEND_RESULT_CODE_FAILURE;
+
+// ---------------------------------------------------------------- module ---
+
+/// The memcast module depends on the session module (it must start first,
+/// and `memcast` needs `php_session_register_module`).
+struct Deps([zend_module_dep; 2]);
+// SAFETY: the table only holds pointers to 'static C strings and is read-only.
+unsafe impl Sync for Deps {}
+static DEPS: Deps = Deps([
+    zend_module_dep {
+        name: c"session".as_ptr(),
+        rel: ptr::null(),
+        version: ptr::null(),
+        type_: MODULE_DEP_REQUIRED as u8,
+    },
+    zend_module_dep {
+        name: ptr::null(),
+        rel: ptr::null(),
+        version: ptr::null(),
+        type_: 0,
+    },
+]);
+
+macro_rules! ini_table {
+    ($($i:literal)*) => {
+        IniEntryDefs::new([
+            $(IniEntryDef::new(SETTINGS[$i].name, SETTINGS[$i].default, IniEntryPermission::All),)*
+            IniEntryDef::end(),
+        ])
+    };
+}
+const _: () = assert!(SETTINGS.len() == 10, "add the new setting's index to ini_table! below");
+static INI: IniEntryDefs<11> = ini_table!(0 1 2 3 4 5 6 7 8 9);
+
+/// PHP's entry point into the extension.
+#[no_mangle]
+pub extern "C" fn get_module() -> *mut ModuleEntry {
+    static MODULE: StaticModuleEntry = StaticModuleEntry::new();
+    MODULE.get_or_init(|| {
+        let built = ModuleBuilder::new("memcast", env!("CARGO_PKG_VERSION"))
+            .startup_function(minit)
+            .shutdown_function(mshutdown)
+            .info_function(minfo)
+            .try_into();
+        let Ok((mut entry, _startup, owned)) = built else {
+            unreachable!("the module entry has no functions or classes that could fail to build")
+        };
+        entry.deps = DEPS.0.as_ptr().cast();
+        (entry, owned)
+    })
+}
+
+static MODULE_NUMBER: AtomicUsize = AtomicUsize::new(0);
+
+static PS_MODULE: PsModule = PsModule(ps_module {
+    s_name: c"memcast".as_ptr(),
+    s_open: Some(ps_open),
+    s_close: Some(ps_close),
+    s_read: Some(ps_read),
+    s_write: Some(ps_write),
+    s_destroy: Some(ps_destroy),
+    s_gc: Some(ps_gc),
+    s_create_sid: Some(ps_create_sid),
+    s_validate_sid: Some(ps_validate_sid),
+    s_update_timestamp: Some(ps_update_timestamp),
+});
+struct PsModule(ps_module);
+// SAFETY: a constant table of a 'static name and function pointers.
+unsafe impl Sync for PsModule {}
+
+extern "C" fn minit(_type: i32, module_number: i32) -> i32 {
+    MODULE_NUMBER.store(module_number as usize, Ordering::Relaxed);
+    IniEntryDef::register(INI.as_slice(), module_number);
+    // SAFETY: MINIT runs once, single-threaded, after the session module
+    // started (declared dependency); PS_MODULE lives for the whole process.
+    let registered = unsafe { php_session_register_module(&PS_MODULE.0) };
+    if registered != SUCCESS {
+        return FAILURE;
+    }
+    // SAFETY: as above; the function table is fully built at MINIT.
+    unsafe { wrap_session_write_close() };
+    SUCCESS
+}
+
+extern "C" fn mshutdown(_type: i32, _module_number: i32) -> i32 {
+    // SAFETY: MSHUTDOWN runs once, single-threaded, before the function
+    // table is destroyed.
+    unsafe { unwrap_session_write_close() };
+    let _ = catch_unwind(|| {
+        if let Some(mut store) = STORE.lock().take() {
+            store.shutdown();
+        }
+    });
+    SUCCESS
+}
+
+extern "C" fn minfo(module: *mut ModuleEntry) {
+    let counters = catch_unwind(|| STORE.lock().as_ref().map(|s| (s.counters(), s.origin_id()))).ok().flatten();
+    let row = |name: &str, value: &str| {
+        let name = cstring(name);
+        let value = cstring(value);
+        // SAFETY: two NUL-terminated strings for a two-column row.
+        unsafe { php_info_print_table_row(2, name.as_ptr(), value.as_ptr()) };
+    };
+    // SAFETY: phpinfo() is printing our section; the table calls pair up.
+    unsafe {
+        php_info_print_table_start();
+        php_info_print_table_header(2, c"memcast support".as_ptr(), c"enabled".as_ptr());
+    }
+    row("Version", env!("CARGO_PKG_VERSION"));
+    row("Save handler", "memcast");
+    row("PGM transport in libzmq", if memcast_bus::has_pgm() { "yes" } else { "no" });
+    if let Some((c, origin)) = counters {
+        row("Origin id (this process)", &format!("{origin:016x}"));
+        for (server, n) in &c.reads_by_server {
+            row(&format!("Reads from {server}"), &n.to_string());
+        }
+        row("Failovers", &c.failovers.to_string());
+        row("Writes", &c.writes.to_string());
+        row("Write failures", &c.write_failures.to_string());
+        row("Frames published", &c.published.to_string());
+        row("Publish drops", &c.publish_drops.to_string());
+    }
+    // SAFETY: closes the table opened above; `module` is the entry PHP passed.
+    unsafe {
+        php_info_print_table_end();
+        display_ini_entries(module.cast());
+    }
+}
+
+// ------------------------------------------------- session_write_close ---
+
+// PHP 8.2's session_write_close() returns true even when the handler could
+// not store the data. memcast makes it return false then, so the caller can
+// tell. The write callback sets this flag; the wrapper reads it.
+thread_local! {
+    static WRITE_FAILED: Cell<bool> = const { Cell::new(false) };
+}
+
+type Handler = unsafe extern "C" fn(*mut zend_execute_data, *mut zval);
+static ORIGINAL_WRITE_CLOSE: AtomicUsize = AtomicUsize::new(0);
+
+unsafe extern "C" fn memcast_session_write_close(execute_data: *mut zend_execute_data, return_value: *mut zval) {
+    WRITE_FAILED.with(|f| f.set(false));
+    let original = ORIGINAL_WRITE_CLOSE.load(Ordering::Relaxed);
+    if original != 0 {
+        // SAFETY: the value was read from the function table at MINIT and is
+        // the engine's own handler with this exact signature.
+        let original: Handler = unsafe { std::mem::transmute::<usize, Handler>(original) };
+        // SAFETY: we forward the engine's own arguments unchanged.
+        unsafe { original(execute_data, return_value) };
+    }
+    if WRITE_FAILED.with(|f| f.replace(false)) && !return_value.is_null() {
+        // SAFETY: return_value is the engine's zval for this call; making it
+        // `false` is a plain type change with no payload to release.
+        unsafe {
+            if (*return_value).u1.type_info == IS_TRUE {
+                (*return_value).u1.type_info = IS_FALSE;
+            }
+        }
+    }
+}
+
+/// The engine function entries of session_write_close and its alias.
+unsafe fn write_close_functions() -> Vec<*mut zend_function> {
+    let mut out = Vec::new();
+    for name in [c"session_write_close", c"session_commit"] {
+        // SAFETY: compiler_globals.function_table is the engine's global
+        // function table, valid from MINIT to MSHUTDOWN; the lookup only reads.
+        let f = unsafe {
+            let table = compiler_globals.function_table;
+            if table.is_null() {
+                return out;
+            }
+            zend_hash_str_find_ptr_lc(table, name.as_ptr(), name.to_bytes().len()) as *mut zend_function
+        };
+        if !f.is_null() {
+            out.push(f);
+        }
+    }
+    out
+}
+
+unsafe fn wrap_session_write_close() {
+    // SAFETY: called at MINIT, single-threaded; the entries are internal
+    // functions (type ZEND_INTERNAL_FUNCTION) owned by the session module.
+    unsafe {
+        for f in write_close_functions() {
+            let handler = &mut (*f).internal_function.handler;
+            if let Some(h) = *handler {
+                let _ = ORIGINAL_WRITE_CLOSE.compare_exchange(0, h as usize, Ordering::Relaxed, Ordering::Relaxed);
+                *handler = Some(memcast_session_write_close);
+            }
+        }
+    }
+}
+
+unsafe fn unwrap_session_write_close() {
+    let original = ORIGINAL_WRITE_CLOSE.load(Ordering::Relaxed);
+    if original == 0 {
+        return;
+    }
+    // SAFETY: MSHUTDOWN, single-threaded; puts back the handler read at MINIT.
+    unsafe {
+        let original: Handler = std::mem::transmute::<usize, Handler>(original);
+        for f in write_close_functions() {
+            (*f).internal_function.handler = Some(original);
+        }
+    }
+}
+
+// ------------------------------------------------------------ callbacks ---
+
+static STORE: Mutex<Option<SessionStore>> = Mutex::new(None);
+
+/// A non-null `mod_data`: PHP calls write/close only when open set one.
+static MOD_DATA: u8 = 0;
+
+fn cstring(s: &str) -> CString {
+    CString::new(s.replace('\0', "\\0")).unwrap_or_default()
+}
+
+fn warn(message: &str) {
+    let message = cstring(&format!("memcast: {message}"));
+    // SAFETY: a "%s" format with one NUL-terminated argument.
+    unsafe { php_error_docref(ptr::null(), E_WARNING as c_int, c"%s".as_ptr(), message.as_ptr()) };
+}
+
+/// Runs `f` on the process's store; a panic becomes a warning and FAILURE,
+/// and the store starts afresh (its state may be half-updated).
+fn guarded<T>(callback: &str, on_panic: T, f: impl FnOnce(&mut SessionStore) -> T) -> T {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let mut guard = STORE.lock();
+        f(guard.get_or_insert_with(SessionStore::new))
+    }));
+    match result {
+        Ok(v) => v,
+        Err(_) => {
+            *STORE.lock() = None;
+            warn(&format!("internal error in the {callback} callback; the request's session was not changed"));
+            on_panic
+        }
+    }
+}
+
+fn ini_string(name: &CStr) -> String {
+    let mut exists = false;
+    // SAFETY: a NUL-terminated name of a registered setting; the engine
+    // returns a pointer to its current value or null.
+    let value = unsafe { zend_ini_string_ex(name.as_ptr(), name.to_bytes().len(), 0, &mut exists) };
+    if value.is_null() {
+        return String::new();
+    }
+    // SAFETY: INI values are NUL-terminated strings owned by the engine.
+    unsafe { CStr::from_ptr(value) }.to_string_lossy().into_owned()
+}
+
+/// The bytes of a PHP string.
+unsafe fn zstr_bytes<'a>(s: *const zend_string) -> &'a [u8] {
+    if s.is_null() {
+        return &[];
+    }
+    // SAFETY: a live zend_string holds `len` bytes at `val`.
+    unsafe { std::slice::from_raw_parts((*s).val.as_ptr().cast::<u8>(), (*s).len) }
+}
+
+/// A new (request-allocated) PHP string.
+fn new_zstr(bytes: &[u8]) -> *mut zend_string {
+    ZendStr::new(bytes, false).into_raw().cast()
+}
+
+fn ttl(maxlifetime: zend_long) -> u64 {
+    maxlifetime.max(0) as u64
+}
+
+unsafe extern "C" fn ps_open(mod_data: *mut *mut c_void, save_path: *const c_char, _name: *const c_char) -> zend_result {
+    // SAFETY: PHP passes its NUL-terminated session.save_path.
+    let save_path = if save_path.is_null() { String::new() } else { unsafe { CStr::from_ptr(save_path) }.to_string_lossy().into_owned() };
+    let config = match catch_unwind(|| ExtensionConfig::from_ini(ini_string)) {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            warn(&e);
+            return FAILURE;
+        }
+        Err(_) => return FAILURE,
+    };
+    let opened = guarded("open", Err(String::new()), |s| s.open(config, &save_path));
+    match opened {
+        Ok(notices) => {
+            for n in notices {
+                warn(&n);
+            }
+            // SAFETY: mod_data is PHP's PS(mod_data) slot.
+            unsafe { *mod_data = (&MOD_DATA as *const u8).cast_mut().cast() };
+            SUCCESS
+        }
+        Err(e) => {
+            if !e.is_empty() {
+                warn(&e);
+            }
+            FAILURE
+        }
+    }
+}
+
+unsafe extern "C" fn ps_close(mod_data: *mut *mut c_void) -> zend_result {
+    guarded("close", (), |s| s.close());
+    // SAFETY: PHP's PS(mod_data) slot.
+    unsafe { *mod_data = ptr::null_mut() };
+    SUCCESS
+}
+
+unsafe extern "C" fn ps_read(_: *mut *mut c_void, key: *mut zend_string, val: *mut *mut zend_string, _maxlifetime: zend_long) -> zend_result {
+    // SAFETY: key is the session id PHP owns for this call.
+    let id = unsafe { zstr_bytes(key) };
+    match guarded("read", Err(String::new()), |s| s.read(id)) {
+        Ok(data) => {
+            // SAFETY: PHP takes ownership of *val.
+            unsafe { *val = new_zstr(data.as_deref().unwrap_or(&[])) };
+            SUCCESS
+        }
+        Err(e) => {
+            if !e.is_empty() {
+                warn(&e);
+            }
+            FAILURE
+        }
+    }
+}
+
+/// A write no server took: one warning, and session_write_close() returns
+/// false. We answer SUCCESS to the session module so it does not add its
+/// own, vaguer warning on top of ours.
+fn failed_write(e: String) -> zend_result {
+    if !e.is_empty() {
+        warn(&e);
+    }
+    WRITE_FAILED.with(|f| f.set(true));
+    SUCCESS
+}
+
+fn after_publish(s: &mut SessionStore) {
+    if let Some(e) = s.take_publish_error() {
+        warn(&e);
+    }
+}
+
+unsafe extern "C" fn ps_write(_: *mut *mut c_void, key: *mut zend_string, val: *mut zend_string, maxlifetime: zend_long) -> zend_result {
+    // SAFETY: PHP owns both strings for the duration of the call.
+    let (id, data) = unsafe { (zstr_bytes(key), zstr_bytes(val)) };
+    let result = guarded("write", Err(String::new()), |s| {
+        let r = s.write(id, data, ttl(maxlifetime));
+        after_publish(s);
+        r
+    });
+    match result {
+        Ok(()) => SUCCESS,
+        Err(e) => failed_write(e),
+    }
+}
+
+unsafe extern "C" fn ps_update_timestamp(_: *mut *mut c_void, key: *mut zend_string, val: *mut zend_string, maxlifetime: zend_long) -> zend_result {
+    // SAFETY: PHP owns both strings for the duration of the call.
+    let (id, data) = unsafe { (zstr_bytes(key), zstr_bytes(val)) };
+    let result = guarded("update_timestamp", Err(String::new()), |s| {
+        let r = s.touch(id, data, ttl(maxlifetime));
+        after_publish(s);
+        r
+    });
+    match result {
+        Ok(()) => SUCCESS,
+        Err(e) => failed_write(e),
+    }
+}
+
+unsafe extern "C" fn ps_destroy(_: *mut *mut c_void, key: *mut zend_string) -> zend_result {
+    // SAFETY: PHP owns the id for the duration of the call.
+    let id = unsafe { zstr_bytes(key) };
+    match guarded("destroy", Err(String::new()), |s| s.destroy(id)) {
+        Ok(()) => SUCCESS,
+        Err(e) => {
+            if !e.is_empty() {
+                warn(&e);
+            }
+            FAILURE
+        }
+    }
+}
+
+unsafe extern "C" fn ps_gc(_: *mut *mut c_void, _maxlifetime: zend_long, nrdels: *mut zend_long) -> zend_long {
+    // Expiry is memcached's TTL (session.gc_maxlifetime): nothing to collect.
+    if !nrdels.is_null() {
+        // SAFETY: PHP's out-parameter.
+        unsafe { *nrdels = 0 };
+    }
+    0
+}
+
+unsafe extern "C" fn ps_create_sid(mod_data: *mut *mut c_void) -> *mut zend_string {
+    for _ in 0..3 {
+        // SAFETY: PHP's own id generator (session.sid_length, bits per char).
+        let id = unsafe { php_session_create_id(mod_data) };
+        if id.is_null() {
+            return id;
+        }
+        // SAFETY: a live string we own.
+        let bytes = unsafe { zstr_bytes(id) };
+        if !guarded("create_sid", false, |s| s.id_taken(bytes)) {
+            return id;
+        }
+        // SAFETY: the colliding id is ours to release.
+        unsafe { ext_php_rs::ffi::ext_php_rs_zend_string_release(id.cast()) };
+    }
+    warn("could not create a session id that is not already in use after 3 attempts");
+    ptr::null_mut()
+}
+
+unsafe extern "C" fn ps_validate_sid(_: *mut *mut c_void, key: *mut zend_string) -> zend_result {
+    // SAFETY: PHP owns the id for the duration of the call.
+    let id = unsafe { zstr_bytes(key) };
+    match guarded("validate_sid", Ok(false), |s| s.exists(id)) {
+        Ok(true) => SUCCESS,
+        Ok(false) => FAILURE,
+        Err(e) => {
+            warn(&format!("cannot validate session id: {e}"));
+            FAILURE
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! How PHP sessions map onto memcached and the multicast group: the safe
+//! half of the save handler. The FFI shell (`ffi.rs`) turns PHP's callbacks
+//! into calls here and this module's errors into one PHP warning each.
+//!
+//! State lives for the whole PHP process (a php-fpm worker serves many
+//! requests): connections, the server health table, the publisher socket and
+//! the origin's clock. Only what one request read is reset at close.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use memcast_bus::{BusError, BusOptions, Publisher};
+use memcast_core::ini::ExtensionConfig;
+use memcast_core::store::Expect;
+use memcast_core::{
+    apply_if_newer, FailoverList, Frame, Hlc, Memcached, Op, Origin, ServerAddr, SharedKey, StoreError,
+    StoredValue, Version,
+};
+
+/// How long a destroyed session's tombstone blocks late, older writes.
+pub const TOMBSTONE_TTL: u64 = 300;
+
+/// What this process did, shown by phpinfo().
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub reads_by_server: Vec<(String, u64)>,
+    pub failovers: u64,
+    pub writes: u64,
+    pub write_failures: u64,
+    pub published: u64,
+    pub publish_drops: u64,
+}
+
+/// What the last read of a session found, so the write can be conditional
+/// on it (one round trip) and versioned after it.
+#[derive(Debug, Clone, Copy)]
+struct ReadState {
+    server: usize,
+    expect: Expect,
+    version: Option<Version>,
+}
+
+pub struct SessionStore {
+    config: Option<ExtensionConfig>,
+    save_path: String,
+    list: FailoverList,
+    servers: Vec<Memcached>,
+    reads: HashMap<Vec<u8>, ReadState>,
+    origin: Origin,
+    clock: Hlc,
+    key: Option<(PathBuf, Result<SharedKey, String>)>,
+    publisher: Option<(String, Result<Publisher, String>)>,
+    warned: Vec<String>,
+    counters: Counters,
+}
+
+impl Default for SessionStore {
+    fn default() -> Self {
+        SessionStore::new()
+    }
+}
+
+impl SessionStore {
+    pub fn new() -> SessionStore {
+        let origin = Origin::new();
+        let clock = Hlc::new(origin.id);
+        SessionStore {
+            config: None,
+            save_path: String::new(),
+            list: FailoverList::new(Vec::new(), Default::default()),
+            servers: Vec::new(),
+            reads: HashMap::new(),
+            origin,
+            clock,
+            key: None,
+            publisher: None,
+            warned: Vec::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn counters(&self) -> Counters {
+        let mut c = self.counters.clone();
+        c.reads_by_server = self
+            .servers
+            .iter()
+            .zip(self.counters.reads_by_server.iter())
+            .map(|(s, (_, n))| (s.addr().to_string(), *n))
+            .collect();
+        c
+    }
+
+    pub fn origin_id(&self) -> u64 {
+        self.origin.id
+    }
+
+    /// Applies the current settings and `session.save_path`. Returns warnings
+    /// that are new to this process (each is shown once per process).
+    pub fn open(&mut self, config: ExtensionConfig, save_path: &str) -> Result<Vec<String>, String> {
+        if save_path != self.save_path || self.servers.is_empty() {
+            let servers = ServerAddr::parse_list(save_path).map_err(|e| format!("session.save_path {save_path:?}: {e}"))?;
+            self.servers = servers
+                .iter()
+                .map(|a| Memcached::new(a.clone(), config.timeouts))
+                .collect();
+            self.counters.reads_by_server = servers.iter().map(|a| (a.to_string(), 0)).collect();
+            self.list = FailoverList::new(servers, config.retry_interval);
+            self.save_path = save_path.to_owned();
+        }
+        self.list.set_retry_interval(config.retry_interval);
+        for s in &mut self.servers {
+            s.set_timeouts(config.timeouts);
+        }
+        let mut notices = Vec::new();
+        if let Some(endpoint) = &config.publish {
+            match &config.key_file {
+                None => notices.push(format!(
+                    "memcast.publish is set but memcast.key_file is not: sessions are stored locally and not replicated (frames are never sent unsigned)"
+                )),
+                Some(path) => {
+                    if self.key.as_ref().map(|(p, _)| p) != Some(path) {
+                        let loaded = SharedKey::from_file(path).map_err(|e| e.to_string());
+                        self.key = Some((path.clone(), loaded));
+                    }
+                    if let Some((_, Err(e))) = &self.key {
+                        notices.push(format!("{e}: sessions are stored locally and not replicated"));
+                    }
+                }
+            }
+            if self.publisher.as_ref().map(|(e, _)| e) != Some(endpoint) {
+                self.publisher = None; // connected lazily, at the first write
+            }
+        }
+        self.config = Some(config);
+        notices.retain(|n| !self.warned.contains(n));
+        self.warned.extend(notices.iter().cloned());
+        Ok(notices)
+    }
+
+    /// Forgets what this request read; connections stay open.
+    pub fn close(&mut self) {
+        self.reads.clear();
+    }
+
+    fn key_for(&self, id: &[u8]) -> Vec<u8> {
+        let prefix = self.config.as_ref().map_or("memcast.sess.", |c| c.prefix.as_str());
+        [prefix.as_bytes(), id].concat()
+    }
+
+    /// The session's data, `None` for a miss. A miss on a reachable server
+    /// is a miss, not a reason to ask the next one.
+    pub fn read(&mut self, id: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        let key = self.key_for(id);
+        let mut tried = Vec::new();
+        let now = Instant::now();
+        for i in self.list.candidates(now) {
+            match self.servers[i].gets(&key) {
+                Ok(found) => {
+                    self.list.mark_ok(i);
+                    if let Some(r) = self.counters.reads_by_server.get_mut(i) {
+                        r.1 += 1;
+                    }
+                    if !tried.is_empty() {
+                        self.counters.failovers += 1;
+                    }
+                    let (data, state) = match &found {
+                        None => (None, ReadState { server: i, expect: Expect::Missing, version: None }),
+                        Some(item) => {
+                            let stored = StoredValue::parse(&item.value);
+                            let state = ReadState {
+                                server: i,
+                                expect: Expect::Cas(item.cas),
+                                version: stored.map(|s| s.version),
+                            };
+                            let data = stored.filter(|s| !s.tombstone).map(|s| s.data.to_vec());
+                            (data, state)
+                        }
+                    };
+                    self.reads.insert(key, state);
+                    return Ok(data);
+                }
+                Err(e) => {
+                    self.note_failure(i, &e);
+                    tried.push((i, e.to_string()));
+                    if !e.is_server_failure() {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(format!("cannot read session: {}", self.no_server(tried)))
+    }
+
+    /// Stores the session in the first server that takes it, then publishes it.
+    pub fn write(&mut self, id: &[u8], data: &[u8], ttl: u64) -> Result<(), String> {
+        let key = self.key_for(id);
+        let read = self.reads.get(&key).copied();
+        let version = self.clock.next(read.and_then(|r| r.version));
+        let value = StoredValue::live(version, data);
+        self.store(&key, &value, ttl, read)?;
+        let state = ReadState { server: usize::MAX, expect: Expect::Unknown, version: Some(version) };
+        self.reads.insert(key.clone(), state);
+        self.publish(Op::Set, key, data.to_vec(), ttl, version);
+        Ok(())
+    }
+
+    /// `session.lazy_write`: the data did not change, so only the expiry moves.
+    pub fn touch(&mut self, id: &[u8], data: &[u8], ttl: u64) -> Result<(), String> {
+        let key = self.key_for(id);
+        let mut tried = Vec::new();
+        for i in self.list.candidates(Instant::now()) {
+            match self.servers[i].touch(&key, ttl) {
+                Ok(true) => {
+                    self.list.mark_ok(i);
+                    let version = self.reads.get(&key).and_then(|r| r.version).unwrap_or(Version::ZERO);
+                    self.publish(Op::Touch, key, Vec::new(), ttl, version);
+                    return Ok(());
+                }
+                // Gone meanwhile (expired, or a cold server): write it whole.
+                Ok(false) => return self.write(id, data, ttl),
+                Err(e) => {
+                    self.note_failure(i, &e);
+                    tried.push((i, e.to_string()));
+                }
+            }
+        }
+        self.counters.write_failures += 1;
+        Err(format!("cannot store session: {}", self.no_server(tried)))
+    }
+
+    /// Leaves a tombstone (so a late, older write cannot bring the session
+    /// back) and publishes the delete.
+    pub fn destroy(&mut self, id: &[u8]) -> Result<(), String> {
+        let key = self.key_for(id);
+        let read = self.reads.remove(&key);
+        let version = self.clock.next(read.and_then(|r| r.version));
+        self.store(&key, &StoredValue::tombstone(version), TOMBSTONE_TTL, read)?;
+        self.publish(Op::Delete, key, Vec::new(), TOMBSTONE_TTL, version);
+        Ok(())
+    }
+
+    /// Whether a live session with this id exists (strict mode, collisions).
+    /// An unreachable cluster answers `Err`.
+    pub fn exists(&mut self, id: &[u8]) -> Result<bool, String> {
+        let key = self.key_for(id);
+        let mut tried = Vec::new();
+        for i in self.list.candidates(Instant::now()) {
+            match self.servers[i].get(&key) {
+                Ok(v) => {
+                    self.list.mark_ok(i);
+                    let live = v.as_deref().and_then(StoredValue::parse).is_some_and(|s| !s.tombstone);
+                    return Ok(live);
+                }
+                Err(e) => {
+                    self.note_failure(i, &e);
+                    tried.push((i, e.to_string()));
+                }
+            }
+        }
+        Err(self.no_server(tried))
+    }
+
+    /// Whether an id is taken by a live session or a tombstone.
+    pub fn id_taken(&mut self, id: &[u8]) -> bool {
+        let key = self.key_for(id);
+        for i in self.list.candidates(Instant::now()) {
+            match self.servers[i].get(&key) {
+                Ok(v) => return v.is_some(),
+                Err(e) => self.note_failure(i, &e),
+            }
+        }
+        false
+    }
+
+    fn store(&mut self, key: &[u8], value: &StoredValue<'_>, ttl: u64, read: Option<ReadState>) -> Result<(), String> {
+        let mut tried = Vec::new();
+        for i in self.list.candidates(Instant::now()) {
+            let expect = match read {
+                Some(r) if r.server == i => r.expect,
+                _ => Expect::Unknown,
+            };
+            match apply_if_newer(&mut self.servers[i], key, value, ttl, expect) {
+                Ok(_) => {
+                    self.list.mark_ok(i);
+                    self.counters.writes += 1;
+                    if !tried.is_empty() {
+                        self.counters.failovers += 1;
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.note_failure(i, &e);
+                    tried.push((i, e.to_string()));
+                }
+            }
+        }
+        self.counters.write_failures += 1;
+        Err(format!("cannot store session: {}", self.no_server(tried)))
+    }
+
+    fn note_failure(&mut self, i: usize, e: &StoreError) {
+        if e.is_server_failure() {
+            self.list.mark_failed(i, Instant::now(), e.to_string());
+        }
+    }
+
+    /// "no memcached server accepted it (tried ...; skipped ...)": every
+    /// server named, with what happened to it.
+    fn no_server(&self, tried: Vec<(usize, String)>) -> String {
+        let retry_ms = self.config.as_ref().map_or(0, |c| c.retry_interval.as_millis());
+        let skipped: Vec<String> = self
+            .list
+            .skipped(Instant::now())
+            .iter()
+            .filter(|s| !tried.iter().any(|(i, _)| *i == s.index))
+            .map(|s| {
+                let ago = retry_ms.saturating_sub(s.retry_in.as_millis());
+                format!("{} (failed {ago} ms ago: {})", s.addr, s.last_error)
+            })
+            .collect();
+        let mut parts = Vec::new();
+        if !tried.is_empty() {
+            let tried: Vec<String> = tried.into_iter().map(|(_, e)| e).collect();
+            parts.push(format!("tried {}", tried.join("; ")));
+        }
+        if !skipped.is_empty() {
+            parts.push(format!("skipped {}", skipped.join("; ")));
+        }
+        format!("no memcached server accepted it ({})", parts.join("; "))
+    }
+
+    fn publish(&mut self, op: Op, key: Vec<u8>, value: Vec<u8>, ttl: u64, version: Version) {
+        let Some(config) = &self.config else { return };
+        let Some(endpoint) = config.publish.clone() else { return };
+        let Some((_, Ok(shared_key))) = &self.key else {
+            self.counters.publish_drops += 1;
+            return;
+        };
+        let frame = Frame {
+            op,
+            origin: self.origin.id,
+            epoch: self.origin.epoch,
+            seq: self.origin.next_seq(),
+            version,
+            ttl: ttl.min(u32::MAX as u64) as u32,
+            key,
+            value,
+        };
+        let bytes = frame.seal(shared_key);
+        if self.publisher.is_none() {
+            let opts = BusOptions {
+                rate_kbps: config.pgm_rate_kbps,
+                recovery_ms: config.pgm_recovery_ms,
+                sndhwm: config.send_hwm,
+                linger_ms: config.linger_ms,
+                ..BusOptions::default()
+            };
+            let connected = Publisher::connect(&endpoint, &opts).map_err(|e| e.to_string());
+            self.publisher = Some((endpoint, connected));
+        }
+        match &self.publisher {
+            Some((_, Ok(p))) => match p.send(&bytes) {
+                Ok(()) => self.counters.published += 1,
+                Err(BusError::QueueFull) | Err(_) => self.counters.publish_drops += 1,
+            },
+            _ => self.counters.publish_drops += 1,
+        }
+    }
+
+    /// A publisher that failed to connect, once per process.
+    pub fn take_publish_error(&mut self) -> Option<String> {
+        let msg = match &self.publisher {
+            Some((endpoint, Err(e))) => format!("memcast.publish {endpoint:?}: {e}: sessions are stored locally and not replicated"),
+            _ => return None,
+        };
+        if self.warned.contains(&msg) {
+            return None;
+        }
+        self.warned.push(msg.clone());
+        Some(msg)
+    }
+
+    /// Closes the publisher, waiting up to the linger time for unsent frames.
+    pub fn shutdown(&mut self) {
+        self.publisher = None;
+    }
+}
