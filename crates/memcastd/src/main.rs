@@ -1,1 +1,70 @@
-fn main() {}
+//! memcastd: the companion daemon on every host. It subscribes to the memcast
+//! group and applies every authenticated session write to the local
+//! memcached, only if newer than what it holds.
+//!
+//! Layout: `config` (flags and TOML, declared once), `daemon` (the receive
+//! and apply loop), `stats` (counters and gap tracking).
+
+mod config;
+mod daemon;
+mod stats;
+
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clap::Parser;
+use memcast_core::SharedKey;
+
+use crate::config::{Cli, FileSettings, Settings};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let file = match &cli.config {
+        Some(path) => match config::load_file(path) {
+            Ok(f) => f,
+            Err(e) => return fail(&e.to_string()),
+        },
+        None => FileSettings::default(),
+    };
+    let settings = match Settings::resolve(cli, file) {
+        Ok(s) => s,
+        Err(e) => return fail(&e.to_string()),
+    };
+    init_logging(&settings.log_level);
+    let key = match SharedKey::from_file(&settings.key_file) {
+        Ok(k) => k,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {
+            return fail(&format!("cannot handle signal {sig}: {e}"));
+        }
+    }
+    let mut daemon = match daemon::Daemon::new(settings, key) {
+        Ok(d) => d,
+        Err(e) => return fail(&e),
+    };
+    match daemon.run(stop) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("memcastd: error: {message}");
+    ExitCode::from(2)
+}
+
+/// Plain lines on stderr (journald adds the timestamp and unit).
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("memcastd={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
+}
