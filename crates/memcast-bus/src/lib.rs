@@ -114,6 +114,31 @@ impl Publisher {
         })
     }
 
+    /// A publisher others connect to (`tcp://`, `ipc://`): the daemon's side
+    /// of a host relay or a TCP fan-out, and tests.
+    pub fn bind(endpoint: &str, opts: &BusOptions) -> Result<Publisher, BusError> {
+        check_endpoint(endpoint)?;
+        let context = zmq::Context::new();
+        let socket = context.socket(zmq::PUB).map_err(zmq_err("socket"))?;
+        socket.set_sndhwm(opts.sndhwm).map_err(zmq_err("ZMQ_SNDHWM"))?;
+        socket.set_linger(opts.linger_ms).map_err(zmq_err("ZMQ_LINGER"))?;
+        socket.bind(endpoint).map_err(|e| BusError::Endpoint {
+            endpoint: endpoint.to_owned(),
+            message: e.to_string(),
+        })?;
+        let bound = socket
+            .get_last_endpoint()
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or_else(|| endpoint.to_owned());
+        Ok(Publisher {
+            socket,
+            _context: context,
+            endpoint: bound,
+        })
+    }
+
+    /// The endpoint as connected or bound (with the real port after `:*`).
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }

@@ -119,6 +119,21 @@ pub struct Memcached {
 }
 
 impl Memcached {
+    /// On a given loopback port: to restart a killed memcached in its place.
+    pub fn start_on(port: u16) -> Memcached {
+        let mut cmd = Command::new(memcached_binary());
+        cmd.args(["-l", "127.0.0.1", "-p", &port.to_string()])
+            .args(MEMCACHED_ARGS)
+            .args(user_arg())
+            .stdout(Stdio::null());
+        let mut proc = Proc::spawn("memcached", &mut cmd);
+        assert!(
+            wait_for_tcp(&format!("127.0.0.1:{port}"), Duration::from_secs(5)) && proc.is_running(),
+            "memcached did not start on port {port}"
+        );
+        Memcached { port, proc }
+    }
+
     pub fn start() -> Memcached {
         for _ in 0..5 {
             let port = free_port();
@@ -313,5 +328,37 @@ impl Drop for Network {
             let _ = ip(&["netns", "del", &ns]);
         }
         let _ = ip(&["link", "del", &self.bridge]);
+    }
+}
+
+/// A directory removed on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("memcast-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+
+    /// Writes a key file (mode 0600) with a 44-byte secret derived from `seed`.
+    pub fn key_file(&self, name: &str, seed: u8) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.path.join(name);
+        let secret: String = (0..44).map(|i| (b'A' + ((i as u8).wrapping_mul(7).wrapping_add(seed)) % 26) as char).collect();
+        std::fs::write(&path, format!("{secret}\n")).expect("write key file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod key file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
