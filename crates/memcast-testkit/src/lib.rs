@@ -201,6 +201,32 @@ pub fn raw_command(addr: &str, cmd: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The exact bytes memcached holds for `key`, read with a raw `get`.
+pub fn raw_get(addr: &str, key: &str) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(format!("get {key}\r\n").as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = s.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            panic!("{addr} closed the connection during get {key}");
+        }
+        out.extend_from_slice(&buf[..n]);
+        if out == b"END\r\n" {
+            return None;
+        }
+        let Some(eol) = out.windows(2).position(|w| w == b"\r\n") else { continue };
+        let header = String::from_utf8_lossy(&out[..eol]).into_owned();
+        let len: usize = header.split(' ').nth(3).and_then(|l| l.parse().ok()).unwrap_or_else(|| panic!("bad reply {header:?}"));
+        let total = eol + 2 + len + 2 + 5;
+        if out.len() >= total {
+            return Some(out[eol + 2..eol + 2 + len].to_vec());
+        }
+    }
+}
+
 pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -284,8 +310,15 @@ impl Network {
             hosts: Vec::new(),
         };
         must(&["link", "add", &bridge, "type", "bridge", "mcast_snooping", "0"]);
+        // The bridge's own address lets the test itself reach every host.
+        must(&["addr", "add", &format!("10.{subnet}.0.254/24"), "dev", &bridge]);
         must(&["link", "set", &bridge, "up"]);
         net
+    }
+
+    /// The multicast group for this network: 239.192.<subnet>.1.
+    pub fn group(&self) -> String {
+        format!("239.192.{}.1", self.subnet)
     }
 
     /// Adds host number `i` (1, 2, 3...) as 10.<subnet>.0.<i>/24.
@@ -296,8 +329,17 @@ impl Network {
         let addr = format!("10.{}.0.{i}", self.subnet);
         must(&["netns", "add", &netns]);
         self.hosts.push(netns.clone());
-        must(&["link", "add", &outer, "type", "veth", "peer", "name", &iface]);
-        must(&["link", "set", &iface, "netns", &netns]);
+        // `ip netns exec` bind-mounts /etc/netns/<ns>/* over /etc. Name
+        // lookups stay in /etc/hosts: OpenPGM resolves the interface part of
+        // "epgm://eth1;..." as a host name first, and a DNS server the
+        // namespace cannot reach makes that fail instead of falling through
+        // to interface names.
+        let etc = PathBuf::from("/etc/netns").join(&netns);
+        std::fs::create_dir_all(&etc).expect("create /etc/netns/<ns>");
+        std::fs::write(etc.join("nsswitch.conf"), "hosts: files\nnetworks: files\n").expect("write nsswitch.conf");
+        // The inner end is created inside the namespace, so parallel tests
+        // never see each other's eth<i>.
+        must(&["link", "add", &outer, "type", "veth", "peer", "name", &iface, "netns", &netns]);
         must(&["link", "set", &outer, "master", &self.bridge]);
         must(&["link", "set", &outer, "up"]);
         let ns = |args: &[&str]| {
@@ -326,6 +368,7 @@ impl Drop for Network {
                     }
                 });
             let _ = ip(&["netns", "del", &ns]);
+            let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&ns));
         }
         let _ = ip(&["link", "del", &self.bridge]);
     }
