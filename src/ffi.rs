@@ -5,7 +5,13 @@
 //! inside `catch_unwind` (a panic never crosses into PHP), and turns an error
 //! into exactly one PHP warning.
 
-#![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, dead_code, clippy::all)]
+#![allow(
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    dead_code,
+    clippy::all
+)]
 
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
@@ -23,7 +29,13 @@ use parking_lot::Mutex;
 use crate::handler::SessionStore;
 
 mod bindings {
-    #![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, dead_code, unnecessary_transmutes)]
+    #![allow(
+        non_camel_case_types,
+        non_snake_case,
+        non_upper_case_globals,
+        dead_code,
+        unnecessary_transmutes
+    )]
     #![allow(clippy::all)]
     include!(concat!(env!("OUT_DIR"), "/php_bindings.rs"));
 }
@@ -62,7 +74,10 @@ macro_rules! ini_table {
         ])
     };
 }
-const _: () = assert!(SETTINGS.len() == 10, "add the new setting's index to ini_table! below");
+const _: () = assert!(
+    SETTINGS.len() == 10,
+    "add the new setting's index to ini_table! below"
+);
 static INI: IniEntryDefs<11> = ini_table!(0 1 2 3 4 5 6 7 8 9);
 
 /// PHP's entry point into the extension.
@@ -128,7 +143,9 @@ extern "C" fn mshutdown(_type: i32, _module_number: i32) -> i32 {
 }
 
 extern "C" fn minfo(module: *mut ModuleEntry) {
-    let counters = catch_unwind(|| STORE.lock().as_ref().map(|s| (s.counters(), s.origin_id()))).ok().flatten();
+    let counters = catch_unwind(|| STORE.lock().as_ref().map(|s| (s.counters(), s.origin_id())))
+        .ok()
+        .flatten();
     let row = |name: &str, value: &str| {
         let name = cstring(name);
         let value = cstring(value);
@@ -142,7 +159,10 @@ extern "C" fn minfo(module: *mut ModuleEntry) {
     }
     row("Version", env!("CARGO_PKG_VERSION"));
     row("Save handler", "memcast");
-    row("PGM transport in libzmq", if memcast_bus::has_pgm() { "yes" } else { "no" });
+    row(
+        "PGM transport in libzmq",
+        if memcast_bus::has_pgm() { "yes" } else { "no" },
+    );
     if let Some((c, origin)) = counters {
         row("Origin id (this process)", &format!("{origin:016x}"));
         for (server, n) in &c.reads_by_server {
@@ -173,7 +193,10 @@ thread_local! {
 type Handler = unsafe extern "C" fn(*mut zend_execute_data, *mut zval);
 static ORIGINAL_WRITE_CLOSE: AtomicUsize = AtomicUsize::new(0);
 
-unsafe extern "C" fn memcast_session_write_close(execute_data: *mut zend_execute_data, return_value: *mut zval) {
+unsafe extern "C" fn memcast_session_write_close(
+    execute_data: *mut zend_execute_data,
+    return_value: *mut zval,
+) {
     WRITE_FAILED.with(|f| f.set(false));
     let original = ORIGINAL_WRITE_CLOSE.load(Ordering::Relaxed);
     if original != 0 {
@@ -205,7 +228,8 @@ unsafe fn write_close_functions() -> Vec<*mut zend_function> {
             if table.is_null() {
                 return out;
             }
-            zend_hash_str_find_ptr_lc(table, name.as_ptr(), name.to_bytes().len()) as *mut zend_function
+            zend_hash_str_find_ptr_lc(table, name.as_ptr(), name.to_bytes().len())
+                as *mut zend_function
         };
         if !f.is_null() {
             out.push(f);
@@ -221,7 +245,12 @@ unsafe fn wrap_session_write_close() {
         for f in write_close_functions() {
             let handler = &mut (*f).internal_function.handler;
             if let Some(h) = *handler {
-                let _ = ORIGINAL_WRITE_CLOSE.compare_exchange(0, h as usize, Ordering::Relaxed, Ordering::Relaxed);
+                let _ = ORIGINAL_WRITE_CLOSE.compare_exchange(
+                    0,
+                    h as usize,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
                 *handler = Some(memcast_session_write_close);
             }
         }
@@ -256,7 +285,14 @@ fn cstring(s: &str) -> CString {
 fn warn(message: &str) {
     let message = cstring(&format!("memcast: {message}"));
     // SAFETY: a "%s" format with one NUL-terminated argument.
-    unsafe { php_error_docref(ptr::null(), E_WARNING as c_int, c"%s".as_ptr(), message.as_ptr()) };
+    unsafe {
+        php_error_docref(
+            ptr::null(),
+            E_WARNING as c_int,
+            c"%s".as_ptr(),
+            message.as_ptr(),
+        )
+    };
 }
 
 /// Runs `f` on the process's store; a panic becomes a warning and FAILURE,
@@ -270,7 +306,9 @@ fn guarded<T>(callback: &str, on_panic: T, f: impl FnOnce(&mut SessionStore) -> 
         Ok(v) => v,
         Err(_) => {
             *STORE.lock() = None;
-            warn(&format!("internal error in the {callback} callback; the request's session was not changed"));
+            warn(&format!(
+                "internal error in the {callback} callback; the request's session was not changed"
+            ));
             on_panic
         }
     }
@@ -285,7 +323,9 @@ fn ini_string(name: &CStr) -> String {
         return String::new();
     }
     // SAFETY: INI values are NUL-terminated strings owned by the engine.
-    unsafe { CStr::from_ptr(value) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(value) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The bytes of a PHP string.
@@ -306,9 +346,19 @@ fn ttl(maxlifetime: zend_long) -> u64 {
     maxlifetime.max(0) as u64
 }
 
-unsafe extern "C" fn ps_open(mod_data: *mut *mut c_void, save_path: *const c_char, _name: *const c_char) -> zend_result {
-    // SAFETY: PHP passes its NUL-terminated session.save_path.
-    let save_path = if save_path.is_null() { String::new() } else { unsafe { CStr::from_ptr(save_path) }.to_string_lossy().into_owned() };
+unsafe extern "C" fn ps_open(
+    mod_data: *mut *mut c_void,
+    save_path: *const c_char,
+    _name: *const c_char,
+) -> zend_result {
+    let save_path = if save_path.is_null() {
+        String::new()
+    } else {
+        // SAFETY: PHP passes its NUL-terminated session.save_path.
+        unsafe { CStr::from_ptr(save_path) }
+            .to_string_lossy()
+            .into_owned()
+    };
     let config = match catch_unwind(|| ExtensionConfig::from_ini(ini_string)) {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
@@ -343,7 +393,12 @@ unsafe extern "C" fn ps_close(mod_data: *mut *mut c_void) -> zend_result {
     SUCCESS
 }
 
-unsafe extern "C" fn ps_read(_: *mut *mut c_void, key: *mut zend_string, val: *mut *mut zend_string, _maxlifetime: zend_long) -> zend_result {
+unsafe extern "C" fn ps_read(
+    _: *mut *mut c_void,
+    key: *mut zend_string,
+    val: *mut *mut zend_string,
+    _maxlifetime: zend_long,
+) -> zend_result {
     // SAFETY: key is the session id PHP owns for this call.
     let id = unsafe { zstr_bytes(key) };
     match guarded("read", Err(String::new()), |s| s.read(id)) {
@@ -378,7 +433,12 @@ fn after_publish(s: &mut SessionStore) {
     }
 }
 
-unsafe extern "C" fn ps_write(_: *mut *mut c_void, key: *mut zend_string, val: *mut zend_string, maxlifetime: zend_long) -> zend_result {
+unsafe extern "C" fn ps_write(
+    _: *mut *mut c_void,
+    key: *mut zend_string,
+    val: *mut zend_string,
+    maxlifetime: zend_long,
+) -> zend_result {
     // SAFETY: PHP owns both strings for the duration of the call.
     let (id, data) = unsafe { (zstr_bytes(key), zstr_bytes(val)) };
     let result = guarded("write", Err(String::new()), |s| {
@@ -392,7 +452,12 @@ unsafe extern "C" fn ps_write(_: *mut *mut c_void, key: *mut zend_string, val: *
     }
 }
 
-unsafe extern "C" fn ps_update_timestamp(_: *mut *mut c_void, key: *mut zend_string, val: *mut zend_string, maxlifetime: zend_long) -> zend_result {
+unsafe extern "C" fn ps_update_timestamp(
+    _: *mut *mut c_void,
+    key: *mut zend_string,
+    val: *mut zend_string,
+    maxlifetime: zend_long,
+) -> zend_result {
     // SAFETY: PHP owns both strings for the duration of the call.
     let (id, data) = unsafe { (zstr_bytes(key), zstr_bytes(val)) };
     let result = guarded("update_timestamp", Err(String::new()), |s| {
@@ -420,7 +485,11 @@ unsafe extern "C" fn ps_destroy(_: *mut *mut c_void, key: *mut zend_string) -> z
     }
 }
 
-unsafe extern "C" fn ps_gc(_: *mut *mut c_void, _maxlifetime: zend_long, nrdels: *mut zend_long) -> zend_long {
+unsafe extern "C" fn ps_gc(
+    _: *mut *mut c_void,
+    _maxlifetime: zend_long,
+    nrdels: *mut zend_long,
+) -> zend_long {
     // Expiry is memcached's TTL (session.gc_maxlifetime): nothing to collect.
     if !nrdels.is_null() {
         // SAFETY: PHP's out-parameter.

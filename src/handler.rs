@@ -14,8 +14,8 @@ use memcast_bus::{BusError, BusOptions, Publisher};
 use memcast_core::ini::ExtensionConfig;
 use memcast_core::store::Expect;
 use memcast_core::{
-    apply_if_newer, FailoverList, Frame, Hlc, Memcached, Op, Origin, ServerAddr, SharedKey, StoreError,
-    StoredValue, Version,
+    apply_if_newer, FailoverList, Frame, Hlc, Memcached, Op, Origin, ServerAddr, SharedKey,
+    StoreError, StoredValue, Version,
 };
 
 /// How long a destroyed session's tombstone blocks late, older writes.
@@ -97,9 +97,14 @@ impl SessionStore {
 
     /// Applies the current settings and `session.save_path`. Returns warnings
     /// that are new to this process (each is shown once per process).
-    pub fn open(&mut self, config: ExtensionConfig, save_path: &str) -> Result<Vec<String>, String> {
+    pub fn open(
+        &mut self,
+        config: ExtensionConfig,
+        save_path: &str,
+    ) -> Result<Vec<String>, String> {
         if save_path != self.save_path || self.servers.is_empty() {
-            let servers = ServerAddr::parse_list(save_path).map_err(|e| format!("session.save_path {save_path:?}: {e}"))?;
+            let servers = ServerAddr::parse_list(save_path)
+                .map_err(|e| format!("session.save_path {save_path:?}: {e}"))?;
             self.servers = servers
                 .iter()
                 .map(|a| Memcached::new(a.clone(), config.timeouts))
@@ -115,9 +120,7 @@ impl SessionStore {
         let mut notices = Vec::new();
         if let Some(endpoint) = &config.publish {
             match &config.key_file {
-                None => notices.push(format!(
-                    "memcast.publish is set but memcast.key_file is not: sessions are stored locally and not replicated (frames are never sent unsigned)"
-                )),
+                None => notices.push("memcast.publish is set but memcast.key_file is not: sessions are stored locally and not replicated (frames are never sent unsigned)".to_string()),
                 Some(path) => {
                     if self.key.as_ref().map(|(p, _)| p) != Some(path) {
                         let loaded = SharedKey::from_file(path).map_err(|e| e.to_string());
@@ -144,7 +147,10 @@ impl SessionStore {
     }
 
     fn key_for(&self, id: &[u8]) -> Vec<u8> {
-        let prefix = self.config.as_ref().map_or("memcast.sess.", |c| c.prefix.as_str());
+        let prefix = self
+            .config
+            .as_ref()
+            .map_or("memcast.sess.", |c| c.prefix.as_str());
         [prefix.as_bytes(), id].concat()
     }
 
@@ -165,7 +171,14 @@ impl SessionStore {
                         self.counters.failovers += 1;
                     }
                     let (data, state) = match &found {
-                        None => (None, ReadState { server: i, expect: Expect::Missing, version: None }),
+                        None => (
+                            None,
+                            ReadState {
+                                server: i,
+                                expect: Expect::Missing,
+                                version: None,
+                            },
+                        ),
                         Some(item) => {
                             let stored = StoredValue::parse(&item.value);
                             let state = ReadState {
@@ -199,7 +212,11 @@ impl SessionStore {
         let version = self.clock.next(read.and_then(|r| r.version));
         let value = StoredValue::live(version, data);
         self.store(&key, &value, ttl, read)?;
-        let state = ReadState { server: usize::MAX, expect: Expect::Unknown, version: Some(version) };
+        let state = ReadState {
+            server: usize::MAX,
+            expect: Expect::Unknown,
+            version: Some(version),
+        };
         self.reads.insert(key.clone(), state);
         self.publish(Op::Set, key, data.to_vec(), ttl, version);
         Ok(())
@@ -213,7 +230,11 @@ impl SessionStore {
             match self.servers[i].touch(&key, ttl) {
                 Ok(true) => {
                     self.list.mark_ok(i);
-                    let version = self.reads.get(&key).and_then(|r| r.version).unwrap_or(Version::ZERO);
+                    let version = self
+                        .reads
+                        .get(&key)
+                        .and_then(|r| r.version)
+                        .unwrap_or(Version::ZERO);
                     self.publish(Op::Touch, key, Vec::new(), ttl, version);
                     return Ok(());
                 }
@@ -249,7 +270,10 @@ impl SessionStore {
             match self.servers[i].get(&key) {
                 Ok(v) => {
                     self.list.mark_ok(i);
-                    let live = v.as_deref().and_then(StoredValue::parse).is_some_and(|s| !s.tombstone);
+                    let live = v
+                        .as_deref()
+                        .and_then(StoredValue::parse)
+                        .is_some_and(|s| !s.tombstone);
                     return Ok(live);
                 }
                 Err(e) => {
@@ -273,7 +297,13 @@ impl SessionStore {
         false
     }
 
-    fn store(&mut self, key: &[u8], value: &StoredValue<'_>, ttl: u64, read: Option<ReadState>) -> Result<(), String> {
+    fn store(
+        &mut self,
+        key: &[u8],
+        value: &StoredValue<'_>,
+        ttl: u64,
+        read: Option<ReadState>,
+    ) -> Result<(), String> {
         let mut tried = Vec::new();
         for i in self.list.candidates(Instant::now()) {
             let expect = match read {
@@ -308,7 +338,10 @@ impl SessionStore {
     /// "no memcached server accepted it (tried ...; skipped ...)": every
     /// server named, with what happened to it.
     fn no_server(&self, tried: Vec<(usize, String)>) -> String {
-        let retry_ms = self.config.as_ref().map_or(0, |c| c.retry_interval.as_millis());
+        let retry_ms = self
+            .config
+            .as_ref()
+            .map_or(0, |c| c.retry_interval.as_millis());
         let skipped: Vec<String> = self
             .list
             .skipped(Instant::now())
@@ -332,7 +365,9 @@ impl SessionStore {
 
     fn publish(&mut self, op: Op, key: Vec<u8>, value: Vec<u8>, ttl: u64, version: Version) {
         let Some(config) = &self.config else { return };
-        let Some(endpoint) = config.publish.clone() else { return };
+        let Some(endpoint) = config.publish.clone() else {
+            return;
+        };
         let Some((_, Ok(shared_key))) = &self.key else {
             self.counters.publish_drops += 1;
             return;
@@ -371,7 +406,9 @@ impl SessionStore {
     /// A publisher that failed to connect, once per process.
     pub fn take_publish_error(&mut self) -> Option<String> {
         let msg = match &self.publisher {
-            Some((endpoint, Err(e))) => format!("memcast.publish {endpoint:?}: {e}: sessions are stored locally and not replicated"),
+            Some((endpoint, Err(e))) => format!(
+                "memcast.publish {endpoint:?}: {e}: sessions are stored locally and not replicated"
+            ),
             _ => return None,
         };
         if self.warned.contains(&msg) {

@@ -12,5 +12,7 @@
 //! The wire format, versions, the memcached client and the settings table are
 //! in `memcast-core`; ZeroMQ is in `memcast-bus`.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod ffi;
 mod handler;

@@ -11,8 +11,14 @@ use memcast_core::StoredValue;
 use memcast_testkit::{eventually, raw_get, Host, Network, Proc, TempDir, MEMCACHED_ARGS};
 
 fn artifact(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release").join(name);
-    assert!(path.exists(), "{} is missing: run `make build` first", path.display());
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/release")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `make build` first",
+        path.display()
+    );
     path
 }
 
@@ -42,11 +48,16 @@ impl Cluster {
         for i in 1..=3u8 {
             let host = net.add_host(i);
             let mut mc = host.command(memcast_testkit::memcached_binary());
-            mc.args(["-l", "0.0.0.0", "-p", "11211"]).args(MEMCACHED_ARGS).args(memcast_testkit::user_arg());
+            mc.args(["-l", "0.0.0.0", "-p", "11211"])
+                .args(MEMCACHED_ARGS)
+                .args(memcast_testkit::user_arg());
             mc.stdout(Stdio::null());
             let memcached = Proc::spawn("memcached", &mut mc);
             assert!(
-                memcast_testkit::wait_for_tcp(&format!("{}:11211", host.addr), Duration::from_secs(5)),
+                memcast_testkit::wait_for_tcp(
+                    &format!("{}:11211", host.addr),
+                    Duration::from_secs(5)
+                ),
                 "memcached on {} did not start",
                 host.netns
             );
@@ -60,18 +71,36 @@ impl Cluster {
                 .stdout(Stdio::null())
                 .stderr(log);
             let memcastd = Proc::spawn("memcastd", &mut d);
-            sites.push(Site { host, memcached, memcastd });
+            sites.push(Site {
+                host,
+                memcached,
+                memcastd,
+            });
         }
-        let mut cluster = Cluster { sites, key_file, group, dir, _net: net };
+        let mut cluster = Cluster {
+            sites,
+            key_file,
+            group,
+            dir,
+            _net: net,
+        };
         // Until a probe written on host 1 shows up on hosts 2 and 3, the
         // receivers have not joined the group yet.
         let joined = eventually(Duration::from_secs(20), || {
             cluster.php(0, "session_id('probe0000000000000000000000000000'); session_start(); $_SESSION['p'] = microtime(true);");
-            (cluster.raw(1, "memcast.sess.probe0000000000000000000000000000").is_some()
-                && cluster.raw(2, "memcast.sess.probe0000000000000000000000000000").is_some())
+            (cluster
+                .raw(1, "memcast.sess.probe0000000000000000000000000000")
+                .is_some()
+                && cluster
+                    .raw(2, "memcast.sess.probe0000000000000000000000000000")
+                    .is_some())
             .then_some(())
         });
-        assert!(joined.is_some(), "replication never started; logs:\n{}", cluster.logs());
+        assert!(
+            joined.is_some(),
+            "replication never started; logs:\n{}",
+            cluster.logs()
+        );
         cluster
     }
 
@@ -79,25 +108,42 @@ impl Cluster {
     fn php(&self, i: usize, code: &str) -> String {
         let out = self.php_output(i, code);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success() && !text.contains("Warning") && !text.contains("Fatal"), "PHP on host {}: {text}", i + 1);
+        assert!(
+            out.status.success() && !text.contains("Warning") && !text.contains("Fatal"),
+            "PHP on host {}: {text}",
+            i + 1
+        );
         text
     }
 
     fn php_output(&self, i: usize, code: &str) -> Output {
         let site = &self.sites[i];
-        let others: Vec<String> = (0..3).filter(|&j| j != i).map(|j| format!("{}:11211", self.sites[j].host.addr)).collect();
+        let others: Vec<String> = (0..3)
+            .filter(|&j| j != i)
+            .map(|j| format!("{}:11211", self.sites[j].host.addr))
+            .collect();
         let save_path = format!("127.0.0.1:11211, {}", others.join(", "));
         site.host
             .command("php")
             .arg("-n")
             .arg("-d")
             .arg(format!("extension={}", artifact("libmemcast.so").display()))
-            .args(["-d", "session.save_handler=memcast", "-d", "display_errors=1", "-d", "error_reporting=-1"])
+            .args([
+                "-d",
+                "session.save_handler=memcast",
+                "-d",
+                "display_errors=1",
+                "-d",
+                "error_reporting=-1",
+            ])
             .arg("-d")
             .arg(format!("session.save_path={save_path}"))
             .arg("-d")
             // Quoted: in INI syntax an unquoted ";" starts a comment.
-            .arg(format!("memcast.publish=\"epgm://{};{}:5555\"", site.host.iface, self.group))
+            .arg(format!(
+                "memcast.publish=\"epgm://{};{}:5555\"",
+                site.host.iface, self.group
+            ))
             .arg("-d")
             .arg(format!("memcast.key_file={}", self.key_file.display()))
             .args(["-r", &format!("ob_start(); {code}")])
@@ -118,7 +164,10 @@ impl Cluster {
             site.memcastd.signal("TERM", Duration::from_secs(3));
         }
         (1..=3)
-            .map(|i| std::fs::read_to_string(self.dir.path.join(format!("memcastd{i}.log"))).unwrap_or_default())
+            .map(|i| {
+                std::fs::read_to_string(self.dir.path.join(format!("memcastd{i}.log")))
+                    .unwrap_or_default()
+            })
             .collect::<Vec<_>>()
             .join("\n---\n")
     }
@@ -154,19 +203,44 @@ fn write_on_host_a_is_read_on_hosts_b_and_c_and_survives_a_dead_memcached() {
     // Replicated to B and C by their memcastd, byte for byte.
     for site in 1..3 {
         let replicated = eventually(Duration::from_secs(10), || {
-            (0..20).all(|i| cluster.raw(site, &format!("memcast.sess.multihost{i:023}")).is_some()).then_some(())
+            (0..20)
+                .all(|i| {
+                    cluster
+                        .raw(site, &format!("memcast.sess.multihost{i:023}"))
+                        .is_some()
+                })
+                .then_some(())
         });
-        assert!(replicated.is_some(), "host {} misses sessions; logs:\n{}", site + 1, cluster.logs());
-        assert_eq!(cluster.php(site, READ_SESSIONS), on_a, "host {} reads different data", site + 1);
+        assert!(
+            replicated.is_some(),
+            "host {} misses sessions; logs:\n{}",
+            site + 1,
+            cluster.logs()
+        );
+        assert_eq!(
+            cluster.php(site, READ_SESSIONS),
+            on_a,
+            "host {} reads different data",
+            site + 1
+        );
         for i in 0..20 {
             let key = format!("memcast.sess.multihost{i:023}");
-            assert_eq!(cluster.raw(site, &key), cluster.raw(0, &key), "{key} differs on host {}", site + 1);
+            assert_eq!(
+                cluster.raw(site, &key),
+                cluster.raw(0, &key),
+                "{key} differs on host {}",
+                site + 1
+            );
         }
     }
 
     // Host A's memcached dies: PHP on A reads and writes through B, no error.
     cluster.sites[0].memcached.kill();
-    assert_eq!(cluster.php(0, READ_SESSIONS), on_a, "reads on A after its memcached died");
+    assert_eq!(
+        cluster.php(0, READ_SESSIONS),
+        on_a,
+        "reads on A after its memcached died"
+    );
     cluster.php(
         0,
         r#"for ($i = 0; $i < 20; $i++) {
@@ -180,17 +254,27 @@ fn write_on_host_a_is_read_on_hosts_b_and_c_and_survives_a_dead_memcached() {
     let seen_on_c = eventually(Duration::from_secs(10), || {
         (0..20)
             .all(|i| {
-                cluster.raw(2, &format!("memcast.sess.multihost{i:023}")).is_some_and(|v| {
-                    String::from_utf8_lossy(StoredValue::parse(&v).unwrap().data).contains("after_failover|b:1;")
-                })
+                cluster
+                    .raw(2, &format!("memcast.sess.multihost{i:023}"))
+                    .is_some_and(|v| {
+                        String::from_utf8_lossy(StoredValue::parse(&v).unwrap().data)
+                            .contains("after_failover|b:1;")
+                    })
             })
             .then_some(())
     });
     if seen_on_c.is_none() {
         let key = format!("memcast.sess.multihost{:023}", 0);
-        let b = cluster.raw(1, &key).map(|v| String::from_utf8_lossy(&v).into_owned());
-        let c = cluster.raw(2, &key).map(|v| String::from_utf8_lossy(&v).into_owned());
-        panic!("writes made during the failover did not reach host C\nB: {b:?}\nC: {c:?}\nlogs:\n{}", cluster.logs());
+        let b = cluster
+            .raw(1, &key)
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
+        let c = cluster
+            .raw(2, &key)
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
+        panic!(
+            "writes made during the failover did not reach host C\nB: {b:?}\nC: {c:?}\nlogs:\n{}",
+            cluster.logs()
+        );
     }
     let after_a = cluster.php(0, READ_SESSIONS);
     assert_eq!(cluster.php(2, READ_SESSIONS), after_a);
@@ -220,10 +304,17 @@ fn two_hosts_writing_one_session_concurrently_end_identical_everywhere() {
     let key = "memcast.sess.contended0000000000000000000000";
     let converged = eventually(Duration::from_secs(10), || {
         let values: Vec<_> = (0..3).map(|i| cluster.raw(i, key)).collect();
-        (values[0].is_some() && values.iter().all(|v| v == &values[0])).then(|| values[0].clone().unwrap())
+        (values[0].is_some() && values.iter().all(|v| v == &values[0]))
+            .then(|| values[0].clone().unwrap())
     });
     let Some(value) = converged else {
-        let values: Vec<_> = (0..3).map(|i| cluster.raw(i, key).map(|v| String::from_utf8_lossy(&v).into_owned())).collect();
+        let values: Vec<_> = (0..3)
+            .map(|i| {
+                cluster
+                    .raw(i, key)
+                    .map(|v| String::from_utf8_lossy(&v).into_owned())
+            })
+            .collect();
         panic!("replicas differ: {values:?}\nlogs:\n{}", cluster.logs());
     };
     let data = String::from_utf8_lossy(StoredValue::parse(&value).unwrap().data).into_owned();

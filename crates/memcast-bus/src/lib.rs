@@ -95,13 +95,25 @@ impl Publisher {
         check_endpoint(endpoint)?;
         let context = zmq::Context::new();
         let socket = context.socket(zmq::PUB).map_err(zmq_err("socket"))?;
-        socket.set_sndhwm(opts.sndhwm).map_err(zmq_err("ZMQ_SNDHWM"))?;
-        socket.set_linger(opts.linger_ms).map_err(zmq_err("ZMQ_LINGER"))?;
-        socket.set_sndbuf(opts.sndbuf).map_err(zmq_err("ZMQ_SNDBUF"))?;
+        socket
+            .set_sndhwm(opts.sndhwm)
+            .map_err(zmq_err("ZMQ_SNDHWM"))?;
+        socket
+            .set_linger(opts.linger_ms)
+            .map_err(zmq_err("ZMQ_LINGER"))?;
+        socket
+            .set_sndbuf(opts.sndbuf)
+            .map_err(zmq_err("ZMQ_SNDBUF"))?;
         if is_multicast(endpoint) {
-            socket.set_rate(opts.rate_kbps).map_err(zmq_err("ZMQ_RATE"))?;
-            socket.set_recovery_ivl(opts.recovery_ms).map_err(zmq_err("ZMQ_RECOVERY_IVL"))?;
-            socket.set_multicast_hops(opts.multicast_hops).map_err(zmq_err("ZMQ_MULTICAST_HOPS"))?;
+            socket
+                .set_rate(opts.rate_kbps)
+                .map_err(zmq_err("ZMQ_RATE"))?;
+            socket
+                .set_recovery_ivl(opts.recovery_ms)
+                .map_err(zmq_err("ZMQ_RECOVERY_IVL"))?;
+            socket
+                .set_multicast_hops(opts.multicast_hops)
+                .map_err(zmq_err("ZMQ_MULTICAST_HOPS"))?;
         }
         socket.connect(endpoint).map_err(|e| BusError::Endpoint {
             endpoint: endpoint.to_owned(),
@@ -120,8 +132,12 @@ impl Publisher {
         check_endpoint(endpoint)?;
         let context = zmq::Context::new();
         let socket = context.socket(zmq::PUB).map_err(zmq_err("socket"))?;
-        socket.set_sndhwm(opts.sndhwm).map_err(zmq_err("ZMQ_SNDHWM"))?;
-        socket.set_linger(opts.linger_ms).map_err(zmq_err("ZMQ_LINGER"))?;
+        socket
+            .set_sndhwm(opts.sndhwm)
+            .map_err(zmq_err("ZMQ_SNDHWM"))?;
+        socket
+            .set_linger(opts.linger_ms)
+            .map_err(zmq_err("ZMQ_LINGER"))?;
         socket.bind(endpoint).map_err(|e| BusError::Endpoint {
             endpoint: endpoint.to_owned(),
             message: e.to_string(),
@@ -148,7 +164,10 @@ impl Publisher {
         match self.socket.send(frame, zmq::DONTWAIT) {
             Ok(()) => Ok(()),
             Err(zmq::Error::EAGAIN) => Err(BusError::QueueFull),
-            Err(e) => Err(BusError::Zmq { what: "send", source: e }),
+            Err(e) => Err(BusError::Zmq {
+                what: "send",
+                source: e,
+            }),
         }
     }
 }
@@ -163,13 +182,25 @@ impl Subscriber {
     pub fn connect(endpoints: &[String], opts: &BusOptions) -> Result<Subscriber, BusError> {
         let context = zmq::Context::new();
         let socket = context.socket(zmq::SUB).map_err(zmq_err("socket"))?;
-        socket.set_rcvhwm(opts.rcvhwm).map_err(zmq_err("ZMQ_RCVHWM"))?;
-        socket.set_rcvbuf(opts.rcvbuf).map_err(zmq_err("ZMQ_RCVBUF"))?;
-        socket.set_maxmsgsize(opts.max_message).map_err(zmq_err("ZMQ_MAXMSGSIZE"))?;
-        socket.set_rate(opts.rate_kbps).map_err(zmq_err("ZMQ_RATE"))?;
-        socket.set_recovery_ivl(opts.recovery_ms).map_err(zmq_err("ZMQ_RECOVERY_IVL"))?;
+        socket
+            .set_rcvhwm(opts.rcvhwm)
+            .map_err(zmq_err("ZMQ_RCVHWM"))?;
+        socket
+            .set_rcvbuf(opts.rcvbuf)
+            .map_err(zmq_err("ZMQ_RCVBUF"))?;
+        socket
+            .set_maxmsgsize(opts.max_message)
+            .map_err(zmq_err("ZMQ_MAXMSGSIZE"))?;
+        socket
+            .set_rate(opts.rate_kbps)
+            .map_err(zmq_err("ZMQ_RATE"))?;
+        socket
+            .set_recovery_ivl(opts.recovery_ms)
+            .map_err(zmq_err("ZMQ_RECOVERY_IVL"))?;
         socket.set_linger(0).map_err(zmq_err("ZMQ_LINGER"))?;
-        socket.set_subscribe(b"").map_err(zmq_err("ZMQ_SUBSCRIBE"))?;
+        socket
+            .set_subscribe(b"")
+            .map_err(zmq_err("ZMQ_SUBSCRIBE"))?;
         for endpoint in endpoints {
             check_endpoint(endpoint)?;
             socket.connect(endpoint).map_err(|e| BusError::Endpoint {
@@ -186,10 +217,7 @@ impl Subscriber {
     /// The next message, or `None` after `timeout` without one.
     pub fn recv(&self, timeout: Duration) -> Result<Option<Vec<u8>>, BusError> {
         let ms = timeout.as_millis().min(i64::MAX as u128) as i64;
-        let ready = self
-            .socket
-            .poll(zmq::POLLIN, ms)
-            .map_err(zmq_err("poll"))?;
+        let ready = self.socket.poll(zmq::POLLIN, ms).map_err(zmq_err("poll"))?;
         if ready == 0 {
             return Ok(None);
         }
@@ -201,7 +229,10 @@ impl Subscriber {
         match self.socket.recv_bytes(zmq::DONTWAIT) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(zmq::Error::EAGAIN) => Ok(None),
-            Err(e) => Err(BusError::Zmq { what: "recv", source: e }),
+            Err(e) => Err(BusError::Zmq {
+                what: "recv",
+                source: e,
+            }),
         }
     }
 }
@@ -218,13 +249,21 @@ mod tests {
 
     #[test]
     fn linked_libzmq_has_pgm() {
-        assert!(has_pgm(), "libzmq without PGM: the system libzmq must be linked (see .cargo/config.toml)");
+        assert!(
+            has_pgm(),
+            "libzmq without PGM: the system libzmq must be linked (see .cargo/config.toml)"
+        );
     }
 
     #[test]
     fn unknown_transport_is_a_clear_error() {
-        let err = check_endpoint("udp://239.1.1.1:5555").unwrap_err().to_string();
-        assert!(err.contains("udp://239.1.1.1:5555") && err.contains("epgm://"), "{err}");
+        let err = check_endpoint("udp://239.1.1.1:5555")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("udp://239.1.1.1:5555") && err.contains("epgm://"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -234,7 +273,7 @@ mod tests {
         let publisher_side = ctx.socket(zmq::PUB).unwrap();
         publisher_side.bind("tcp://127.0.0.1:*").unwrap();
         let endpoint = publisher_side.get_last_endpoint().unwrap().unwrap();
-        let sub = Subscriber::connect(&[endpoint.clone()], &opts).unwrap();
+        let sub = Subscriber::connect(std::slice::from_ref(&endpoint), &opts).unwrap();
         // Slow joiner: keep sending until the subscription is through.
         let mut got = None;
         for _ in 0..100 {

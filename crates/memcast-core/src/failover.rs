@@ -75,7 +75,9 @@ impl ServerAddr {
             .map(ServerAddr::parse)
             .collect::<Result<_, _>>()?;
         if servers.is_empty() {
-            return Err("no memcached server given (expected \"host:port, host:port, ...\")".into());
+            return Err(
+                "no memcached server given (expected \"host:port, host:port, ...\")".into(),
+            );
         }
         Ok(servers)
     }
@@ -170,7 +172,9 @@ impl FailoverList {
     fn retry_in(&self, index: usize, now: Instant) -> Option<Duration> {
         let failed_at = self.health[index].failed_at?;
         let since = now.saturating_duration_since(failed_at);
-        self.retry_interval.checked_sub(since).filter(|d| !d.is_zero())
+        self.retry_interval
+            .checked_sub(since)
+            .filter(|d| !d.is_zero())
     }
 }
 
@@ -187,8 +191,14 @@ mod tests {
     fn save_path_parses_into_ordered_servers() {
         let l = list();
         let names: Vec<String> = l.servers().iter().map(|s| s.to_string()).collect();
-        assert_eq!(names, ["127.0.0.1:11211", "10.0.0.2:11212", "10.0.0.3:11211"]);
-        assert_eq!(ServerAddr::parse("[::1]:99").unwrap().to_string(), "[::1]:99");
+        assert_eq!(
+            names,
+            ["127.0.0.1:11211", "10.0.0.2:11212", "10.0.0.3:11211"]
+        );
+        assert_eq!(
+            ServerAddr::parse("[::1]:99").unwrap().to_string(),
+            "[::1]:99"
+        );
         assert_eq!(ServerAddr::parse("tcp://h:5").unwrap().port, 5);
     }
 

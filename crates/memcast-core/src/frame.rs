@@ -73,7 +73,9 @@ pub enum FrameError {
     BadLength,
     #[error("frame has unknown op {0}")]
     UnknownOp(u8),
-    #[error("frame key is empty, longer than {MAX_KEY_LEN} bytes, or has spaces or control characters")]
+    #[error(
+        "frame key is empty, longer than {MAX_KEY_LEN} bytes, or has spaces or control characters"
+    )]
     BadKey,
 }
 
@@ -203,7 +205,11 @@ mod tests {
             origin: 0x1122_3344_5566_7788,
             epoch: 1_700_000_000_000,
             seq: 42,
-            version: Version { millis: 1_700_000_000_123, counter: 3, origin: 0x1122_3344_5566_7788 },
+            version: Version {
+                millis: 1_700_000_000_123,
+                counter: 3,
+                origin: 0x1122_3344_5566_7788,
+            },
             ttl: 1440,
             key: b"memcast.sess.abc".to_vec(),
             // PHP's session encoding is full of '|', which broke the seed's text format.
@@ -230,14 +236,20 @@ mod tests {
         let mut bytes = sample().seal(&key(1));
         let n = bytes.len();
         bytes[n - TAG_LEN - 1] ^= 0x01; // flip one value bit
-        assert_eq!(Frame::open(&bytes, &key(1), 1 << 20), Err(FrameError::BadTag));
+        assert_eq!(
+            Frame::open(&bytes, &key(1), 1 << 20),
+            Err(FrameError::BadTag)
+        );
     }
 
     #[test]
     fn every_truncation_is_rejected() {
         let bytes = sample().seal(&key(1));
         for n in 0..bytes.len() {
-            assert!(Frame::open(&bytes[..n], &key(1), 1 << 20).is_err(), "prefix {n} accepted");
+            assert!(
+                Frame::open(&bytes[..n], &key(1), 1 << 20).is_err(),
+                "prefix {n} accepted"
+            );
         }
     }
 
@@ -260,7 +272,10 @@ mod tests {
         bytes[at..HEADER_LEN].copy_from_slice(&(f.value.len() as u32 + 5).to_be_bytes());
         let tag = key(1).tag(&bytes);
         bytes.extend_from_slice(&tag);
-        assert_eq!(Frame::open(&bytes, &key(1), 1 << 20), Err(FrameError::BadLength));
+        assert_eq!(
+            Frame::open(&bytes, &key(1), 1 << 20),
+            Err(FrameError::BadLength)
+        );
     }
 
     #[test]
@@ -268,7 +283,10 @@ mod tests {
         let mut f = sample();
         f.key = b"memcast.sess.a b\r\nflush_all".to_vec();
         let bytes = f.seal(&key(1));
-        assert_eq!(Frame::open(&bytes, &key(1), 1 << 20), Err(FrameError::BadKey));
+        assert_eq!(
+            Frame::open(&bytes, &key(1), 1 << 20),
+            Err(FrameError::BadKey)
+        );
     }
 
     #[test]

@@ -103,7 +103,12 @@ impl ExtensionConfig {
             raw.parse::<i64>()
                 .ok()
                 .filter(|v| (min..=max).contains(v))
-                .ok_or_else(|| format!("{}={raw:?}: expected a whole number from {min} to {max}", name.to_string_lossy()))
+                .ok_or_else(|| {
+                    format!(
+                        "{}={raw:?}: expected a whole number from {min} to {max}",
+                        name.to_string_lossy()
+                    )
+                })
         };
         let prefix = text(PREFIX);
         if !prefix.bytes().all(|b| b > b' ' && b != 0x7f) || prefix.len() > 100 {
@@ -168,9 +173,26 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_setting() {
-        let err = ExtensionConfig::from_ini(|n| if n == IO_TIMEOUT_MS { "fast".into() } else { defaults(n) }).unwrap_err();
-        assert!(err.contains("memcast.io_timeout_ms") && err.contains("fast"), "{err}");
-        let err = ExtensionConfig::from_ini(|n| if n == PREFIX { "a b".into() } else { defaults(n) }).unwrap_err();
+        let err = ExtensionConfig::from_ini(|n| {
+            if n == IO_TIMEOUT_MS {
+                "fast".into()
+            } else {
+                defaults(n)
+            }
+        })
+        .unwrap_err();
+        assert!(
+            err.contains("memcast.io_timeout_ms") && err.contains("fast"),
+            "{err}"
+        );
+        let err = ExtensionConfig::from_ini(|n| {
+            if n == PREFIX {
+                "a b".into()
+            } else {
+                defaults(n)
+            }
+        })
+        .unwrap_err();
         assert!(err.contains("memcast.prefix"), "{err}");
     }
 
@@ -184,12 +206,17 @@ mod tests {
 
     #[test]
     fn every_setting_is_in_the_readme_reference_with_its_default() {
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+                .unwrap();
         for s in SETTINGS {
             let name = s.name.to_string_lossy();
             let default = s.default.to_string_lossy();
             let row = format!("| `{name}` | `{default}` |");
-            assert!(readme.contains(&row), "README.md lacks the row starting {row}");
+            assert!(
+                readme.contains(&row),
+                "README.md lacks the row starting {row}"
+            );
         }
     }
 }

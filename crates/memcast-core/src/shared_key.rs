@@ -127,7 +127,10 @@ mod tests {
         assert!(err.contains("short") && err.contains("9 bytes"), "{err}");
         let missing = dir.join("missing");
         let err = SharedKey::from_file(&missing).unwrap_err().to_string();
-        assert!(err.contains("missing") && err.contains("cannot read"), "{err}");
+        assert!(
+            err.contains("missing") && err.contains("cannot read"),
+            "{err}"
+        );
         let good = dir.join("good");
         std::fs::write(&good, [b'k'; 40]).unwrap();
         std::fs::write(dir.join("good-nl"), [&[b'k'; 40][..], b"\n"].concat()).unwrap();

@@ -136,7 +136,13 @@ impl Memcached {
         self.store(b"add", key, value, ttl, None)
     }
 
-    pub fn cas(&mut self, key: &[u8], value: &[u8], ttl: u64, cas: u64) -> Result<Reply, StoreError> {
+    pub fn cas(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        ttl: u64,
+        cas: u64,
+    ) -> Result<Reply, StoreError> {
         self.store(b"cas", key, value, ttl, Some(cas))
     }
 
@@ -411,7 +417,9 @@ fn wire_ttl(ttl: u64) -> u64 {
 pub enum Applied {
     Stored,
     /// memcached already held this version or a newer one.
-    SkippedOlder { held: Version },
+    SkippedOlder {
+        held: Version,
+    },
 }
 
 /// What the caller already knows of the key, to save a round trip.

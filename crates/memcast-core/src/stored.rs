@@ -75,7 +75,11 @@ mod tests {
 
     #[test]
     fn stored_value_round_trips() {
-        let v = Version { millis: 9, counter: 1, origin: 2 };
+        let v = Version {
+            millis: 9,
+            counter: 1,
+            origin: 2,
+        };
         let data = b"a|s:1:\"b\";";
         let bytes = StoredValue::live(v, data).encode();
         assert_eq!(StoredValue::parse(&bytes), Some(StoredValue::live(v, data)));

@@ -116,10 +116,26 @@ mod tests {
 
     #[test]
     fn versions_order_by_time_then_counter_then_origin() {
-        let a = Version { millis: 1, counter: 9, origin: 9 };
-        let b = Version { millis: 2, counter: 0, origin: 0 };
-        let c = Version { millis: 2, counter: 1, origin: 0 };
-        let d = Version { millis: 2, counter: 1, origin: 1 };
+        let a = Version {
+            millis: 1,
+            counter: 9,
+            origin: 9,
+        };
+        let b = Version {
+            millis: 2,
+            counter: 0,
+            origin: 0,
+        };
+        let c = Version {
+            millis: 2,
+            counter: 1,
+            origin: 0,
+        };
+        let d = Version {
+            millis: 2,
+            counter: 1,
+            origin: 1,
+        };
         assert!(Version::ZERO < a && a < b && b < c && c < d);
     }
 
@@ -136,7 +152,11 @@ mod tests {
     #[test]
     fn write_is_newer_than_a_read_from_a_clock_in_the_future() {
         let mut clock = Hlc::with_wall_clock(1, frozen);
-        let read = Version { millis: 5_000, counter: 3, origin: 99 };
+        let read = Version {
+            millis: 5_000,
+            counter: 3,
+            origin: 99,
+        };
         let write = clock.next(Some(read));
         assert!(write > read);
         assert_eq!(write.millis, 5_000);
@@ -148,13 +168,21 @@ mod tests {
     #[test]
     fn write_is_newer_than_a_read_in_the_same_millisecond_from_a_higher_origin() {
         let mut clock = Hlc::with_wall_clock(1, frozen);
-        let read = Version { millis: 1_000, counter: 0, origin: u64::MAX };
+        let read = Version {
+            millis: 1_000,
+            counter: 0,
+            origin: u64::MAX,
+        };
         assert!(clock.next(Some(read)) > read);
     }
 
     #[test]
     fn version_round_trips_through_its_encoding() {
-        let v = Version { millis: 0x0102_0304_0506, counter: 77, origin: 0xdead_beef };
+        let v = Version {
+            millis: 0x0102_0304_0506,
+            counter: 77,
+            origin: 0xdead_beef,
+        };
         let mut buf = Vec::new();
         v.encode(&mut buf);
         assert_eq!(buf.len(), Version::ENCODED_LEN);

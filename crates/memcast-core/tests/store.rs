@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use memcast_core::store::{Expect, Reply};
-use memcast_core::{apply_if_newer, Applied, Memcached, ServerAddr, StoreError, StoredValue, Timeouts, Version};
+use memcast_core::{
+    apply_if_newer, Applied, Memcached, ServerAddr, StoreError, StoredValue, Timeouts, Version,
+};
 use memcast_testkit as kit;
 
 fn client(mc: &kit::Memcached) -> Memcached {
@@ -11,7 +13,11 @@ fn client(mc: &kit::Memcached) -> Memcached {
 }
 
 fn v(millis: u64, origin: u64) -> Version {
-    Version { millis, counter: 0, origin }
+    Version {
+        millis,
+        counter: 0,
+        origin,
+    }
 }
 
 #[test]
@@ -38,13 +44,19 @@ fn newer_version_replaces_older_and_older_is_skipped() {
     let key = b"memcast.sess.order";
     let old = StoredValue::live(v(100, 1), b"old");
     let new = StoredValue::live(v(200, 1), b"new");
-    assert_eq!(apply_if_newer(&mut mc, key, &new, 60, Expect::Unknown).unwrap(), Applied::Stored);
+    assert_eq!(
+        apply_if_newer(&mut mc, key, &new, 60, Expect::Unknown).unwrap(),
+        Applied::Stored
+    );
     assert_eq!(
         apply_if_newer(&mut mc, key, &old, 60, Expect::Unknown).unwrap(),
         Applied::SkippedOlder { held: v(200, 1) }
     );
     // The same version again is a duplicate frame: skipped, nothing changes.
-    assert!(matches!(apply_if_newer(&mut mc, key, &new, 60, Expect::Unknown).unwrap(), Applied::SkippedOlder { .. }));
+    assert!(matches!(
+        apply_if_newer(&mut mc, key, &new, 60, Expect::Unknown).unwrap(),
+        Applied::SkippedOlder { .. }
+    ));
     let held = mc.get(key).unwrap().unwrap();
     assert_eq!(StoredValue::parse(&held).unwrap().data, b"new");
 }
@@ -55,14 +67,34 @@ fn stale_expectation_falls_back_to_reading_again() {
     let mut mc = client(&server);
     let key = b"memcast.sess.race";
     // The writer believed the key missing, but a newer write got there first.
-    apply_if_newer(&mut mc, key, &StoredValue::live(v(300, 2), b"theirs"), 60, Expect::Unknown).unwrap();
+    apply_if_newer(
+        &mut mc,
+        key,
+        &StoredValue::live(v(300, 2), b"theirs"),
+        60,
+        Expect::Unknown,
+    )
+    .unwrap();
     let ours = StoredValue::live(v(250, 1), b"ours");
-    assert!(matches!(apply_if_newer(&mut mc, key, &ours, 60, Expect::Missing).unwrap(), Applied::SkippedOlder { .. }));
+    assert!(matches!(
+        apply_if_newer(&mut mc, key, &ours, 60, Expect::Missing).unwrap(),
+        Applied::SkippedOlder { .. }
+    ));
     // And with a stale CAS token the newer write still wins.
     let item = mc.gets(key).unwrap().unwrap();
-    apply_if_newer(&mut mc, key, &StoredValue::live(v(400, 2), b"later"), 60, Expect::Unknown).unwrap();
+    apply_if_newer(
+        &mut mc,
+        key,
+        &StoredValue::live(v(400, 2), b"later"),
+        60,
+        Expect::Unknown,
+    )
+    .unwrap();
     let newest = StoredValue::live(v(500, 1), b"newest");
-    assert_eq!(apply_if_newer(&mut mc, key, &newest, 60, Expect::Cas(item.cas)).unwrap(), Applied::Stored);
+    assert_eq!(
+        apply_if_newer(&mut mc, key, &newest, 60, Expect::Cas(item.cas)).unwrap(),
+        Applied::Stored
+    );
     let held = mc.get(key).unwrap().unwrap();
     assert_eq!(StoredValue::parse(&held).unwrap().data, b"newest");
 }
@@ -100,9 +132,19 @@ fn tombstone_blocks_an_older_late_write() {
     let server = kit::Memcached::start();
     let mut mc = client(&server);
     let key = b"memcast.sess.destroyed";
-    apply_if_newer(&mut mc, key, &StoredValue::tombstone(v(500, 1)), 60, Expect::Unknown).unwrap();
+    apply_if_newer(
+        &mut mc,
+        key,
+        &StoredValue::tombstone(v(500, 1)),
+        60,
+        Expect::Unknown,
+    )
+    .unwrap();
     let late = StoredValue::live(v(400, 2), b"resurrected?");
-    assert!(matches!(apply_if_newer(&mut mc, key, &late, 60, Expect::Unknown).unwrap(), Applied::SkippedOlder { .. }));
+    assert!(matches!(
+        apply_if_newer(&mut mc, key, &late, 60, Expect::Unknown).unwrap(),
+        Applied::SkippedOlder { .. }
+    ));
     let held = mc.get(key).unwrap().unwrap();
     assert!(StoredValue::parse(&held).unwrap().tombstone);
 }
@@ -112,10 +154,16 @@ fn keys_that_break_the_protocol_never_reach_the_socket() {
     let server = kit::Memcached::start();
     let mut mc = client(&server);
     for key in [&b"a b"[..], b"a\r\nflush_all", b"", &[b'k'; 251]] {
-        assert!(matches!(mc.set(key, b"x", 60), Err(StoreError::InvalidKey(_))));
+        assert!(matches!(
+            mc.set(key, b"x", 60),
+            Err(StoreError::InvalidKey(_))
+        ));
         assert!(matches!(mc.get(key), Err(StoreError::InvalidKey(_))));
     }
-    assert!(!mc.is_connected(), "an invalid key must fail before connecting");
+    assert!(
+        !mc.is_connected(),
+        "an invalid key must fail before connecting"
+    );
 }
 
 #[test]
@@ -137,7 +185,10 @@ fn silent_server_times_out_with_the_configured_timeout() {
     // A listener that accepts and never answers.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let timeouts = Timeouts { connect: Duration::from_millis(200), io: Duration::from_millis(80) };
+    let timeouts = Timeouts {
+        connect: Duration::from_millis(200),
+        io: Duration::from_millis(80),
+    };
     let mut mc = Memcached::new(ServerAddr::parse(&addr).unwrap(), timeouts);
     let err = mc.get(b"k").unwrap_err();
     assert!(matches!(err, StoreError::Timeout { ms: 80, .. }), "{err}");

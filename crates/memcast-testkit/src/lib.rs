@@ -39,7 +39,9 @@ impl Proc {
     /// Sends a signal by PID (never by name) and waits up to `wait` for exit.
     pub fn signal(&mut self, sig: &str, wait: Duration) -> Option<std::process::ExitStatus> {
         let pid = self.pid().to_string();
-        let _ = Command::new("kill").args([&format!("-{sig}"), &pid]).status();
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status();
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
@@ -143,7 +145,9 @@ impl Memcached {
                 .args(user_arg())
                 .stdout(Stdio::null());
             let mut proc = Proc::spawn("memcached", &mut cmd);
-            if wait_for_tcp(&format!("127.0.0.1:{port}"), Duration::from_secs(5)) && proc.is_running() {
+            if wait_for_tcp(&format!("127.0.0.1:{port}"), Duration::from_secs(5))
+                && proc.is_running()
+            {
                 return Memcached { port, proc };
             }
         }
@@ -186,7 +190,15 @@ pub fn raw_command(addr: &str, cmd: &str) -> String {
     s.write_all(b"\r\n").unwrap();
     let mut out = Vec::new();
     let mut buf = [0u8; 65536];
-    let ends = ["END\r\n", "STORED\r\n", "DELETED\r\n", "NOT_FOUND\r\n", "ERROR\r\n", "OK\r\n", "TOUCHED\r\n"];
+    let ends = [
+        "END\r\n",
+        "STORED\r\n",
+        "DELETED\r\n",
+        "NOT_FOUND\r\n",
+        "ERROR\r\n",
+        "OK\r\n",
+        "TOUCHED\r\n",
+    ];
     loop {
         let n = s.read(&mut buf).unwrap_or(0);
         if n == 0 {
@@ -217,9 +229,15 @@ pub fn raw_get(addr: &str, key: &str) -> Option<Vec<u8>> {
         if out == b"END\r\n" {
             return None;
         }
-        let Some(eol) = out.windows(2).position(|w| w == b"\r\n") else { continue };
+        let Some(eol) = out.windows(2).position(|w| w == b"\r\n") else {
+            continue;
+        };
         let header = String::from_utf8_lossy(&out[..eol]).into_owned();
-        let len: usize = header.split(' ').nth(3).and_then(|l| l.parse().ok()).unwrap_or_else(|| panic!("bad reply {header:?}"));
+        let len: usize = header
+            .split(' ')
+            .nth(3)
+            .and_then(|l| l.parse().ok())
+            .unwrap_or_else(|| panic!("bad reply {header:?}"));
         let total = eol + 2 + len + 2 + 5;
         if out.len() >= total {
             return Some(out[eol + 2..eol + 2 + len].to_vec());
@@ -300,7 +318,10 @@ impl Network {
         let n = NEXT_NET.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id() % 100_000;
         let prefix = format!("m{name}{pid}{n}");
-        assert!(prefix.len() <= 11, "network tag {name:?} too long for interface names");
+        assert!(
+            prefix.len() <= 11,
+            "network tag {name:?} too long for interface names"
+        );
         let subnet = 100 + ((pid as usize + n * 7) % 100) as u8;
         let bridge = format!("{prefix}br");
         let net = Network {
@@ -309,9 +330,23 @@ impl Network {
             subnet,
             hosts: Vec::new(),
         };
-        must(&["link", "add", &bridge, "type", "bridge", "mcast_snooping", "0"]);
+        must(&[
+            "link",
+            "add",
+            &bridge,
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
         // The bridge's own address lets the test itself reach every host.
-        must(&["addr", "add", &format!("10.{subnet}.0.254/24"), "dev", &bridge]);
+        must(&[
+            "addr",
+            "add",
+            &format!("10.{subnet}.0.254/24"),
+            "dev",
+            &bridge,
+        ]);
         must(&["link", "set", &bridge, "up"]);
         net
     }
@@ -336,10 +371,13 @@ impl Network {
         // to interface names.
         let etc = PathBuf::from("/etc/netns").join(&netns);
         std::fs::create_dir_all(&etc).expect("create /etc/netns/<ns>");
-        std::fs::write(etc.join("nsswitch.conf"), "hosts: files\nnetworks: files\n").expect("write nsswitch.conf");
+        std::fs::write(etc.join("nsswitch.conf"), "hosts: files\nnetworks: files\n")
+            .expect("write nsswitch.conf");
         // The inner end is created inside the namespace, so parallel tests
         // never see each other's eth<i>.
-        must(&["link", "add", &outer, "type", "veth", "peer", "name", &iface, "netns", &netns]);
+        must(&[
+            "link", "add", &outer, "type", "veth", "peer", "name", &iface, "netns", &netns,
+        ]);
         must(&["link", "set", &outer, "master", &self.bridge]);
         must(&["link", "set", &outer, "up"]);
         let ns = |args: &[&str]| {
@@ -393,9 +431,12 @@ impl TempDir {
     pub fn key_file(&self, name: &str, seed: u8) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
         let path = self.path.join(name);
-        let secret: String = (0..44).map(|i| (b'A' + ((i as u8).wrapping_mul(7).wrapping_add(seed)) % 26) as char).collect();
+        let secret: String = (0..44)
+            .map(|i| (b'A' + ((i as u8).wrapping_mul(7).wrapping_add(seed)) % 26) as char)
+            .collect();
         std::fs::write(&path, format!("{secret}\n")).expect("write key file");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod key file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod key file");
         path
     }
 }

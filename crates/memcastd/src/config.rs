@@ -136,21 +136,33 @@ pub fn parse_file(text: &str) -> Result<FileSettings, String> {
 impl Settings {
     pub fn resolve(cli: Cli, file: FileSettings) -> Result<Settings, ConfigError> {
         let d = BusOptions::default();
-        let subscribe = if cli.subscribe.is_empty() { file.subscribe } else { cli.subscribe };
+        let subscribe = if cli.subscribe.is_empty() {
+            file.subscribe
+        } else {
+            cli.subscribe
+        };
         if subscribe.is_empty() {
             return Err(ConfigError::Invalid(
                 "nothing to subscribe to: give --subscribe ENDPOINT (e.g. \"epgm://eth0;239.192.1.1:5555\")".into(),
             ));
         }
         for endpoint in &subscribe {
-            memcast_bus::check_endpoint(endpoint).map_err(|e| ConfigError::Invalid(format!("--subscribe: {e}")))?;
+            memcast_bus::check_endpoint(endpoint)
+                .map_err(|e| ConfigError::Invalid(format!("--subscribe: {e}")))?;
         }
         let key_file = cli.key_file.or(file.key_file).ok_or_else(|| {
             ConfigError::Invalid("no key file: give --key-file FILE (frames are only ever applied when signed with the cluster key)".into())
         })?;
-        let memcached = cli.memcached.or(file.memcached).unwrap_or_else(|| "127.0.0.1:11211".into());
-        memcast_core::ServerAddr::parse(&memcached).map_err(|e| ConfigError::Invalid(format!("--memcached: {e}")))?;
-        let log_level = cli.log_level.or(file.log_level).unwrap_or_else(|| "info".into());
+        let memcached = cli
+            .memcached
+            .or(file.memcached)
+            .unwrap_or_else(|| "127.0.0.1:11211".into());
+        memcast_core::ServerAddr::parse(&memcached)
+            .map_err(|e| ConfigError::Invalid(format!("--memcached: {e}")))?;
+        let log_level = cli
+            .log_level
+            .or(file.log_level)
+            .unwrap_or_else(|| "info".into());
         if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
             return Err(ConfigError::Invalid(format!(
                 "--log-level {log_level:?}: expected error, warn, info, debug or trace"
@@ -161,8 +173,14 @@ impl Settings {
             subscribe,
             key_file,
             bus: BusOptions {
-                rate_kbps: cli.pgm_rate_kbps.or(file.pgm_rate_kbps).unwrap_or(d.rate_kbps),
-                recovery_ms: cli.pgm_recovery_ms.or(file.pgm_recovery_ms).unwrap_or(d.recovery_ms),
+                rate_kbps: cli
+                    .pgm_rate_kbps
+                    .or(file.pgm_rate_kbps)
+                    .unwrap_or(d.rate_kbps),
+                recovery_ms: cli
+                    .pgm_recovery_ms
+                    .or(file.pgm_recovery_ms)
+                    .unwrap_or(d.recovery_ms),
                 rcvbuf: cli.rcvbuf.or(file.rcvbuf).unwrap_or(d.rcvbuf),
                 rcvhwm: cli.rcvhwm.or(file.rcvhwm).unwrap_or(d.rcvhwm),
                 ..d
@@ -172,7 +190,10 @@ impl Settings {
                 .or(file.max_value_bytes)
                 .unwrap_or(memcast_core::frame::DEFAULT_MAX_VALUE_LEN),
             backlog: cli.backlog.or(file.backlog).unwrap_or(100_000),
-            connect_timeout_ms: cli.connect_timeout_ms.or(file.connect_timeout_ms).unwrap_or(100),
+            connect_timeout_ms: cli
+                .connect_timeout_ms
+                .or(file.connect_timeout_ms)
+                .unwrap_or(100),
             io_timeout_ms: cli.io_timeout_ms.or(file.io_timeout_ms).unwrap_or(1000),
             stats_interval: cli.stats_interval.or(file.stats_interval).unwrap_or(60),
             log_level,
@@ -204,11 +225,20 @@ mod tests {
 
     #[test]
     fn missing_key_file_or_endpoint_is_a_clear_error() {
-        let err = Settings::resolve(cli(&["--subscribe", "tcp://127.0.0.1:1"]), FileSettings::default()).unwrap_err();
+        let err = Settings::resolve(
+            cli(&["--subscribe", "tcp://127.0.0.1:1"]),
+            FileSettings::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("--key-file"), "{err}");
-        let err = Settings::resolve(cli(&["--key-file", "/k"]), FileSettings::default()).unwrap_err();
+        let err =
+            Settings::resolve(cli(&["--key-file", "/k"]), FileSettings::default()).unwrap_err();
         assert!(err.to_string().contains("--subscribe"), "{err}");
-        let err = Settings::resolve(cli(&["--key-file", "/k", "--subscribe", "udp://x"]), FileSettings::default()).unwrap_err();
+        let err = Settings::resolve(
+            cli(&["--key-file", "/k", "--subscribe", "udp://x"]),
+            FileSettings::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("udp://x"), "{err}");
     }
 

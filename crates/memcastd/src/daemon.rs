@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use memcast_bus::Subscriber;
 use memcast_core::store::Expect;
-use memcast_core::{apply_if_newer, Applied, Frame, Memcached, Op, ServerAddr, SharedKey, StoreError, StoredValue, Timeouts};
+use memcast_core::{
+    apply_if_newer, Applied, Frame, Memcached, Op, ServerAddr, SharedKey, StoreError, StoredValue,
+    Timeouts,
+};
 use tracing::{debug, error, info, warn};
 
 use crate::config::Settings;
@@ -29,7 +32,8 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn new(settings: Settings, key: SharedKey) -> Result<Daemon, String> {
-        let addr = ServerAddr::parse(&settings.memcached).map_err(|e| format!("--memcached: {e}"))?;
+        let addr =
+            ServerAddr::parse(&settings.memcached).map_err(|e| format!("--memcached: {e}"))?;
         let timeouts = Timeouts {
             connect: Duration::from_millis(settings.connect_timeout_ms),
             io: Duration::from_millis(settings.io_timeout_ms),
@@ -48,7 +52,8 @@ impl Daemon {
 
     /// Runs until `stop` is set (SIGTERM, SIGINT).
     pub fn run(&mut self, stop: Arc<AtomicBool>) -> Result<(), String> {
-        let subscriber = Subscriber::connect(&self.settings.subscribe, &self.settings.bus).map_err(|e| e.to_string())?;
+        let subscriber = Subscriber::connect(&self.settings.subscribe, &self.settings.bus)
+            .map_err(|e| e.to_string())?;
         info!(
             memcached = %self.settings.memcached,
             subscribe = ?self.settings.subscribe,
@@ -103,7 +108,12 @@ impl Daemon {
                 return;
             }
         };
-        self.stats.track(frame.origin, frame.epoch, frame.seq, frame.op == Op::Heartbeat);
+        self.stats.track(
+            frame.origin,
+            frame.epoch,
+            frame.seq,
+            frame.op == Op::Heartbeat,
+        );
         if frame.op == Op::Heartbeat {
             return;
         }
@@ -122,13 +132,30 @@ impl Daemon {
         let result = match frame.op {
             Op::Set => {
                 let value = StoredValue::live(frame.version, &frame.value);
-                apply_if_newer(&mut self.memcached, &frame.key, &value, frame.ttl.into(), Expect::Unknown).map(Some)
+                apply_if_newer(
+                    &mut self.memcached,
+                    &frame.key,
+                    &value,
+                    frame.ttl.into(),
+                    Expect::Unknown,
+                )
+                .map(Some)
             }
             Op::Delete => {
                 let value = StoredValue::tombstone(frame.version);
-                apply_if_newer(&mut self.memcached, &frame.key, &value, frame.ttl.into(), Expect::Unknown).map(Some)
+                apply_if_newer(
+                    &mut self.memcached,
+                    &frame.key,
+                    &value,
+                    frame.ttl.into(),
+                    Expect::Unknown,
+                )
+                .map(Some)
             }
-            Op::Touch => self.memcached.touch(&frame.key, frame.ttl.into()).map(|_| None),
+            Op::Touch => self
+                .memcached
+                .touch(&frame.key, frame.ttl.into())
+                .map(|_| None),
             Op::Heartbeat => Ok(None),
         };
         match result {
@@ -162,12 +189,21 @@ impl Daemon {
     fn memcached_failed(&mut self, e: &StoreError) {
         self.stats.memcached_errors += 1;
         if self.memcached_down_since.is_none() {
-            warn!("{e}; holding frames until it is back (up to {} frames)", self.settings.backlog);
+            warn!(
+                "{e}; holding frames until it is back (up to {} frames)",
+                self.settings.backlog
+            );
             self.memcached_down_since = Some(Instant::now());
         }
-        let down = self.memcached_down_since.map_or(Duration::ZERO, |t| t.elapsed());
+        let down = self
+            .memcached_down_since
+            .map_or(Duration::ZERO, |t| t.elapsed());
         // Retry quickly at first, then every second.
-        let wait = if down < Duration::from_secs(2) { 100 } else { 1000 };
+        let wait = if down < Duration::from_secs(2) {
+            100
+        } else {
+            1000
+        };
         self.next_retry = Instant::now() + Duration::from_millis(wait);
     }
 
@@ -175,7 +211,10 @@ impl Daemon {
         if self.backlog.len() >= self.settings.backlog {
             self.backlog.pop_front();
             self.stats.drop("backlog");
-            self.warn_rate_limited("backlog", "backlog full while memcached is down: dropped the oldest frame");
+            self.warn_rate_limited(
+                "backlog",
+                "backlog full while memcached is down: dropped the oldest frame",
+            );
         }
         self.backlog.push_back(frame);
     }
@@ -195,11 +234,17 @@ impl Daemon {
             Some((_, at)) if now.duration_since(*at) < WARN_EVERY => {}
             Some((_, at)) => {
                 *at = now;
-                warn!("{message} (such warnings are limited to one per {}s)", WARN_EVERY.as_secs());
+                warn!(
+                    "{message} (such warnings are limited to one per {}s)",
+                    WARN_EVERY.as_secs()
+                );
             }
             None => {
                 self.last_warned.push((reason, now));
-                warn!("{message} (such warnings are limited to one per {}s)", WARN_EVERY.as_secs());
+                warn!(
+                    "{message} (such warnings are limited to one per {}s)",
+                    WARN_EVERY.as_secs()
+                );
             }
         }
     }

@@ -30,7 +30,11 @@ impl Stats {
         let last = self.origins.entry((origin, epoch)).or_insert(0);
         let expected = *last + 1;
         if *last != 0 && seq > expected {
-            let missing = if is_heartbeat { seq - *last } else { seq - expected };
+            let missing = if is_heartbeat {
+                seq - *last
+            } else {
+                seq - expected
+            };
             if missing > 0 {
                 self.gaps += 1;
                 self.missing_frames += missing;

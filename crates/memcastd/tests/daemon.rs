@@ -47,20 +47,49 @@ fn setup(mc: &Memcached) -> Setup {
         ],
         &log,
     );
-    let mut s = Setup { _dir: dir, key, publisher, daemon, log, seq: 0 };
+    let mut s = Setup {
+        _dir: dir,
+        key,
+        publisher,
+        daemon,
+        log,
+        seq: 0,
+    };
     // ZeroMQ's slow joiner: send a probe until the daemon has subscribed.
     let joined = eventually(Duration::from_secs(10), || {
-        s.send(Op::Set, "memcast.sess.probe", b"probe", Version { millis: 1, counter: 0, origin: 9 });
+        s.send(
+            Op::Set,
+            "memcast.sess.probe",
+            b"probe",
+            Version {
+                millis: 1,
+                counter: 0,
+                origin: 9,
+            },
+        );
         mc_get(mc, "memcast.sess.probe").map(|_| ())
     });
-    assert!(joined.is_some(), "memcastd never applied a frame: {}", s.log_text());
+    assert!(
+        joined.is_some(),
+        "memcastd never applied a frame: {}",
+        s.log_text()
+    );
     s
 }
 
 impl Setup {
     fn frame(&mut self, op: Op, key: &str, value: &[u8], version: Version) -> Frame {
         self.seq += 1;
-        Frame { op, origin: 9, epoch: 1, seq: self.seq, version, ttl: 600, key: key.into(), value: value.to_vec() }
+        Frame {
+            op,
+            origin: 9,
+            epoch: 1,
+            seq: self.seq,
+            version,
+            ttl: 600,
+            key: key.into(),
+            value: value.to_vec(),
+        }
     }
 
     fn send(&mut self, op: Op, key: &str, value: &[u8], version: Version) {
@@ -74,10 +103,20 @@ impl Setup {
 
     /// SIGTERM, and the final counters line.
     fn stop(&mut self) -> String {
-        let status = self.daemon.signal("TERM", Duration::from_secs(5)).expect("memcastd did not exit on SIGTERM");
-        assert!(status.success(), "memcastd exited with {status}: {}", self.log_text());
+        let status = self
+            .daemon
+            .signal("TERM", Duration::from_secs(5))
+            .expect("memcastd did not exit on SIGTERM");
+        assert!(
+            status.success(),
+            "memcastd exited with {status}: {}",
+            self.log_text()
+        );
         let log = self.log_text();
-        log.lines().find(|l| l.contains("memcastd stopping")).unwrap_or_else(|| panic!("no final stats in {log}")).to_owned()
+        log.lines()
+            .find(|l| l.contains("memcastd stopping"))
+            .unwrap_or_else(|| panic!("no final stats in {log}"))
+            .to_owned()
     }
 }
 
@@ -97,7 +136,11 @@ fn data_of(mc: &Memcached, key: &str) -> Option<(Version, bool, Vec<u8>)> {
 }
 
 fn v(millis: u64) -> Version {
-    Version { millis, counter: 0, origin: 9 }
+    Version {
+        millis,
+        counter: 0,
+        origin: 9,
+    }
 }
 
 fn count(stats: &str, name: &str) -> u64 {
@@ -114,18 +157,34 @@ fn authenticated_frames_are_applied_and_bad_ones_dropped_and_counted() {
     let wrong_key = SharedKey::from_secret(&[42u8; 32]).unwrap();
     for i in 0..100u64 {
         let value = format!("n|i:{i};name|s:3:\"a|b\";");
-        s.send(Op::Set, &format!("memcast.sess.k{i}"), value.as_bytes(), v(1000 + i));
+        s.send(
+            Op::Set,
+            &format!("memcast.sess.k{i}"),
+            value.as_bytes(),
+            v(1000 + i),
+        );
         // Interleave every kind of bad input with the real writes.
-        let forged = s.frame(Op::Set, &format!("memcast.sess.k{i}"), b"forged", v(9_999_999)).seal(&wrong_key);
+        let forged = s
+            .frame(
+                Op::Set,
+                &format!("memcast.sess.k{i}"),
+                b"forged",
+                v(9_999_999),
+            )
+            .seal(&wrong_key);
         s.publisher.send(&forged).unwrap();
         let good = s.frame(Op::Set, "memcast.sess.x", b"x", v(1)).seal(&s.key);
         s.publisher.send(&good[..good.len() / 2]).unwrap();
         s.publisher.send(b"random junk that is not a frame at all, but long enough to look like one..................").unwrap();
     }
-    let big = s.frame(Op::Set, "memcast.sess.big", &vec![b'x'; 200_000], v(5)).seal(&s.key);
+    let big = s
+        .frame(Op::Set, "memcast.sess.big", &vec![b'x'; 200_000], v(5))
+        .seal(&s.key);
     s.publisher.send(&big).unwrap();
     let all = eventually(Duration::from_secs(10), || {
-        (0..100u64).all(|i| data_of(&mc, &format!("memcast.sess.k{i}")).is_some()).then_some(())
+        (0..100u64)
+            .all(|i| data_of(&mc, &format!("memcast.sess.k{i}")).is_some())
+            .then_some(())
     });
     assert!(all.is_some(), "not every write arrived: {}", s.log_text());
     for i in 0..100u64 {
@@ -134,7 +193,10 @@ fn authenticated_frames_are_applied_and_bad_ones_dropped_and_counted() {
         assert!(!tombstone);
         assert_eq!(data, format!("n|i:{i};name|s:3:\"a|b\";").as_bytes());
     }
-    assert!(mc_get(&mc, "memcast.sess.big").is_none(), "an oversized frame was applied");
+    assert!(
+        mc_get(&mc, "memcast.sess.big").is_none(),
+        "an oversized frame was applied"
+    );
     std::thread::sleep(Duration::from_millis(200));
     assert!(s.daemon.is_running());
     let stats = s.stop();
@@ -151,7 +213,11 @@ fn older_frame_arriving_late_does_not_overwrite_newer() {
     s.send(Op::Set, "memcast.sess.late", b"new", v(2000));
     s.send(Op::Set, "memcast.sess.late", b"old", v(1000));
     s.send(Op::Set, "memcast.sess.marker", b"m", v(3000));
-    assert!(eventually(Duration::from_secs(5), || data_of(&mc, "memcast.sess.marker")).is_some());
+    assert!(eventually(Duration::from_secs(5), || data_of(
+        &mc,
+        "memcast.sess.marker"
+    ))
+    .is_some());
     assert_eq!(data_of(&mc, "memcast.sess.late").unwrap().2, b"new");
     let stats = s.stop();
     assert!(count(&stats, "skipped_older") >= 1, "{stats}");
@@ -165,7 +231,11 @@ fn delete_leaves_a_tombstone_that_blocks_an_older_write() {
     s.send(Op::Delete, "memcast.sess.d", b"", v(2000));
     s.send(Op::Set, "memcast.sess.d", b"zombie", v(1500));
     s.send(Op::Set, "memcast.sess.marker", b"m", v(3000));
-    assert!(eventually(Duration::from_secs(5), || data_of(&mc, "memcast.sess.marker")).is_some());
+    assert!(eventually(Duration::from_secs(5), || data_of(
+        &mc,
+        "memcast.sess.marker"
+    ))
+    .is_some());
     let (version, tombstone, _) = data_of(&mc, "memcast.sess.d").unwrap();
     assert!(tombstone);
     assert_eq!(version, v(2000));
@@ -178,15 +248,30 @@ fn frames_sent_while_memcached_is_down_are_applied_when_it_is_back() {
     let mut s = setup(&mc);
     mc.kill();
     for i in 0..20u64 {
-        s.send(Op::Set, &format!("memcast.sess.down{i}"), b"kept", v(1000 + i));
+        s.send(
+            Op::Set,
+            &format!("memcast.sess.down{i}"),
+            b"kept",
+            v(1000 + i),
+        );
     }
     std::thread::sleep(Duration::from_millis(300));
-    assert!(s.daemon.is_running(), "memcastd died with memcached: {}", s.log_text());
+    assert!(
+        s.daemon.is_running(),
+        "memcastd died with memcached: {}",
+        s.log_text()
+    );
     let mc = Memcached::start_on(port);
     let all = eventually(Duration::from_secs(10), || {
-        (0..20u64).all(|i| data_of(&mc, &format!("memcast.sess.down{i}")).is_some()).then_some(())
+        (0..20u64)
+            .all(|i| data_of(&mc, &format!("memcast.sess.down{i}")).is_some())
+            .then_some(())
     });
-    assert!(all.is_some(), "frames were lost across the memcached restart: {}", s.log_text());
+    assert!(
+        all.is_some(),
+        "frames were lost across the memcached restart: {}",
+        s.log_text()
+    );
     let log = s.log_text();
     assert!(log.contains("memcached is back"), "{log}");
 }
@@ -196,14 +281,25 @@ fn missing_or_short_key_file_is_a_clear_startup_error() {
     let dir = TempDir::new("nokey");
     let short = dir.path.join("short");
     std::fs::write(&short, "tiny").unwrap();
-    for (file, expect) in [(dir.path.join("absent"), "cannot read"), (short, "at least 32")] {
+    for (file, expect) in [
+        (dir.path.join("absent"), "cannot read"),
+        (short, "at least 32"),
+    ] {
         let out = Command::new(env!("CARGO_BIN_EXE_memcastd"))
-            .args(["--subscribe", "tcp://127.0.0.1:1", "--key-file", file.to_str().unwrap()])
+            .args([
+                "--subscribe",
+                "tcp://127.0.0.1:1",
+                "--key-file",
+                file.to_str().unwrap(),
+            ])
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(2));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(file.to_str().unwrap()) && err.contains(expect), "{err}");
+        assert!(
+            err.contains(file.to_str().unwrap()) && err.contains(expect),
+            "{err}"
+        );
     }
 }
 
@@ -226,21 +322,55 @@ fn settings_come_from_the_config_file_and_flags_override_it() {
     .unwrap();
     let log = dir.path.join("log");
     // The file names a dead memcached; the flag points at the real one.
-    let _daemon = memcastd(&["--config", config.to_str().unwrap(), "--memcached", &mc.addr()], &log);
-    let frame = Frame { op: Op::Set, origin: 1, epoch: 1, seq: 1, version: v(1), ttl: 60, key: b"memcast.sess.cfg".to_vec(), value: b"ok".to_vec() };
+    let _daemon = memcastd(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--memcached",
+            &mc.addr(),
+        ],
+        &log,
+    );
+    let frame = Frame {
+        op: Op::Set,
+        origin: 1,
+        epoch: 1,
+        seq: 1,
+        version: v(1),
+        ttl: 60,
+        key: b"memcast.sess.cfg".to_vec(),
+        value: b"ok".to_vec(),
+    };
     let applied = eventually(Duration::from_secs(10), || {
         publisher.send(&frame.seal(&key)).unwrap();
         data_of(&mc, "memcast.sess.cfg")
     });
-    assert!(applied.is_some(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert!(
+        applied.is_some(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 }
 
 #[test]
 fn help_explains_every_option() {
-    let out = Command::new(env!("CARGO_BIN_EXE_memcastd")).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_memcastd"))
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--memcached", "--subscribe", "--key-file", "--config", "--pgm-rate-kbps", "--pgm-recovery-ms", "--rcvbuf", "--rcvhwm", "--log-level"] {
+    for flag in [
+        "--memcached",
+        "--subscribe",
+        "--key-file",
+        "--config",
+        "--pgm-rate-kbps",
+        "--pgm-recovery-ms",
+        "--rcvbuf",
+        "--rcvhwm",
+        "--log-level",
+    ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
 }
