@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages memcast builds, tests and runs with.
+# Skips apt entirely when everything is already there.
+set -euo pipefail
+packages=(
+    php8.2-dev php8.2-cli   # php-config, headers, run-tests.php, the CLI
+    libclang-dev clang      # bindgen (the ps_module bindings)
+    libzmq3-dev             # ZeroMQ built with OpenPGM (epgm://)
+    memcached iproute2      # the store; network namespaces for multi-host tests
+    pkg-config build-essential ca-certificates procps
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "install-deps: all packages present"
+    exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: missing ${missing[*]}; run as root (or: sudo apt-get install -y ${missing[*]})" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y --no-install-recommends "${missing[@]}"
