@@ -374,3 +374,26 @@ fn help_explains_every_option() {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
 }
+
+#[test]
+fn readme_documents_every_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_memcastd"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let flags: Vec<&str> = help
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .filter(|w| *w != "--help" && *w != "--version")
+        .collect();
+    assert!(flags.len() >= 10, "{help}");
+    for flag in flags {
+        assert!(
+            readme.contains(&format!("| `{flag} ")),
+            "README.md's memcastd reference lacks {flag}"
+        );
+    }
+}
