@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=(
     php8.2-dev php8.2-cli   # php-config, headers, run-tests.php, the CLI
-    libclang-dev clang      # bindgen (the ps_module bindings)
+    libclang-dev            # bindgen (the ps_module bindings)
     libzmq3-dev             # ZeroMQ built with OpenPGM (epgm://)
     memcached iproute2      # the store; network namespaces for multi-host tests
     pkg-config build-essential ca-certificates procps
