@@ -427,9 +427,25 @@ fn failed_write(e: String) -> zend_result {
     SUCCESS
 }
 
-fn after_publish(s: &mut SessionStore) {
-    if let Some(e) = s.take_publish_error() {
-        warn(&e);
+/// A write or a touch: store, publish, and report a failure the way
+/// [`failed_write`] does.
+fn store_session(
+    callback: &str,
+    id: &[u8],
+    data: &[u8],
+    maxlifetime: zend_long,
+    op: fn(&mut SessionStore, &[u8], &[u8], u64) -> Result<(), String>,
+) -> zend_result {
+    let result = guarded(callback, Err(String::new()), |s| {
+        let r = op(s, id, data, ttl(maxlifetime));
+        if let Some(e) = s.take_publish_error() {
+            warn(&e);
+        }
+        r
+    });
+    match result {
+        Ok(()) => SUCCESS,
+        Err(e) => failed_write(e),
     }
 }
 
@@ -441,15 +457,7 @@ unsafe extern "C" fn ps_write(
 ) -> zend_result {
     // SAFETY: PHP owns both strings for the duration of the call.
     let (id, data) = unsafe { (zstr_bytes(key), zstr_bytes(val)) };
-    let result = guarded("write", Err(String::new()), |s| {
-        let r = s.write(id, data, ttl(maxlifetime));
-        after_publish(s);
-        r
-    });
-    match result {
-        Ok(()) => SUCCESS,
-        Err(e) => failed_write(e),
-    }
+    store_session("write", id, data, maxlifetime, SessionStore::write)
 }
 
 unsafe extern "C" fn ps_update_timestamp(
@@ -460,15 +468,13 @@ unsafe extern "C" fn ps_update_timestamp(
 ) -> zend_result {
     // SAFETY: PHP owns both strings for the duration of the call.
     let (id, data) = unsafe { (zstr_bytes(key), zstr_bytes(val)) };
-    let result = guarded("update_timestamp", Err(String::new()), |s| {
-        let r = s.touch(id, data, ttl(maxlifetime));
-        after_publish(s);
-        r
-    });
-    match result {
-        Ok(()) => SUCCESS,
-        Err(e) => failed_write(e),
-    }
+    store_session(
+        "update_timestamp",
+        id,
+        data,
+        maxlifetime,
+        SessionStore::touch,
+    )
 }
 
 unsafe extern "C" fn ps_destroy(_: *mut *mut c_void, key: *mut zend_string) -> zend_result {

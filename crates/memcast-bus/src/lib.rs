@@ -91,7 +91,23 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// A publisher that connects: every PGM sender, and a PHP worker handing
+    /// frames to a local daemon.
     pub fn connect(endpoint: &str, opts: &BusOptions) -> Result<Publisher, BusError> {
+        Publisher::open(endpoint, opts, |socket| socket.connect(endpoint))
+    }
+
+    /// A publisher others connect to (`tcp://`, `ipc://`): the daemon's side
+    /// of a host relay or a TCP fan-out, and tests.
+    pub fn bind(endpoint: &str, opts: &BusOptions) -> Result<Publisher, BusError> {
+        Publisher::open(endpoint, opts, |socket| socket.bind(endpoint))
+    }
+
+    fn open(
+        endpoint: &str,
+        opts: &BusOptions,
+        attach: impl FnOnce(&zmq::Socket) -> zmq::Result<()>,
+    ) -> Result<Publisher, BusError> {
         check_endpoint(endpoint)?;
         let context = zmq::Context::new();
         let socket = context.socket(zmq::PUB).map_err(zmq_err("socket"))?;
@@ -104,6 +120,8 @@ impl Publisher {
         socket
             .set_sndbuf(opts.sndbuf)
             .map_err(zmq_err("ZMQ_SNDBUF"))?;
+        // PGM options must be set before connecting; ZeroMQ ignores them on
+        // other transports.
         if is_multicast(endpoint) {
             socket
                 .set_rate(opts.rate_kbps)
@@ -115,42 +133,21 @@ impl Publisher {
                 .set_multicast_hops(opts.multicast_hops)
                 .map_err(zmq_err("ZMQ_MULTICAST_HOPS"))?;
         }
-        socket.connect(endpoint).map_err(|e| BusError::Endpoint {
+        attach(&socket).map_err(|e| BusError::Endpoint {
             endpoint: endpoint.to_owned(),
             message: e.to_string(),
         })?;
-        Ok(Publisher {
-            socket,
-            _context: context,
-            endpoint: endpoint.to_owned(),
-        })
-    }
-
-    /// A publisher others connect to (`tcp://`, `ipc://`): the daemon's side
-    /// of a host relay or a TCP fan-out, and tests.
-    pub fn bind(endpoint: &str, opts: &BusOptions) -> Result<Publisher, BusError> {
-        check_endpoint(endpoint)?;
-        let context = zmq::Context::new();
-        let socket = context.socket(zmq::PUB).map_err(zmq_err("socket"))?;
-        socket
-            .set_sndhwm(opts.sndhwm)
-            .map_err(zmq_err("ZMQ_SNDHWM"))?;
-        socket
-            .set_linger(opts.linger_ms)
-            .map_err(zmq_err("ZMQ_LINGER"))?;
-        socket.bind(endpoint).map_err(|e| BusError::Endpoint {
-            endpoint: endpoint.to_owned(),
-            message: e.to_string(),
-        })?;
-        let bound = socket
+        // After a bind to port `*`, the real endpoint.
+        let endpoint = socket
             .get_last_endpoint()
             .ok()
             .and_then(|r| r.ok())
+            .filter(|e| !e.is_empty())
             .unwrap_or_else(|| endpoint.to_owned());
         Ok(Publisher {
             socket,
             _context: context,
-            endpoint: bound,
+            endpoint,
         })
     }
 

@@ -123,35 +123,28 @@ pub struct Memcached {
 impl Memcached {
     /// On a given loopback port: to restart a killed memcached in its place.
     pub fn start_on(port: u16) -> Memcached {
+        Memcached::spawn_on(port)
+            .unwrap_or_else(|| panic!("memcached did not start on port {port}"))
+    }
+
+    /// On a free loopback port.
+    pub fn start() -> Memcached {
+        // A free port can be taken between the probe and memcached's bind.
+        (0..5)
+            .find_map(|_| Memcached::spawn_on(free_port()))
+            .expect("memcached did not start")
+    }
+
+    fn spawn_on(port: u16) -> Option<Memcached> {
         let mut cmd = Command::new(memcached_binary());
         cmd.args(["-l", "127.0.0.1", "-p", &port.to_string()])
             .args(MEMCACHED_ARGS)
             .args(user_arg())
             .stdout(Stdio::null());
         let mut proc = Proc::spawn("memcached", &mut cmd);
-        assert!(
-            wait_for_tcp(&format!("127.0.0.1:{port}"), Duration::from_secs(5)) && proc.is_running(),
-            "memcached did not start on port {port}"
-        );
-        Memcached { port, proc }
-    }
-
-    pub fn start() -> Memcached {
-        for _ in 0..5 {
-            let port = free_port();
-            let mut cmd = Command::new(memcached_binary());
-            cmd.args(["-l", "127.0.0.1", "-p", &port.to_string()])
-                .args(MEMCACHED_ARGS)
-                .args(user_arg())
-                .stdout(Stdio::null());
-            let mut proc = Proc::spawn("memcached", &mut cmd);
-            if wait_for_tcp(&format!("127.0.0.1:{port}"), Duration::from_secs(5))
-                && proc.is_running()
-            {
-                return Memcached { port, proc };
-            }
-        }
-        panic!("memcached did not start");
+        let up =
+            wait_for_tcp(&format!("127.0.0.1:{port}"), Duration::from_secs(5)) && proc.is_running();
+        up.then_some(Memcached { port, proc })
     }
 
     pub fn addr(&self) -> String {

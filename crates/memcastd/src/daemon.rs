@@ -130,24 +130,18 @@ impl Daemon {
     /// Applies a frame; gives it back when memcached is unreachable.
     fn apply(&mut self, frame: Frame) -> Result<(), Frame> {
         let result = match frame.op {
-            Op::Set => {
-                let value = StoredValue::live(frame.version, &frame.value);
+            Op::Set | Op::Delete => {
+                let value = if frame.op == Op::Set {
+                    StoredValue::live(frame.version, &frame.value)
+                } else {
+                    StoredValue::tombstone(frame.version)
+                };
+                let ttl = frame.ttl.into();
                 apply_if_newer(
                     &mut self.memcached,
                     &frame.key,
                     &value,
-                    frame.ttl.into(),
-                    Expect::Unknown,
-                )
-                .map(Some)
-            }
-            Op::Delete => {
-                let value = StoredValue::tombstone(frame.version);
-                apply_if_newer(
-                    &mut self.memcached,
-                    &frame.key,
-                    &value,
-                    frame.ttl.into(),
+                    ttl,
                     Expect::Unknown,
                 )
                 .map(Some)
