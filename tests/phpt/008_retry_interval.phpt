@@ -12,7 +12,7 @@ $port = (int) substr(strrchr(stream_socket_get_name($silent, false), ':'), 1);
 ini_set('session.save_handler', 'memcast');
 ini_set('session.save_path', "127.0.0.1:$port, 127.0.0.1:{$live['port']}");
 ini_set('memcast.io_timeout_ms', 100);
-ini_set('memcast.retry_interval', '700ms');
+ini_set('memcast.retry_interval', '1500ms');
 
 function cycle(int $i): void {
     session_start();
@@ -31,7 +31,7 @@ cycle(1);              // tries the silent server, times out, fails over
 cycle(2);              // within the retry interval: not tried
 cycle(3);
 var_dump(attempts($silent));
-usleep(800000);        // the interval has passed
+usleep(1600000);       // the interval has passed
 cycle(4);              // tried again
 var_dump(attempts($silent));
 var_dump(mc_stat($live['port'], 'cmd_set') >= 4); // every write still landed
