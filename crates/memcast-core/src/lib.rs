@@ -14,12 +14,14 @@
 //!   health table that skips a failed server for a retry interval.
 //! - [`store`]: a memcached text-protocol connection and [`store::apply_if_newer`].
 //! - [`origin`]: who is writing: origin id, epoch and sequence numbers.
+//! - [`peer`]: the TCP protocol between memcastd peers (repair, resync).
 //! - [`ini`]: the extension's `memcast.*` php.ini settings, declared once.
 
 pub mod failover;
 pub mod frame;
 pub mod ini;
 pub mod origin;
+pub mod peer;
 pub mod session_key;
 pub mod shared_key;
 pub mod store;

@@ -190,36 +190,88 @@ impl Memcached {
         })
     }
 
+    /// Values of many keys in one round trip (`get k1 k2 ...`); missing keys
+    /// are simply absent from the result.
+    pub fn get_multi(&mut self, keys: &[&[u8]]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = b"get".to_vec();
+        for key in keys {
+            check_key(key)?;
+            cmd.push(b' ');
+            cmd.extend_from_slice(key);
+        }
+        cmd.extend_from_slice(b"\r\n");
+        self.round_trip(&cmd, |c| {
+            let mut out = Vec::with_capacity(keys.len());
+            while let Some((key, item)) = c.value_or_end()? {
+                out.push((key, item.value));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Every key memcached holds, with its expiry, streamed from
+    /// `lru_crawler metadump all` (memcached >= 1.4.31; it walks the LRU in
+    /// the background without blocking the server). `each` returns false to
+    /// stop early.
+    pub fn metadump(&mut self, mut each: impl FnMut(KeyMeta) -> bool) -> Result<(), StoreError> {
+        let mut busy_retries = 0;
+        loop {
+            let result = self.round_trip(b"lru_crawler metadump all\r\n", |c| {
+                let mut first = true;
+                loop {
+                    let line = c.read_line()?;
+                    if line == b"END" {
+                        return Ok(true);
+                    }
+                    if first && line.starts_with(b"BUSY") {
+                        return Ok(false);
+                    }
+                    first = false;
+                    let Some(meta) = KeyMeta::parse(&line) else {
+                        return Err(c.unexpected(&line));
+                    };
+                    if !each(meta) {
+                        // Stopped mid-stream: the rest of the dump is unread.
+                        return Err(c.unexpected(b"metadump stopped early"));
+                    }
+                }
+            });
+            match result {
+                Ok(true) => return Ok(()),
+                Ok(false) if busy_retries < 50 => {
+                    busy_retries += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Ok(false) => {
+                    return Err(StoreError::Server {
+                        addr: self.addr.clone(),
+                        message: "lru_crawler stayed busy for 5 s".into(),
+                    })
+                }
+                Err(StoreError::Protocol { reply, .. }) if reply == "metadump stopped early" => {
+                    return Ok(())
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn retrieve(&mut self, verb: &[u8], key: &[u8]) -> Result<Option<Item>, StoreError> {
         check_key(key)?;
         let cmd = [verb, b" ", key, b"\r\n"].concat();
-        self.round_trip(&cmd, |c| {
-            let line = c.read_line()?;
-            if line == b"END" {
-                return Ok(None);
+        self.round_trip(&cmd, |c| match c.value_or_end()? {
+            None => Ok(None),
+            Some((_, item)) => {
+                let end = c.read_line()?;
+                if end == b"END" {
+                    Ok(Some(item))
+                } else {
+                    Err(c.unexpected(&end))
+                }
             }
-            // VALUE <key> <flags> <bytes> [<cas>]
-            let text = String::from_utf8_lossy(&line).into_owned();
-            let fields: Vec<&str> = text.split(' ').collect();
-            if fields.len() < 4 || fields[0] != "VALUE" {
-                return Err(c.unexpected(&line));
-            }
-            let len: usize = fields[3].parse().map_err(|_| c.unexpected(&line))?;
-            let cas: u64 = match fields.get(4) {
-                Some(f) => f.parse().map_err(|_| c.unexpected(&line))?,
-                None => 0,
-            };
-            let mut value = vec![0u8; len + 2];
-            c.read_exact(&mut value)?;
-            if &value[len..] != b"\r\n" {
-                return Err(c.unexpected(b"value without CRLF"));
-            }
-            value.truncate(len);
-            let end = c.read_line()?;
-            if end != b"END" {
-                return Err(c.unexpected(&end));
-            }
-            Ok(Some(Item { value, cas }))
         })
     }
 
@@ -342,10 +394,12 @@ impl Conn<'_> {
                 io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by server"),
             ));
         }
-        if !self.line.ends_with(b"\r\n") {
+        // Replies end in CRLF; metadump lines end in a bare LF.
+        if !self.line.ends_with(b"\n") {
             return Err(self.unexpected(&self.line.clone()));
         }
-        let line = self.line[..self.line.len() - 2].to_vec();
+        let end = self.line.len() - if self.line.ends_with(b"\r\n") { 2 } else { 1 };
+        let line = self.line[..end].to_vec();
         if let Some(msg) = line
             .strip_prefix(b"SERVER_ERROR ")
             .or_else(|| line.strip_prefix(b"CLIENT_ERROR "))
@@ -362,6 +416,32 @@ impl Conn<'_> {
         self.reader
             .read_exact(buf)
             .map_err(|e| io_error(self.addr, self.io_ms, e))
+    }
+
+    /// One `VALUE <key> <flags> <bytes> [<cas>]` block, or `None` at `END`.
+    fn value_or_end(&mut self) -> Result<Option<(Vec<u8>, Item)>, StoreError> {
+        let line = self.read_line()?;
+        if line == b"END" {
+            return Ok(None);
+        }
+        let text = String::from_utf8_lossy(&line).into_owned();
+        let fields: Vec<&str> = text.split(' ').collect();
+        if fields.len() < 4 || fields[0] != "VALUE" {
+            return Err(self.unexpected(&line));
+        }
+        let len: usize = fields[3].parse().map_err(|_| self.unexpected(&line))?;
+        let cas: u64 = match fields.get(4) {
+            Some(f) => f.parse().map_err(|_| self.unexpected(&line))?,
+            None => 0,
+        };
+        let key = fields[1].as_bytes().to_vec();
+        let mut value = vec![0u8; len + 2];
+        self.read_exact(&mut value)?;
+        if &value[len..] != b"\r\n" {
+            return Err(self.unexpected(b"value without CRLF"));
+        }
+        value.truncate(len);
+        Ok(Some((key, Item { value, cas })))
     }
 
     fn storage_reply(&mut self) -> Result<Reply, StoreError> {
@@ -410,6 +490,58 @@ fn wire_ttl(ttl: u64) -> u64 {
     } else {
         ttl
     }
+}
+
+/// One line of `lru_crawler metadump`: a key and when it expires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyMeta {
+    pub key: Vec<u8>,
+    /// Unix seconds; `None` for an item that never expires.
+    pub expires: Option<u64>,
+}
+
+impl KeyMeta {
+    /// `key=<url-encoded key> exp=<unix time or -1> la=... cas=... ...`
+    pub fn parse(line: &[u8]) -> Option<KeyMeta> {
+        let text = std::str::from_utf8(line).ok()?;
+        let mut key = None;
+        let mut expires = None;
+        for field in text.split(' ') {
+            if let Some(k) = field.strip_prefix("key=") {
+                key = Some(url_decode(k)?);
+            } else if let Some(e) = field.strip_prefix("exp=") {
+                let e: i64 = e.parse().ok()?;
+                expires = Some(u64::try_from(e).ok().filter(|e| *e > 0));
+            }
+        }
+        Some(KeyMeta {
+            key: key?,
+            expires: expires?,
+        })
+    }
+
+    /// Seconds left at `now` (Unix seconds); `None` for no expiry, `Some(0)`
+    /// when already expired.
+    pub fn ttl_at(&self, now: u64) -> Option<u64> {
+        self.expires.map(|e| e.saturating_sub(now))
+    }
+}
+
+fn url_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
 }
 
 /// What [`apply_if_newer`] did.
@@ -474,4 +606,24 @@ pub fn apply_if_newer(
         addr: mc.addr().clone(),
         key: String::from_utf8_lossy(key).into_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadump_lines_parse() {
+        let m = KeyMeta::parse(
+            b"key=memcast.sess.a%20b exp=1700000100 la=1700000000 cas=5 fetch=no cls=1 size=70",
+        )
+        .unwrap();
+        assert_eq!(m.key, b"memcast.sess.a b");
+        assert_eq!(m.ttl_at(1_700_000_000), Some(100));
+        assert_eq!(m.ttl_at(1_800_000_000), Some(0));
+        let forever = KeyMeta::parse(b"key=k exp=-1 la=1 cas=1 fetch=no cls=1 size=1").unwrap();
+        assert_eq!(forever.expires, None);
+        assert_eq!(KeyMeta::parse(b"exp=-1"), None);
+        assert_eq!(KeyMeta::parse(b"key=%zz exp=-1"), None);
+    }
 }

@@ -205,3 +205,54 @@ fn oversized_value_is_a_server_error_not_a_dead_server() {
     assert!(!err.is_server_failure());
     assert_eq!(mc.set(b"small", b"ok", 60).unwrap(), Reply::Stored);
 }
+
+#[test]
+fn get_multi_returns_present_keys_only() {
+    let server = kit::Memcached::start();
+    let mut mc = client(&server);
+    mc.set(b"a", b"1", 60).unwrap();
+    mc.set(b"c", b"3\r\n3", 60).unwrap();
+    let got = mc.get_multi(&[b"a", b"b", b"c"]).unwrap();
+    assert_eq!(
+        got,
+        vec![
+            (b"a".to_vec(), b"1".to_vec()),
+            (b"c".to_vec(), b"3\r\n3".to_vec())
+        ]
+    );
+    assert!(mc.get_multi(&[]).unwrap().is_empty());
+}
+
+#[test]
+fn metadump_enumerates_every_key_with_its_expiry() {
+    let server = kit::Memcached::start();
+    let mut mc = client(&server);
+    for i in 0..500 {
+        mc.set(format!("memcast.sess.k{i}").as_bytes(), b"v", 600)
+            .unwrap();
+    }
+    mc.set(b"forever", b"v", 0).unwrap();
+    let mut seen = Vec::new();
+    mc.metadump(|m| {
+        seen.push(m);
+        true
+    })
+    .unwrap();
+    assert_eq!(seen.len(), 501);
+    let now = memcast_core::unix_millis() / 1000;
+    let k = seen.iter().find(|m| m.key == b"memcast.sess.k7").unwrap();
+    assert!((590..=600).contains(&k.ttl_at(now).unwrap()), "{k:?}");
+    assert_eq!(
+        seen.iter().find(|m| m.key == b"forever").unwrap().expires,
+        None
+    );
+    // The connection is still usable afterwards, and stopping early is fine.
+    let mut n = 0;
+    mc.metadump(|_| {
+        n += 1;
+        n < 10
+    })
+    .unwrap();
+    assert_eq!(n, 10);
+    assert_eq!(mc.get(b"forever").unwrap().as_deref(), Some(&b"v"[..]));
+}

@@ -1,0 +1,252 @@
+//! The TCP protocol between memcastd peers: a subscriber asks an origin for a
+//! range of frames it missed (repair), or asks any peer for everything it
+//! holds (resync, warm-up).
+//!
+//! ```text
+//! request:  "MCRQ" | format u8 | kind u8 (1 range, 2 snapshot) | key id u32 |
+//!           origin u64 | epoch u64 | from u64 | to u64 | time ms u64 |
+//!           HMAC-SHA256 tag (32) over everything before it
+//! response: records, each u32 length + one sealed frame; length 0 ends the
+//!           stream; length 0xFFFFFFFF means "that range is no longer held"
+//! ```
+//!
+//! Requests are signed so that only cluster members can read sessions out of
+//! a peer; every frame in a response is sealed like a frame on the group, so a
+//! response is authenticated frame by frame with the same [`Frame::open`].
+
+use std::io::{self, Read, Write};
+
+use crate::frame::Frame;
+use crate::shared_key::{SharedKey, TAG_LEN};
+
+const MAGIC: &[u8; 4] = b"MCRQ";
+const FORMAT: u8 = 1;
+pub const REQUEST_LEN: usize = 4 + 1 + 1 + 4 + 8 * 5 + TAG_LEN;
+const END: u32 = 0;
+const GONE: u32 = u32::MAX;
+/// A request older or newer than this (by the receiver's clock) is refused.
+pub const MAX_REQUEST_SKEW_MS: u64 = 5 * 60 * 1000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Frames `from..=to` of one origin's epoch.
+    Range {
+        origin: u64,
+        epoch: u64,
+        from: u64,
+        to: u64,
+    },
+    /// Every session the peer holds.
+    Snapshot,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("peer request is not a memcast request")]
+    NotMemcast,
+    #[error("peer request signed with unknown key id {0:08x}")]
+    UnknownKey(u32),
+    #[error("peer request failed authentication")]
+    BadTag,
+    #[error("peer request is {0} ms away from this host's clock")]
+    Stale(u64),
+    #[error("peer request has unknown kind {0}")]
+    UnknownKind(u8),
+    #[error("peer record of {len} bytes is larger than the limit of {max}")]
+    Oversized { len: usize, max: usize },
+    #[error("peer connection: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl Request {
+    pub fn encode(&self, key: &SharedKey, now_ms: u64) -> [u8; REQUEST_LEN] {
+        let (kind, origin, epoch, from, to) = match *self {
+            Request::Range {
+                origin,
+                epoch,
+                from,
+                to,
+            } => (1u8, origin, epoch, from, to),
+            Request::Snapshot => (2u8, 0, 0, 0, 0),
+        };
+        let mut out = Vec::with_capacity(REQUEST_LEN);
+        out.extend_from_slice(MAGIC);
+        out.push(FORMAT);
+        out.push(kind);
+        out.extend_from_slice(&key.id().to_be_bytes());
+        for v in [origin, epoch, from, to, now_ms] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        let tag = key.tag(&out);
+        out.extend_from_slice(&tag);
+        let mut fixed = [0u8; REQUEST_LEN];
+        fixed.copy_from_slice(&out);
+        fixed
+    }
+
+    pub fn decode(
+        bytes: &[u8; REQUEST_LEN],
+        key: &SharedKey,
+        now_ms: u64,
+    ) -> Result<Request, PeerError> {
+        if &bytes[0..4] != MAGIC || bytes[4] != FORMAT {
+            return Err(PeerError::NotMemcast);
+        }
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_be_bytes(b)
+        };
+        let key_id = u32::from_be_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
+        if key_id != key.id() {
+            return Err(PeerError::UnknownKey(key_id));
+        }
+        let (signed, tag) = bytes.split_at(REQUEST_LEN - TAG_LEN);
+        if !key.verify(signed, tag) {
+            return Err(PeerError::BadTag);
+        }
+        let sent = u64_at(10 + 32);
+        let skew = now_ms.abs_diff(sent);
+        if skew > MAX_REQUEST_SKEW_MS {
+            return Err(PeerError::Stale(skew));
+        }
+        match bytes[5] {
+            1 => Ok(Request::Range {
+                origin: u64_at(10),
+                epoch: u64_at(18),
+                from: u64_at(26),
+                to: u64_at(34),
+            }),
+            2 => Ok(Request::Snapshot),
+            k => Err(PeerError::UnknownKind(k)),
+        }
+    }
+}
+
+/// One record of a response stream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A sealed frame, still to be opened (authenticated) by the reader.
+    Frame(Vec<u8>),
+    End,
+    /// The range asked for has left the origin's replay ring.
+    Gone,
+}
+
+pub fn write_frame(w: &mut impl Write, sealed: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(sealed.len())
+        .ok()
+        .filter(|l| *l != END && *l != GONE)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "frame length out of range"))?;
+    w.write_all(&len.to_be_bytes())?;
+    w.write_all(sealed)
+}
+
+pub fn write_end(w: &mut impl Write) -> io::Result<()> {
+    w.write_all(&END.to_be_bytes())
+}
+
+pub fn write_gone(w: &mut impl Write) -> io::Result<()> {
+    w.write_all(&GONE.to_be_bytes())
+}
+
+/// Reads one record; a length above `max_len` is an error, not an allocation.
+pub fn read_record(r: &mut impl Read, max_len: usize) -> Result<Record, PeerError> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    match u32::from_be_bytes(len) {
+        END => Ok(Record::End),
+        GONE => Ok(Record::Gone),
+        n => {
+            let n = n as usize;
+            if n > max_len {
+                return Err(PeerError::Oversized {
+                    len: n,
+                    max: max_len,
+                });
+            }
+            let mut buf = vec![0u8; n];
+            r.read_exact(&mut buf)?;
+            Ok(Record::Frame(buf))
+        }
+    }
+}
+
+/// The largest record a reader should accept for frames of `max_value_len`.
+pub fn max_record_len(max_value_len: usize) -> usize {
+    crate::frame::HEADER_LEN + crate::session_key::MAX_KEY_LEN + max_value_len + TAG_LEN
+}
+
+/// Convenience for tests and servers: seal and write.
+pub fn send_frame(w: &mut impl Write, frame: &Frame, key: &SharedKey) -> io::Result<()> {
+    write_frame(w, &frame.seal(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(b: u8) -> SharedKey {
+        SharedKey::from_secret(&[b; 32]).unwrap()
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        for req in [
+            Request::Snapshot,
+            Request::Range {
+                origin: 7,
+                epoch: 9,
+                from: 10,
+                to: 20,
+            },
+        ] {
+            let bytes = req.encode(&key(1), 1_000_000);
+            assert_eq!(Request::decode(&bytes, &key(1), 1_000_500).unwrap(), req);
+        }
+    }
+
+    #[test]
+    fn request_under_another_key_or_forged_or_stale_is_refused() {
+        let bytes = Request::Snapshot.encode(&key(1), 1_000_000);
+        assert!(matches!(
+            Request::decode(&bytes, &key(2), 1_000_000),
+            Err(PeerError::UnknownKey(_))
+        ));
+        let mut forged = bytes;
+        forged[30] ^= 1;
+        assert!(matches!(
+            Request::decode(&forged, &key(1), 1_000_000),
+            Err(PeerError::BadTag)
+        ));
+        let later = 1_000_000 + MAX_REQUEST_SKEW_MS + 1;
+        assert!(matches!(
+            Request::decode(&bytes, &key(1), later),
+            Err(PeerError::Stale(_))
+        ));
+    }
+
+    #[test]
+    fn record_stream_round_trips_and_bounds_lengths() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, b"abc").unwrap();
+        write_gone(&mut buf).unwrap();
+        write_end(&mut buf).unwrap();
+        let mut r = &buf[..];
+        assert_eq!(
+            read_record(&mut r, 10).unwrap(),
+            Record::Frame(b"abc".to_vec())
+        );
+        assert_eq!(read_record(&mut r, 10).unwrap(), Record::Gone);
+        assert_eq!(read_record(&mut r, 10).unwrap(), Record::End);
+        let huge = 1_000_000u32.to_be_bytes();
+        assert!(matches!(
+            read_record(&mut &huge[..], 10),
+            Err(PeerError::Oversized { .. })
+        ));
+        assert!(matches!(
+            read_record(&mut &b"\0\0"[..], 10),
+            Err(PeerError::Io(_))
+        ));
+    }
+}
