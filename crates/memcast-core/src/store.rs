@@ -74,6 +74,9 @@ pub enum Reply {
     NotFound,
 }
 
+/// A key and its value, as `get_multi` returns them.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// A value read with `gets`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Item {
@@ -192,7 +195,7 @@ impl Memcached {
 
     /// Values of many keys in one round trip (`get k1 k2 ...`); missing keys
     /// are simply absent from the result.
-    pub fn get_multi(&mut self, keys: &[&[u8]]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn get_multi(&mut self, keys: &[&[u8]]) -> Result<Vec<KeyValue>, StoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
