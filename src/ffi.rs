@@ -75,10 +75,10 @@ macro_rules! ini_table {
     };
 }
 const _: () = assert!(
-    SETTINGS.len() == 10,
+    SETTINGS.len() == 11,
     "add the new setting's index to ini_table! below"
 );
-static INI: IniEntryDefs<11> = ini_table!(0 1 2 3 4 5 6 7 8 9);
+static INI: IniEntryDefs<12> = ini_table!(0 1 2 3 4 5 6 7 8 9 10);
 
 /// PHP's entry point into the extension.
 #[no_mangle]

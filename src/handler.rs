@@ -10,13 +10,16 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use memcast_bus::{BusError, BusOptions, Publisher};
+use memcast_bus::{BusOptions, Publisher};
 use memcast_core::ini::ExtensionConfig;
 use memcast_core::store::Expect;
 use memcast_core::{
     apply_if_newer, FailoverList, Frame, Hlc, Memcached, Op, Origin, ServerAddr, SharedKey,
     StoreError, StoredValue, Version,
 };
+
+/// Dropped frames are warned about at most this often per process.
+const DROP_WARNING_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long a destroyed session's tombstone blocks late, older writes.
 pub const TOMBSTONE_TTL: u64 = 300;
@@ -52,6 +55,8 @@ pub struct SessionStore {
     key: Option<(PathBuf, Result<SharedKey, String>)>,
     publisher: Option<(String, Result<Publisher, String>)>,
     warned: Vec<String>,
+    last_drop_warning: Option<Instant>,
+    pending_warning: Option<String>,
     counters: Counters,
 }
 
@@ -76,6 +81,8 @@ impl SessionStore {
             key: None,
             publisher: None,
             warned: Vec::new(),
+            last_drop_warning: None,
+            pending_warning: None,
             counters: Counters::default(),
         }
     }
@@ -389,22 +396,47 @@ impl SessionStore {
                 recovery_ms: config.pgm_recovery_ms,
                 sndhwm: config.send_hwm,
                 linger_ms: config.linger_ms,
+                send_timeout_ms: config.relay_timeout_ms,
                 ..BusOptions::default()
             };
-            let connected = Publisher::connect(&endpoint, &opts).map_err(|e| e.to_string());
+            // A multicast group directly, or the local memcastd (host relay).
+            let connected = if memcast_bus::is_multicast_endpoint(&endpoint) {
+                Publisher::connect(&endpoint, &opts)
+            } else {
+                Publisher::relay(&endpoint, &opts)
+            }
+            .map_err(|e| e.to_string());
             self.publisher = Some((endpoint, connected));
         }
         match &self.publisher {
             Some((_, Ok(p))) => match p.send(&bytes) {
                 Ok(()) => self.counters.published += 1,
-                Err(BusError::QueueFull) | Err(_) => self.counters.publish_drops += 1,
+                Err(e) => {
+                    self.counters.publish_drops += 1;
+                    // At most one warning per process per interval: an
+                    // absent memcastd must not flood the log.
+                    let due = self
+                        .last_drop_warning
+                        .is_none_or(|t| t.elapsed() >= DROP_WARNING_EVERY);
+                    if due {
+                        self.last_drop_warning = Some(Instant::now());
+                        self.pending_warning = Some(format!(
+                            "{e} (the session is stored locally; {} frames dropped by this process so far)",
+                            self.counters.publish_drops
+                        ));
+                    }
+                }
             },
             _ => self.counters.publish_drops += 1,
         }
     }
 
-    /// A publisher that failed to connect, once per process.
+    /// A publisher that failed to connect (once per process), or a dropped
+    /// frame (at most once per process per [`DROP_WARNING_EVERY`]).
     pub fn take_publish_error(&mut self) -> Option<String> {
+        if let Some(w) = self.pending_warning.take() {
+            return Some(w);
+        }
         let msg = match &self.publisher {
             Some((endpoint, Err(e))) => format!(
                 "memcast.publish {endpoint:?}: {e}: sessions are stored locally and not replicated"

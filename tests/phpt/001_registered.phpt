@@ -28,5 +28,6 @@ memcast.pgm_rate_kbps=100000
 memcast.pgm_recovery_ms=2000
 memcast.prefix=memcast.sess.
 memcast.publish=
+memcast.relay_timeout_ms=50
 memcast.retry_interval=2
 memcast.send_hwm=10000

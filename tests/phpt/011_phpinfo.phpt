@@ -13,7 +13,8 @@ foreach (['memcast support => enabled', 'Save handler => memcast', 'PGM transpor
           'memcast.retry_interval => 2 => 2', 'memcast.key_file => no value => no value',
           'memcast.connect_timeout_ms => 100 => 100', 'memcast.io_timeout_ms => 500 => 500',
           'memcast.pgm_rate_kbps => 100000 => 100000', 'memcast.pgm_recovery_ms => 2000 => 2000',
-          'memcast.send_hwm => 10000 => 10000', 'memcast.linger_ms => 1000 => 1000'] as $line) {
+          'memcast.send_hwm => 10000 => 10000', 'memcast.linger_ms => 1000 => 1000',
+          'memcast.relay_timeout_ms => 50 => 50'] as $line) {
     echo str_contains($section, $line) ? "ok  " : "MISSING  ", $line, "\n";
 }
 ?>
@@ -31,3 +32,4 @@ ok  memcast.pgm_rate_kbps => 100000 => 100000
 ok  memcast.pgm_recovery_ms => 2000 => 2000
 ok  memcast.send_hwm => 10000 => 10000
 ok  memcast.linger_ms => 1000 => 1000
+ok  memcast.relay_timeout_ms => 50 => 50

@@ -29,6 +29,10 @@ pub struct BusOptions {
     pub linger_ms: i32,
     /// ZMQ_MULTICAST_HOPS: TTL of multicast datagrams.
     pub multicast_hops: i32,
+    /// ZMQ_SNDTIMEO when handing frames to a local memcastd (`ipc://`,
+    /// `tcp://`): the longest a PHP request waits before the frame is
+    /// dropped and counted, ms.
+    pub send_timeout_ms: i32,
 }
 
 impl Default for BusOptions {
@@ -43,6 +47,7 @@ impl Default for BusOptions {
             max_message: 16 * 1024 * 1024,
             linger_ms: 1_000,
             multicast_hops: 1,
+            send_timeout_ms: 50,
         }
     }
 }
@@ -58,6 +63,8 @@ pub enum BusError {
     },
     #[error("send queue full (high-water mark reached): frame dropped")]
     QueueFull,
+    #[error("{endpoint} did not take the frame within {ms} ms: frame dropped")]
+    Timeout { endpoint: String, ms: i32 },
 }
 
 fn zmq_err(what: &'static str) -> impl FnOnce(zmq::Error) -> BusError {
@@ -81,36 +88,65 @@ fn is_multicast(endpoint: &str) -> bool {
     endpoint.starts_with("epgm://") || endpoint.starts_with("pgm://")
 }
 
-/// One process's sending end. Frames are queued without blocking; a full
-/// queue is reported, never waited on.
+/// One process's sending end.
+///
+/// To a multicast group (`epgm://`, `pgm://`) it is a PUB socket: frames are
+/// queued without blocking and a full queue is reported, never waited on. To
+/// a local memcastd (`ipc://`, `tcp://`: the host relay) it is a PUSH socket
+/// that only queues while connected (ZMQ_IMMEDIATE) and waits at most
+/// `send_timeout_ms` for the daemon, so an absent or stuck memcastd costs a
+/// request a bounded delay and a counted drop, never a hang.
 pub struct Publisher {
     socket: zmq::Socket,
+    relay: bool,
+    send_timeout_ms: i32,
     // Dropped after the socket (fields drop in order), so closing lingers.
     _context: zmq::Context,
     endpoint: String,
 }
 
 impl Publisher {
-    /// A publisher that connects: every PGM sender, and a PHP worker handing
-    /// frames to a local daemon.
+    /// A sender to the group: PUB, connected (`epgm://`, `pgm://`) or to a
+    /// subscriber that binds (`tcp://`).
     pub fn connect(endpoint: &str, opts: &BusOptions) -> Result<Publisher, BusError> {
-        Publisher::open(endpoint, opts, |socket| socket.connect(endpoint))
+        Publisher::open(endpoint, opts, false, |socket| socket.connect(endpoint))
     }
 
-    /// A publisher others connect to (`tcp://`, `ipc://`): the daemon's side
-    /// of a host relay or a TCP fan-out, and tests.
+    /// A PHP worker's sender to its host's memcastd (`ipc://`, `tcp://`):
+    /// PUSH, bounded wait, counted drops.
+    pub fn relay(endpoint: &str, opts: &BusOptions) -> Result<Publisher, BusError> {
+        if is_multicast(endpoint) {
+            return Err(BusError::Endpoint {
+                endpoint: endpoint.to_owned(),
+                message: "a relay endpoint is ipc:// or tcp://, not multicast".into(),
+            });
+        }
+        Publisher::open(endpoint, opts, true, |socket| socket.connect(endpoint))
+    }
+
+    /// A PUB socket others subscribe to (`tcp://`): a TCP fan-out, and tests.
     pub fn bind(endpoint: &str, opts: &BusOptions) -> Result<Publisher, BusError> {
-        Publisher::open(endpoint, opts, |socket| socket.bind(endpoint))
+        Publisher::open(endpoint, opts, false, |socket| socket.bind(endpoint))
     }
 
     fn open(
         endpoint: &str,
         opts: &BusOptions,
+        relay: bool,
         attach: impl FnOnce(&zmq::Socket) -> zmq::Result<()>,
     ) -> Result<Publisher, BusError> {
         check_endpoint(endpoint)?;
         let context = zmq::Context::new();
-        let socket = context.socket(zmq::PUB).map_err(zmq_err("socket"))?;
+        let kind = if relay { zmq::PUSH } else { zmq::PUB };
+        let socket = context.socket(kind).map_err(zmq_err("socket"))?;
+        if relay {
+            socket
+                .set_immediate(true)
+                .map_err(zmq_err("ZMQ_IMMEDIATE"))?;
+            socket
+                .set_sndtimeo(opts.send_timeout_ms)
+                .map_err(zmq_err("ZMQ_SNDTIMEO"))?;
+        }
         socket
             .set_sndhwm(opts.sndhwm)
             .map_err(zmq_err("ZMQ_SNDHWM"))?;
@@ -146,6 +182,8 @@ impl Publisher {
             .unwrap_or_else(|| endpoint.to_owned());
         Ok(Publisher {
             socket,
+            relay,
+            send_timeout_ms: opts.send_timeout_ms,
             _context: context,
             endpoint,
         })
@@ -156,10 +194,16 @@ impl Publisher {
         &self.endpoint
     }
 
-    /// Queues one frame. Never blocks.
+    /// Queues one frame: never blocks on a multicast group; waits at most
+    /// `send_timeout_ms` for a local memcastd.
     pub fn send(&self, frame: &[u8]) -> Result<(), BusError> {
-        match self.socket.send(frame, zmq::DONTWAIT) {
+        let flags = if self.relay { 0 } else { zmq::DONTWAIT };
+        match self.socket.send(frame, flags) {
             Ok(()) => Ok(()),
+            Err(zmq::Error::EAGAIN) if self.relay => Err(BusError::Timeout {
+                endpoint: self.endpoint.clone(),
+                ms: self.send_timeout_ms,
+            }),
             Err(zmq::Error::EAGAIN) => Err(BusError::QueueFull),
             Err(e) => Err(BusError::Zmq {
                 what: "send",
@@ -169,9 +213,25 @@ impl Publisher {
     }
 }
 
-/// The receiving end: one SUB socket joined to every endpoint given.
+/// Whether an endpoint is a multicast group (PGM) rather than a local relay.
+pub fn is_multicast_endpoint(endpoint: &str) -> bool {
+    is_multicast(endpoint)
+}
+
+/// Where a received message came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The group (or a TCP publisher): frames from other hosts.
+    Group,
+    /// This host's PHP workers, handing frames to the relay.
+    Relay,
+}
+
+/// The receiving end: one SUB socket joined to every endpoint given, and
+/// optionally the PULL socket PHP workers hand frames to (the host relay).
 pub struct Subscriber {
     socket: zmq::Socket,
+    relay: Option<zmq::Socket>,
     _context: zmq::Context,
 }
 
@@ -207,30 +267,72 @@ impl Subscriber {
         }
         Ok(Subscriber {
             socket,
+            relay: None,
             _context: context,
         })
     }
 
-    /// The next message, or `None` after `timeout` without one.
-    pub fn recv(&self, timeout: Duration) -> Result<Option<Vec<u8>>, BusError> {
+    /// Also receive frames PHP workers hand over at `endpoint` (`ipc://...`
+    /// or `tcp://127.0.0.1:...`).
+    pub fn bind_relay(&mut self, endpoint: &str, opts: &BusOptions) -> Result<(), BusError> {
+        check_endpoint(endpoint)?;
+        if let Some(path) = endpoint.strip_prefix("ipc://") {
+            // A socket file left by a daemon that was killed would make bind fail.
+            let _ = std::fs::remove_file(path);
+        }
+        let socket = self._context.socket(zmq::PULL).map_err(zmq_err("socket"))?;
+        socket
+            .set_rcvhwm(opts.rcvhwm)
+            .map_err(zmq_err("ZMQ_RCVHWM"))?;
+        socket
+            .set_maxmsgsize(opts.max_message)
+            .map_err(zmq_err("ZMQ_MAXMSGSIZE"))?;
+        socket.set_linger(0).map_err(zmq_err("ZMQ_LINGER"))?;
+        socket.bind(endpoint).map_err(|e| BusError::Endpoint {
+            endpoint: endpoint.to_owned(),
+            message: e.to_string(),
+        })?;
+        self.relay = Some(socket);
+        Ok(())
+    }
+
+    /// The next message from either socket, or `None` after `timeout`.
+    pub fn recv(&self, timeout: Duration) -> Result<Option<(Source, Vec<u8>)>, BusError> {
+        if let Some(m) = self.try_recv()? {
+            return Ok(Some(m));
+        }
         let ms = timeout.as_millis().min(i64::MAX as u128) as i64;
-        let ready = self.socket.poll(zmq::POLLIN, ms).map_err(zmq_err("poll"))?;
+        let mut items = vec![self.socket.as_poll_item(zmq::POLLIN)];
+        if let Some(relay) = &self.relay {
+            items.push(relay.as_poll_item(zmq::POLLIN));
+        }
+        let ready = zmq::poll(&mut items, ms).map_err(zmq_err("poll"))?;
         if ready == 0 {
             return Ok(None);
         }
         self.try_recv()
     }
 
-    /// The next message if one is already queued.
-    pub fn try_recv(&self) -> Result<Option<Vec<u8>>, BusError> {
-        match self.socket.recv_bytes(zmq::DONTWAIT) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(zmq::Error::EAGAIN) => Ok(None),
-            Err(e) => Err(BusError::Zmq {
-                what: "recv",
-                source: e,
-            }),
+    /// A message already queued on either socket (relay first: local writes
+    /// are what other hosts wait for).
+    pub fn try_recv(&self) -> Result<Option<(Source, Vec<u8>)>, BusError> {
+        if let Some(relay) = &self.relay {
+            if let Some(bytes) = recv_now(relay)? {
+                return Ok(Some((Source::Relay, bytes)));
+            }
         }
+        Ok(recv_now(&self.socket)?.map(|b| (Source::Group, b)))
+    }
+}
+
+fn recv_now(socket: &zmq::Socket) -> Result<Option<Vec<u8>>, BusError> {
+    match socket.recv_bytes(zmq::DONTWAIT) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(zmq::Error::EAGAIN) => Ok(None),
+        Err(e) => Err(BusError::Zmq {
+            what: "recv",
+            source: e,
+        }),
     }
 }
 
@@ -280,6 +382,43 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(got.as_deref(), Some(&b"frame"[..]));
+        assert_eq!(got, Some((Source::Group, b"frame".to_vec())));
+    }
+
+    #[test]
+    fn relay_hands_frames_to_the_daemon_and_times_out_without_one() {
+        let dir = std::env::temp_dir().join(format!("memcast-bus-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let endpoint = format!("ipc://{}/relay.sock", dir.display());
+        let opts = BusOptions {
+            send_timeout_ms: 30,
+            ..BusOptions::default()
+        };
+        // No daemon: the send gives up after the timeout.
+        let lonely = Publisher::relay(&endpoint, &opts).unwrap();
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            lonely.send(b"x"),
+            Err(BusError::Timeout { ms: 30, .. })
+        ));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        drop(lonely);
+        // With a daemon bound, frames arrive marked as relayed.
+        let mut inbox = Subscriber::connect(&[], &opts).unwrap();
+        inbox.bind_relay(&endpoint, &opts).unwrap();
+        let php = Publisher::relay(&endpoint, &opts).unwrap();
+        let mut sent = false;
+        for _ in 0..50 {
+            if php.send(b"frame").is_ok() {
+                sent = true;
+                break;
+            }
+        }
+        assert!(sent, "the relay never took a frame");
+        assert_eq!(
+            inbox.recv(Duration::from_secs(5)).unwrap(),
+            Some((Source::Relay, b"frame".to_vec()))
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -24,6 +24,7 @@ pub const PGM_RATE_KBPS: &CStr = c"memcast.pgm_rate_kbps";
 pub const PGM_RECOVERY_MS: &CStr = c"memcast.pgm_recovery_ms";
 pub const SEND_HWM: &CStr = c"memcast.send_hwm";
 pub const LINGER_MS: &CStr = c"memcast.linger_ms";
+pub const RELAY_TIMEOUT_MS: &CStr = c"memcast.relay_timeout_ms";
 
 pub const SETTINGS: &[IniSetting] = &[
     IniSetting {
@@ -76,6 +77,11 @@ pub const SETTINGS: &[IniSetting] = &[
         default: c"1000",
         doc: "How long a PHP process waits at exit for unsent frames, milliseconds.",
     },
+    IniSetting {
+        name: RELAY_TIMEOUT_MS,
+        default: c"50",
+        doc: "With memcast.publish = ipc:// or tcp:// (the host relay): the longest a request waits for the local memcastd before the frame is dropped and counted, milliseconds.",
+    },
 ];
 
 /// The settings as the extension uses them.
@@ -90,6 +96,7 @@ pub struct ExtensionConfig {
     pub pgm_recovery_ms: i32,
     pub send_hwm: i32,
     pub linger_ms: i32,
+    pub relay_timeout_ms: i32,
 }
 
 impl ExtensionConfig {
@@ -136,6 +143,7 @@ impl ExtensionConfig {
             pgm_recovery_ms: int(PGM_RECOVERY_MS, 1, i32::MAX as i64)? as i32,
             send_hwm: int(SEND_HWM, 0, i32::MAX as i64)? as i32,
             linger_ms: int(LINGER_MS, 0, i32::MAX as i64)? as i32,
+            relay_timeout_ms: int(RELAY_TIMEOUT_MS, 1, 60_000)? as i32,
         })
     }
 }

@@ -15,6 +15,7 @@
 //! - [`store`]: a memcached text-protocol connection and [`store::apply_if_newer`].
 //! - [`origin`]: who is writing: origin id, epoch and sequence numbers.
 //! - [`peer`]: the TCP protocol between memcastd peers (repair, resync).
+//! - [`replica`]: how a frame lands in a replica's memcached.
 //! - [`ini`]: the extension's `memcast.*` php.ini settings, declared once.
 
 pub mod failover;
@@ -22,6 +23,7 @@ pub mod frame;
 pub mod ini;
 pub mod origin;
 pub mod peer;
+pub mod replica;
 pub mod session_key;
 pub mod shared_key;
 pub mod store;

@@ -133,7 +133,7 @@ pub enum Record {
     Gone,
 }
 
-pub fn write_frame(w: &mut impl Write, sealed: &[u8]) -> io::Result<()> {
+pub fn write_frame<W: Write + ?Sized>(w: &mut W, sealed: &[u8]) -> io::Result<()> {
     let len = u32::try_from(sealed.len())
         .ok()
         .filter(|l| *l != END && *l != GONE)
@@ -142,7 +142,7 @@ pub fn write_frame(w: &mut impl Write, sealed: &[u8]) -> io::Result<()> {
     w.write_all(sealed)
 }
 
-pub fn write_end(w: &mut impl Write) -> io::Result<()> {
+pub fn write_end<W: Write + ?Sized>(w: &mut W) -> io::Result<()> {
     w.write_all(&END.to_be_bytes())
 }
 

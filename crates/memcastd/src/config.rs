@@ -4,15 +4,45 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use memcast_bus::BusOptions;
 use serde::Deserialize;
 
 /// memcastd: fills the local memcached with every session write published on
-/// the memcast group, so that every host holds every session.
+/// the memcast group, so that every host holds every session; repairs what
+/// the network lost; relays this host's PHP writes to the group.
 #[derive(Parser, Debug, Default)]
-#[command(name = "memcastd", version, about, long_about = None)]
+#[command(name = "memcastd", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Compare the sessions held by several memcached servers (keys,
+    /// versions, data digests) and report every difference. Exit status 0
+    /// when they hold the same sessions, 1 when they differ, 2 on error.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// A memcached to compare (HOST:PORT); at least two. Repeatable.
+    #[arg(long = "peer", value_name = "HOST:PORT", required = true, num_args = 1)]
+    pub peers: Vec<String>,
+    /// Only keys starting with this prefix [default: every memcast value].
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
+    /// How many differences to list [default: 20].
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub show: usize,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct DaemonArgs {
     /// TOML file with the settings below (keys as the long flags, with
     /// underscores: memcached, subscribe, key_file, ...). Flags override it.
     #[arg(long, value_name = "FILE")]
@@ -32,7 +62,60 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
 
-    /// PGM receive rate limit, kbit/s (ZMQ_RATE) [default: 100000].
+    /// Take this host's PHP frames at ENDPOINT (ipc:///run/memcast/publish.sock
+    /// or tcp://127.0.0.1:PORT, matching memcast.publish) and send them to
+    /// the group (--publish) as the host's one long-lived sender, with a
+    /// replay ring and heartbeats.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub relay: Option<String>,
+
+    /// The group the relay sends to, e.g. epgm://eth0;239.192.1.1:5555.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub publish: Option<String>,
+
+    /// Serve repairs (from the replay ring) and snapshots (for peers that
+    /// resync) on this TCP address. Requests must be signed with the key.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+
+    /// The address peers reach --listen at, sent in heartbeats [default:
+    /// --listen, when it names a host].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+
+    /// A peer memcastd's --listen address to resync from when a gap cannot
+    /// be repaired, at startup, or when this host falls behind. Repeatable;
+    /// tried in order.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub peer: Vec<String>,
+
+    /// Heartbeat interval of the relay, ms [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub heartbeat_ms: Option<u64>,
+
+    /// Size of the relay's replay ring, MB [default: 64].
+    #[arg(long, value_name = "MB")]
+    pub ring_mb: Option<usize>,
+
+    /// Repair requests sent per second at most; gaps beyond that are merged
+    /// and wait [default: 20].
+    #[arg(long, value_name = "N")]
+    pub repairs_per_sec: Option<u32>,
+
+    /// Shortest time between two full resyncs, seconds [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub resync_interval: Option<u64>,
+
+    /// Resync from --peer at startup [default: true when peers are given].
+    #[arg(long, value_name = "BOOL")]
+    pub resync_on_start: Option<bool>,
+
+    /// A subscriber applying writes older than this declares itself out of
+    /// sync and resyncs, ms [default: 10000]. Assumes NTP-synced clocks.
+    #[arg(long, value_name = "MS")]
+    pub max_lag_ms: Option<u64>,
+
+    /// PGM rate limit, kbit/s (ZMQ_RATE) [default: 100000].
     #[arg(long, value_name = "KBPS")]
     pub pgm_rate_kbps: Option<i32>,
 
@@ -83,6 +166,18 @@ pub struct FileSettings {
     #[serde(default)]
     pub subscribe: Vec<String>,
     pub key_file: Option<PathBuf>,
+    pub relay: Option<String>,
+    pub publish: Option<String>,
+    pub listen: Option<String>,
+    pub advertise: Option<String>,
+    #[serde(default)]
+    pub peer: Vec<String>,
+    pub heartbeat_ms: Option<u64>,
+    pub ring_mb: Option<usize>,
+    pub repairs_per_sec: Option<u32>,
+    pub resync_interval: Option<u64>,
+    pub resync_on_start: Option<bool>,
+    pub max_lag_ms: Option<u64>,
     pub pgm_rate_kbps: Option<i32>,
     pub pgm_recovery_ms: Option<i32>,
     pub rcvbuf: Option<i32>,
@@ -101,6 +196,17 @@ pub struct Settings {
     pub memcached: String,
     pub subscribe: Vec<String>,
     pub key_file: PathBuf,
+    pub relay: Option<String>,
+    pub publish: Option<String>,
+    pub listen: Option<String>,
+    pub advertise: Option<String>,
+    pub peers: Vec<String>,
+    pub heartbeat_ms: u64,
+    pub ring_bytes: usize,
+    pub repairs_per_sec: u32,
+    pub resync_interval_s: u64,
+    pub resync_on_start: bool,
+    pub max_lag_ms: u64,
     pub bus: BusOptions,
     pub max_value_bytes: usize,
     pub backlog: usize,
@@ -133,8 +239,12 @@ pub fn parse_file(text: &str) -> Result<FileSettings, String> {
     toml::from_str(text).map_err(|e| e.to_string())
 }
 
+fn invalid(message: String) -> ConfigError {
+    ConfigError::Invalid(message)
+}
+
 impl Settings {
-    pub fn resolve(cli: Cli, file: FileSettings) -> Result<Settings, ConfigError> {
+    pub fn resolve(cli: DaemonArgs, file: FileSettings) -> Result<Settings, ConfigError> {
         let d = BusOptions::default();
         let subscribe = if cli.subscribe.is_empty() {
             file.subscribe
@@ -142,36 +252,92 @@ impl Settings {
             cli.subscribe
         };
         if subscribe.is_empty() {
-            return Err(ConfigError::Invalid(
+            return Err(invalid(
                 "nothing to subscribe to: give --subscribe ENDPOINT (e.g. \"epgm://eth0;239.192.1.1:5555\")".into(),
             ));
         }
         for endpoint in &subscribe {
             memcast_bus::check_endpoint(endpoint)
-                .map_err(|e| ConfigError::Invalid(format!("--subscribe: {e}")))?;
+                .map_err(|e| invalid(format!("--subscribe: {e}")))?;
         }
         let key_file = cli.key_file.or(file.key_file).ok_or_else(|| {
-            ConfigError::Invalid("no key file: give --key-file FILE (frames are only ever applied when signed with the cluster key)".into())
+            invalid("no key file: give --key-file FILE (frames are only ever applied when signed with the cluster key)".into())
         })?;
         let memcached = cli
             .memcached
             .or(file.memcached)
             .unwrap_or_else(|| "127.0.0.1:11211".into());
         memcast_core::ServerAddr::parse(&memcached)
-            .map_err(|e| ConfigError::Invalid(format!("--memcached: {e}")))?;
+            .map_err(|e| invalid(format!("--memcached: {e}")))?;
+        let relay = cli.relay.or(file.relay);
+        let publish = cli.publish.or(file.publish);
+        if let Some(r) = &relay {
+            memcast_bus::check_endpoint(r).map_err(|e| invalid(format!("--relay: {e}")))?;
+            if publish.is_none() {
+                return Err(invalid(
+                    "--relay needs --publish: the group to send this host's frames to".into(),
+                ));
+            }
+        }
+        if let Some(p) = &publish {
+            memcast_bus::check_endpoint(p).map_err(|e| invalid(format!("--publish: {e}")))?;
+            if relay.is_none() {
+                return Err(invalid(
+                    "--publish is what the relay sends to: give --relay too".into(),
+                ));
+            }
+        }
+        let listen = cli.listen.or(file.listen);
+        let advertise = cli.advertise.or(file.advertise).or_else(|| {
+            listen
+                .clone()
+                .filter(|l| !l.starts_with("0.0.0.0:") && !l.starts_with("[::]:"))
+        });
+        let peers = if cli.peer.is_empty() {
+            file.peer
+        } else {
+            cli.peer
+        };
+        for p in peers.iter().chain(listen.iter()).chain(advertise.iter()) {
+            memcast_core::ServerAddr::parse(p)
+                .map_err(|e| invalid(format!("peer address: {e}")))?;
+        }
         let log_level = cli
             .log_level
             .or(file.log_level)
             .unwrap_or_else(|| "info".into());
         if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
-            return Err(ConfigError::Invalid(format!(
+            return Err(invalid(format!(
                 "--log-level {log_level:?}: expected error, warn, info, debug or trace"
             )));
         }
+        let resync_on_start = cli
+            .resync_on_start
+            .or(file.resync_on_start)
+            .unwrap_or(!peers.is_empty());
         Ok(Settings {
             memcached,
             subscribe,
             key_file,
+            relay,
+            publish,
+            listen,
+            advertise,
+            peers,
+            heartbeat_ms: cli
+                .heartbeat_ms
+                .or(file.heartbeat_ms)
+                .unwrap_or(1000)
+                .max(10),
+            ring_bytes: cli.ring_mb.or(file.ring_mb).unwrap_or(64).max(1) * 1024 * 1024,
+            repairs_per_sec: cli
+                .repairs_per_sec
+                .or(file.repairs_per_sec)
+                .unwrap_or(20)
+                .max(1),
+            resync_interval_s: cli.resync_interval.or(file.resync_interval).unwrap_or(30),
+            resync_on_start,
+            max_lag_ms: cli.max_lag_ms.or(file.max_lag_ms).unwrap_or(10_000),
             bus: BusOptions {
                 rate_kbps: cli
                     .pgm_rate_kbps
@@ -199,20 +365,29 @@ impl Settings {
             log_level,
         })
     }
+
+    pub fn timeouts(&self) -> memcast_core::Timeouts {
+        memcast_core::Timeouts {
+            connect: std::time::Duration::from_millis(self.connect_timeout_ms),
+            io: std::time::Duration::from_millis(self.io_timeout_ms),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn cli(args: &[&str]) -> Cli {
-        Cli::try_parse_from(std::iter::once("memcastd").chain(args.iter().copied())).unwrap()
+    fn cli(args: &[&str]) -> DaemonArgs {
+        Cli::try_parse_from(std::iter::once("memcastd").chain(args.iter().copied()))
+            .unwrap()
+            .daemon
     }
 
     #[test]
     fn flags_override_the_file_and_the_file_overrides_defaults() {
         let file = parse_file(
-            "memcached = \"127.0.0.1:1\"\nsubscribe = [\"epgm://eth0;239.192.1.1:5555\"]\nkey_file = \"/etc/k\"\npgm_rate_kbps = 5000\n",
+            "memcached = \"127.0.0.1:1\"\nsubscribe = [\"epgm://eth0;239.192.1.1:5555\"]\nkey_file = \"/etc/k\"\npgm_rate_kbps = 5000\npeer = [\"10.0.0.2:7711\"]\n",
         )
         .unwrap();
         let s = Settings::resolve(cli(&["--memcached", "127.0.0.1:2"]), file).unwrap();
@@ -221,6 +396,8 @@ mod tests {
         assert_eq!(s.key_file, PathBuf::from("/etc/k"));
         assert_eq!(s.bus.rate_kbps, 5000);
         assert_eq!(s.bus.recovery_ms, BusOptions::default().recovery_ms);
+        assert_eq!(s.peers, ["10.0.0.2:7711"]);
+        assert!(s.resync_on_start, "peers given: resync at start by default");
     }
 
     #[test]
@@ -243,8 +420,49 @@ mod tests {
     }
 
     #[test]
+    fn relay_and_publish_go_together() {
+        let base = ["--key-file", "/k", "--subscribe", "tcp://127.0.0.1:1"];
+        let with = |extra: &[&str]| {
+            Settings::resolve(cli(&[&base[..], extra].concat()), FileSettings::default())
+        };
+        assert!(with(&["--relay", "ipc:///tmp/r.sock"])
+            .unwrap_err()
+            .to_string()
+            .contains("--publish"));
+        assert!(with(&["--publish", "tcp://127.0.0.1:2"])
+            .unwrap_err()
+            .to_string()
+            .contains("--relay"));
+        let s = with(&[
+            "--relay",
+            "ipc:///tmp/r.sock",
+            "--publish",
+            "epgm://eth0;239.1.1.1:5555",
+            "--listen",
+            "10.0.0.1:7711",
+        ])
+        .unwrap();
+        assert_eq!(s.advertise.as_deref(), Some("10.0.0.1:7711"));
+        let s = with(&["--listen", "0.0.0.0:7711"]).unwrap();
+        assert_eq!(
+            s.advertise, None,
+            "a wildcard address is not one peers can reach"
+        );
+    }
+
+    #[test]
     fn unknown_file_keys_are_rejected() {
         let err = parse_file("memcachd = \"x\"\n").unwrap_err();
         assert!(err.contains("memcachd"), "{err}");
+    }
+
+    #[test]
+    fn verify_takes_peers() {
+        let c =
+            Cli::try_parse_from(["memcastd", "verify", "--peer", "a:1", "--peer", "b:2"]).unwrap();
+        let Some(Command::Verify(v)) = c.command else {
+            panic!("not verify")
+        };
+        assert_eq!(v.peers, ["a:1", "b:2"]);
     }
 }

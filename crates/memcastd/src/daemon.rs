@@ -1,79 +1,165 @@
-//! The subscriber loop: receive, authenticate, decode, apply if newer.
+//! The receive loop: frames from the group are authenticated, checked for
+//! gaps and applied if newer; frames from this host's PHP workers (the relay)
+//! are stamped with the host's sequence, kept in the replay ring and sent to
+//! the group; heartbeats go out on a timer.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use memcast_bus::Subscriber;
-use memcast_core::store::Expect;
+use memcast_bus::{Publisher, Source, Subscriber};
+use memcast_core::replica::{apply_frame, Outcome};
 use memcast_core::{
-    apply_if_newer, Applied, Frame, Memcached, Op, ServerAddr, SharedKey, StoreError, StoredValue,
-    Timeouts,
+    unix_millis, Frame, Memcached, Op, Origin, ServerAddr, SharedKey, StoreError, Version,
 };
-use tracing::{debug, error, info, warn};
+use parking_lot::Mutex;
+use tracing::{error, info, warn};
 
 use crate::config::Settings;
-use crate::stats::Stats;
+use crate::counters::Counters;
+use crate::origins::Origins;
+use crate::peer_server::PeerServer;
+use crate::repair::{Job, RepairWorker};
+use crate::ring::ReplayRing;
 
 /// Warnings about bad frames: at most one per reason per this interval.
 const WARN_EVERY: Duration = Duration::from_secs(10);
+/// Origins not heard from for this long are forgotten.
+const ORIGIN_IDLE: Duration = Duration::from_secs(600);
+
+/// This host's single sender to the group, fed by its PHP workers.
+struct Relay {
+    origin: Origin,
+    publisher: Publisher,
+    ring: Arc<Mutex<ReplayRing>>,
+    advertise: String,
+    interval: Duration,
+    next_heartbeat: Instant,
+}
 
 pub struct Daemon {
     settings: Settings,
     key: SharedKey,
     memcached: Memcached,
-    stats: Stats,
+    counters: Arc<Counters>,
+    origins: Origins,
     backlog: VecDeque<Frame>,
     memcached_down_since: Option<Instant>,
     next_retry: Instant,
     last_warned: Vec<(&'static str, Instant)>,
+    relay: Option<Relay>,
+    repairs: Option<Sender<Job>>,
+    out_of_sync: bool,
 }
 
 impl Daemon {
     pub fn new(settings: Settings, key: SharedKey) -> Result<Daemon, String> {
         let addr =
             ServerAddr::parse(&settings.memcached).map_err(|e| format!("--memcached: {e}"))?;
-        let timeouts = Timeouts {
-            connect: Duration::from_millis(settings.connect_timeout_ms),
-            io: Duration::from_millis(settings.io_timeout_ms),
-        };
         Ok(Daemon {
-            memcached: Memcached::new(addr, timeouts),
+            memcached: Memcached::new(addr, settings.timeouts()),
+            origins: Origins::new(unix_millis()),
             settings,
             key,
-            stats: Stats::default(),
+            counters: Arc::new(Counters::default()),
             backlog: VecDeque::new(),
             memcached_down_since: None,
             next_retry: Instant::now(),
             last_warned: Vec::new(),
+            relay: None,
+            repairs: None,
+            out_of_sync: false,
         })
     }
 
     /// Runs until `stop` is set (SIGTERM, SIGINT).
     pub fn run(&mut self, stop: Arc<AtomicBool>) -> Result<(), String> {
-        let subscriber = Subscriber::connect(&self.settings.subscribe, &self.settings.bus)
-            .map_err(|e| e.to_string())?;
+        let s = self.settings.clone();
+        let mut subscriber =
+            Subscriber::connect(&s.subscribe, &s.bus).map_err(|e| e.to_string())?;
+        let origin = Origin::new();
+        let (origin_id, origin_epoch) = (origin.id, origin.epoch);
+        if let (Some(relay), Some(publish)) = (&s.relay, &s.publish) {
+            subscriber
+                .bind_relay(relay, &s.bus)
+                .map_err(|e| format!("--relay: {e}"))?;
+            let publisher =
+                Publisher::connect(publish, &s.bus).map_err(|e| format!("--publish: {e}"))?;
+            if s.advertise.is_none() {
+                warn!("relaying without --listen/--advertise: peers cannot repair what they miss from this host, only resync");
+            }
+            self.relay = Some(Relay {
+                ring: Arc::new(Mutex::new(ReplayRing::new(
+                    origin.id,
+                    origin.epoch,
+                    s.ring_bytes,
+                ))),
+                origin,
+                publisher,
+                advertise: s.advertise.clone().unwrap_or_default(),
+                interval: Duration::from_millis(s.heartbeat_ms),
+                next_heartbeat: Instant::now(),
+            });
+        }
+        if let Some(listen) = &s.listen {
+            let (id, epoch) = (origin_id, origin_epoch);
+            let server = PeerServer {
+                key: self.key.clone(),
+                memcached: self.memcached.addr().clone(),
+                timeouts: s.timeouts(),
+                ring: self.relay.as_ref().map(|r| Arc::clone(&r.ring)),
+                counters: Arc::clone(&self.counters),
+                origin: id,
+                epoch,
+            };
+            server
+                .spawn(listen)
+                .map_err(|e| format!("--listen {listen}: {e}"))?;
+        }
+        let repairs = RepairWorker {
+            key: self.key.clone(),
+            memcached: self.memcached.addr().clone(),
+            timeouts: s.timeouts(),
+            peers: s.peers.clone(),
+            max_value_bytes: s.max_value_bytes,
+            repairs_per_sec: s.repairs_per_sec,
+            resync_interval: Duration::from_secs(s.resync_interval_s),
+            counters: Arc::clone(&self.counters),
+        }
+        .spawn();
+        if s.resync_on_start {
+            let _ = repairs.send(Job::Resync(
+                "startup: fill in what was written while this host was away".into(),
+            ));
+        }
+        self.repairs = Some(repairs);
         info!(
-            memcached = %self.settings.memcached,
-            subscribe = ?self.settings.subscribe,
+            memcached = %s.memcached,
+            subscribe = ?s.subscribe,
+            relay = ?s.relay,
+            publish = ?s.publish,
+            listen = ?s.listen,
+            peers = ?s.peers,
             key_id = format!("{:08x}", self.key.id()),
             "memcastd started"
         );
         match self.memcached.stats() {
-            Ok(_) => info!(memcached = %self.settings.memcached, "memcached reachable"),
+            Ok(_) => info!(memcached = %s.memcached, "memcached reachable"),
             Err(e) => self.memcached_failed(&e),
         }
-        let interval = Duration::from_secs(self.settings.stats_interval);
+        let interval = Duration::from_secs(s.stats_interval);
         let mut next_stats = Instant::now() + interval;
+        let mut next_forget = Instant::now() + ORIGIN_IDLE;
         while !stop.load(Ordering::Relaxed) {
-            match subscriber.recv(Duration::from_millis(100)) {
-                Ok(Some(bytes)) => {
-                    self.handle(&bytes);
+            match subscriber.recv(Duration::from_millis(50)) {
+                Ok(Some((source, bytes))) => {
+                    self.handle(source, &bytes);
                     // Drain what is already queued before looking at timers.
                     for _ in 0..1024 {
                         match subscriber.try_recv() {
-                            Ok(Some(bytes)) => self.handle(&bytes),
+                            Ok(Some((source, bytes))) => self.handle(source, &bytes),
                             _ => break,
                         }
                     }
@@ -84,39 +170,126 @@ impl Daemon {
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
-            if !self.backlog.is_empty() && Instant::now() >= self.next_retry {
+            let now = Instant::now();
+            if self.relay.as_ref().is_some_and(|r| now >= r.next_heartbeat) {
+                self.heartbeat();
+            }
+            if !self.backlog.is_empty() && now >= self.next_retry {
                 self.drain_backlog();
             }
-            if !interval.is_zero() && Instant::now() >= next_stats {
-                info!("stats: {}", self.stats);
-                next_stats = Instant::now() + interval;
+            if now >= next_forget {
+                self.origins.forget_idle(ORIGIN_IDLE);
+                next_forget = now + ORIGIN_IDLE;
+            }
+            if !interval.is_zero() && now >= next_stats {
+                info!("stats: {} origins={}", self.counters, self.origins.len());
+                next_stats = now + interval;
             }
         }
-        info!("memcastd stopping: {}", self.stats);
+        if self.relay.is_some() {
+            // A last heartbeat tells peers the final sequence number.
+            self.heartbeat();
+        }
+        info!(
+            "memcastd stopping: {} origins={}",
+            self.counters,
+            self.origins.len()
+        );
         Ok(())
     }
 
+    fn handle(&mut self, source: Source, bytes: &[u8]) {
+        match source {
+            Source::Group => self.handle_group(bytes),
+            Source::Relay => self.handle_relay(bytes),
+        }
+    }
+
+    /// A frame from this host's PHP: re-stamped as the host's own (origin,
+    /// epoch, next sequence number), kept for repairs, sent to the group.
+    /// Its write version is PHP's, untouched.
+    fn handle_relay(&mut self, bytes: &[u8]) {
+        let mut frame = match Frame::open(bytes, &self.key, self.settings.max_value_bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                Counters::inc(self.counters.dropped(e.reason()));
+                self.warn_rate_limited(
+                    "relay-in",
+                    &format!("dropped a frame from a local PHP worker: {e}"),
+                );
+                return;
+            }
+        };
+        let Some(relay) = self.relay.as_mut() else {
+            return;
+        };
+        frame.origin = relay.origin.id;
+        frame.epoch = relay.origin.epoch;
+        frame.seq = relay.origin.next_seq();
+        let sealed = frame.seal(&self.key);
+        let sent = relay.publisher.send(&sealed);
+        // Kept even when the send failed: a peer that notices the gap repairs it.
+        relay.ring.lock().push(frame.seq, sealed);
+        match sent {
+            Ok(()) => Counters::inc(&self.counters.relayed),
+            Err(e) => {
+                Counters::inc(&self.counters.dropped_relay);
+                self.warn_rate_limited(
+                    "relay-out",
+                    &format!("could not send a relayed frame: {e}"),
+                );
+            }
+        }
+    }
+
+    fn heartbeat(&mut self) {
+        let Some(relay) = self.relay.as_mut() else {
+            return;
+        };
+        relay.next_heartbeat = Instant::now() + relay.interval;
+        let frame = Frame {
+            op: Op::Heartbeat,
+            origin: relay.origin.id,
+            epoch: relay.origin.epoch,
+            seq: relay.origin.last_seq(),
+            version: Version::ZERO,
+            ttl: 0,
+            key: Vec::new(),
+            value: relay.advertise.as_bytes().to_vec(),
+        };
+        if relay.publisher.send(&frame.seal(&self.key)).is_ok() {
+            Counters::inc(&self.counters.heartbeats_sent);
+        }
+    }
+
     /// One datagram from the group.
-    pub fn handle(&mut self, bytes: &[u8]) {
-        self.stats.received += 1;
+    fn handle_group(&mut self, bytes: &[u8]) {
+        Counters::inc(&self.counters.received);
         let frame = match Frame::open(bytes, &self.key, self.settings.max_value_bytes) {
             Ok(f) => f,
             Err(e) => {
                 let reason = e.reason();
-                self.stats.drop(reason);
+                Counters::inc(self.counters.dropped(reason));
                 self.warn_rate_limited(reason, &format!("dropped a frame ({reason}): {e}"));
                 return;
             }
         };
-        self.stats.track(
-            frame.origin,
-            frame.epoch,
-            frame.seq,
-            frame.op == Op::Heartbeat,
-        );
+        if let Some(missing) = self.origins.observe(&frame) {
+            Counters::inc(&self.counters.gaps);
+            Counters::add(&self.counters.missing_frames, missing.to - missing.from + 1);
+            if let Some(tx) = &self.repairs {
+                let _ = tx.send(Job::Repair(missing));
+            }
+        }
+        if let Some(addr) = self.origins.newly_started_relay(&frame) {
+            if let Some(tx) = &self.repairs {
+                let _ = tx.send(Job::PullFrom(addr));
+            }
+        }
         if frame.op == Op::Heartbeat {
             return;
         }
+        self.check_lag(&frame);
         if !self.backlog.is_empty() {
             // Keep order behind the frames still waiting for memcached.
             self.queue(frame);
@@ -127,43 +300,43 @@ impl Daemon {
         }
     }
 
+    /// A subscriber applying writes much older than now has fallen behind:
+    /// it says so and resyncs rather than serve stale data quietly.
+    fn check_lag(&mut self, frame: &Frame) {
+        if frame.op == Op::Touch {
+            return;
+        }
+        let lag = unix_millis().saturating_sub(frame.version.millis);
+        let max = self.settings.max_lag_ms;
+        if lag > max && !self.out_of_sync {
+            self.out_of_sync = true;
+            Counters::inc(&self.counters.out_of_sync);
+            warn!(
+                lag_ms = lag,
+                max_lag_ms = max,
+                "out of sync: applying writes older than --max-lag-ms; resyncing from peers"
+            );
+            if let Some(tx) = &self.repairs {
+                let _ = tx.send(Job::Resync(format!("fell {lag} ms behind")));
+            }
+        } else if self.out_of_sync && lag <= max / 2 {
+            self.out_of_sync = false;
+            info!(lag_ms = lag, "caught up: back in sync");
+        }
+    }
+
     /// Applies a frame; gives it back when memcached is unreachable.
     fn apply(&mut self, frame: Frame) -> Result<(), Frame> {
-        let result = match frame.op {
-            Op::Set | Op::Delete => {
-                let value = if frame.op == Op::Set {
-                    StoredValue::live(frame.version, &frame.value)
-                } else {
-                    StoredValue::tombstone(frame.version)
-                };
-                let ttl = frame.ttl.into();
-                apply_if_newer(
-                    &mut self.memcached,
-                    &frame.key,
-                    &value,
-                    ttl,
-                    Expect::Unknown,
-                )
-                .map(Some)
-            }
-            Op::Touch => self
-                .memcached
-                .touch(&frame.key, frame.ttl.into())
-                .map(|_| None),
-            Op::Heartbeat => Ok(None),
-        };
-        match result {
+        match apply_frame(&mut self.memcached, &frame) {
             Ok(outcome) => {
                 if let Some(since) = self.memcached_down_since.take() {
                     info!(memcached = %self.settings.memcached, down_ms = since.elapsed().as_millis() as u64, "memcached is back");
                 }
                 match outcome {
-                    Some(Applied::Stored) => self.stats.applied += 1,
-                    Some(Applied::SkippedOlder { held }) => {
-                        debug!(held = %held, frame = %frame.version, "skipped: memcached holds a newer version");
-                        self.stats.skipped_older += 1
-                    }
-                    None => self.stats.touched += 1,
+                    Outcome::Stored => Counters::inc(&self.counters.applied),
+                    Outcome::SkippedOlder => Counters::inc(&self.counters.skipped_older),
+                    Outcome::Touched => Counters::inc(&self.counters.touched),
+                    Outcome::Nothing => {}
                 }
                 Ok(())
             }
@@ -172,8 +345,8 @@ impl Daemon {
                 Err(frame)
             }
             Err(e) => {
-                self.stats.memcached_errors += 1;
-                self.stats.drop("store");
+                Counters::inc(&self.counters.memcached_errors);
+                Counters::inc(&self.counters.dropped_store);
                 self.warn_rate_limited("store", &format!("memcached refused a frame: {e}"));
                 Ok(())
             }
@@ -181,7 +354,7 @@ impl Daemon {
     }
 
     fn memcached_failed(&mut self, e: &StoreError) {
-        self.stats.memcached_errors += 1;
+        Counters::inc(&self.counters.memcached_errors);
         if self.memcached_down_since.is_none() {
             warn!(
                 "{e}; holding frames until it is back (up to {} frames)",
@@ -204,7 +377,7 @@ impl Daemon {
     fn queue(&mut self, frame: Frame) {
         if self.backlog.len() >= self.settings.backlog {
             self.backlog.pop_front();
-            self.stats.drop("backlog");
+            Counters::inc(&self.counters.dropped_backlog);
             self.warn_rate_limited(
                 "backlog",
                 "backlog full while memcached is down: dropped the oldest frame",
@@ -224,22 +397,22 @@ impl Daemon {
 
     fn warn_rate_limited(&mut self, reason: &'static str, message: &str) {
         let now = Instant::now();
-        match self.last_warned.iter_mut().find(|(r, _)| *r == reason) {
-            Some((_, at)) if now.duration_since(*at) < WARN_EVERY => {}
+        let due = match self.last_warned.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, at)) if now.duration_since(*at) < WARN_EVERY => false,
             Some((_, at)) => {
                 *at = now;
-                warn!(
-                    "{message} (such warnings are limited to one per {}s)",
-                    WARN_EVERY.as_secs()
-                );
+                true
             }
             None => {
                 self.last_warned.push((reason, now));
-                warn!(
-                    "{message} (such warnings are limited to one per {}s)",
-                    WARN_EVERY.as_secs()
-                );
+                true
             }
+        };
+        if due {
+            warn!(
+                "{message} (such warnings are limited to one per {}s)",
+                WARN_EVERY.as_secs()
+            );
         }
     }
 }

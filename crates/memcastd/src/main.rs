@@ -1,13 +1,22 @@
 //! memcastd: the companion daemon on every host. It subscribes to the memcast
 //! group and applies every authenticated session write to the local
-//! memcached, only if newer than what it holds.
+//! memcached, only if newer than what it holds; notices and repairs what the
+//! network lost; and can be the host's relay, the one long-lived sender for
+//! its PHP workers.
 //!
-//! Layout: `config` (flags and TOML, declared once), `daemon` (the receive
-//! and apply loop), `stats` (counters and gap tracking).
+//! Layout: `config` (flags and TOML, declared once), `daemon` (the receive,
+//! relay and apply loop), `origins` (gap detection), `repair` (the repair and
+//! resync worker), `peer_server` (repairs and snapshots for peers), `ring`
+//! (the relay's replay ring), `counters`, `verify` (the convergence check).
 
 mod config;
+mod counters;
 mod daemon;
-mod stats;
+mod origins;
+mod peer_server;
+mod repair;
+mod ring;
+mod verify;
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -16,18 +25,26 @@ use std::sync::Arc;
 use clap::Parser;
 use memcast_core::SharedKey;
 
-use crate::config::{Cli, FileSettings, Settings};
+use crate::config::{Cli, Command, FileSettings, Settings};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let file = match &cli.config {
+    if let Some(Command::Verify(args)) = &cli.command {
+        return match verify::run(args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => fail(&e),
+        };
+    }
+    let args = cli.daemon;
+    let file = match &args.config {
         Some(path) => match config::load_file(path) {
             Ok(f) => f,
             Err(e) => return fail(&e.to_string()),
         },
         None => FileSettings::default(),
     };
-    let settings = match Settings::resolve(cli, file) {
+    let settings = match Settings::resolve(args, file) {
         Ok(s) => s,
         Err(e) => return fail(&e.to_string()),
     };

@@ -1,0 +1,89 @@
+//! What memcastd has done, counted. Shared by the receive loop, the repair
+//! worker and the peer server; logged periodically and at exit.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($name:ident: $doc:literal,)*) => {
+        #[derive(Debug, Default)]
+        pub struct Counters {
+            $(#[doc = $doc] pub $name: AtomicU64,)*
+        }
+
+        impl fmt::Display for Counters {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let mut first = true;
+                $(
+                    if !first { f.write_str(" ")?; }
+                    first = false;
+                    write!(f, "{}={}", stringify!($name), self.$name.load(Ordering::Relaxed))?;
+                )*
+                let _ = first;
+                Ok(())
+            }
+        }
+    };
+}
+
+counters! {
+    received: "Frames received from the group.",
+    applied: "Frames stored in memcached (newer than what it held).",
+    skipped_older: "Frames memcached already held in this or a newer version.",
+    touched: "Touch frames applied.",
+    relayed: "Frames taken from this host's PHP workers and sent to the group.",
+    heartbeats_sent: "Heartbeats sent as the host's relay.",
+    gaps: "Gaps noticed in an origin's sequence numbers.",
+    missing_frames: "Frames those gaps left out.",
+    repair_requests: "Ranges asked of an origin's replay ring.",
+    frames_repaired: "Frames received through repairs.",
+    repairs_gone: "Ranges no longer in the origin's ring (resync instead).",
+    repairs_failed: "Repair requests that failed (origin unreachable, bad reply).",
+    resyncs: "Full resyncs from a peer completed.",
+    resync_entries: "Sessions received through resyncs.",
+    resyncs_failed: "Resyncs where no peer could serve.",
+    out_of_sync: "Times this subscriber fell behind by more than --max-lag-ms.",
+    memcached_errors: "Errors talking to memcached.",
+    dropped_auth: "Frames dropped: not signed with the cluster key.",
+    dropped_decode: "Frames dropped: malformed.",
+    dropped_size: "Frames dropped: over --max-value-bytes.",
+    dropped_store: "Frames memcached refused (too large, out of memory).",
+    dropped_backlog: "Frames dropped: memcached down and the backlog full.",
+    dropped_relay: "Frames from PHP the relay could not send on.",
+    snapshots_served: "Snapshots sent to peers.",
+    ranges_served: "Repair ranges sent to peers.",
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The drop counter for a frame error's reason.
+    pub fn dropped(&self, reason: &str) -> &AtomicU64 {
+        match reason {
+            "auth" => &self.dropped_auth,
+            "size" => &self.dropped_size,
+            _ => &self.dropped_decode,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_print_as_name_value_pairs() {
+        let c = Counters::default();
+        Counters::inc(&c.applied);
+        Counters::add(&c.gaps, 3);
+        let text = c.to_string();
+        assert!(text.starts_with("received=0 applied=1 "), "{text}");
+        assert!(text.contains(" gaps=3 "), "{text}");
+    }
+}

@@ -1,0 +1,185 @@
+//! Serves peers over TCP (`--listen`): ranges from the relay's replay ring
+//! (repair) and everything the local memcached holds (snapshot, for a peer
+//! that resyncs). Only requests signed with the cluster key are answered.
+
+use std::io::{BufWriter, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use memcast_core::peer::{self, Request, REQUEST_LEN};
+use memcast_core::replica::frame_for_stored;
+use memcast_core::{unix_millis, Memcached, ServerAddr, SharedKey, Timeouts};
+use parking_lot::Mutex;
+use tracing::{debug, info, warn};
+
+use crate::counters::Counters;
+use crate::ring::{Gone, ReplayRing};
+
+/// Peers served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 8;
+/// Keys fetched per `get` while streaming a snapshot.
+const SNAPSHOT_BATCH: usize = 64;
+
+#[derive(Clone)]
+pub struct PeerServer {
+    pub key: SharedKey,
+    pub memcached: ServerAddr,
+    pub timeouts: Timeouts,
+    pub ring: Option<Arc<Mutex<ReplayRing>>>,
+    pub counters: Arc<Counters>,
+    /// Origin id and epoch stamped on snapshot frames.
+    pub origin: u64,
+    pub epoch: u64,
+}
+
+impl PeerServer {
+    pub fn spawn(self, listen: &str) -> std::io::Result<std::net::SocketAddr> {
+        let listener = TcpListener::bind(listen)?;
+        let addr = listener.local_addr()?;
+        info!(%addr, "serving repairs and snapshots to peers");
+        let active = Arc::new(AtomicUsize::new(0));
+        std::thread::Builder::new()
+            .name("peer-server".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    let Ok(conn) = conn else { continue };
+                    while active.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    active.fetch_add(1, Ordering::AcqRel);
+                    let server = self.clone();
+                    let done = Arc::clone(&active);
+                    let spawned =
+                        std::thread::Builder::new()
+                            .name("peer-conn".into())
+                            .spawn(move || {
+                                let peer =
+                                    conn.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                                if let Err(e) = server.serve(conn) {
+                                    debug!(%peer, "peer connection ended: {e}");
+                                }
+                                done.fetch_sub(1, Ordering::AcqRel);
+                            });
+                    if spawned.is_err() {
+                        active.fetch_sub(1, Ordering::AcqRel);
+                    }
+                }
+            })?;
+        Ok(addr)
+    }
+
+    fn serve(&self, mut conn: TcpStream) -> Result<(), String> {
+        conn.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        conn.set_write_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        let mut buf = [0u8; REQUEST_LEN];
+        conn.read_exact(&mut buf).map_err(|e| e.to_string())?;
+        let request = match Request::decode(&buf, &self.key, unix_millis()) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(peer = ?conn.peer_addr().ok(), "refused a peer request: {e}");
+                return Err(e.to_string());
+            }
+        };
+        let mut out = BufWriter::with_capacity(256 * 1024, conn);
+        match request {
+            Request::Range {
+                origin,
+                epoch,
+                from,
+                to,
+            } => self.send_range(&mut out, origin, epoch, from, to),
+            Request::Snapshot => self.send_snapshot(&mut out),
+        }
+        .map_err(|e| e.to_string())?;
+        out.flush().map_err(|e| e.to_string())
+    }
+
+    fn send_range(
+        &self,
+        out: &mut impl Write,
+        origin: u64,
+        epoch: u64,
+        from: u64,
+        to: u64,
+    ) -> std::io::Result<()> {
+        Counters::inc(&self.counters.ranges_served);
+        let frames = match &self.ring {
+            Some(ring) => {
+                let ring = ring.lock();
+                if ring.origin == origin && ring.epoch == epoch {
+                    ring.range(from, to)
+                } else {
+                    Err(Gone)
+                }
+            }
+            None => Err(Gone),
+        };
+        match frames {
+            Ok(frames) => {
+                for f in &frames {
+                    peer::write_frame(out, f)?;
+                }
+                peer::write_end(out)
+            }
+            Err(Gone) => peer::write_gone(out),
+        }
+    }
+
+    /// Streams every memcast value the local memcached holds, with its
+    /// version and remaining TTL, in bounded memory: keys come from
+    /// `lru_crawler metadump` on one connection, values in batches on another.
+    fn send_snapshot(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let io_err = |e: memcast_core::StoreError| std::io::Error::other(e.to_string());
+        let mut dump = Memcached::new(self.memcached.clone(), self.timeouts);
+        let mut values = Memcached::new(self.memcached.clone(), self.timeouts);
+        let mut batch: Vec<(Vec<u8>, Option<u64>)> = Vec::with_capacity(SNAPSHOT_BATCH);
+        let mut failed: Option<std::io::Error> = None;
+        let mut sent = 0u64;
+        let mut flush = |batch: &mut Vec<(Vec<u8>, Option<u64>)>,
+                         out: &mut dyn Write|
+         -> std::io::Result<()> {
+            let keys: Vec<&[u8]> = batch.iter().map(|(k, _)| k.as_slice()).collect();
+            let got = values.get_multi(&keys).map_err(io_err)?;
+            let now = unix_millis() / 1000;
+            for (key, raw) in got {
+                let Some((_, expires)) = batch.iter().find(|(k, _)| *k == key) else {
+                    continue;
+                };
+                let ttl = match expires {
+                    None => 0,
+                    Some(e) if *e > now => (*e - now).min(u64::from(u32::MAX)) as u32,
+                    Some(_) => continue,
+                };
+                if let Some(frame) = frame_for_stored(&key, &raw, ttl, self.origin, self.epoch) {
+                    peer::write_frame(&mut *out, &frame.seal(&self.key))?;
+                    sent += 1;
+                }
+            }
+            batch.clear();
+            Ok(())
+        };
+        dump.metadump(|meta| {
+            batch.push((meta.key, meta.expires));
+            if batch.len() >= SNAPSHOT_BATCH {
+                if let Err(e) = flush(&mut batch, out) {
+                    failed = Some(e);
+                    return false;
+                }
+            }
+            true
+        })
+        .map_err(io_err)?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        flush(&mut batch, out)?;
+        peer::write_end(out)?;
+        Counters::inc(&self.counters.snapshots_served);
+        info!(entries = sent, "sent a snapshot to a peer");
+        Ok(())
+    }
+}

@@ -1,0 +1,107 @@
+//! `memcastd verify`: the convergence check. Reads every memcast session
+//! from each memcached given and reports every key whose version or data
+//! differs. A tombstone and an absent key both mean "no session".
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use memcast_core::{Memcached, ServerAddr, StoredValue, Timeouts, Version};
+use sha2::{Digest, Sha256};
+
+use crate::config::VerifyArgs;
+
+/// What one server holds for one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Held {
+    version: Version,
+    digest: [u8; 32],
+}
+
+pub fn run(args: &VerifyArgs) -> Result<bool, String> {
+    if args.peers.len() < 2 {
+        return Err("verify needs at least two --peer memcached servers to compare".into());
+    }
+    let mut all: Vec<BTreeMap<Vec<u8>, Held>> = Vec::new();
+    for peer in &args.peers {
+        all.push(sessions(peer, args.prefix.as_deref())?);
+    }
+    let keys: BTreeSet<&Vec<u8>> = all.iter().flat_map(|m| m.keys()).collect();
+    let mut differences = 0usize;
+    for key in &keys {
+        let held: Vec<Option<&Held>> = all.iter().map(|m| m.get(*key)).collect();
+        if held.iter().all(|h| *h == held[0]) {
+            continue;
+        }
+        differences += 1;
+        if differences <= args.show {
+            let parts: Vec<String> = args
+                .peers
+                .iter()
+                .zip(&held)
+                .map(|(p, h)| match h {
+                    Some(h) => format!("{p}: {} {}", h.version, hex8(&h.digest)),
+                    None => format!("{p}: none"),
+                })
+                .collect();
+            println!(
+                "differs {}: {}",
+                String::from_utf8_lossy(key),
+                parts.join(", ")
+            );
+        }
+    }
+    let counts: Vec<String> = args
+        .peers
+        .iter()
+        .zip(&all)
+        .map(|(p, m)| format!("{p}={}", m.len()))
+        .collect();
+    println!(
+        "verify: {} servers, {} keys ({}), {} differences",
+        args.peers.len(),
+        keys.len(),
+        counts.join(" "),
+        differences
+    );
+    Ok(differences == 0)
+}
+
+fn hex8(d: &[u8; 32]) -> String {
+    d[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Live sessions on one server: key -> (version, digest of the data).
+fn sessions(addr: &str, prefix: Option<&str>) -> Result<BTreeMap<Vec<u8>, Held>, String> {
+    let addr = ServerAddr::parse(addr)?;
+    let timeouts = Timeouts::default();
+    let mut dump = Memcached::new(addr.clone(), timeouts);
+    let mut keys = Vec::new();
+    dump.metadump(|m| {
+        if prefix.is_none_or(|p| m.key.starts_with(p.as_bytes())) {
+            keys.push(m.key);
+        }
+        true
+    })
+    .map_err(|e| e.to_string())?;
+    let mut values = Memcached::new(addr, timeouts);
+    let mut out = BTreeMap::new();
+    for chunk in keys.chunks(64) {
+        let refs: Vec<&[u8]> = chunk.iter().map(|k| k.as_slice()).collect();
+        for (key, raw) in values.get_multi(&refs).map_err(|e| e.to_string())? {
+            let Some(stored) = StoredValue::parse(&raw) else {
+                continue;
+            };
+            if stored.tombstone {
+                continue;
+            }
+            let digest: [u8; 32] = Sha256::digest(stored.data).into();
+            out.insert(
+                key,
+                Held {
+                    version: stored.version,
+                    digest,
+                },
+            );
+        }
+    }
+    Ok(out)
+}
