@@ -272,6 +272,17 @@ impl Subscriber {
         })
     }
 
+    /// A SUB that binds (publishers connect to it): a test's stand-in for
+    /// the group, to see what a relay sends.
+    pub fn bind_for_tests(endpoint: &str, opts: &BusOptions) -> Result<Subscriber, BusError> {
+        let sub = Subscriber::connect(&[], opts)?;
+        sub.socket.bind(endpoint).map_err(|e| BusError::Endpoint {
+            endpoint: endpoint.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(sub)
+    }
+
     /// Also receive frames PHP workers hand over at `endpoint` (`ipc://...`
     /// or `tcp://127.0.0.1:...`).
     pub fn bind_relay(&mut self, endpoint: &str, opts: &BusOptions) -> Result<(), BusError> {
@@ -306,7 +317,12 @@ impl Subscriber {
         if let Some(relay) = &self.relay {
             items.push(relay.as_poll_item(zmq::POLLIN));
         }
-        let ready = zmq::poll(&mut items, ms).map_err(zmq_err("poll"))?;
+        let ready = match zmq::poll(&mut items, ms) {
+            Ok(n) => n,
+            // A signal (SIGTERM, SIGINT): the caller's loop decides what next.
+            Err(zmq::Error::EINTR) => return Ok(None),
+            Err(e) => return Err(zmq_err("poll")(e)),
+        };
         if ready == 0 {
             return Ok(None);
         }

@@ -15,17 +15,20 @@ use memcast_core::{
     unix_millis, Frame, Memcached, Op, Origin, ServerAddr, SharedKey, StoreError, Version,
 };
 use parking_lot::Mutex;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Settings;
 use crate::counters::Counters;
-use crate::origins::Origins;
+use crate::origins::{Missing, Origins};
 use crate::peer_server::PeerServer;
 use crate::repair::{Job, RepairWorker};
 use crate::ring::ReplayRing;
 
 /// Warnings about bad frames: at most one per reason per this interval.
 const WARN_EVERY: Duration = Duration::from_secs(10);
+/// A gap from an origin whose repair address is unknown waits this long for
+/// a heartbeat naming it before a resync is asked for instead.
+const UNADDRESSED_WAIT: Duration = Duration::from_secs(3);
 /// Origins not heard from for this long are forgotten.
 const ORIGIN_IDLE: Duration = Duration::from_secs(600);
 
@@ -152,6 +155,7 @@ impl Daemon {
         let interval = Duration::from_secs(s.stats_interval);
         let mut next_stats = Instant::now() + interval;
         let mut next_forget = Instant::now() + ORIGIN_IDLE;
+        let mut next_unaddressed = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             match subscriber.recv(Duration::from_millis(50)) {
                 Ok(Some((source, bytes))) => {
@@ -176,6 +180,12 @@ impl Daemon {
             }
             if !self.backlog.is_empty() && now >= self.next_retry {
                 self.drain_backlog();
+            }
+            if now >= next_unaddressed {
+                next_unaddressed = now + Duration::from_millis(500);
+                for missing in self.origins.unaddressed_since(UNADDRESSED_WAIT) {
+                    self.report_gap(missing);
+                }
             }
             if now >= next_forget {
                 self.origins.forget_idle(ORIGIN_IDLE);
@@ -275,11 +285,7 @@ impl Daemon {
             }
         };
         if let Some(missing) = self.origins.observe(&frame) {
-            Counters::inc(&self.counters.gaps);
-            Counters::add(&self.counters.missing_frames, missing.to - missing.from + 1);
-            if let Some(tx) = &self.repairs {
-                let _ = tx.send(Job::Repair(missing));
-            }
+            self.report_gap(missing);
         }
         if let Some(addr) = self.origins.newly_started_relay(&frame) {
             if let Some(tx) = &self.repairs {
@@ -297,6 +303,15 @@ impl Daemon {
         }
         if let Err(frame) = self.apply(frame) {
             self.queue(frame);
+        }
+    }
+
+    fn report_gap(&mut self, missing: Missing) {
+        debug!(?missing, "gap");
+        Counters::inc(&self.counters.gaps);
+        Counters::add(&self.counters.missing_frames, missing.to - missing.from + 1);
+        if let Some(tx) = &self.repairs {
+            let _ = tx.send(Job::Repair(missing));
         }
     }
 

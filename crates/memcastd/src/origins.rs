@@ -24,6 +24,9 @@ struct OriginState {
     seen: Instant,
     /// Whether [`Origins::newly_started_relay`] already reported it.
     announced: bool,
+    /// Frames missed before the origin's repair address was known, and
+    /// since when: held until a heartbeat names the address.
+    unaddressed: Option<(u64, u64, Instant)>,
 }
 
 #[derive(Debug)]
@@ -72,25 +75,60 @@ impl Origins {
                 repair_addr: None,
                 seen: Instant::now(),
                 announced: false,
+                unaddressed: None,
             });
         state.seen = Instant::now();
         if heartbeat {
             let addr = String::from_utf8_lossy(&frame.value).into_owned();
             state.repair_addr = Some(addr).filter(|a| !a.is_empty());
         }
-        let missing = (covered > state.last_seq).then(|| Missing {
+        let mut missing = (covered > state.last_seq).then_some((state.last_seq + 1, covered));
+        state.last_seq = state.last_seq.max(frame.seq);
+        if state.repair_addr.is_none() {
+            // Perhaps no heartbeat has arrived yet: hold the range until one
+            // names the repair address (or [`Origins::unaddressed_since`]).
+            if let Some((from, to)) = missing {
+                let held = state.unaddressed.get_or_insert((from, to, Instant::now()));
+                held.0 = held.0.min(from);
+                held.1 = held.1.max(to);
+            }
+            return None;
+        }
+        if let Some((from, to, _)) = state.unaddressed.take() {
+            missing = Some(match missing {
+                Some((f, t)) => (f.min(from), t.max(to)),
+                None => (from, to),
+            });
+        }
+        missing.map(|(from, to)| Missing {
             origin: frame.origin,
             epoch: frame.epoch,
-            from: state.last_seq + 1,
-            to: covered,
+            from,
+            to,
             repair_addr: state.repair_addr.clone(),
-        });
-        state.last_seq = state.last_seq.max(if heartbeat {
-            frame.seq
-        } else {
-            frame.seq.max(covered)
-        });
-        missing
+        })
+    }
+
+    /// Ranges missed from origins that named no repair address within
+    /// `wait` (PHP workers publishing directly send no heartbeats): only a
+    /// resync can bring those back.
+    pub fn unaddressed_since(&mut self, wait: Duration) -> Vec<Missing> {
+        let mut out = Vec::new();
+        for ((origin, epoch), state) in &mut self.map {
+            if let Some((from, to, since)) = state.unaddressed {
+                if since.elapsed() >= wait {
+                    state.unaddressed = None;
+                    out.push(Missing {
+                        origin: *origin,
+                        epoch: *epoch,
+                        from,
+                        to,
+                        repair_addr: None,
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// The repair address of a relay whose first heartbeat this is, when it
@@ -142,6 +180,7 @@ mod tests {
     #[test]
     fn skipped_sequence_numbers_are_missing() {
         let mut o = Origins::new(0);
+        o.observe(&frame(Op::Heartbeat, 5, 0));
         assert_eq!(o.observe(&frame(Op::Set, 5, 1)), None);
         assert_eq!(o.observe(&frame(Op::Set, 5, 2)), None);
         let m = o.observe(&frame(Op::Set, 5, 5)).unwrap();
@@ -160,9 +199,40 @@ mod tests {
     }
 
     #[test]
+    fn a_gap_seen_before_any_heartbeat_waits_for_the_repair_address() {
+        let mut o = Origins::new(0);
+        o.observe(&frame(Op::Set, 5, 1));
+        assert_eq!(
+            o.observe(&frame(Op::Set, 5, 4)),
+            None,
+            "held: no address yet"
+        );
+        let m = o.observe(&frame(Op::Heartbeat, 5, 6)).unwrap();
+        assert_eq!(
+            (m.from, m.to),
+            (2, 6),
+            "held range merged with the lost tail"
+        );
+        assert_eq!(m.repair_addr.as_deref(), Some("10.0.0.1:7711"));
+    }
+
+    #[test]
+    fn a_gap_from_an_origin_without_heartbeats_goes_to_resync_after_the_wait() {
+        let mut o = Origins::new(0);
+        o.observe(&frame(Op::Set, 5, 1));
+        o.observe(&frame(Op::Set, 5, 3));
+        assert!(o.unaddressed_since(Duration::from_secs(60)).is_empty());
+        let m = o.unaddressed_since(Duration::ZERO);
+        assert_eq!(m.len(), 1);
+        assert_eq!((m[0].from, m[0].to, m[0].repair_addr.clone()), (2, 2, None));
+        assert!(o.unaddressed_since(Duration::ZERO).is_empty());
+    }
+
+    #[test]
     fn first_frames_of_an_origin_started_after_us_count_when_lost() {
         let mut o = Origins::new(100);
-        let m = o.observe(&frame(Op::Set, 200, 4)).unwrap();
+        assert_eq!(o.observe(&frame(Op::Set, 200, 4)), None);
+        let m = o.observe(&frame(Op::Heartbeat, 200, 4)).unwrap();
         assert_eq!((m.from, m.to), (1, 3));
     }
 

@@ -1,0 +1,449 @@
+//! The relay, its replay ring, gap repair, resync from a peer and the
+//! convergence check, on real memcached and real ZeroMQ over loopback (the
+//! same mechanisms over PGM between namespaces are in tests/faults.rs).
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use memcast_bus::{BusOptions, Publisher, Source, Subscriber};
+use memcast_core::peer::{self, Record, Request};
+use memcast_core::{
+    unix_millis, Frame, Memcached, Op, ServerAddr, SharedKey, StoredValue, Timeouts, Version,
+};
+use memcast_testkit::{eventually, free_port, wait_for_tcp, Memcached as Server, Proc, TempDir};
+
+fn memcastd(args: &[String], log: &Path) -> Proc {
+    let log = std::fs::File::create(log).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_memcastd"));
+    cmd.args(args)
+        .arg("--stats-interval")
+        .arg("0")
+        .stdout(Stdio::null())
+        .stderr(log);
+    Proc::spawn("memcastd", &mut cmd)
+}
+
+fn client(server: &Server) -> Memcached {
+    Memcached::new(
+        ServerAddr::parse(&server.addr()).unwrap(),
+        Timeouts::default(),
+    )
+}
+
+fn php_frame(seq: u64, i: u64) -> Frame {
+    Frame {
+        op: Op::Set,
+        origin: 77,
+        epoch: 1,
+        seq,
+        version: Version {
+            millis: unix_millis(),
+            counter: i as u32,
+            origin: 77,
+        },
+        ttl: 600,
+        key: format!("memcast.sess.r{i}").into_bytes(),
+        value: format!("i|i:{i};").into_bytes(),
+    }
+}
+
+/// A SUB the test binds, standing in for the group: what the relay sends.
+fn group_tap() -> (Subscriber, String) {
+    let port = free_port();
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+    // A SUB that binds: a PUB may connect to it.
+    let ctx_endpoint = endpoint.clone();
+    let sub = Subscriber::bind_for_tests(&ctx_endpoint, &BusOptions::default()).unwrap();
+    (sub, endpoint)
+}
+
+fn fetch(addr: &str, req: Request, key: &SharedKey) -> Vec<Record> {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(&req.encode(key, unix_millis())).unwrap();
+    let mut out = Vec::new();
+    loop {
+        match peer::read_record(&mut conn, 1 << 20) {
+            Ok(Record::Frame(f)) => out.push(Record::Frame(f)),
+            Ok(end) => {
+                out.push(end);
+                return out;
+            }
+            Err(_) => return out,
+        }
+    }
+}
+
+struct Relay {
+    _dir: TempDir,
+    key: SharedKey,
+    key_file: String,
+    relay: String,
+    listen: String,
+    tap: Subscriber,
+    _daemon: Proc,
+    php: Publisher,
+}
+
+/// memcastd A as its host's relay: PHP frames in at an ipc socket, out to
+/// the test's tap, repairs served at `listen`.
+fn relay_host(mc: &Server) -> Relay {
+    let dir = TempDir::new("relay");
+    let key_file = dir.key_file("key", 4);
+    let key = SharedKey::from_file(&key_file).unwrap();
+    let (tap, group) = group_tap();
+    let relay = format!("ipc://{}/publish.sock", dir.path.display());
+    let listen = format!("127.0.0.1:{}", free_port());
+    let unused = format!("tcp://127.0.0.1:{}", free_port());
+    let args: Vec<String> = [
+        "--memcached",
+        &mc.addr(),
+        "--subscribe",
+        &unused,
+        "--key-file",
+        key_file.to_str().unwrap(),
+        "--relay",
+        &relay,
+        "--publish",
+        &group,
+        "--listen",
+        &listen,
+        "--heartbeat-ms",
+        "100",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let daemon = memcastd(&args, &dir.path.join("a.log"));
+    assert!(
+        wait_for_tcp(&listen, Duration::from_secs(5)),
+        "memcastd did not listen"
+    );
+    let php = Publisher::relay(
+        &relay,
+        &BusOptions {
+            send_timeout_ms: 1000,
+            ..BusOptions::default()
+        },
+    )
+    .unwrap();
+    Relay {
+        key_file: key_file.to_str().unwrap().to_owned(),
+        _dir: dir,
+        key,
+        relay,
+        listen,
+        tap,
+        _daemon: daemon,
+        php,
+    }
+}
+
+/// Frames the tap receives within `within`, opened.
+fn drain(tap: &Subscriber, key: &SharedKey, within: Duration) -> Vec<(Vec<u8>, Frame)> {
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some((Source::Group, bytes))) = tap.recv(Duration::from_millis(20)) {
+            let frame = Frame::open(&bytes, key, 1 << 20)
+                .expect("the relay sent a frame that does not open");
+            out.push((bytes, frame));
+        }
+    }
+    out
+}
+
+#[test]
+fn relay_restamps_php_frames_keeps_them_in_its_ring_and_sends_heartbeats() {
+    let mc = Server::start();
+    let r = relay_host(&mc);
+    // Give the tap time to be connected, then hand over ten PHP frames.
+    std::thread::sleep(Duration::from_millis(300));
+    let sent: Vec<Frame> = (1..=10).map(|i| php_frame(i, i)).collect();
+    for f in &sent {
+        r.php.send(&f.seal(&r.key)).unwrap();
+    }
+    let got = drain(&r.tap, &r.key, Duration::from_millis(800));
+    let data: Vec<&Frame> = got
+        .iter()
+        .map(|(_, f)| f)
+        .filter(|f| f.op == Op::Set)
+        .collect();
+    assert_eq!(data.len(), 10, "relayed {} of 10", data.len());
+    let (origin, epoch) = (data[0].origin, data[0].epoch);
+    assert_ne!(origin, 77, "the relay sends as its own origin");
+    for (i, f) in data.iter().enumerate() {
+        assert_eq!((f.origin, f.epoch, f.seq), (origin, epoch, i as u64 + 1));
+        assert_eq!(
+            f.version, sent[i].version,
+            "the write version is PHP's, untouched"
+        );
+        assert_eq!(f.value, sent[i].value);
+    }
+    let heartbeats: Vec<&Frame> = got
+        .iter()
+        .map(|(_, f)| f)
+        .filter(|f| f.op == Op::Heartbeat)
+        .collect();
+    assert!(
+        heartbeats.len() >= 3,
+        "{} heartbeats in 800 ms at 100 ms",
+        heartbeats.len()
+    );
+    let last = heartbeats.last().unwrap();
+    assert_eq!(last.seq, 10);
+    assert_eq!(last.value, r.listen.as_bytes());
+
+    // The ring serves a range, and says when a range is not its own.
+    let records = fetch(
+        &r.listen,
+        Request::Range {
+            origin,
+            epoch,
+            from: 3,
+            to: 5,
+        },
+        &r.key,
+    );
+    let seqs: Vec<u64> = records
+        .iter()
+        .filter_map(|rec| match rec {
+            Record::Frame(b) => Some(Frame::open(b, &r.key, 1 << 20).unwrap().seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, [3, 4, 5]);
+    assert_eq!(records.last(), Some(&Record::End));
+    let records = fetch(
+        &r.listen,
+        Request::Range {
+            origin,
+            epoch: epoch + 1,
+            from: 1,
+            to: 2,
+        },
+        &r.key,
+    );
+    assert_eq!(records, [Record::Gone]);
+    // An unsigned (wrong key) request gets nothing at all.
+    let stranger = SharedKey::from_secret(&[9u8; 32]).unwrap();
+    assert!(fetch(&r.listen, Request::Snapshot, &stranger).is_empty());
+}
+
+#[test]
+fn a_gap_is_repaired_from_the_origins_replay_ring() {
+    let mc_a = Server::start();
+    let mc_b = Server::start();
+    let r = relay_host(&mc_a);
+    // Host B subscribes to a forwarder the test controls, which loses frames 4..=6.
+    let forward_port = free_port();
+    let forward = Publisher::bind(
+        &format!("tcp://127.0.0.1:{forward_port}"),
+        &BusOptions::default(),
+    )
+    .unwrap();
+    let dir = TempDir::new("gap");
+    let args: Vec<String> = [
+        "--memcached",
+        &mc_b.addr(),
+        "--subscribe",
+        &format!("tcp://127.0.0.1:{forward_port}"),
+        "--key-file",
+        &r.key_file,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut b = memcastd(&args, &dir.path.join("b.log"));
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 1..=10 {
+        r.php.send(&php_frame(i, i).seal(&r.key)).unwrap();
+    }
+    for (bytes, frame) in drain(&r.tap, &r.key, Duration::from_millis(800)) {
+        if !(frame.op == Op::Set && (4..=6).contains(&frame.seq)) {
+            forward.send(&bytes).unwrap();
+        }
+    }
+    let mut mc = client(&mc_b);
+    let all = eventually(Duration::from_secs(10), || {
+        (1..=10)
+            .all(|i| {
+                mc.get(format!("memcast.sess.r{i}").as_bytes())
+                    .unwrap()
+                    .is_some()
+            })
+            .then_some(())
+    });
+    let log = || std::fs::read_to_string(dir.path.join("b.log")).unwrap_or_default();
+    assert!(
+        all.is_some(),
+        "B never repaired the lost frames:\n{}",
+        log()
+    );
+    b.signal("TERM", Duration::from_secs(5))
+        .expect("memcastd B did not stop");
+    let stats = log();
+    assert!(stats.contains("gaps=1 missing_frames=3"), "{stats}");
+    assert!(stats.contains("frames_repaired=3"), "{stats}");
+}
+
+#[test]
+fn resync_at_startup_fills_from_a_peer_without_overwriting_newer_writes() {
+    let mc_a = Server::start();
+    let mc_c = Server::start();
+    let r = relay_host(&mc_a);
+    let mut a = client(&mc_a);
+    let mut c = client(&mc_c);
+    let v = |millis| Version {
+        millis,
+        counter: 0,
+        origin: 5,
+    };
+    for i in 0..300u64 {
+        let value = StoredValue::live(v(1000 + i), format!("a{i}").as_bytes()).encode();
+        a.set(format!("memcast.sess.s{i}").as_bytes(), &value, 3600)
+            .unwrap();
+    }
+    a.set(
+        b"memcast.sess.gone",
+        &StoredValue::tombstone(v(5000)).encode(),
+        300,
+    )
+    .unwrap();
+    a.set(b"not-memcast", b"plain value", 3600).unwrap();
+    // C already holds a newer version of one session: the snapshot must not win.
+    c.set(
+        b"memcast.sess.s7",
+        &StoredValue::live(v(9999), b"newer on C").encode(),
+        3600,
+    )
+    .unwrap();
+    let dir = TempDir::new("resync");
+    let args: Vec<String> = [
+        "--memcached",
+        &mc_c.addr(),
+        "--subscribe",
+        &format!("tcp://127.0.0.1:{}", free_port()),
+        "--key-file",
+        &r.key_file,
+        "--peer",
+        &format!("127.0.0.1:{}", free_port()),
+        "--peer",
+        &r.listen,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut daemon = memcastd(&args, &dir.path.join("c.log"));
+    let done = eventually(Duration::from_secs(10), || {
+        c.get(b"memcast.sess.s299").unwrap()
+    });
+    let log = || std::fs::read_to_string(dir.path.join("c.log")).unwrap_or_default();
+    assert!(
+        done.is_some(),
+        "C was not refilled (the first peer is dead, the second is not):\n{}",
+        log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for i in (0..300u64).filter(|i| *i != 7) {
+        let raw = c
+            .get(format!("memcast.sess.s{i}").as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            StoredValue::parse(&raw).unwrap().data,
+            format!("a{i}").as_bytes()
+        );
+    }
+    let raw = c.get(b"memcast.sess.s7").unwrap().unwrap();
+    assert_eq!(StoredValue::parse(&raw).unwrap().data, b"newer on C");
+    assert!(
+        StoredValue::parse(&c.get(b"memcast.sess.gone").unwrap().unwrap())
+            .unwrap()
+            .tombstone
+    );
+    assert_eq!(
+        c.get(b"not-memcast").unwrap(),
+        None,
+        "only memcast's values are copied"
+    );
+    // The remaining TTL travels with the entry.
+    let ttl_left = {
+        let mut ttl = None;
+        c.metadump(|m| {
+            if m.key == b"memcast.sess.s1" {
+                ttl = m.ttl_at(unix_millis() / 1000);
+            }
+            true
+        })
+        .unwrap();
+        ttl.unwrap()
+    };
+    assert!((3500..=3600).contains(&ttl_left), "ttl {ttl_left}");
+    daemon.signal("TERM", Duration::from_secs(5)).unwrap();
+    let stats = log();
+    assert!(stats.contains("resyncs=1 resync_entries=301"), "{stats}");
+}
+
+#[test]
+fn verify_reports_identical_and_differing_replicas() {
+    let a = Server::start();
+    let b = Server::start();
+    let v = Version {
+        millis: 7,
+        counter: 0,
+        origin: 1,
+    };
+    for s in [&a, &b] {
+        let mut m = client(s);
+        m.set(
+            b"memcast.sess.x",
+            &StoredValue::live(v, b"same").encode(),
+            60,
+        )
+        .unwrap();
+    }
+    // A tombstone and an absent key are both "no session".
+    client(&a)
+        .set(b"memcast.sess.t", &StoredValue::tombstone(v).encode(), 60)
+        .unwrap();
+    let verify = || {
+        Command::new(env!("CARGO_BIN_EXE_memcastd"))
+            .args(["verify", "--peer", &a.addr(), "--peer", &b.addr()])
+            .output()
+            .unwrap()
+    };
+    let out = verify();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("1 keys") && text.contains("0 differences"),
+        "{text}"
+    );
+    client(&b)
+        .set(
+            b"memcast.sess.x",
+            &StoredValue::live(v, b"other").encode(),
+            60,
+        )
+        .unwrap();
+    client(&b)
+        .set(
+            b"memcast.sess.y",
+            &StoredValue::live(v, b"only b").encode(),
+            60,
+        )
+        .unwrap();
+    let out = verify();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("differs memcast.sess.x") && text.contains("differs memcast.sess.y"),
+        "{text}"
+    );
+    assert!(text.contains("2 differences"), "{text}");
+}
