@@ -7,6 +7,7 @@ packages=(
     libclang-dev            # bindgen (the ps_module bindings)
     libzmq3-dev             # ZeroMQ built with OpenPGM (epgm://)
     memcached iproute2      # the store; network namespaces for multi-host tests
+    nftables                # packet loss on a test link (this kernel has no netem)
     pkg-config build-essential ca-certificates procps
 )
 missing=()

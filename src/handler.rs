@@ -451,7 +451,30 @@ impl SessionStore {
     }
 
     /// Closes the publisher, waiting up to the linger time for unsent frames.
+    ///
+    /// A process that published straight to the group first sends a
+    /// heartbeat with its last sequence number: without a later packet, a
+    /// receiver that lost this process's last frame could never tell.
     pub fn shutdown(&mut self) {
+        let direct = self
+            .publisher
+            .as_ref()
+            .is_some_and(|(endpoint, p)| p.is_ok() && memcast_bus::is_multicast_endpoint(endpoint));
+        if direct && self.origin.last_seq() > 0 {
+            if let (Some((_, Ok(p))), Some((_, Ok(key)))) = (&self.publisher, &self.key) {
+                let heartbeat = Frame {
+                    op: Op::Heartbeat,
+                    origin: self.origin.id,
+                    epoch: self.origin.epoch,
+                    seq: self.origin.last_seq(),
+                    version: Version::ZERO,
+                    ttl: 0,
+                    key: Vec::new(),
+                    value: Vec::new(),
+                };
+                let _ = p.send(&heartbeat.seal(key));
+            }
+        }
         self.publisher = None;
     }
 }

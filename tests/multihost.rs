@@ -3,174 +3,16 @@
 //!
 //! Needs root and the release build (`make build`); `make test` runs it.
 
-use std::path::PathBuf;
-use std::process::{Output, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use memcast_core::StoredValue;
-use memcast_testkit::{eventually, raw_get, Host, Network, Proc, TempDir, MEMCACHED_ARGS};
+use memcast_testkit::cluster::{Artifacts, Cluster, Publish};
+use memcast_testkit::eventually;
 
-fn artifact(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target/release")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `make build` first",
-        path.display()
-    );
-    path
-}
-
-struct Site {
-    host: Host,
-    memcached: Proc,
-    memcastd: Proc,
-}
-
-struct Cluster {
-    sites: Vec<Site>,
-    key_file: PathBuf,
-    group: String,
-    dir: TempDir,
-    // Dropped last: removes the namespaces and the bridge.
-    _net: Network,
-}
-
-impl Cluster {
-    fn start(tag: &str) -> Cluster {
-        let mut net = Network::new(tag);
-        let dir = TempDir::new(tag);
-        let key_file = dir.key_file("cluster.key", 5);
-        let group = net.group();
-        let memcastd = artifact("memcastd");
-        let mut sites = Vec::new();
-        for i in 1..=3u8 {
-            let host = net.add_host(i);
-            let mut mc = host.command(memcast_testkit::memcached_binary());
-            mc.args(["-l", "0.0.0.0", "-p", "11211"])
-                .args(MEMCACHED_ARGS)
-                .args(memcast_testkit::user_arg());
-            mc.stdout(Stdio::null());
-            let memcached = Proc::spawn("memcached", &mut mc);
-            assert!(
-                memcast_testkit::wait_for_tcp(
-                    &format!("{}:11211", host.addr),
-                    Duration::from_secs(5)
-                ),
-                "memcached on {} did not start",
-                host.netns
-            );
-            let log = std::fs::File::create(dir.path.join(format!("memcastd{i}.log"))).unwrap();
-            let mut d = host.command(&memcastd);
-            d.args(["--memcached", "127.0.0.1:11211", "--subscribe"])
-                .arg(format!("epgm://{};{}:5555", host.iface, group))
-                .arg("--key-file")
-                .arg(&key_file)
-                .args(["--stats-interval", "0"])
-                .stdout(Stdio::null())
-                .stderr(log);
-            let memcastd = Proc::spawn("memcastd", &mut d);
-            sites.push(Site {
-                host,
-                memcached,
-                memcastd,
-            });
-        }
-        let mut cluster = Cluster {
-            sites,
-            key_file,
-            group,
-            dir,
-            _net: net,
-        };
-        // Until a probe written on host 1 shows up on hosts 2 and 3, the
-        // receivers have not joined the group yet.
-        let joined = eventually(Duration::from_secs(20), || {
-            cluster.php(0, "session_id('probe0000000000000000000000000000'); session_start(); $_SESSION['p'] = microtime(true);");
-            (cluster
-                .raw(1, "memcast.sess.probe0000000000000000000000000000")
-                .is_some()
-                && cluster
-                    .raw(2, "memcast.sess.probe0000000000000000000000000000")
-                    .is_some())
-            .then_some(())
-        });
-        assert!(
-            joined.is_some(),
-            "replication never started; logs:\n{}",
-            cluster.logs()
-        );
-        cluster
-    }
-
-    /// Runs PHP CLI with memcast on host `i`; panics on any warning or error.
-    fn php(&self, i: usize, code: &str) -> String {
-        let out = self.php_output(i, code);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success() && !text.contains("Warning") && !text.contains("Fatal"),
-            "PHP on host {}: {text}",
-            i + 1
-        );
-        text
-    }
-
-    fn php_output(&self, i: usize, code: &str) -> Output {
-        let site = &self.sites[i];
-        let others: Vec<String> = (0..3)
-            .filter(|&j| j != i)
-            .map(|j| format!("{}:11211", self.sites[j].host.addr))
-            .collect();
-        let save_path = format!("127.0.0.1:11211, {}", others.join(", "));
-        site.host
-            .command("php")
-            .arg("-n")
-            .arg("-d")
-            .arg(format!("extension={}", artifact("libmemcast.so").display()))
-            .args([
-                "-d",
-                "session.save_handler=memcast",
-                "-d",
-                "display_errors=1",
-                "-d",
-                "error_reporting=-1",
-            ])
-            .arg("-d")
-            .arg(format!("session.save_path={save_path}"))
-            .arg("-d")
-            // Quoted: in INI syntax an unquoted ";" starts a comment.
-            .arg(format!(
-                "memcast.publish=\"epgm://{};{}:5555\"",
-                site.host.iface, self.group
-            ))
-            .arg("-d")
-            .arg(format!("memcast.key_file={}", self.key_file.display()))
-            .args(["-r", &format!("ob_start(); {code}")])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run php")
-    }
-
-    /// What host `i`'s memcached holds for `key`, read directly.
-    fn raw(&self, i: usize, key: &str) -> Option<Vec<u8>> {
-        raw_get(&format!("{}:11211", self.sites[i].host.addr), key)
-    }
-
-    /// Stops every memcastd (SIGTERM: they log their final counters) and
-    /// returns their logs, for a failure message.
-    fn logs(&mut self) -> String {
-        for site in &mut self.sites {
-            site.memcastd.signal("TERM", Duration::from_secs(3));
-        }
-        (1..=3)
-            .map(|i| {
-                std::fs::read_to_string(self.dir.path.join(format!("memcastd{i}.log")))
-                    .unwrap_or_default()
-            })
-            .collect::<Vec<_>>()
-            .join("\n---\n")
-    }
+fn cluster(tag: &str) -> Cluster {
+    let artifacts = Artifacts::release(Path::new(env!("CARGO_MANIFEST_DIR")));
+    Cluster::start(tag, 3, Publish::Direct, artifacts)
 }
 
 const WRITE_SESSIONS: &str = r#"
@@ -196,7 +38,7 @@ const READ_SESSIONS: &str = r#"
 
 #[test]
 fn write_on_host_a_is_read_on_hosts_b_and_c_and_survives_a_dead_memcached() {
-    let mut cluster = Cluster::start("mh");
+    let mut cluster = cluster("mh");
     assert_eq!(cluster.php(0, WRITE_SESSIONS).trim(), "written");
     let on_a = cluster.php(0, READ_SESSIONS);
     assert_eq!(on_a.lines().count(), 20);
@@ -283,7 +125,7 @@ fn write_on_host_a_is_read_on_hosts_b_and_c_and_survives_a_dead_memcached() {
 
 #[test]
 fn two_hosts_writing_one_session_concurrently_end_identical_everywhere() {
-    let mut cluster = Cluster::start("cc");
+    let cluster = cluster("cc");
     let writer = |site: usize| {
         format!(
             r#"for ($i = 0; $i < 150; $i++) {{

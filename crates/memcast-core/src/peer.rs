@@ -38,6 +38,11 @@ pub enum Request {
     },
     /// Every session the peer holds.
     Snapshot,
+    /// The peer's [`Digests`] (anti-entropy), as one sealed heartbeat frame
+    /// whose value is the digest table.
+    Digest,
+    /// Every session in one digest bucket.
+    Bucket(u8),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +73,8 @@ impl Request {
                 to,
             } => (1u8, origin, epoch, from, to),
             Request::Snapshot => (2u8, 0, 0, 0, 0),
+            Request::Digest => (3u8, 0, 0, 0, 0),
+            Request::Bucket(b) => (4u8, 0, 0, u64::from(b), 0),
         };
         let mut out = Vec::with_capacity(REQUEST_LEN);
         out.extend_from_slice(MAGIC);
@@ -118,8 +125,83 @@ impl Request {
                 to: u64_at(34),
             }),
             2 => Ok(Request::Snapshot),
+            3 => Ok(Request::Digest),
+            4 => u8::try_from(u64_at(26))
+                .map(Request::Bucket)
+                .map_err(|_| PeerError::UnknownKind(4)),
             k => Err(PeerError::UnknownKind(k)),
         }
+    }
+}
+
+/// Anti-entropy digests: sessions fall into 256 buckets by a hash of their
+/// key; each bucket's digest is the XOR of a hash of (key, version,
+/// tombstone) over its entries. Two replicas holding the same sessions have
+/// the same table; a differing bucket says where to look.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Digests(pub Vec<[u8; 16]>);
+
+pub const BUCKETS: usize = 256;
+
+impl Default for Digests {
+    fn default() -> Self {
+        Digests(vec![[0u8; 16]; BUCKETS])
+    }
+}
+
+/// The digest bucket a key falls in.
+pub fn bucket_of(key: &[u8]) -> u8 {
+    use sha2::{Digest as _, Sha256};
+    Sha256::digest(key)[0]
+}
+
+impl Digests {
+    /// Adds one stored entry (its raw memcached value); values memcast did
+    /// not write are ignored.
+    pub fn add(&mut self, key: &[u8], raw: &[u8]) {
+        use sha2::{Digest as _, Sha256};
+        let Some(stored) = crate::stored::StoredValue::parse(raw) else {
+            return;
+        };
+        let mut version = Vec::with_capacity(crate::version::Version::ENCODED_LEN);
+        stored.version.encode(&mut version);
+        let h = Sha256::new()
+            .chain_update(key)
+            .chain_update([0u8, u8::from(stored.tombstone)])
+            .chain_update(&version)
+            .finalize();
+        let bucket = &mut self.0[usize::from(bucket_of(key))];
+        for (d, b) in bucket.iter_mut().zip(h.iter()) {
+            *d ^= b;
+        }
+    }
+
+    /// Buckets whose digests differ.
+    pub fn differing(&self, other: &Digests) -> Vec<u8> {
+        (0..BUCKETS)
+            .filter(|&b| self.0[b] != other.0[b])
+            .map(|b| b as u8)
+            .collect()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        self.0.concat()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Digests> {
+        if bytes.len() != BUCKETS * 16 {
+            return None;
+        }
+        Some(Digests(
+            bytes
+                .chunks_exact(16)
+                .map(|c| {
+                    let mut d = [0u8; 16];
+                    d.copy_from_slice(c);
+                    d
+                })
+                .collect(),
+        ))
     }
 }
 
@@ -191,9 +273,40 @@ mod tests {
     }
 
     #[test]
+    fn digests_match_for_the_same_sessions_and_point_at_the_difference() {
+        use crate::stored::StoredValue;
+        use crate::version::Version;
+        let v = |m| Version {
+            millis: m,
+            counter: 0,
+            origin: 1,
+        };
+        let entries = [
+            (b"a".as_slice(), StoredValue::live(v(1), b"x").encode()),
+            (b"b".as_slice(), StoredValue::tombstone(v(2)).encode()),
+        ];
+        let mut one = Digests::default();
+        let mut two = Digests::default();
+        for (k, raw) in &entries {
+            one.add(k, raw);
+        }
+        for (k, raw) in entries.iter().rev() {
+            two.add(k, raw);
+        }
+        two.add(b"foreign", b"not a memcast value");
+        assert_eq!(one, two, "order and foreign values do not matter");
+        two.add(b"c", &StoredValue::live(v(3), b"y").encode());
+        assert_eq!(one.differing(&two), vec![bucket_of(b"c")]);
+        assert_eq!(Digests::decode(&two.encode()), Some(two));
+        assert_eq!(Digests::decode(&[0u8; 15]), None);
+    }
+
+    #[test]
     fn requests_round_trip() {
         for req in [
             Request::Snapshot,
+            Request::Digest,
+            Request::Bucket(200),
             Request::Range {
                 origin: 7,
                 epoch: 9,

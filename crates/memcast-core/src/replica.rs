@@ -57,3 +57,58 @@ pub fn frame_for_stored(
         value: stored.data.to_vec(),
     })
 }
+
+/// Keys fetched per `get` while scanning.
+const SCAN_BATCH: usize = 64;
+
+/// Calls `each(key, raw value, remaining ttl)` for every entry memcached
+/// holds whose key passes `keep` (expired entries skipped; ttl 0 means none),
+/// in bounded memory: keys stream from `lru_crawler metadump` on one
+/// connection, values come in batches on another. Used by snapshots,
+/// anti-entropy digests and the convergence check.
+pub fn scan<E: From<StoreError>>(
+    addr: &crate::ServerAddr,
+    timeouts: crate::Timeouts,
+    keep: impl Fn(&[u8]) -> bool,
+    mut each: impl FnMut(&[u8], &[u8], u32) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut dump = Memcached::new(addr.clone(), timeouts);
+    let mut values = Memcached::new(addr.clone(), timeouts);
+    let mut batch: Vec<(Vec<u8>, Option<u64>)> = Vec::with_capacity(SCAN_BATCH);
+    let mut failed: Option<E> = None;
+    let mut flush = |batch: &mut Vec<(Vec<u8>, Option<u64>)>| -> Result<(), E> {
+        let keys: Vec<&[u8]> = batch.iter().map(|(k, _)| k.as_slice()).collect();
+        let got = values.get_multi(&keys)?;
+        let now = crate::unix_millis() / 1000;
+        for (key, raw) in got {
+            let Some((_, expires)) = batch.iter().find(|(k, _)| *k == key) else {
+                continue;
+            };
+            let ttl = match expires {
+                None => 0,
+                Some(e) if *e > now => (*e - now).min(u64::from(u32::MAX)) as u32,
+                Some(_) => continue,
+            };
+            each(&key, &raw, ttl)?;
+        }
+        batch.clear();
+        Ok(())
+    };
+    dump.metadump(|meta| {
+        if !keep(&meta.key) {
+            return true;
+        }
+        batch.push((meta.key, meta.expires));
+        if batch.len() >= SCAN_BATCH {
+            if let Err(e) = flush(&mut batch) {
+                failed = Some(e);
+                return false;
+            }
+        }
+        true
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    flush(&mut batch)
+}

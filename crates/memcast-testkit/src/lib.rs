@@ -3,6 +3,8 @@
 //! processes, each stopped by PID or removed when dropped, even when a test
 //! fails.
 
+pub mod cluster;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -383,6 +385,66 @@ impl Network {
         ns(&["link", "set", "lo", "up"]);
         ns(&["route", "add", "224.0.0.0/4", "dev", &iface]);
         Host { netns, iface, addr }
+    }
+}
+
+impl Network {
+    fn outer(&self, i: u8) -> String {
+        format!("{}v{i}", self.prefix)
+    }
+
+    /// Takes host `i`'s link down (or up again), at the bridge side.
+    pub fn set_link(&self, i: u8, up: bool) {
+        must(&[
+            "link",
+            "set",
+            &self.outer(i),
+            if up { "up" } else { "down" },
+        ]);
+    }
+
+    /// Drops `percent`% of the packets on host `i`'s link, both ways, with
+    /// nftables inside its namespace (this kernel has no netem); loopback is
+    /// spared. The table goes with the namespace.
+    pub fn set_loss(&self, i: u8, percent: u32) {
+        let ns = format!("{}h{i}", self.prefix);
+        let rules = format!(
+            "table inet memcast_loss {{\n\
+               chain in {{ type filter hook input priority 0; iifname != \"lo\" numgen random mod 100 < {percent} drop; }}\n\
+               chain out {{ type filter hook output priority 0; oifname != \"lo\" numgen random mod 100 < {percent} drop; }}\n\
+             }}\n"
+        );
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("nft (apt-get install nftables)");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(rules.as_bytes())
+            .expect("write nft rules");
+        assert!(
+            child.wait().expect("nft").success(),
+            "nft refused the loss rules"
+        );
+    }
+
+    pub fn clear_loss(&self, i: u8) {
+        let ns = format!("{}h{i}", self.prefix);
+        let _ = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                "memcast_loss",
+            ])
+            .status();
     }
 }
 

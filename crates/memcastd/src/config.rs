@@ -106,6 +106,12 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "SECONDS")]
     pub resync_interval: Option<u64>,
 
+    /// Every this many seconds, compare digests of what this host holds with
+    /// each --peer and fetch the buckets that differ (anti-entropy: catches
+    /// any loss nothing else noticed); 0 turns it off [default: 300].
+    #[arg(long, value_name = "SECONDS")]
+    pub anti_entropy_interval: Option<u64>,
+
     /// Resync from --peer at startup [default: true when peers are given].
     #[arg(long, value_name = "BOOL")]
     pub resync_on_start: Option<bool>,
@@ -177,6 +183,7 @@ pub struct FileSettings {
     pub repairs_per_sec: Option<u32>,
     pub resync_interval: Option<u64>,
     pub resync_on_start: Option<bool>,
+    pub anti_entropy_interval: Option<u64>,
     pub max_lag_ms: Option<u64>,
     pub pgm_rate_kbps: Option<i32>,
     pub pgm_recovery_ms: Option<i32>,
@@ -206,6 +213,7 @@ pub struct Settings {
     pub repairs_per_sec: u32,
     pub resync_interval_s: u64,
     pub resync_on_start: bool,
+    pub anti_entropy_s: u64,
     pub max_lag_ms: u64,
     pub bus: BusOptions,
     pub max_value_bytes: usize,
@@ -337,6 +345,10 @@ impl Settings {
                 .max(1),
             resync_interval_s: cli.resync_interval.or(file.resync_interval).unwrap_or(30),
             resync_on_start,
+            anti_entropy_s: cli
+                .anti_entropy_interval
+                .or(file.anti_entropy_interval)
+                .unwrap_or(300),
             max_lag_ms: cli.max_lag_ms.or(file.max_lag_ms).unwrap_or(10_000),
             bus: BusOptions {
                 rate_kbps: cli

@@ -129,6 +129,7 @@ impl Daemon {
             max_value_bytes: s.max_value_bytes,
             repairs_per_sec: s.repairs_per_sec,
             resync_interval: Duration::from_secs(s.resync_interval_s),
+            anti_entropy_interval: Duration::from_secs(s.anti_entropy_s),
             counters: Arc::clone(&self.counters),
         }
         .spawn();

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use memcast_core::peer::{self, Request, REQUEST_LEN};
-use memcast_core::replica::frame_for_stored;
-use memcast_core::{unix_millis, Memcached, ServerAddr, SharedKey, Timeouts};
+use memcast_core::peer::{self, bucket_of, Digests, Request, REQUEST_LEN};
+use memcast_core::replica::{self, frame_for_stored};
+use memcast_core::{unix_millis, ServerAddr, SharedKey, Timeouts};
 use parking_lot::Mutex;
 use tracing::{debug, info, warn};
 
@@ -19,8 +19,6 @@ use crate::ring::{Gone, ReplayRing};
 
 /// Peers served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 8;
-/// Keys fetched per `get` while streaming a snapshot.
-const SNAPSHOT_BATCH: usize = 64;
 
 #[derive(Clone)]
 pub struct PeerServer {
@@ -93,6 +91,10 @@ impl PeerServer {
                 to,
             } => self.send_range(&mut out, origin, epoch, from, to),
             Request::Snapshot => self.send_snapshot(&mut out),
+            Request::Digest => self.send_digest(&mut out),
+            Request::Bucket(b) => self
+                .send_entries(&mut out, |key| bucket_of(key) == b)
+                .map(|_| ()),
         }
         .map_err(|e| e.to_string())?;
         out.flush().map_err(|e| e.to_string())
@@ -129,57 +131,85 @@ impl PeerServer {
         }
     }
 
-    /// Streams every memcast value the local memcached holds, with its
-    /// version and remaining TTL, in bounded memory: keys come from
-    /// `lru_crawler metadump` on one connection, values in batches on another.
-    fn send_snapshot(&self, out: &mut impl Write) -> std::io::Result<()> {
-        let io_err = |e: memcast_core::StoreError| std::io::Error::other(e.to_string());
-        let mut dump = Memcached::new(self.memcached.clone(), self.timeouts);
-        let mut values = Memcached::new(self.memcached.clone(), self.timeouts);
-        let mut batch: Vec<(Vec<u8>, Option<u64>)> = Vec::with_capacity(SNAPSHOT_BATCH);
-        let mut failed: Option<std::io::Error> = None;
+    /// Streams every memcast value the local memcached holds (whose key
+    /// passes `keep`), with its version and remaining TTL.
+    fn send_entries(
+        &self,
+        out: &mut impl Write,
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> std::io::Result<u64> {
         let mut sent = 0u64;
-        let mut flush = |batch: &mut Vec<(Vec<u8>, Option<u64>)>,
-                         out: &mut dyn Write|
-         -> std::io::Result<()> {
-            let keys: Vec<&[u8]> = batch.iter().map(|(k, _)| k.as_slice()).collect();
-            let got = values.get_multi(&keys).map_err(io_err)?;
-            let now = unix_millis() / 1000;
-            for (key, raw) in got {
-                let Some((_, expires)) = batch.iter().find(|(k, _)| *k == key) else {
-                    continue;
-                };
-                let ttl = match expires {
-                    None => 0,
-                    Some(e) if *e > now => (*e - now).min(u64::from(u32::MAX)) as u32,
-                    Some(_) => continue,
-                };
-                if let Some(frame) = frame_for_stored(&key, &raw, ttl, self.origin, self.epoch) {
-                    peer::write_frame(&mut *out, &frame.seal(&self.key))?;
-                    sent += 1;
-                }
+        replica::scan(&self.memcached, self.timeouts, keep, |key, raw, ttl| {
+            if let Some(frame) = frame_for_stored(key, raw, ttl, self.origin, self.epoch) {
+                peer::write_frame(&mut *out, &frame.seal(&self.key))?;
+                sent += 1;
             }
-            batch.clear();
-            Ok(())
-        };
-        dump.metadump(|meta| {
-            batch.push((meta.key, meta.expires));
-            if batch.len() >= SNAPSHOT_BATCH {
-                if let Err(e) = flush(&mut batch, out) {
-                    failed = Some(e);
-                    return false;
-                }
-            }
-            true
+            Ok::<(), ScanError>(())
         })
-        .map_err(io_err)?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        flush(&mut batch, out)?;
+        .map_err(std::io::Error::from)?;
         peer::write_end(out)?;
+        Ok(sent)
+    }
+
+    fn send_snapshot(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let sent = self.send_entries(out, |_| true)?;
         Counters::inc(&self.counters.snapshots_served);
         info!(entries = sent, "sent a snapshot to a peer");
         Ok(())
     }
+
+    /// The anti-entropy digest table, as one sealed heartbeat frame.
+    fn send_digest(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let digests =
+            local_digests(&self.memcached, self.timeouts).map_err(std::io::Error::from)?;
+        let frame = memcast_core::Frame {
+            op: memcast_core::Op::Heartbeat,
+            origin: self.origin,
+            epoch: self.epoch,
+            seq: 0,
+            version: memcast_core::Version::ZERO,
+            ttl: 0,
+            key: Vec::new(),
+            value: digests.encode(),
+        };
+        peer::write_frame(out, &frame.seal(&self.key))?;
+        peer::write_end(out)
+    }
+}
+
+/// A scan failed: memcached, or the peer connection.
+#[derive(Debug)]
+pub struct ScanError(String);
+
+impl From<memcast_core::StoreError> for ScanError {
+    fn from(e: memcast_core::StoreError) -> Self {
+        ScanError(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for ScanError {
+    fn from(e: std::io::Error) -> Self {
+        ScanError(e.to_string())
+    }
+}
+
+impl From<ScanError> for std::io::Error {
+    fn from(e: ScanError) -> Self {
+        std::io::Error::other(e.0)
+    }
+}
+
+/// The digest table of what a memcached holds.
+pub fn local_digests(memcached: &ServerAddr, timeouts: Timeouts) -> Result<Digests, ScanError> {
+    let mut digests = Digests::default();
+    replica::scan(
+        memcached,
+        timeouts,
+        |_| true,
+        |key, raw, _| {
+            digests.add(key, raw);
+            Ok::<(), ScanError>(())
+        },
+    )?;
+    Ok(digests)
 }

@@ -11,17 +11,21 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use memcast_core::peer::{self, Record, Request};
+use memcast_core::peer::{self, Digests, Record, Request};
 use memcast_core::replica::{apply_frame, Outcome};
 use memcast_core::{unix_millis, Frame, Memcached, ServerAddr, SharedKey, Timeouts};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::counters::Counters;
 use crate::origins::Missing;
+use crate::peer_server::local_digests;
 
 pub enum Job {
     Repair(Missing),
-    /// A full resync from the configured peers.
+    /// A full resync from the first configured peer that can serve one.
+    /// (Frames lost from an origin that serves no repairs, a PHP process
+    /// publishing directly, take a resync from every peer: the origin's own
+    /// host is the one sure to hold them.)
     Resync(String),
     /// A snapshot from one peer (a relay that just started).
     PullFrom(String),
@@ -35,7 +39,50 @@ pub struct RepairWorker {
     pub max_value_bytes: usize,
     pub repairs_per_sec: u32,
     pub resync_interval: Duration,
+    /// Zero: no anti-entropy.
+    pub anti_entropy_interval: Duration,
     pub counters: Arc<Counters>,
+}
+
+/// What the worker still has to do.
+#[derive(Default)]
+struct Todo {
+    /// Ranges to repair, merged per (origin, epoch).
+    ranges: HashMap<(u64, u64), Missing>,
+    resync: Option<String>,
+    resync_all: bool,
+    pulls: Vec<String>,
+}
+
+impl Todo {
+    fn add(&mut self, job: Job) {
+        match job {
+            Job::PullFrom(peer) => {
+                if !self.pulls.contains(&peer) {
+                    self.pulls.push(peer);
+                }
+            }
+            Job::Repair(m) if m.repair_addr.is_some() => {
+                self.ranges
+                    .entry((m.origin, m.epoch))
+                    .and_modify(|p| {
+                        p.from = p.from.min(m.from);
+                        p.to = p.to.max(m.to);
+                        p.repair_addr = m.repair_addr.clone();
+                    })
+                    .or_insert(m);
+            }
+            Job::Repair(_) => {
+                self.need_resync("frames lost from an origin that serves no repairs", true)
+            }
+            Job::Resync(reason) => self.need_resync(&reason, false),
+        }
+    }
+
+    fn need_resync(&mut self, reason: &str, all: bool) {
+        self.resync.get_or_insert_with(|| reason.to_owned());
+        self.resync_all |= all;
+    }
 }
 
 #[derive(Debug)]
@@ -59,42 +106,40 @@ impl RepairWorker {
 
     fn run(self, rx: Receiver<Job>) {
         let mut mc = Memcached::new(self.memcached.clone(), self.timeouts);
-        // Pending ranges merged per (origin, epoch).
-        let mut pending: HashMap<(u64, u64), Missing> = HashMap::new();
-        let mut resync: Option<String> = None;
-        let mut pulls: Vec<String> = Vec::new();
+        let mut todo = Todo::default();
         let mut next_resync = Instant::now();
         let spacing = Duration::from_secs(1) / self.repairs_per_sec;
         let mut next_repair = Instant::now();
+        let anti_entropy = !self.anti_entropy_interval.is_zero() && !self.peers.is_empty();
+        let mut next_anti_entropy = Instant::now() + self.anti_entropy_interval;
         loop {
-            let wait = if pending.is_empty() && resync.is_none() {
+            let idle = if anti_entropy {
+                next_anti_entropy.saturating_duration_since(Instant::now())
+            } else {
                 Duration::from_secs(3600)
+            };
+            let wait = if !todo.pulls.is_empty() {
+                Duration::ZERO
+            } else if todo.ranges.is_empty() && todo.resync.is_none() {
+                idle
             } else {
                 Duration::from_millis(20)
             };
-            let wait = if pulls.is_empty() {
-                wait
-            } else {
-                Duration::ZERO
-            };
             match rx.recv_timeout(wait) {
-                Ok(job) => self.queue(job, &mut pending, &mut resync, &mut pulls),
+                Ok(job) => todo.add(job),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             while let Ok(job) = rx.try_recv() {
-                self.queue(job, &mut pending, &mut resync, &mut pulls);
+                todo.add(job);
             }
-            if let Some(peer) = pulls.pop() {
-                self.pull(
-                    &mut mc,
-                    &peer,
-                    "it started after us and may hold writes made while it was away",
-                );
+            if let Some(peer) = todo.pulls.pop() {
+                let reason = "it started after us and may hold writes made while it was away";
+                self.pull(&mut mc, &peer, reason);
             }
             if Instant::now() >= next_repair {
-                if let Some(id) = pending.keys().next().copied() {
-                    let Some(missing) = pending.remove(&id) else {
+                if let Some(id) = todo.ranges.keys().next().copied() {
+                    let Some(missing) = todo.ranges.remove(&id) else {
                         continue;
                     };
                     next_repair = Instant::now() + spacing;
@@ -102,59 +147,26 @@ impl RepairWorker {
                         Ok(Fetch::Done(n)) => Counters::add(&self.counters.frames_repaired, n),
                         Ok(Fetch::Gone) => {
                             Counters::inc(&self.counters.repairs_gone);
-                            resync.get_or_insert_with(|| {
-                                "a missed range left the origin's replay ring".into()
-                            });
+                            todo.need_resync("a missed range left the origin's replay ring", false);
                         }
                         Err(e) => {
                             Counters::inc(&self.counters.repairs_failed);
-                            warn!(
-                                origin = format!("{:016x}", missing.origin),
-                                "repair failed: {e}"
-                            );
-                            resync.get_or_insert_with(|| "a repair failed".into());
+                            let origin = format!("{:016x}", missing.origin);
+                            warn!(origin, "repair failed: {e}");
+                            todo.need_resync("a repair failed", false);
                         }
                     }
                 }
             }
-            if resync.is_some() && Instant::now() >= next_resync {
-                let reason = resync.take().unwrap_or_default();
+            if anti_entropy && Instant::now() >= next_anti_entropy {
+                self.anti_entropy(&mut mc);
+                next_anti_entropy = Instant::now() + self.anti_entropy_interval;
+            }
+            if todo.resync.is_some() && Instant::now() >= next_resync {
+                let reason = todo.resync.take().unwrap_or_default();
+                let all = std::mem::take(&mut todo.resync_all);
                 next_resync = Instant::now() + self.resync_interval;
-                self.resync(&mut mc, &reason);
-            }
-        }
-    }
-
-    fn queue(
-        &self,
-        job: Job,
-        pending: &mut HashMap<(u64, u64), Missing>,
-        resync: &mut Option<String>,
-        pulls: &mut Vec<String>,
-    ) {
-        match job {
-            Job::PullFrom(peer) => {
-                if !pulls.contains(&peer) {
-                    pulls.push(peer);
-                }
-            }
-            Job::Repair(m) if m.repair_addr.is_some() => {
-                pending
-                    .entry((m.origin, m.epoch))
-                    .and_modify(|p| {
-                        p.from = p.from.min(m.from);
-                        p.to = p.to.max(m.to);
-                        p.repair_addr = m.repair_addr.clone();
-                    })
-                    .or_insert(m);
-            }
-            Job::Repair(_) => {
-                resync.get_or_insert_with(|| {
-                    "frames lost from an origin that serves no repairs".into()
-                });
-            }
-            Job::Resync(reason) => {
-                resync.get_or_insert(reason);
+                self.resync(&mut mc, &reason, all);
             }
         }
     }
@@ -173,23 +185,98 @@ impl RepairWorker {
         self.fetch(addr, request, mc, Duration::from_secs(10))
     }
 
-    /// Asks each peer in turn for a snapshot until one completes.
-    fn resync(&self, mc: &mut Memcached, reason: &str) {
+    /// Asks each peer in turn for a snapshot until one completes, or (`all`)
+    /// every peer.
+    fn resync(&self, mc: &mut Memcached, reason: &str, all: bool) {
         if self.peers.is_empty() {
             Counters::inc(&self.counters.resyncs_failed);
             warn!("resync needed ({reason}) but no --peer is configured: this replica may miss writes until they are written again");
             return;
         }
+        let mut any = false;
         for peer in &self.peers {
             if self.pull(mc, peer, reason) {
-                return;
+                any = true;
+                if !all {
+                    return;
+                }
             }
+        }
+        if any {
+            return;
         }
         Counters::inc(&self.counters.resyncs_failed);
         warn!(
             "resync failed: no peer could serve a snapshot; retrying in {} s",
             self.resync_interval.as_secs()
         );
+    }
+
+    /// Compares digests with every peer and fetches the buckets that differ.
+    fn anti_entropy(&self, mc: &mut Memcached) {
+        let local = match local_digests(&self.memcached, self.timeouts) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!("anti-entropy: cannot read the local memcached: {e:?}");
+                return;
+            }
+        };
+        for peer in &self.peers {
+            let remote = match self.fetch_digests(peer) {
+                Ok(d) => d,
+                Err(e) => {
+                    debug!(%peer, "anti-entropy: no digests: {e}");
+                    continue;
+                }
+            };
+            Counters::inc(&self.counters.anti_entropy_rounds);
+            let differing = local.differing(&remote);
+            if differing.is_empty() {
+                continue;
+            }
+            info!(%peer, buckets = differing.len(), "anti-entropy: fetching the buckets that differ");
+            for bucket in differing {
+                Counters::inc(&self.counters.anti_entropy_buckets);
+                match self.fetch(peer, Request::Bucket(bucket), mc, Duration::from_secs(60)) {
+                    Ok(Fetch::Done(n)) => Counters::add(&self.counters.anti_entropy_entries, n),
+                    Ok(Fetch::Gone) => {}
+                    Err(e) => {
+                        warn!(%peer, "anti-entropy: bucket {bucket}: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn fetch_digests(&self, addr: &str) -> Result<Digests, String> {
+        let mut reader = self.ask(addr, Request::Digest)?;
+        let max = peer::max_record_len(self.max_value_bytes);
+        match peer::read_record(&mut reader, max).map_err(|e| format!("{addr}: {e}"))? {
+            Record::Frame(bytes) => {
+                let frame = Frame::open(&bytes, &self.key, self.max_value_bytes)
+                    .map_err(|e| format!("{addr}: {e}"))?;
+                Digests::decode(&frame.value)
+                    .ok_or_else(|| format!("{addr}: malformed digest table"))
+            }
+            _ => Err(format!("{addr}: no digest table")),
+        }
+    }
+
+    /// Connects to a peer and sends a signed request.
+    fn ask(&self, addr: &str, request: Request) -> Result<std::io::BufReader<TcpStream>, String> {
+        let sockaddr = addr
+            .to_socket_addrs()
+            .map_err(|e| format!("{addr}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{addr}: no address"))?;
+        let mut conn = TcpStream::connect_timeout(&sockaddr, Duration::from_secs(2))
+            .map_err(|e| format!("{addr}: {e}"))?;
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        conn.write_all(&request.encode(&self.key, unix_millis()))
+            .map_err(|e| format!("{addr}: {e}"))?;
+        Ok(std::io::BufReader::with_capacity(256 * 1024, conn))
     }
 
     /// A snapshot from `peer`, applied if newer; true when it completed.
@@ -223,18 +310,7 @@ impl RepairWorker {
         mc: &mut Memcached,
         budget: Duration,
     ) -> Result<Fetch, String> {
-        let sockaddr = addr
-            .to_socket_addrs()
-            .map_err(|e| format!("{addr}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{addr}: no address"))?;
-        let mut conn = TcpStream::connect_timeout(&sockaddr, Duration::from_secs(2))
-            .map_err(|e| format!("{addr}: {e}"))?;
-        conn.set_read_timeout(Some(Duration::from_secs(30)))
-            .map_err(|e| e.to_string())?;
-        conn.write_all(&request.encode(&self.key, unix_millis()))
-            .map_err(|e| format!("{addr}: {e}"))?;
-        let mut reader = std::io::BufReader::with_capacity(256 * 1024, conn);
+        let mut reader = self.ask(addr, request)?;
         let max = peer::max_record_len(self.max_value_bytes);
         let deadline = Instant::now() + budget;
         let mut n = 0u64;

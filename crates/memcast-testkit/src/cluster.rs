@@ -1,0 +1,314 @@
+//! A memcast cluster for tests: hosts (namespaces on a bridge), each with its
+//! own memcached, memcastd and PHP, replicating over real PGM multicast.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::{eventually, raw_get, wait_for_tcp, Host, Network, Proc, TempDir, MEMCACHED_ARGS};
+
+/// How PHP hands its frames over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Publish {
+    /// Every PHP process is its own PGM sender.
+    Direct,
+    /// PHP hands frames to the host's memcastd (ipc), the one sender.
+    Relay,
+}
+
+/// Where the release build is: `target/release` of the workspace.
+pub struct Artifacts {
+    pub extension: PathBuf,
+    pub memcastd: PathBuf,
+}
+
+impl Artifacts {
+    pub fn release(workspace: &Path) -> Artifacts {
+        let dir = workspace.join("target/release");
+        let a = Artifacts {
+            extension: dir.join("libmemcast.so"),
+            memcastd: dir.join("memcastd"),
+        };
+        for p in [&a.extension, &a.memcastd] {
+            assert!(
+                p.exists(),
+                "{} is missing: run `make build` first",
+                p.display()
+            );
+        }
+        a
+    }
+}
+
+pub struct Site {
+    pub host: Host,
+    pub memcached: Proc,
+    pub memcastd: Option<Proc>,
+    log_n: usize,
+}
+
+pub struct Cluster {
+    pub sites: Vec<Site>,
+    pub key_file: PathBuf,
+    pub group: String,
+    pub publish: Publish,
+    pub dir: TempDir,
+    artifacts: Artifacts,
+    // Dropped last: removes the namespaces and the bridge.
+    net: Network,
+}
+
+pub const REPAIR_PORT: u16 = 7711;
+
+impl Cluster {
+    pub fn start(tag: &str, hosts: u8, publish: Publish, artifacts: Artifacts) -> Cluster {
+        let mut net = Network::new(tag);
+        let dir = TempDir::new(tag);
+        let key_file = dir.key_file("cluster.key", 5);
+        let group = net.group();
+        let mut sites = Vec::new();
+        for i in 1..=hosts {
+            let host = net.add_host(i);
+            let mut mc = host.command(crate::memcached_binary());
+            mc.args(["-l", "0.0.0.0", "-p", "11211"])
+                .args(MEMCACHED_ARGS)
+                .args(crate::user_arg());
+            mc.stdout(Stdio::null());
+            let memcached = Proc::spawn("memcached", &mut mc);
+            assert!(
+                wait_for_tcp(&format!("{}:11211", host.addr), Duration::from_secs(5)),
+                "memcached on {} did not start",
+                host.netns
+            );
+            sites.push(Site {
+                host,
+                memcached,
+                memcastd: None,
+                log_n: 0,
+            });
+        }
+        let mut cluster = Cluster {
+            sites,
+            key_file,
+            group,
+            publish,
+            dir,
+            artifacts,
+            net,
+        };
+        for i in 0..cluster.sites.len() {
+            cluster.start_memcastd(i);
+        }
+        // Until a probe written on each host shows up on all the others, the
+        // receivers have not joined the group yet.
+        for from in 0..cluster.sites.len() {
+            let id = format!("probe{from}{:026}", 0);
+            let key = format!("memcast.sess.{id}");
+            let joined = eventually(Duration::from_secs(20), || {
+                cluster.php_output(
+                    from,
+                    &format!(
+                        "session_id('{id}'); session_start(); $_SESSION['p'] = microtime(true);"
+                    ),
+                );
+                (0..cluster.sites.len())
+                    .all(|j| cluster.raw(j, &key).is_some())
+                    .then_some(())
+            });
+            if joined.is_none() {
+                panic!(
+                    "replication from host {} never started; logs:\n{}",
+                    from + 1,
+                    cluster.logs()
+                );
+            }
+        }
+        cluster
+    }
+
+    pub fn repair_addr(&self, i: usize) -> String {
+        format!("{}:{REPAIR_PORT}", self.sites[i].host.addr)
+    }
+
+    fn relay_endpoint(&self, i: usize) -> String {
+        format!("ipc://{}/relay{}.sock", self.dir.path.display(), i + 1)
+    }
+
+    /// Starts (or restarts) memcastd on host `i`, as relay and repair server.
+    pub fn start_memcastd(&mut self, i: usize) {
+        self.sites[i].log_n += 1;
+        let host = &self.sites[i].host;
+        let epgm = format!("epgm://{};{}:5555", host.iface, self.group);
+        let log_path = self
+            .dir
+            .path
+            .join(format!("memcastd{}.{}.log", i + 1, self.sites[i].log_n));
+        let log = std::fs::File::create(&log_path).expect("create log");
+        let mut d = host.command(&self.artifacts.memcastd);
+        d.args(["--memcached", "127.0.0.1:11211", "--subscribe", &epgm])
+            .arg("--key-file")
+            .arg(&self.key_file)
+            .args([
+                "--listen",
+                &self.repair_addr(i),
+                "--heartbeat-ms",
+                "200",
+                "--resync-interval",
+                "5",
+                "--anti-entropy-interval",
+                "5",
+            ])
+            .args(["--stats-interval", "0"]);
+        if self.publish == Publish::Relay {
+            d.args(["--relay", &self.relay_endpoint(i), "--publish", &epgm]);
+        }
+        for j in (0..self.sites.len()).filter(|&j| j != i) {
+            d.args(["--peer", &self.repair_addr(j)]);
+        }
+        d.stdout(Stdio::null()).stderr(log);
+        self.sites[i].memcastd = Some(Proc::spawn("memcastd", &mut d));
+        assert!(
+            wait_for_tcp(&self.repair_addr(i), Duration::from_secs(5)),
+            "memcastd on host {} did not listen; log:\n{}",
+            i + 1,
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+    }
+
+    /// kill -9 memcastd on host `i`.
+    pub fn kill_memcastd(&mut self, i: usize) {
+        if let Some(mut p) = self.sites[i].memcastd.take() {
+            p.kill();
+        }
+    }
+
+    /// Runs PHP CLI with memcast on host `i`; panics on any warning or error.
+    pub fn php(&self, i: usize, code: &str) -> String {
+        let out = self.php_output(i, code);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && !text.contains("Warning") && !text.contains("Fatal"),
+            "PHP on host {}: {text}",
+            i + 1
+        );
+        text
+    }
+
+    pub fn php_output(&self, i: usize, code: &str) -> Output {
+        self.php_command(i, code).output().expect("run php")
+    }
+
+    pub fn php_command(&self, i: usize, code: &str) -> Command {
+        let site = &self.sites[i];
+        let others: Vec<String> = (0..self.sites.len())
+            .filter(|&j| j != i)
+            .map(|j| format!("{}:11211", self.sites[j].host.addr))
+            .collect();
+        let save_path = std::iter::once("127.0.0.1:11211".to_string())
+            .chain(others)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let publish = match self.publish {
+            Publish::Direct => format!("epgm://{};{}:5555", site.host.iface, self.group),
+            Publish::Relay => self.relay_endpoint(i),
+        };
+        let mut c = site.host.command("php");
+        c.arg("-n")
+            .arg("-d")
+            .arg(format!("extension={}", self.artifacts.extension.display()))
+            .args([
+                "-d",
+                "session.save_handler=memcast",
+                "-d",
+                "display_errors=1",
+                "-d",
+                "error_reporting=-1",
+            ])
+            .arg("-d")
+            .arg(format!("session.save_path={save_path}"))
+            // Quoted: in INI syntax an unquoted ";" starts a comment.
+            .arg("-d")
+            .arg(format!("memcast.publish=\"{publish}\""))
+            .arg("-d")
+            .arg(format!("memcast.key_file={}", self.key_file.display()))
+            .args(["-r", &format!("ob_start(); {code}")])
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit());
+        c
+    }
+
+    /// What host `i`'s memcached holds for `key`, read directly.
+    pub fn raw(&self, i: usize, key: &str) -> Option<Vec<u8>> {
+        raw_get(&format!("{}:11211", self.sites[i].host.addr), key)
+    }
+
+    /// `memcastd verify` over every host's memcached: (identical, report).
+    pub fn verify(&self) -> (bool, String) {
+        let mut c = Command::new(&self.artifacts.memcastd);
+        c.arg("verify");
+        for s in &self.sites {
+            c.args(["--peer", &format!("{}:11211", s.host.addr)]);
+        }
+        let out = c.output().expect("run memcastd verify");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code() == Some(0), text)
+    }
+
+    /// Waits until every replica holds the same sessions; the last report.
+    pub fn converge(&self, within: Duration) -> Result<String, String> {
+        let mut last = String::new();
+        let done = eventually(within, || {
+            let (same, report) = self.verify();
+            last = report.clone();
+            same.then_some(report)
+        });
+        done.ok_or(last)
+    }
+
+    /// Stops every memcastd (SIGTERM: each logs its final counters) and
+    /// returns the sum of every counter, with the logs.
+    pub fn stop_and_count(&mut self) -> (std::collections::BTreeMap<String, u64>, String) {
+        for s in &mut self.sites {
+            if let Some(p) = s.memcastd.as_mut() {
+                p.signal("TERM", Duration::from_secs(5));
+            }
+        }
+        let logs = self.logs();
+        let mut sums = std::collections::BTreeMap::new();
+        for line in logs.lines().filter(|l| l.contains("memcastd stopping:")) {
+            for kv in line.split_whitespace() {
+                if let Some((k, v)) = kv.split_once('=') {
+                    if let Ok(n) = v.parse::<u64>() {
+                        *sums.entry(k.to_owned()).or_insert(0) += n;
+                    }
+                }
+            }
+        }
+        (sums, logs)
+    }
+
+    pub fn logs(&self) -> String {
+        let mut names: Vec<_> = std::fs::read_dir(&self.dir.path)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        names.retain(|p: &PathBuf| p.extension().is_some_and(|e| e == "log"));
+        names.sort();
+        names
+            .iter()
+            .map(|p| {
+                format!(
+                    "--- {}\n{}",
+                    p.display(),
+                    std::fs::read_to_string(p).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The network, for faults (links, loss).
+    pub fn net(&self) -> &Network {
+        &self.net
+    }
+}
