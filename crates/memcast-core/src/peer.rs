@@ -38,9 +38,10 @@ pub enum Request {
     },
     /// Every session the peer holds.
     Snapshot,
-    /// The peer's [`Digests`] (anti-entropy), as one sealed heartbeat frame
-    /// whose value is the digest table.
-    Digest,
+    /// The peer's [`Digests`] over entries written before `cutoff_ms` (so
+    /// writes still in flight do not count as differences), as one sealed
+    /// heartbeat frame whose value is the digest table.
+    Digest { cutoff_ms: u64 },
     /// Every session in one digest bucket.
     Bucket(u8),
 }
@@ -73,7 +74,7 @@ impl Request {
                 to,
             } => (1u8, origin, epoch, from, to),
             Request::Snapshot => (2u8, 0, 0, 0, 0),
-            Request::Digest => (3u8, 0, 0, 0, 0),
+            Request::Digest { cutoff_ms } => (3u8, 0, 0, cutoff_ms, 0),
             Request::Bucket(b) => (4u8, 0, 0, u64::from(b), 0),
         };
         let mut out = Vec::with_capacity(REQUEST_LEN);
@@ -125,7 +126,9 @@ impl Request {
                 to: u64_at(34),
             }),
             2 => Ok(Request::Snapshot),
-            3 => Ok(Request::Digest),
+            3 => Ok(Request::Digest {
+                cutoff_ms: u64_at(26),
+            }),
             4 => u8::try_from(u64_at(26))
                 .map(Request::Bucket)
                 .map_err(|_| PeerError::UnknownKind(4)),
@@ -156,13 +159,16 @@ pub fn bucket_of(key: &[u8]) -> u8 {
 }
 
 impl Digests {
-    /// Adds one stored entry (its raw memcached value); values memcast did
-    /// not write are ignored.
-    pub fn add(&mut self, key: &[u8], raw: &[u8]) {
+    /// Adds one stored entry (its raw memcached value) if its version is not
+    /// newer than `cutoff_ms`; values memcast did not write are ignored.
+    pub fn add(&mut self, key: &[u8], raw: &[u8], cutoff_ms: u64) {
         use sha2::{Digest as _, Sha256};
         let Some(stored) = crate::stored::StoredValue::parse(raw) else {
             return;
         };
+        if stored.version.millis > cutoff_ms {
+            return;
+        }
         let mut version = Vec::with_capacity(crate::version::Version::ENCODED_LEN);
         stored.version.encode(&mut version);
         let h = Sha256::new()
@@ -288,14 +294,15 @@ mod tests {
         let mut one = Digests::default();
         let mut two = Digests::default();
         for (k, raw) in &entries {
-            one.add(k, raw);
+            one.add(k, raw, u64::MAX);
         }
         for (k, raw) in entries.iter().rev() {
-            two.add(k, raw);
+            two.add(k, raw, u64::MAX);
         }
-        two.add(b"foreign", b"not a memcast value");
+        two.add(b"foreign", b"not a memcast value", u64::MAX);
+        two.add(b"too new", &StoredValue::live(v(99), b"z").encode(), 50);
         assert_eq!(one, two, "order and foreign values do not matter");
-        two.add(b"c", &StoredValue::live(v(3), b"y").encode());
+        two.add(b"c", &StoredValue::live(v(3), b"y").encode(), u64::MAX);
         assert_eq!(one.differing(&two), vec![bucket_of(b"c")]);
         assert_eq!(Digests::decode(&two.encode()), Some(two));
         assert_eq!(Digests::decode(&[0u8; 15]), None);
@@ -305,7 +312,7 @@ mod tests {
     fn requests_round_trip() {
         for req in [
             Request::Snapshot,
-            Request::Digest,
+            Request::Digest { cutoff_ms: 12345 },
             Request::Bucket(200),
             Request::Range {
                 origin: 7,

@@ -91,7 +91,7 @@ impl PeerServer {
                 to,
             } => self.send_range(&mut out, origin, epoch, from, to),
             Request::Snapshot => self.send_snapshot(&mut out),
-            Request::Digest => self.send_digest(&mut out),
+            Request::Digest { cutoff_ms } => self.send_digest(&mut out, cutoff_ms),
             Request::Bucket(b) => self
                 .send_entries(&mut out, |key| bucket_of(key) == b)
                 .map(|_| ()),
@@ -159,9 +159,9 @@ impl PeerServer {
     }
 
     /// The anti-entropy digest table, as one sealed heartbeat frame.
-    fn send_digest(&self, out: &mut impl Write) -> std::io::Result<()> {
-        let digests =
-            local_digests(&self.memcached, self.timeouts).map_err(std::io::Error::from)?;
+    fn send_digest(&self, out: &mut impl Write, cutoff_ms: u64) -> std::io::Result<()> {
+        let digests = local_digests(&self.memcached, self.timeouts, cutoff_ms)
+            .map_err(std::io::Error::from)?;
         let frame = memcast_core::Frame {
             op: memcast_core::Op::Heartbeat,
             origin: self.origin,
@@ -200,14 +200,18 @@ impl From<ScanError> for std::io::Error {
 }
 
 /// The digest table of what a memcached holds.
-pub fn local_digests(memcached: &ServerAddr, timeouts: Timeouts) -> Result<Digests, ScanError> {
+pub fn local_digests(
+    memcached: &ServerAddr,
+    timeouts: Timeouts,
+    cutoff_ms: u64,
+) -> Result<Digests, ScanError> {
     let mut digests = Digests::default();
     replica::scan(
         memcached,
         timeouts,
         |_| true,
         |key, raw, _| {
-            digests.add(key, raw);
+            digests.add(key, raw, cutoff_ms);
             Ok::<(), ScanError>(())
         },
     )?;

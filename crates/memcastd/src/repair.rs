@@ -20,6 +20,10 @@ use crate::counters::Counters;
 use crate::origins::Missing;
 use crate::peer_server::local_digests;
 
+/// Anti-entropy leaves out writes younger than this: they may still be on
+/// their way, and are not a difference yet.
+const ANTI_ENTROPY_SETTLE_MS: u64 = 5_000;
+
 pub enum Job {
     Repair(Missing),
     /// A full resync from the first configured peer that can serve one.
@@ -214,7 +218,9 @@ impl RepairWorker {
 
     /// Compares digests with every peer and fetches the buckets that differ.
     fn anti_entropy(&self, mc: &mut Memcached) {
-        let local = match local_digests(&self.memcached, self.timeouts) {
+        // Writes of the last seconds may still be on their way: leave them out.
+        let cutoff_ms = unix_millis().saturating_sub(ANTI_ENTROPY_SETTLE_MS);
+        let local = match local_digests(&self.memcached, self.timeouts, cutoff_ms) {
             Ok(d) => d,
             Err(e) => {
                 warn!("anti-entropy: cannot read the local memcached: {e:?}");
@@ -222,7 +228,7 @@ impl RepairWorker {
             }
         };
         for peer in &self.peers {
-            let remote = match self.fetch_digests(peer) {
+            let remote = match self.fetch_digests(peer, cutoff_ms) {
                 Ok(d) => d,
                 Err(e) => {
                     debug!(%peer, "anti-entropy: no digests: {e}");
@@ -249,8 +255,8 @@ impl RepairWorker {
         }
     }
 
-    fn fetch_digests(&self, addr: &str) -> Result<Digests, String> {
-        let mut reader = self.ask(addr, Request::Digest)?;
+    fn fetch_digests(&self, addr: &str, cutoff_ms: u64) -> Result<Digests, String> {
+        let mut reader = self.ask(addr, Request::Digest { cutoff_ms })?;
         let max = peer::max_record_len(self.max_value_bytes);
         match peer::read_record(&mut reader, max).map_err(|e| format!("{addr}: {e}"))? {
             Record::Frame(bytes) => {
