@@ -27,6 +27,10 @@ fn memcastd(args: &[&str], log: &Path) -> Proc {
 }
 
 fn setup(mc: &Memcached) -> Setup {
+    setup_with(mc, &[])
+}
+
+fn setup_with(mc: &Memcached, extra: &[&str]) -> Setup {
     let dir = TempDir::new("daemon");
     let key_file = dir.key_file("key", 1);
     let key = SharedKey::from_file(&key_file).unwrap();
@@ -44,7 +48,11 @@ fn setup(mc: &Memcached) -> Setup {
             "0",
             "--max-value-bytes",
             "100000",
-        ],
+        ]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect::<Vec<_>>(),
         &log,
     );
     let mut s = Setup {
@@ -62,7 +70,7 @@ fn setup(mc: &Memcached) -> Setup {
             "memcast.sess.probe",
             b"probe",
             Version {
-                millis: 1,
+                millis: memcast_core::unix_millis(),
                 counter: 0,
                 origin: 9,
             },
@@ -396,4 +404,36 @@ fn readme_documents_every_flag() {
             "README.md's memcastd reference lacks {flag}"
         );
     }
+}
+
+#[test]
+fn a_subscriber_that_falls_behind_declares_itself_out_of_sync_and_recovers() {
+    let mc = Memcached::start();
+    let mut s = setup_with(&mc, &["--max-lag-ms", "2000"]);
+    let now = memcast_core::unix_millis();
+    let at = |millis| Version {
+        millis,
+        counter: 0,
+        origin: 9,
+    };
+    s.send(Op::Set, "memcast.sess.fresh", b"x", at(now));
+    s.send(Op::Set, "memcast.sess.stale", b"x", at(now - 60_000));
+    s.send(
+        Op::Set,
+        "memcast.sess.fresh2",
+        b"x",
+        at(memcast_core::unix_millis()),
+    );
+    assert!(eventually(Duration::from_secs(5), || data_of(
+        &mc,
+        "memcast.sess.fresh2"
+    ))
+    .is_some());
+    let stats = s.stop();
+    let log = s.log_text();
+    assert!(
+        log.contains("out of sync") && log.contains("caught up"),
+        "{log}"
+    );
+    assert_eq!(count(&stats, "out_of_sync"), 1, "{stats}");
 }
