@@ -52,6 +52,8 @@ pub struct Cluster {
     pub key_file: PathBuf,
     pub group: String,
     pub publish: Publish,
+    /// Added to every memcastd's command line (tests and benchmarks tune it).
+    pub memcastd_args: Vec<String>,
     pub dir: TempDir,
     artifacts: Artifacts,
     // Dropped last: removes the namespaces and the bridge.
@@ -62,6 +64,17 @@ pub const REPAIR_PORT: u16 = 7711;
 
 impl Cluster {
     pub fn start(tag: &str, hosts: u8, publish: Publish, artifacts: Artifacts) -> Cluster {
+        Cluster::start_with(tag, hosts, publish, artifacts, Vec::new())
+    }
+
+    /// With extra memcastd arguments (PGM options, say).
+    pub fn start_with(
+        tag: &str,
+        hosts: u8,
+        publish: Publish,
+        artifacts: Artifacts,
+        memcastd_args: Vec<String>,
+    ) -> Cluster {
         let mut net = Network::new(tag);
         let dir = TempDir::new(tag);
         let key_file = dir.key_file("cluster.key", 5);
@@ -92,6 +105,7 @@ impl Cluster {
             key_file,
             group,
             publish,
+            memcastd_args,
             dir,
             artifacts,
             net,
@@ -158,7 +172,8 @@ impl Cluster {
                 "--anti-entropy-interval",
                 "5",
             ])
-            .args(["--stats-interval", "0"]);
+            .args(["--stats-interval", "0"])
+            .args(&self.memcastd_args);
         if self.publish == Publish::Relay {
             d.args(["--relay", &self.relay_endpoint(i), "--publish", &epgm]);
         }
@@ -173,6 +188,16 @@ impl Cluster {
             i + 1,
             std::fs::read_to_string(&log_path).unwrap_or_default()
         );
+    }
+
+    /// The relay endpoint of host `i` (visible from the root namespace too:
+    /// it is a file).
+    pub fn relay(&self, i: usize) -> String {
+        self.relay_endpoint(i)
+    }
+
+    pub fn memcastd_pid(&self, i: usize) -> Option<u32> {
+        self.sites[i].memcastd.as_ref().map(|p| p.pid())
     }
 
     /// kill -9 memcastd on host `i`.

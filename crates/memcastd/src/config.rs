@@ -137,6 +137,12 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "FRAMES")]
     pub rcvhwm: Option<i32>,
 
+    /// Frames the relay queues for sending before ZeroMQ drops (ZMQ_SNDHWM;
+    /// a PUB socket drops silently, the ring and repairs cover it)
+    /// [default: 100000].
+    #[arg(long, value_name = "FRAMES")]
+    pub sndhwm: Option<i32>,
+
     /// Largest session value accepted in a frame, bytes [default: 8388608].
     #[arg(long, value_name = "BYTES")]
     pub max_value_bytes: Option<usize>,
@@ -189,6 +195,7 @@ pub struct FileSettings {
     pub pgm_recovery_ms: Option<i32>,
     pub rcvbuf: Option<i32>,
     pub rcvhwm: Option<i32>,
+    pub sndhwm: Option<i32>,
     pub max_value_bytes: Option<usize>,
     pub backlog: Option<usize>,
     pub connect_timeout_ms: Option<u64>,
@@ -361,6 +368,7 @@ impl Settings {
                     .unwrap_or(d.recovery_ms),
                 rcvbuf: cli.rcvbuf.or(file.rcvbuf).unwrap_or(d.rcvbuf),
                 rcvhwm: cli.rcvhwm.or(file.rcvhwm).unwrap_or(d.rcvhwm),
+                sndhwm: cli.sndhwm.or(file.sndhwm).unwrap_or(100_000),
                 ..d
             },
             max_value_bytes: cli
