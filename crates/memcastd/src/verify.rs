@@ -4,7 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use memcast_core::{Memcached, ServerAddr, StoredValue, Timeouts, Version};
+use memcast_core::replica;
+use memcast_core::{ServerAddr, StoreError, StoredValue, Timeouts, Version};
 use sha2::{Digest, Sha256};
 
 use crate::config::VerifyArgs;
@@ -72,36 +73,21 @@ fn hex8(d: &[u8; 32]) -> String {
 /// Live sessions on one server: key -> (version, digest of the data).
 fn sessions(addr: &str, prefix: Option<&str>) -> Result<BTreeMap<Vec<u8>, Held>, String> {
     let addr = ServerAddr::parse(addr)?;
-    let timeouts = Timeouts::default();
-    let mut dump = Memcached::new(addr.clone(), timeouts);
-    let mut keys = Vec::new();
-    dump.metadump(|m| {
-        if prefix.is_none_or(|p| m.key.starts_with(p.as_bytes())) {
-            keys.push(m.key);
-        }
-        true
-    })
-    .map_err(|e| e.to_string())?;
-    let mut values = Memcached::new(addr, timeouts);
+    let keep = |key: &[u8]| prefix.is_none_or(|p| key.starts_with(p.as_bytes()));
     let mut out = BTreeMap::new();
-    for chunk in keys.chunks(64) {
-        let refs: Vec<&[u8]> = chunk.iter().map(|k| k.as_slice()).collect();
-        for (key, raw) in values.get_multi(&refs).map_err(|e| e.to_string())? {
-            let Some(stored) = StoredValue::parse(&raw) else {
-                continue;
-            };
-            if stored.tombstone {
-                continue;
-            }
+    replica::scan(&addr, Timeouts::default(), keep, |key, raw, _| {
+        if let Some(stored) = StoredValue::parse(raw).filter(|s| !s.tombstone) {
             let digest: [u8; 32] = Sha256::digest(stored.data).into();
             out.insert(
-                key,
+                key.to_vec(),
                 Held {
                     version: stored.version,
                     digest,
                 },
             );
         }
-    }
+        Ok::<(), StoreError>(())
+    })
+    .map_err(|e| e.to_string())?;
     Ok(out)
 }
