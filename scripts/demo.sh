@@ -13,7 +13,7 @@ memcastd=$root/target/release/memcastd
 [ -f "$so" ] && [ -x "$memcastd" ] || { echo "demo: run 'make build' first" >&2; exit 1; }
 
 tag=mcd$$
-net=10.77.$(( $$ % 200 + 20 ))
+net=198.19.$(( $$ % 200 + 20 ))
 group=239.192.$(( $$ % 200 + 20 )).1
 work=$(mktemp -d /tmp/memcast-demo.XXXXXX)
 hosts=(a b c)

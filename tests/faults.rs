@@ -220,11 +220,23 @@ fn two_hosts_writing_one_session_concurrently_converge() {
     let result = cluster.converge(Duration::from_secs(30));
     let key = "memcast.sess.contended000000000000000000000000";
     let values: Vec<_> = (0..3).map(|i| cluster.raw(i, key)).collect();
+    let mut cluster = cluster;
+    let (c, logs) = cluster.stop_and_count();
+    let get = |k: &str| c.get(k).copied().unwrap_or(0);
+    println!(
+        "one session, two writers: written=1000 relayed={} gaps={} missing_frames={} frames_repaired={} resyncs={} anti_entropy_buckets={}",
+        get("relayed"),
+        get("gaps"),
+        get("missing_frames"),
+        get("frames_repaired"),
+        get("resyncs"),
+        get("anti_entropy_buckets")
+    );
     assert!(
         values[0].is_some() && values.iter().all(|v| v == &values[0]),
-        "replicas differ"
+        "replicas differ; logs:\n{logs}"
     );
-    let report = result.unwrap_or_else(|r| panic!("{r}"));
+    let report = result.unwrap_or_else(|r| panic!("{r}\nlogs:\n{logs}"));
     println!(
         "one session, two writers: {}",
         report.lines().last().unwrap_or_default()

@@ -280,8 +280,31 @@ fn must(args: &[&str]) {
 
 static NEXT_NET: AtomicUsize = AtomicUsize::new(0);
 
+/// A 198.18.<s>.0/24 no route of this machine covers yet (another test's
+/// bridge, or the machine's own networks), starting the search at `seed`.
+fn free_subnet(seed: usize) -> u8 {
+    for k in 0..250 {
+        let s = ((seed + k * 13) % 250) as u8;
+        let probe = format!("198.18.{s}.1");
+        let taken = Command::new("ip")
+            .args(["-4", "route", "show", "to", "match", &probe])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| !l.starts_with("default"))
+            })
+            .unwrap_or(false);
+        if !taken {
+            return s;
+        }
+    }
+    panic!("no free 198.18.x.0/24 for a test network");
+}
+
 /// A bridge in the root namespace with hosts (namespaces) attached by veth
-/// pairs, on a private 10.x/24 subnet. Everything is removed on drop.
+/// pairs, on a /24 of 198.18.0.0/15 (the range set aside for test
+/// networks). Everything is removed on drop.
 pub struct Network {
     pub bridge: String,
     prefix: String,
@@ -317,7 +340,11 @@ impl Network {
             prefix.len() <= 11,
             "network tag {name:?} too long for interface names"
         );
-        let subnet = 100 + ((pid as usize + n * 7) % 100) as u8;
+        // Choosing a subnet and claiming it (the bridge's route) is one step
+        // for this process's tests.
+        static CLAIM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let claim = CLAIM.lock().unwrap_or_else(|e| e.into_inner());
+        let subnet = free_subnet(pid as usize + n * 7);
         let bridge = format!("{prefix}br");
         let net = Network {
             bridge: bridge.clone(),
@@ -338,11 +365,12 @@ impl Network {
         must(&[
             "addr",
             "add",
-            &format!("10.{subnet}.0.254/24"),
+            &format!("198.18.{subnet}.254/24"),
             "dev",
             &bridge,
         ]);
         must(&["link", "set", &bridge, "up"]);
+        drop(claim);
         net
     }
 
@@ -351,12 +379,12 @@ impl Network {
         format!("239.192.{}.1", self.subnet)
     }
 
-    /// Adds host number `i` (1, 2, 3...) as 10.<subnet>.0.<i>/24.
+    /// Adds host number `i` (1, 2, 3...) as 198.18.<subnet>.<i>/24.
     pub fn add_host(&mut self, i: u8) -> Host {
         let netns = format!("{}h{i}", self.prefix);
         let outer = format!("{}v{i}", self.prefix);
         let iface = format!("eth{i}");
-        let addr = format!("10.{}.0.{i}", self.subnet);
+        let addr = format!("198.18.{}.{i}", self.subnet);
         must(&["netns", "add", &netns]);
         self.hosts.push(netns.clone());
         // `ip netns exec` bind-mounts /etc/netns/<ns>/* over /etc. Name
