@@ -59,7 +59,7 @@ fn write_everywhere(cluster: &Cluster, n: usize, pause_us: u64, during: impl FnO
 /// Waits for convergence, prints the report and counters, asserts zero
 /// differences.
 fn assert_converged(name: &str, mut cluster: Cluster, written: usize) {
-    let result = cluster.converge(Duration::from_secs(60));
+    let result = cluster.converge(Duration::from_secs(120));
     let (c, logs) = cluster.stop_and_count();
     let get = |k: &str| c.get(k).copied().unwrap_or(0);
     println!(

@@ -42,8 +42,8 @@ pub enum Request {
     /// writes still in flight do not count as differences), as one sealed
     /// heartbeat frame whose value is the digest table.
     Digest { cutoff_ms: u64 },
-    /// Every session in one digest bucket.
-    Bucket(u8),
+    /// Every session in the digest buckets given (a 256-bit set).
+    Buckets(BucketSet),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +75,10 @@ impl Request {
             } => (1u8, origin, epoch, from, to),
             Request::Snapshot => (2u8, 0, 0, 0, 0),
             Request::Digest { cutoff_ms } => (3u8, 0, 0, cutoff_ms, 0),
-            Request::Bucket(b) => (4u8, 0, 0, u64::from(b), 0),
+            Request::Buckets(set) => {
+                let [a, b, c, d] = set.0;
+                (4u8, a, b, c, d)
+            }
         };
         let mut out = Vec::with_capacity(REQUEST_LEN);
         out.extend_from_slice(MAGIC);
@@ -129,9 +132,12 @@ impl Request {
             3 => Ok(Request::Digest {
                 cutoff_ms: u64_at(26),
             }),
-            4 => u8::try_from(u64_at(26))
-                .map(Request::Bucket)
-                .map_err(|_| PeerError::UnknownKind(4)),
+            4 => Ok(Request::Buckets(BucketSet([
+                u64_at(10),
+                u64_at(18),
+                u64_at(26),
+                u64_at(34),
+            ]))),
             k => Err(PeerError::UnknownKind(k)),
         }
     }
@@ -149,6 +155,28 @@ pub const BUCKETS: usize = 256;
 impl Default for Digests {
     fn default() -> Self {
         Digests(vec![[0u8; 16]; BUCKETS])
+    }
+}
+
+/// A set of digest buckets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BucketSet(pub [u64; 4]);
+
+impl BucketSet {
+    pub fn insert(&mut self, bucket: u8) {
+        self.0[usize::from(bucket / 64)] |= 1 << (bucket % 64);
+    }
+
+    pub fn contains(&self, bucket: u8) -> bool {
+        self.0[usize::from(bucket / 64)] & (1 << (bucket % 64)) != 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -183,11 +211,12 @@ impl Digests {
     }
 
     /// Buckets whose digests differ.
-    pub fn differing(&self, other: &Digests) -> Vec<u8> {
-        (0..BUCKETS)
-            .filter(|&b| self.0[b] != other.0[b])
-            .map(|b| b as u8)
-            .collect()
+    pub fn differing(&self, other: &Digests) -> BucketSet {
+        let mut set = BucketSet::default();
+        for b in (0..BUCKETS).filter(|&b| self.0[b] != other.0[b]) {
+            set.insert(b as u8);
+        }
+        set
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -303,7 +332,9 @@ mod tests {
         two.add(b"too new", &StoredValue::live(v(99), b"z").encode(), 50);
         assert_eq!(one, two, "order and foreign values do not matter");
         two.add(b"c", &StoredValue::live(v(3), b"y").encode(), u64::MAX);
-        assert_eq!(one.differing(&two), vec![bucket_of(b"c")]);
+        let differing = one.differing(&two);
+        assert_eq!(differing.len(), 1);
+        assert!(differing.contains(bucket_of(b"c")));
         assert_eq!(Digests::decode(&two.encode()), Some(two));
         assert_eq!(Digests::decode(&[0u8; 15]), None);
     }
@@ -313,7 +344,7 @@ mod tests {
         for req in [
             Request::Snapshot,
             Request::Digest { cutoff_ms: 12345 },
-            Request::Bucket(200),
+            Request::Buckets(BucketSet([1, 0, 1 << 63, 7])),
             Request::Range {
                 origin: 7,
                 epoch: 9,

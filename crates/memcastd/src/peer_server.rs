@@ -92,8 +92,8 @@ impl PeerServer {
             } => self.send_range(&mut out, origin, epoch, from, to),
             Request::Snapshot => self.send_snapshot(&mut out),
             Request::Digest { cutoff_ms } => self.send_digest(&mut out, cutoff_ms),
-            Request::Bucket(b) => self
-                .send_entries(&mut out, |key| bucket_of(key) == b)
+            Request::Buckets(set) => self
+                .send_entries(&mut out, |key| set.contains(bucket_of(key)))
                 .map(|_| ()),
         }
         .map_err(|e| e.to_string())?;

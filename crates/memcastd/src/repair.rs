@@ -241,16 +241,17 @@ impl RepairWorker {
                 continue;
             }
             info!(%peer, buckets = differing.len(), "anti-entropy: fetching the buckets that differ");
-            for bucket in differing {
-                Counters::inc(&self.counters.anti_entropy_buckets);
-                match self.fetch(peer, Request::Bucket(bucket), mc, Duration::from_secs(60)) {
-                    Ok(Fetch::Done(n)) => Counters::add(&self.counters.anti_entropy_entries, n),
-                    Ok(Fetch::Gone) => {}
-                    Err(e) => {
-                        warn!(%peer, "anti-entropy: bucket {bucket}: {e}");
-                        break;
-                    }
-                }
+            // Every differing bucket in one request, one connection.
+            Counters::add(&self.counters.anti_entropy_buckets, differing.len() as u64);
+            match self.fetch(
+                peer,
+                Request::Buckets(differing),
+                mc,
+                Duration::from_secs(120),
+            ) {
+                Ok(Fetch::Done(n)) => Counters::add(&self.counters.anti_entropy_entries, n),
+                Ok(Fetch::Gone) => {}
+                Err(e) => warn!(%peer, "anti-entropy: fetching {} buckets: {e}", differing.len()),
             }
         }
     }
