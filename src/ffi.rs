@@ -75,10 +75,10 @@ macro_rules! ini_table {
     };
 }
 const _: () = assert!(
-    SETTINGS.len() == 11,
+    SETTINGS.len() == 12,
     "add the new setting's index to ini_table! below"
 );
-static INI: IniEntryDefs<12> = ini_table!(0 1 2 3 4 5 6 7 8 9 10);
+static INI: IniEntryDefs<13> = ini_table!(0 1 2 3 4 5 6 7 8 9 10 11);
 
 /// PHP's entry point into the extension.
 #[no_mangle]
@@ -169,6 +169,11 @@ extern "C" fn minfo(module: *mut ModuleEntry) {
             row(&format!("Reads from {server}"), &n.to_string());
         }
         row("Failovers", &c.failovers.to_string());
+        row(
+            "Cold misses asked of the next server",
+            &c.cold_misses.to_string(),
+        );
+        row("Read-repairs", &c.read_repairs.to_string());
         row("Writes", &c.writes.to_string());
         row("Write failures", &c.write_failures.to_string());
         row("Frames published", &c.published.to_string());
@@ -397,11 +402,11 @@ unsafe extern "C" fn ps_read(
     _: *mut *mut c_void,
     key: *mut zend_string,
     val: *mut *mut zend_string,
-    _maxlifetime: zend_long,
+    maxlifetime: zend_long,
 ) -> zend_result {
     // SAFETY: key is the session id PHP owns for this call.
     let id = unsafe { zstr_bytes(key) };
-    match guarded("read", Err(String::new()), |s| s.read(id)) {
+    match guarded("read", Err(String::new()), |s| s.read(id, ttl(maxlifetime))) {
         Ok(data) => {
             // SAFETY: PHP takes ownership of *val.
             unsafe { *val = new_zstr(data.as_deref().unwrap_or(&[])) };

@@ -29,6 +29,9 @@ pub const TOMBSTONE_TTL: u64 = 300;
 pub struct Counters {
     pub reads_by_server: Vec<(String, u64)>,
     pub failovers: u64,
+    /// Misses on a cold server that were asked of the next one.
+    pub cold_misses: u64,
+    pub read_repairs: u64,
     pub writes: u64,
     pub write_failures: u64,
     pub published: u64,
@@ -161,53 +164,84 @@ impl SessionStore {
         [prefix.as_bytes(), id].concat()
     }
 
-    /// The session's data, `None` for a miss. A miss on a reachable server
-    /// is a miss, not a reason to ask the next one.
-    pub fn read(&mut self, id: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    /// The session's data, `None` for a miss. A miss on a reachable, warm
+    /// server is a miss, not a reason to ask the next one. A miss on a cold
+    /// server (restarted, not refilled yet: no warm sentinel, checked in the
+    /// same round trip) asks the next servers, and a hit there is written
+    /// back into the cold one with `add` (read-repair).
+    pub fn read(&mut self, id: &[u8], ttl: u64) -> Result<Option<Vec<u8>>, String> {
         let key = self.key_for(id);
+        let warm_check = self.config.as_ref().is_none_or(|c| c.warm_check);
         let mut tried = Vec::new();
-        let now = Instant::now();
-        for i in self.list.candidates(now) {
-            match self.servers[i].gets(&key) {
-                Ok(found) => {
-                    self.list.mark_ok(i);
-                    if let Some(r) = self.counters.reads_by_server.get_mut(i) {
-                        r.1 += 1;
-                    }
-                    if !tried.is_empty() {
-                        self.counters.failovers += 1;
-                    }
-                    let (data, state) = match &found {
-                        None => (
-                            None,
-                            ReadState {
-                                server: i,
-                                expect: Expect::Missing,
-                                version: None,
-                            },
-                        ),
-                        Some(item) => {
-                            let stored = StoredValue::parse(&item.value);
-                            let state = ReadState {
-                                server: i,
-                                expect: Expect::Cas(item.cas),
-                                version: stored.map(|s| s.version),
-                            };
-                            let data = stored.filter(|s| !s.tombstone).map(|s| s.data.to_vec());
-                            (data, state)
-                        }
-                    };
-                    self.reads.insert(key, state);
-                    return Ok(data);
-                }
+        let mut cold: Option<usize> = None;
+        for i in self.list.candidates(Instant::now()) {
+            let answer = if warm_check && cold.is_none() {
+                self.servers[i].gets_checking_warm(&key)
+            } else {
+                self.servers[i].gets(&key).map(|found| (found, true))
+            };
+            let (found, warm) = match answer {
+                Ok(a) => a,
                 Err(e) => {
                     self.note_failure(i, &e);
                     tried.push((i, e.to_string()));
                     if !e.is_server_failure() {
                         break;
                     }
+                    continue;
                 }
+            };
+            self.list.mark_ok(i);
+            if let Some(r) = self.counters.reads_by_server.get_mut(i) {
+                r.1 += 1;
             }
+            if !tried.is_empty() {
+                self.counters.failovers += 1;
+            }
+            if found.is_none() && !warm {
+                self.counters.cold_misses += 1;
+                cold = Some(i);
+                continue;
+            }
+            let Some(item) = found else {
+                // A true miss; the write goes to the first server that answered.
+                let state = ReadState {
+                    server: cold.unwrap_or(i),
+                    expect: Expect::Missing,
+                    version: None,
+                };
+                self.reads.insert(key, state);
+                return Ok(None);
+            };
+            let stored = StoredValue::parse(&item.value);
+            let mut state = ReadState {
+                server: i,
+                expect: Expect::Cas(item.cas),
+                version: stored.map(|s| s.version),
+            };
+            if let Some(c) = cold {
+                // Read-repair: the cold server gets what it missed.
+                if self.servers[c].add(&key, &item.value, ttl).is_ok() {
+                    self.counters.read_repairs += 1;
+                }
+                state = ReadState {
+                    server: c,
+                    expect: Expect::Unknown,
+                    version: state.version,
+                };
+            }
+            self.reads.insert(key, state);
+            return Ok(stored.filter(|s| !s.tombstone).map(|s| s.data.to_vec()));
+        }
+        if let Some(c) = cold {
+            // Cold, and nobody else could answer: all we know is a miss.
+            let state = ReadState {
+                server: c,
+                expect: Expect::Missing,
+                version: None,
+            };
+            self.reads.insert(key, state);
+            return Ok(None);
         }
         Err(format!("cannot read session: {}", self.no_server(tried)))
     }

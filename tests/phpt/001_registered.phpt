@@ -31,3 +31,4 @@ memcast.publish=
 memcast.relay_timeout_ms=50
 memcast.retry_interval=2
 memcast.send_hwm=10000
+memcast.warm_check=1

@@ -25,6 +25,7 @@ pub const PGM_RECOVERY_MS: &CStr = c"memcast.pgm_recovery_ms";
 pub const SEND_HWM: &CStr = c"memcast.send_hwm";
 pub const LINGER_MS: &CStr = c"memcast.linger_ms";
 pub const RELAY_TIMEOUT_MS: &CStr = c"memcast.relay_timeout_ms";
+pub const WARM_CHECK: &CStr = c"memcast.warm_check";
 
 pub const SETTINGS: &[IniSetting] = &[
     IniSetting {
@@ -82,6 +83,11 @@ pub const SETTINGS: &[IniSetting] = &[
         default: c"50",
         doc: "With memcast.publish = ipc:// or tcp:// (the host relay): the longest a request waits for the local memcastd before the frame is dropped and counted, milliseconds.",
     },
+    IniSetting {
+        name: WARM_CHECK,
+        default: c"1",
+        doc: "Treat a miss on a memcached without memcastd's warm sentinel (restarted, not refilled yet) as \"ask the next server\", and write a hit from there back (read-repair). Turn off only when no memcastd runs.",
+    },
 ];
 
 /// The settings as the extension uses them.
@@ -97,6 +103,7 @@ pub struct ExtensionConfig {
     pub send_hwm: i32,
     pub linger_ms: i32,
     pub relay_timeout_ms: i32,
+    pub warm_check: bool,
 }
 
 impl ExtensionConfig {
@@ -144,7 +151,23 @@ impl ExtensionConfig {
             send_hwm: int(SEND_HWM, 0, i32::MAX as i64)? as i32,
             linger_ms: int(LINGER_MS, 0, i32::MAX as i64)? as i32,
             relay_timeout_ms: int(RELAY_TIMEOUT_MS, 1, 60_000)? as i32,
+            warm_check: parse_bool(&text(WARM_CHECK)).ok_or_else(|| {
+                format!(
+                    "{}={:?}: expected 1/0, on/off, true/false",
+                    WARM_CHECK.to_string_lossy(),
+                    text(WARM_CHECK)
+                )
+            })?,
         })
+    }
+}
+
+/// PHP hands booleans over as "1" and "" (On/Off), or as written.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "on" | "true" | "yes" => Some(true),
+        "" | "0" | "off" | "false" | "no" => Some(false),
+        _ => None,
     }
 }
 

@@ -6,6 +6,12 @@ use crate::frame::{Frame, Op};
 use crate::store::{apply_if_newer, Applied, Expect, Memcached, StoreError};
 use crate::stored::StoredValue;
 
+/// The key memcastd sets in its memcached once that memcached holds
+/// everything (after a refill from a peer, or at once when there is no peer).
+/// A memcached without it restarted and is still cold: a miss there may be a
+/// session it has not received yet, so readers ask the next server.
+pub const WARM_SENTINEL: &[u8] = b"memcast:warm";
+
 /// What applying a frame did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {

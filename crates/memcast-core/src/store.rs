@@ -131,6 +131,25 @@ impl Memcached {
         self.retrieve(b"gets", key)
     }
 
+    /// `gets` of `key` and of the warm sentinel in one round trip: the item,
+    /// and whether this memcached is warm (its memcastd finished refilling
+    /// it since it last started).
+    pub fn gets_checking_warm(&mut self, key: &[u8]) -> Result<(Option<Item>, bool), StoreError> {
+        check_key(key)?;
+        let cmd = [b"gets ", key, b" ", crate::replica::WARM_SENTINEL, b"\r\n"].concat();
+        self.round_trip(&cmd, |c| {
+            let (mut item, mut warm) = (None, false);
+            while let Some((k, found)) = c.value_or_end()? {
+                if k == crate::replica::WARM_SENTINEL {
+                    warm = true;
+                } else if k == key {
+                    item = Some(found);
+                }
+            }
+            Ok((item, warm))
+        })
+    }
+
     pub fn set(&mut self, key: &[u8], value: &[u8], ttl: u64) -> Result<Reply, StoreError> {
         self.store(b"set", key, value, ttl, None)
     }
