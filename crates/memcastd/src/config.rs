@@ -112,6 +112,11 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "SECONDS")]
     pub anti_entropy_interval: Option<u64>,
 
+    /// Bandwidth cap of the snapshots and anti-entropy transfers this host
+    /// serves, Mbit/s; 0 for none [default: 200].
+    #[arg(long, value_name = "MBPS")]
+    pub transfer_mbps: Option<u64>,
+
     /// Resync from --peer at startup [default: true when peers are given].
     #[arg(long, value_name = "BOOL")]
     pub resync_on_start: Option<bool>,
@@ -190,6 +195,7 @@ pub struct FileSettings {
     pub resync_interval: Option<u64>,
     pub resync_on_start: Option<bool>,
     pub anti_entropy_interval: Option<u64>,
+    pub transfer_mbps: Option<u64>,
     pub max_lag_ms: Option<u64>,
     pub pgm_rate_kbps: Option<i32>,
     pub pgm_recovery_ms: Option<i32>,
@@ -221,6 +227,7 @@ pub struct Settings {
     pub resync_interval_s: u64,
     pub resync_on_start: bool,
     pub anti_entropy_s: u64,
+    pub transfer_mbps: u64,
     pub max_lag_ms: u64,
     pub bus: BusOptions,
     pub max_value_bytes: usize,
@@ -356,6 +363,7 @@ impl Settings {
                 .anti_entropy_interval
                 .or(file.anti_entropy_interval)
                 .unwrap_or(300),
+            transfer_mbps: cli.transfer_mbps.or(file.transfer_mbps).unwrap_or(200),
             max_lag_ms: cli.max_lag_ms.or(file.max_lag_ms).unwrap_or(10_000),
             bus: BusOptions {
                 rate_kbps: cli

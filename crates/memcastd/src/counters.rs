@@ -43,6 +43,8 @@ counters! {
     resync_entries: "Sessions received through resyncs.",
     resyncs_failed: "Resyncs where no peer could serve.",
     out_of_sync: "Times this subscriber fell behind by more than --max-lag-ms.",
+    cold_detected: "Times the local memcached was found cold (restarted, or new).",
+    warmups: "Warm-ups completed (refilled from a peer, marked warm).",
     anti_entropy_rounds: "Digest comparisons with a peer.",
     anti_entropy_buckets: "Digest buckets that differed and were fetched.",
     anti_entropy_entries: "Sessions received through anti-entropy.",

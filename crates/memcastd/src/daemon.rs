@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use memcast_bus::{Publisher, Source, Subscriber};
-use memcast_core::replica::{apply_frame, Outcome};
+use memcast_core::replica::{apply_frame, Outcome, WARM_SENTINEL};
 use memcast_core::{
     unix_millis, Frame, Memcached, Op, Origin, ServerAddr, SharedKey, StoreError, Version,
 };
@@ -29,6 +29,8 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// A gap from an origin whose repair address is unknown waits this long for
 /// a heartbeat naming it before a resync is asked for instead.
 const UNADDRESSED_WAIT: Duration = Duration::from_secs(3);
+/// How often the warm sentinel is checked (a restarted memcached lost it).
+const WARM_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Origins not heard from for this long are forgotten.
 const ORIGIN_IDLE: Duration = Duration::from_secs(600);
 
@@ -55,6 +57,8 @@ pub struct Daemon {
     relay: Option<Relay>,
     repairs: Option<Sender<Job>>,
     out_of_sync: bool,
+    /// A warm-up is under way (the memcached lacked its warm sentinel).
+    warming: bool,
 }
 
 impl Daemon {
@@ -74,6 +78,7 @@ impl Daemon {
             relay: None,
             repairs: None,
             out_of_sync: false,
+            warming: false,
         })
     }
 
@@ -116,6 +121,7 @@ impl Daemon {
                 counters: Arc::clone(&self.counters),
                 origin: id,
                 epoch,
+                transfer_bytes_per_sec: s.transfer_mbps * 1_000_000 / 8,
             };
             server
                 .spawn(listen)
@@ -157,6 +163,7 @@ impl Daemon {
         let mut next_stats = Instant::now() + interval;
         let mut next_forget = Instant::now() + ORIGIN_IDLE;
         let mut next_unaddressed = Instant::now();
+        let mut next_warm_check = Instant::now() + WARM_CHECK_EVERY;
         while !stop.load(Ordering::Relaxed) {
             match subscriber.recv(Duration::from_millis(50)) {
                 Ok(Some((source, bytes))) => {
@@ -187,6 +194,10 @@ impl Daemon {
                 for missing in self.origins.unaddressed_since(UNADDRESSED_WAIT) {
                     self.report_gap(missing);
                 }
+            }
+            if now >= next_warm_check {
+                next_warm_check = now + WARM_CHECK_EVERY;
+                self.check_warm();
             }
             if now >= next_forget {
                 self.origins.forget_idle(ORIGIN_IDLE);
@@ -304,6 +315,26 @@ impl Daemon {
         }
         if let Err(frame) = self.apply(frame) {
             self.queue(frame);
+        }
+    }
+
+    /// Notices a memcached that restarted while we ran: it lost the warm
+    /// sentinel along with everything else.
+    fn check_warm(&mut self) {
+        match self.memcached.get(WARM_SENTINEL) {
+            Ok(Some(_)) if self.warming => {
+                self.warming = false;
+                info!("memcached is warm");
+            }
+            Ok(None) if !self.warming => {
+                self.warming = true;
+                Counters::inc(&self.counters.cold_detected);
+                warn!("memcached lost its warm sentinel (it restarted): refilling it from peers; readers ask other servers meanwhile");
+                if let Some(tx) = &self.repairs {
+                    let _ = tx.send(Job::WarmUp);
+                }
+            }
+            _ => {}
         }
     }
 

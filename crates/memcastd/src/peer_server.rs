@@ -30,6 +30,9 @@ pub struct PeerServer {
     /// Origin id and epoch stamped on snapshot frames.
     pub origin: u64,
     pub epoch: u64,
+    /// Bandwidth cap of snapshots and anti-entropy transfers, bytes/s (0:
+    /// none), so refilling one host does not starve live traffic.
+    pub transfer_bytes_per_sec: u64,
 }
 
 impl PeerServer {
@@ -139,16 +142,34 @@ impl PeerServer {
         keep: impl Fn(&[u8]) -> bool,
     ) -> std::io::Result<u64> {
         let mut sent = 0u64;
+        let mut bytes = 0u64;
+        let started = std::time::Instant::now();
         replica::scan(&self.memcached, self.timeouts, keep, |key, raw, ttl| {
             if let Some(frame) = frame_for_stored(key, raw, ttl, self.origin, self.epoch) {
-                peer::write_frame(&mut *out, &frame.seal(&self.key))?;
+                let sealed = frame.seal(&self.key);
+                peer::write_frame(&mut *out, &sealed)?;
                 sent += 1;
+                bytes += sealed.len() as u64 + 4;
+                self.pace(bytes, started);
             }
             Ok::<(), ScanError>(())
         })
         .map_err(std::io::Error::from)?;
         peer::write_end(out)?;
         Ok(sent)
+    }
+
+    /// Sleeps while `bytes` sent since `started` is ahead of the cap.
+    fn pace(&self, bytes: u64, started: std::time::Instant) {
+        if self.transfer_bytes_per_sec == 0 {
+            return;
+        }
+        let due = Duration::from_secs_f64(bytes as f64 / self.transfer_bytes_per_sec as f64);
+        if let Some(ahead) = due.checked_sub(started.elapsed()) {
+            if ahead > Duration::from_millis(5) {
+                std::thread::sleep(ahead);
+            }
+        }
     }
 
     fn send_snapshot(&self, out: &mut impl Write) -> std::io::Result<()> {

@@ -12,13 +12,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use memcast_core::peer::{self, Digests, Record, Request};
-use memcast_core::replica::{apply_frame, Outcome};
+use memcast_core::replica::{apply_frame, Outcome, WARM_SENTINEL};
 use memcast_core::{unix_millis, Frame, Memcached, ServerAddr, SharedKey, Timeouts};
 use tracing::{debug, info, warn};
 
 use crate::counters::Counters;
 use crate::origins::Missing;
 use crate::peer_server::local_digests;
+
+/// A warm-up that found no peer to serve it tries again this soon: readers
+/// are sent elsewhere until it completes.
+const WARM_UP_RETRY: Duration = Duration::from_secs(2);
+/// Progress of a long snapshot is logged every this many entries.
+const PROGRESS_EVERY: u64 = 10_000;
 
 /// Anti-entropy leaves out writes younger than this: they may still be on
 /// their way, and are not a difference yet.
@@ -33,6 +39,9 @@ pub enum Job {
     Resync(String),
     /// A snapshot from one peer (a relay that just started).
     PullFrom(String),
+    /// The local memcached is cold (restarted, or new): refill it from the
+    /// first peer that can serve a snapshot, then mark it warm.
+    WarmUp,
 }
 
 pub struct RepairWorker {
@@ -56,6 +65,7 @@ struct Todo {
     resync: Option<String>,
     resync_all: bool,
     pulls: Vec<String>,
+    warm_up: bool,
 }
 
 impl Todo {
@@ -80,6 +90,7 @@ impl Todo {
                 self.need_resync("frames lost from an origin that serves no repairs", true)
             }
             Job::Resync(reason) => self.need_resync(&reason, false),
+            Job::WarmUp => self.warm_up = true,
         }
     }
 
@@ -112,6 +123,7 @@ impl RepairWorker {
         let mut mc = Memcached::new(self.memcached.clone(), self.timeouts);
         let mut todo = Todo::default();
         let mut next_resync = Instant::now();
+        let mut next_warm_up = Instant::now();
         let spacing = Duration::from_secs(1) / self.repairs_per_sec;
         let mut next_repair = Instant::now();
         let anti_entropy = !self.anti_entropy_interval.is_zero() && !self.peers.is_empty();
@@ -122,8 +134,8 @@ impl RepairWorker {
             } else {
                 Duration::from_secs(3600)
             };
-            let wait = if !todo.pulls.is_empty() {
-                Duration::ZERO
+            let wait = if !todo.pulls.is_empty() || todo.warm_up {
+                Duration::from_millis(if todo.warm_up { 100 } else { 0 })
             } else if todo.ranges.is_empty() && todo.resync.is_none() {
                 idle
             } else {
@@ -136,6 +148,13 @@ impl RepairWorker {
             }
             while let Ok(job) = rx.try_recv() {
                 todo.add(job);
+            }
+            if todo.warm_up && Instant::now() >= next_warm_up {
+                if self.warm_up(&mut mc) {
+                    todo.warm_up = false;
+                } else {
+                    next_warm_up = Instant::now() + WARM_UP_RETRY;
+                }
             }
             if let Some(peer) = todo.pulls.pop() {
                 let reason = "it started after us and may hold writes made while it was away";
@@ -286,6 +305,42 @@ impl RepairWorker {
         Ok(std::io::BufReader::with_capacity(256 * 1024, conn))
     }
 
+    /// Refills a cold memcached from the first peer that completes a
+    /// snapshot (live frames keep being applied meanwhile, and both go
+    /// through "only if newer"), then sets the warm sentinel so readers trust
+    /// its misses again. Without peers there is nothing to refill from: it is
+    /// warm at once.
+    fn warm_up(&self, mc: &mut Memcached) -> bool {
+        let started = Instant::now();
+        let done = self.peers.is_empty()
+            || self
+                .peers
+                .iter()
+                .any(|peer| self.pull(mc, peer, "warm-up: the local memcached is cold"));
+        if !done {
+            warn!(
+                "warm-up: no peer could serve a snapshot; retrying in {} s",
+                WARM_UP_RETRY.as_secs()
+            );
+            return false;
+        }
+        let stamp = unix_millis().to_string();
+        match mc.set(WARM_SENTINEL, stamp.as_bytes(), 0) {
+            Ok(_) => {
+                Counters::inc(&self.counters.warmups);
+                info!(
+                    seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+                    "warm-up complete: memcached is warm"
+                );
+                true
+            }
+            Err(e) => {
+                warn!("warm-up: cannot mark memcached warm: {e}");
+                false
+            }
+        }
+    }
+
     /// A snapshot from `peer`, applied if newer; true when it completed.
     fn pull(&self, mc: &mut Memcached, peer: &str, reason: &str) -> bool {
         info!(%peer, "resyncing: {reason}");
@@ -320,13 +375,31 @@ impl RepairWorker {
         let mut reader = self.ask(addr, request)?;
         let max = peer::max_record_len(self.max_value_bytes);
         let deadline = Instant::now() + budget;
+        let started = Instant::now();
         let mut n = 0u64;
+        let mut bytes_in = 0u64;
         loop {
             if Instant::now() > deadline {
                 return Err(format!("{addr}: took longer than {} s", budget.as_secs()));
             }
             match peer::read_record(&mut reader, max).map_err(|e| format!("{addr}: {e}"))? {
-                Record::End => return Ok(Fetch::Done(n)),
+                Record::End => {
+                    if n >= PROGRESS_EVERY {
+                        let secs = started.elapsed().as_secs_f64().max(0.001);
+                        info!(
+                            peer = addr,
+                            entries = n,
+                            mb = format!("{:.1}", bytes_in as f64 / 1e6),
+                            rate = format!(
+                                "{:.0}/s {:.1} MB/s",
+                                n as f64 / secs,
+                                bytes_in as f64 / 1e6 / secs
+                            ),
+                            "transfer done"
+                        );
+                    }
+                    return Ok(Fetch::Done(n));
+                }
                 Record::Gone => return Ok(Fetch::Gone),
                 Record::Frame(bytes) => {
                     let frame = match Frame::open(&bytes, &self.key, self.max_value_bytes) {
@@ -338,6 +411,21 @@ impl RepairWorker {
                     };
                     self.apply(mc, &frame)?;
                     n += 1;
+                    bytes_in += bytes.len() as u64;
+                    if n.is_multiple_of(PROGRESS_EVERY) {
+                        let secs = started.elapsed().as_secs_f64().max(0.001);
+                        info!(
+                            peer = addr,
+                            entries = n,
+                            mb = format!("{:.1}", bytes_in as f64 / 1e6),
+                            rate = format!(
+                                "{:.0}/s {:.1} MB/s",
+                                n as f64 / secs,
+                                bytes_in as f64 / 1e6 / secs
+                            ),
+                            "transfer progress"
+                        );
+                    }
                 }
             }
         }
