@@ -68,53 +68,106 @@ pub fn frame_for_stored(
 const SCAN_BATCH: usize = 64;
 
 /// Calls `each(key, raw value, remaining ttl)` for every entry memcached
-/// holds whose key passes `keep` (expired entries skipped; ttl 0 means none),
-/// in bounded memory: keys stream from `lru_crawler metadump` on one
-/// connection, values come in batches on another. Used by snapshots,
-/// anti-entropy digests and the convergence check.
-pub fn scan<E: From<StoreError>>(
+/// holds whose key passes `keep` (expired entries skipped; ttl 0 means none).
+/// Used by snapshots, anti-entropy digests and the convergence check.
+///
+/// The key list from `lru_crawler metadump` is spooled to a temporary file
+/// first, and values are fetched afterwards in batches: memory stays bounded
+/// whatever the number of sessions, and the dump is never left unread while
+/// values are fetched (memcached's crawler can hold item locks while its
+/// output waits for us, which would stall our own `get`s on them).
+pub fn scan<E: From<StoreError> + From<std::io::Error>>(
     addr: &crate::ServerAddr,
     timeouts: crate::Timeouts,
     keep: impl Fn(&[u8]) -> bool,
     mut each: impl FnMut(&[u8], &[u8], u32) -> Result<(), E>,
 ) -> Result<(), E> {
-    let mut dump = Memcached::new(addr.clone(), timeouts);
+    use std::io::{BufRead, Write};
+    // A crawl over a busy memcached can pause longer than one command
+    // should: give the scan's connections room.
+    let timeouts = crate::Timeouts {
+        connect: timeouts.connect,
+        io: timeouts.io.max(std::time::Duration::from_secs(10)),
+    };
+    let spool = Spool::create()?;
+    let mut out = std::io::BufWriter::new(spool.file.try_clone()?);
+    let mut written: Result<(), std::io::Error> = Ok(());
+    Memcached::new(addr.clone(), timeouts).metadump(|meta| {
+        if keep(&meta.key) {
+            let exp = meta.expires.map_or(-1, |e| e as i64);
+            written = out
+                .write_all(&meta.key)
+                .and_then(|_| writeln!(out, "\t{exp}"));
+        }
+        written.is_ok()
+    })?;
+    written?;
+    out.flush()?;
+    drop(out);
     let mut values = Memcached::new(addr.clone(), timeouts);
+    let reader = std::io::BufReader::new(std::fs::File::open(&spool.path)?);
     let mut batch: Vec<(Vec<u8>, Option<u64>)> = Vec::with_capacity(SCAN_BATCH);
-    let mut failed: Option<E> = None;
-    let mut flush = |batch: &mut Vec<(Vec<u8>, Option<u64>)>| -> Result<(), E> {
-        let keys: Vec<&[u8]> = batch.iter().map(|(k, _)| k.as_slice()).collect();
-        let got = values.get_multi(&keys)?;
-        let now = crate::unix_millis() / 1000;
-        for (key, raw) in got {
-            let Some((_, expires)) = batch.iter().find(|(k, _)| *k == key) else {
+    let mut lines = reader.split(b'\n');
+    loop {
+        let line = lines.next().transpose()?;
+        if let Some(line) = &line {
+            let Some(tab) = line.iter().rposition(|&b| b == b'\t') else {
                 continue;
             };
-            let ttl = match expires {
-                None => 0,
-                Some(e) if *e > now => (*e - now).min(u64::from(u32::MAX)) as u32,
-                Some(_) => continue,
-            };
-            each(&key, &raw, ttl)?;
+            let exp: i64 = std::str::from_utf8(&line[tab + 1..])
+                .ok()
+                .and_then(|e| e.parse().ok())
+                .unwrap_or(-1);
+            batch.push((
+                line[..tab].to_vec(),
+                u64::try_from(exp).ok().filter(|e| *e > 0),
+            ));
         }
-        batch.clear();
-        Ok(())
-    };
-    dump.metadump(|meta| {
-        if !keep(&meta.key) {
-            return true;
-        }
-        batch.push((meta.key, meta.expires));
-        if batch.len() >= SCAN_BATCH {
-            if let Err(e) = flush(&mut batch) {
-                failed = Some(e);
-                return false;
+        if batch.len() >= SCAN_BATCH || (line.is_none() && !batch.is_empty()) {
+            let keys: Vec<&[u8]> = batch.iter().map(|(k, _)| k.as_slice()).collect();
+            let got = values.get_multi(&keys)?;
+            let now = crate::unix_millis() / 1000;
+            for (key, raw) in got {
+                let Some((_, expires)) = batch.iter().find(|(k, _)| *k == key) else {
+                    continue;
+                };
+                let ttl = match expires {
+                    None => 0,
+                    Some(e) if *e > now => (*e - now).min(u64::from(u32::MAX)) as u32,
+                    Some(_) => continue,
+                };
+                each(&key, &raw, ttl)?;
             }
+            batch.clear();
         }
-        true
-    })?;
-    if let Some(e) = failed {
-        return Err(e);
+        if line.is_none() {
+            return Ok(());
+        }
     }
-    flush(&mut batch)
+}
+
+/// A temporary file, removed when dropped.
+struct Spool {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+}
+
+impl Spool {
+    fn create() -> std::io::Result<Spool> {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("memcast-scan-{}-{n}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(Spool { path, file })
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }

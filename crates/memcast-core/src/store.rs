@@ -235,13 +235,15 @@ impl Memcached {
     }
 
     /// Every key memcached holds, with its expiry, streamed from
-    /// `lru_crawler metadump all` (memcached >= 1.4.31; it walks the LRU in
-    /// the background without blocking the server). `each` returns false to
+    /// `lru_crawler metadump hash` (memcached 1.6: it walks the hash table in
+    /// the background without blocking the server). `metadump all` walks the
+    /// LRUs instead and misses items the LRU maintainer moves while it runs,
+    /// which right after a burst of writes is many. `each` returns false to
     /// stop early.
     pub fn metadump(&mut self, mut each: impl FnMut(KeyMeta) -> bool) -> Result<(), StoreError> {
         let mut busy_retries = 0;
         loop {
-            let result = self.round_trip(b"lru_crawler metadump all\r\n", |c| {
+            let result = self.round_trip(b"lru_crawler metadump hash\r\n", |c| {
                 let mut first = true;
                 loop {
                     let line = c.read_line()?;

@@ -256,3 +256,25 @@ fn metadump_enumerates_every_key_with_its_expiry() {
     assert_eq!(n, 10);
     assert_eq!(mc.get(b"forever").unwrap().as_deref(), Some(&b"v"[..]));
 }
+
+#[test]
+fn metadump_right_after_a_burst_of_writes_sees_every_key() {
+    // Right after many writes memcached grows its hash table and moves items
+    // between LRUs in the background; the dump must still list every key.
+    let server = kit::Memcached::start();
+    let mut mc = client(&server);
+    let value = vec![b'v'; 2000];
+    for i in 0..50_000 {
+        mc.set(format!("memcast.sess.burst{i}").as_bytes(), &value, 600)
+            .unwrap();
+    }
+    for round in 0..3 {
+        let mut n = 0;
+        mc.metadump(|m| {
+            n += usize::from(m.key.starts_with(b"memcast.sess.burst"));
+            true
+        })
+        .unwrap();
+        assert_eq!(n, 50_000, "round {round}");
+    }
+}

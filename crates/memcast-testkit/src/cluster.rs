@@ -140,6 +140,14 @@ impl Cluster {
         cluster
     }
 
+    /// Waits until every host's memcastd has marked its memcached warm.
+    pub fn wait_warm(&self, within: Duration) -> bool {
+        eventually(within, || {
+            (0..self.sites.len()).all(|i| self.raw(i, "memcast:warm").is_some()).then_some(())
+        })
+        .is_some()
+    }
+
     pub fn repair_addr(&self, i: usize) -> String {
         format!("{}:{REPAIR_PORT}", self.sites[i].host.addr)
     }
@@ -198,6 +206,32 @@ impl Cluster {
 
     pub fn memcastd_pid(&self, i: usize) -> Option<u32> {
         self.sites[i].memcastd.as_ref().map(|p| p.pid())
+    }
+
+    /// kill -9 host `i`'s memcached and start it again, empty.
+    pub fn restart_memcached(&mut self, i: usize) {
+        self.sites[i].memcached.kill();
+        let host = &self.sites[i].host;
+        let mut mc = host.command(crate::memcached_binary());
+        mc.args(["-l", "0.0.0.0", "-p", "11211"])
+            .args(MEMCACHED_ARGS)
+            .args(crate::user_arg())
+            .stdout(Stdio::null());
+        let (addr, netns) = (format!("{}:11211", host.addr), host.netns.clone());
+        self.sites[i].memcached = Proc::spawn("memcached", &mut mc);
+        assert!(
+            wait_for_tcp(&addr, Duration::from_secs(5)),
+            "memcached on {netns} did not restart"
+        );
+    }
+
+    /// The log of host `i`'s current memcastd.
+    pub fn memcastd_log(&self, i: usize) -> String {
+        let path = self
+            .dir
+            .path
+            .join(format!("memcastd{}.{}.log", i + 1, self.sites[i].log_n));
+        std::fs::read_to_string(path).unwrap_or_default()
     }
 
     /// kill -9 memcastd on host `i`.

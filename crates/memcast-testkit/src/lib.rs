@@ -112,9 +112,10 @@ pub fn memcached_binary() -> PathBuf {
     panic!("memcached is not installed (apt-get install memcached)");
 }
 
-/// Options every test memcached runs with: 4 MB items so a 1 MB session fits
+/// Options every test memcached runs with: 4 MB items so a 1 MB session fits,
+/// 1 GB so the 50 000-session warm-up test is never evicted,
 /// with room to spare, no UDP.
-pub const MEMCACHED_ARGS: &[&str] = &["-U", "0", "-m", "64", "-I", "4m", "-t", "2"];
+pub const MEMCACHED_ARGS: &[&str] = &["-U", "0", "-m", "1024", "-I", "4m", "-t", "2"];
 
 /// A real memcached on a free loopback port.
 pub struct Memcached {

@@ -139,10 +139,21 @@ impl Daemon {
             counters: Arc::clone(&self.counters),
         }
         .spawn();
-        if s.resync_on_start {
-            let _ = repairs.send(Job::Resync(
-                "startup: fill in what was written while this host was away".into(),
-            ));
+        // A cold memcached (no warm sentinel) is refilled; a warm one only
+        // catches up on what this daemon missed while it was away.
+        match self.memcached.get(WARM_SENTINEL) {
+            Ok(Some(_)) if s.resync_on_start => {
+                let _ = repairs.send(Job::Resync(
+                    "startup: fill in what was written while this host was away".into(),
+                ));
+            }
+            Ok(Some(_)) => {}
+            _ => {
+                info!("memcached is cold (new or restarted): refilling it from peers");
+                Counters::inc(&self.counters.cold_detected);
+                self.warming = true;
+                let _ = repairs.send(Job::WarmUp);
+            }
         }
         self.repairs = Some(repairs);
         info!(

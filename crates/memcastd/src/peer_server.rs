@@ -200,7 +200,7 @@ impl PeerServer {
 
 /// A scan failed: memcached, or the peer connection.
 #[derive(Debug)]
-pub struct ScanError(String);
+pub struct ScanError(pub String);
 
 impl From<memcast_core::StoreError> for ScanError {
     fn from(e: memcast_core::StoreError) -> Self {

@@ -23,6 +23,8 @@ use crate::peer_server::local_digests;
 /// A warm-up that found no peer to serve it tries again this soon: readers
 /// are sent elsewhere until it completes.
 const WARM_UP_RETRY: Duration = Duration::from_secs(2);
+/// Set while a warm-up fills memcached; see [`RepairWorker::warm_up`].
+const WARMING_MARKER: &[u8] = b"memcast:warming";
 /// Progress of a long snapshot is logged every this many entries.
 const PROGRESS_EVERY: u64 = 10_000;
 
@@ -312,6 +314,14 @@ impl RepairWorker {
     /// warm at once.
     fn warm_up(&self, mc: &mut Memcached) -> bool {
         let started = Instant::now();
+        // A marker with a token of ours: if memcached restarts during the
+        // transfer, the marker is gone with everything else, and this
+        // warm-up must not declare the new, empty memcached warm.
+        let token = format!("{:016x}", memcast_core::origin::random_u64());
+        if let Err(e) = mc.set(WARMING_MARKER, token.as_bytes(), 0) {
+            warn!("warm-up: memcached unreachable: {e}");
+            return false;
+        }
         let done = self.peers.is_empty()
             || self
                 .peers
@@ -324,9 +334,17 @@ impl RepairWorker {
             );
             return false;
         }
+        match mc.get(WARMING_MARKER) {
+            Ok(Some(t)) if t == token.as_bytes() => {}
+            _ => {
+                warn!("warm-up: memcached restarted during the transfer; starting over");
+                return false;
+            }
+        }
         let stamp = unix_millis().to_string();
         match mc.set(WARM_SENTINEL, stamp.as_bytes(), 0) {
             Ok(_) => {
+                let _ = mc.delete(WARMING_MARKER);
                 Counters::inc(&self.counters.warmups);
                 info!(
                     seconds = format!("{:.2}", started.elapsed().as_secs_f64()),

@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use memcast_core::replica;
-use memcast_core::{ServerAddr, StoreError, StoredValue, Timeouts, Version};
+use memcast_core::{ServerAddr, StoredValue, Timeouts, Version};
+
+use crate::peer_server::ScanError;
 use sha2::{Digest, Sha256};
 
 use crate::config::VerifyArgs;
@@ -86,8 +88,8 @@ fn sessions(addr: &str, prefix: Option<&str>) -> Result<BTreeMap<Vec<u8>, Held>,
                 },
             );
         }
-        Ok::<(), StoreError>(())
+        Ok::<(), ScanError>(())
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.0)?;
     Ok(out)
 }
