@@ -65,7 +65,10 @@ fn seed(cluster: &Cluster, count: usize) -> usize {
 fn restarted_memcached_refills_while_writes_flow_and_no_read_misses() {
     const SESSIONS: usize = 50_000;
     let mut cluster = Cluster::start("wu", 3, Publish::Relay, artifacts());
-    assert!(cluster.wait_warm(Duration::from_secs(30)), "the new cluster never became warm");
+    assert!(
+        cluster.wait_warm(Duration::from_secs(30)),
+        "the new cluster never became warm"
+    );
     let started = Instant::now();
     let bytes = seed(&cluster, SESSIONS);
     println!(
@@ -192,7 +195,10 @@ fn warm_up_moves_to_the_next_peer_when_one_dies_mid_transfer() {
     // A slow transfer (5 MB/s) so that the peer can die in the middle of it.
     let args = vec!["--transfer-mbps".to_string(), "40".to_string()];
     let mut cluster = Cluster::start_with("wd", 3, Publish::Relay, artifacts(), args);
-    assert!(cluster.wait_warm(Duration::from_secs(30)), "the new cluster never became warm");
+    assert!(
+        cluster.wait_warm(Duration::from_secs(30)),
+        "the new cluster never became warm"
+    );
     seed(&cluster, SESSIONS);
     cluster.restart_memcached(1);
     // B's first peer is A: once B's transfer from A is under way, A's memcastd dies.

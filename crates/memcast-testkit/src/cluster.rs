@@ -143,7 +143,9 @@ impl Cluster {
     /// Waits until every host's memcastd has marked its memcached warm.
     pub fn wait_warm(&self, within: Duration) -> bool {
         eventually(within, || {
-            (0..self.sites.len()).all(|i| self.raw(i, "memcast:warm").is_some()).then_some(())
+            (0..self.sites.len())
+                .all(|i| self.raw(i, "memcast:warm").is_some())
+                .then_some(())
         })
         .is_some()
     }
