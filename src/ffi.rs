@@ -75,10 +75,10 @@ macro_rules! ini_table {
     };
 }
 const _: () = assert!(
-    SETTINGS.len() == 12,
+    SETTINGS.len() == 17,
     "add the new setting's index to ini_table! below"
 );
-static INI: IniEntryDefs<13> = ini_table!(0 1 2 3 4 5 6 7 8 9 10 11);
+static INI: IniEntryDefs<18> = ini_table!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
 
 /// PHP's entry point into the extension.
 #[no_mangle]
@@ -178,6 +178,10 @@ extern "C" fn minfo(module: *mut ModuleEntry) {
         row("Write failures", &c.write_failures.to_string());
         row("Frames published", &c.published.to_string());
         row("Publish drops", &c.publish_drops.to_string());
+        row("Lock waits", &c.lock_waits.to_string());
+        row("Lock failures", &c.lock_failures.to_string());
+        row("Lock wait total (ms)", &c.lock_wait_ms_total.to_string());
+        row("Lock wait max (ms)", &c.lock_wait_ms_max.to_string());
     }
     // SAFETY: closes the table opened above; `module` is the entry PHP passed.
     unsafe {
@@ -365,7 +369,17 @@ unsafe extern "C" fn ps_open(
             .into_owned()
     };
     let config = match catch_unwind(|| ExtensionConfig::from_ini(ini_string)) {
-        Ok(Ok(c)) => c,
+        Ok(Ok(mut c)) => {
+            if c.lock_expire == 0 {
+                // A lock outlives its request by at most the request's time limit.
+                let limit = ini_string(c"max_execution_time")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0);
+                c.lock_expire = if limit > 0 { limit } else { 30 };
+            }
+            c
+        }
         Ok(Err(e)) => {
             warn(&e);
             return FAILURE;
@@ -406,7 +420,11 @@ unsafe extern "C" fn ps_read(
 ) -> zend_result {
     // SAFETY: key is the session id PHP owns for this call.
     let id = unsafe { zstr_bytes(key) };
-    match guarded("read", Err(String::new()), |s| s.read(id, ttl(maxlifetime))) {
+    let read = |s: &mut SessionStore| {
+        s.lock(id)?;
+        s.read(id, ttl(maxlifetime))
+    };
+    match guarded("read", Err(String::new()), read) {
         Ok(data) => {
             // SAFETY: PHP takes ownership of *val.
             unsafe { *val = new_zstr(data.as_deref().unwrap_or(&[])) };

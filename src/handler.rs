@@ -8,11 +8,11 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use memcast_bus::{BusOptions, Publisher};
 use memcast_core::ini::ExtensionConfig;
-use memcast_core::store::Expect;
+use memcast_core::store::{Expect, Reply};
 use memcast_core::{
     apply_if_newer, FailoverList, Frame, Hlc, Memcached, Op, Origin, ServerAddr, SharedKey,
     StoreError, StoredValue, Version,
@@ -36,6 +36,18 @@ pub struct Counters {
     pub write_failures: u64,
     pub published: u64,
     pub publish_drops: u64,
+    pub lock_waits: u64,
+    pub lock_failures: u64,
+    pub lock_wait_ms_total: u64,
+    pub lock_wait_ms_max: u64,
+}
+
+/// A lock this request holds.
+#[derive(Debug)]
+struct HeldLock {
+    server: usize,
+    key: Vec<u8>,
+    token: Vec<u8>,
 }
 
 /// What the last read of a session found, so the write can be conditional
@@ -53,6 +65,7 @@ pub struct SessionStore {
     list: FailoverList,
     servers: Vec<Memcached>,
     reads: HashMap<Vec<u8>, ReadState>,
+    locks: Vec<HeldLock>,
     origin: Origin,
     clock: Hlc,
     key: Option<(PathBuf, Result<SharedKey, String>)>,
@@ -79,6 +92,7 @@ impl SessionStore {
             list: FailoverList::new(Vec::new(), Default::default()),
             servers: Vec::new(),
             reads: HashMap::new(),
+            locks: Vec::new(),
             origin,
             clock,
             key: None,
@@ -151,9 +165,87 @@ impl SessionStore {
         Ok(notices)
     }
 
-    /// Forgets what this request read; connections stay open.
+    /// Releases this request's locks and forgets what it read; connections
+    /// stay open.
     pub fn close(&mut self) {
+        self.unlock_all();
         self.reads.clear();
+    }
+
+    /// Takes the session's lock in the first server that answers: `add` of a
+    /// token unique to this request, retried with exponential backoff and
+    /// jitter. Returns how long it waited.
+    pub fn lock(&mut self, id: &[u8]) -> Result<Duration, String> {
+        let Some(cfg) = self.config.clone() else {
+            return Ok(Duration::ZERO);
+        };
+        if !cfg.locking {
+            return Ok(Duration::ZERO);
+        }
+        let key = [self.key_for(id).as_slice(), b".lock"].concat();
+        let token = format!("{:016x}", memcast_core::origin::random_u64()).into_bytes();
+        let started = Instant::now();
+        let mut wait = cfg.lock_wait_min;
+        let mut tried = Vec::new();
+        for attempt in 0..=cfg.lock_retries {
+            let Some(i) = self.list.candidates(Instant::now()).first().copied() else {
+                return Err(format!("cannot lock session: {}", self.no_server(tried)));
+            };
+            match self.servers[i].add(&key, &token, cfg.lock_expire) {
+                Ok(Reply::Stored) => {
+                    self.list.mark_ok(i);
+                    self.locks.push(HeldLock {
+                        server: i,
+                        key,
+                        token,
+                    });
+                    let waited = started.elapsed();
+                    self.counters.lock_wait_ms_total += waited.as_millis() as u64;
+                    self.counters.lock_wait_ms_max = self
+                        .counters
+                        .lock_wait_ms_max
+                        .max(waited.as_millis() as u64);
+                    return Ok(waited);
+                }
+                Ok(_) if attempt < cfg.lock_retries => {
+                    self.counters.lock_waits += 1;
+                    // Full jitter in [wait/2, wait], so waiters do not retry in step.
+                    let half = wait / 2;
+                    let jitter = Duration::from_micros(
+                        memcast_core::origin::random_u64() % (half.as_micros() as u64 + 1),
+                    );
+                    std::thread::sleep(half + jitter);
+                    wait = (wait * 2).min(cfg.lock_wait_max);
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    self.note_failure(i, &e);
+                    tried.push((i, e.to_string()));
+                    if !e.is_server_failure() {
+                        return Err(format!("cannot lock session: {e}"));
+                    }
+                }
+            }
+        }
+        self.counters.lock_failures += 1;
+        Err(format!(
+            "cannot lock session: another request of this session held it for {} ms ({} tries; memcast.lock_retries, memcast.lock_wait_max)",
+            started.elapsed().as_millis(),
+            cfg.lock_retries + 1
+        ))
+    }
+
+    /// Releases the locks this request took, and only those: a lock that
+    /// expired and was taken by another request carries another token.
+    fn unlock_all(&mut self) {
+        for lock in std::mem::take(&mut self.locks) {
+            let mc = &mut self.servers[lock.server];
+            if let Ok(Some(item)) = mc.gets(&lock.key) {
+                if item.value == lock.token {
+                    let _ = mc.delete_if_unchanged(&lock.key, item.cas);
+                }
+            }
+        }
     }
 
     fn key_for(&self, id: &[u8]) -> Vec<u8> {

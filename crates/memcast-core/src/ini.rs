@@ -26,6 +26,11 @@ pub const SEND_HWM: &CStr = c"memcast.send_hwm";
 pub const LINGER_MS: &CStr = c"memcast.linger_ms";
 pub const RELAY_TIMEOUT_MS: &CStr = c"memcast.relay_timeout_ms";
 pub const WARM_CHECK: &CStr = c"memcast.warm_check";
+pub const LOCKING: &CStr = c"memcast.locking";
+pub const LOCK_WAIT_MIN: &CStr = c"memcast.lock_wait_min";
+pub const LOCK_WAIT_MAX: &CStr = c"memcast.lock_wait_max";
+pub const LOCK_RETRIES: &CStr = c"memcast.lock_retries";
+pub const LOCK_EXPIRE: &CStr = c"memcast.lock_expire";
 
 pub const SETTINGS: &[IniSetting] = &[
     IniSetting {
@@ -88,6 +93,31 @@ pub const SETTINGS: &[IniSetting] = &[
         default: c"1",
         doc: "Treat a miss on a memcached without memcastd's warm sentinel (restarted, not refilled yet) as \"ask the next server\", and write a hit from there back (read-repair). Turn off only when no memcastd runs.",
     },
+    IniSetting {
+        name: LOCKING,
+        default: c"1",
+        doc: "Lock a session from session_start() to its close, so concurrent requests of one session do not lose each other's writes.",
+    },
+    IniSetting {
+        name: LOCK_WAIT_MIN,
+        default: c"10",
+        doc: "First wait before trying a held lock again, milliseconds; each wait doubles (with jitter) up to memcast.lock_wait_max.",
+    },
+    IniSetting {
+        name: LOCK_WAIT_MAX,
+        default: c"200",
+        doc: "Longest wait between two tries for a held lock, milliseconds.",
+    },
+    IniSetting {
+        name: LOCK_RETRIES,
+        default: c"100",
+        doc: "Tries for a held lock before session_start() gives up with a warning and returns false.",
+    },
+    IniSetting {
+        name: LOCK_EXPIRE,
+        default: c"0",
+        doc: "Seconds after which a lock left by a request that died is free again; 0: max_execution_time, or 30 when that is unlimited.",
+    },
 ];
 
 /// The settings as the extension uses them.
@@ -104,6 +134,12 @@ pub struct ExtensionConfig {
     pub linger_ms: i32,
     pub relay_timeout_ms: i32,
     pub warm_check: bool,
+    pub locking: bool,
+    pub lock_wait_min: Duration,
+    pub lock_wait_max: Duration,
+    pub lock_retries: u32,
+    /// Seconds; 0 until resolved against max_execution_time by the caller.
+    pub lock_expire: u64,
 }
 
 impl ExtensionConfig {
@@ -158,6 +194,17 @@ impl ExtensionConfig {
                     text(WARM_CHECK)
                 )
             })?,
+            locking: parse_bool(&text(LOCKING)).ok_or_else(|| {
+                format!(
+                    "{}={:?}: expected 1/0, on/off, true/false",
+                    LOCKING.to_string_lossy(),
+                    text(LOCKING)
+                )
+            })?,
+            lock_wait_min: Duration::from_millis(int(LOCK_WAIT_MIN, 1, 60_000)? as u64),
+            lock_wait_max: Duration::from_millis(int(LOCK_WAIT_MAX, 1, 60_000)? as u64),
+            lock_retries: int(LOCK_RETRIES, 0, 1_000_000)? as u32,
+            lock_expire: int(LOCK_EXPIRE, 0, 30 * 24 * 3600)? as u64,
         })
     }
 }

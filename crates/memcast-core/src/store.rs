@@ -168,6 +168,15 @@ impl Memcached {
         self.store(b"cas", key, value, ttl, Some(cas))
     }
 
+    /// Removes `key` only if it still has this CAS token (no one changed it
+    /// since we read it): a `cas` of an already-expired value, which the text
+    /// protocol allows where `delete` has no CAS.
+    pub fn delete_if_unchanged(&mut self, key: &[u8], cas: u64) -> Result<Reply, StoreError> {
+        check_key(key)?;
+        let cmd = [b"cas ", key, format!(" 0 -1 0 {cas}\r\n\r\n").as_bytes()].concat();
+        self.round_trip(&cmd, |c| c.storage_reply())
+    }
+
     pub fn delete(&mut self, key: &[u8]) -> Result<Reply, StoreError> {
         check_key(key)?;
         let mut cmd = Vec::with_capacity(key.len() + 10);

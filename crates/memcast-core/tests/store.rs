@@ -278,3 +278,24 @@ fn metadump_right_after_a_burst_of_writes_sees_every_key() {
         assert_eq!(n, 50_000, "round {round}");
     }
 }
+
+#[test]
+fn delete_if_unchanged_removes_only_the_value_it_read() {
+    let server = kit::Memcached::start();
+    let mut mc = client(&server);
+    mc.set(b"lock", b"mine", 60).unwrap();
+    let item = mc.gets(b"lock").unwrap().unwrap();
+    mc.set(b"lock", b"theirs", 60).unwrap();
+    assert_eq!(
+        mc.delete_if_unchanged(b"lock", item.cas).unwrap(),
+        Reply::Exists
+    );
+    assert_eq!(mc.get(b"lock").unwrap().as_deref(), Some(&b"theirs"[..]));
+    let item = mc.gets(b"lock").unwrap().unwrap();
+    assert_eq!(
+        mc.delete_if_unchanged(b"lock", item.cas).unwrap(),
+        Reply::Stored
+    );
+    assert_eq!(mc.get(b"lock").unwrap(), None);
+    assert_eq!(mc.add(b"lock", b"next", 60).unwrap(), Reply::Stored);
+}
