@@ -8,6 +8,7 @@ packages=(
     libzmq3-dev             # ZeroMQ built with OpenPGM (epgm://)
     memcached iproute2      # the store; network namespaces for multi-host tests
     nftables                # packet loss on a test link (this kernel has no netem)
+    nginx php8.2-fpm        # the web stack of the locking tests
     pkg-config build-essential ca-certificates procps
 )
 missing=()
