@@ -27,16 +27,30 @@ file_put_contents(__DIR__ . '/holder.pid', getmypid());
 sleep(60);
 "#;
 
+const READ_AND_CLOSE: &str = r#"<?php
+session_start(['read_and_close' => true]);
+sleep(2);
+echo "slow done\n";
+"#;
+
+const ABORT: &str = r#"<?php
+session_start();
+session_abort();
+sleep(2);
+echo "slow done\n";
+"#;
+
 fn stack(memcached: &Memcached) -> WebStack {
     let extension = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/libmemcast.so");
     assert!(extension.exists(), "run `make build` first");
     let ini = [("session.save_path", memcached.addr())];
-    WebStack::start(
-        &extension,
-        &ini,
-        &[("counter.php", COUNTER), ("hold.php", HOLD)],
-        10,
-    )
+    let pages = [
+        ("counter.php", COUNTER),
+        ("hold.php", HOLD),
+        ("read_and_close.php", READ_AND_CLOSE),
+        ("abort.php", ABORT),
+    ];
+    WebStack::start(&extension, &ini, &pages, 10)
 }
 
 /// 50 concurrent requests of one session; returns the final counter and the
@@ -116,4 +130,29 @@ fn a_worker_killed_while_holding_the_lock_frees_the_session_after_lock_expire() 
         let (status, _) = held.join().unwrap();
         assert_ne!(status, 200, "the killed request cannot have completed");
     });
+}
+
+#[test]
+fn read_and_close_and_session_abort_release_the_lock_at_once() {
+    let memcached = Memcached::start();
+    let web = &stack(&memcached);
+    for (page, session) in [
+        ("/read_and_close.php", "fpmrac0000000000000000000000000"),
+        ("/abort.php", "fpmabort00000000000000000000000"),
+    ] {
+        std::thread::scope(|s| {
+            let started = Instant::now();
+            let slow = s.spawn(move || {
+                let r = web.get(page, session);
+                (r, started.elapsed())
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            let (status, body) = web.get("/counter.php", session);
+            let fast = started.elapsed();
+            let ((slow_status, slow_body), slow_took) = slow.join().unwrap();
+            println!("{page}: the other request finished after {fast:?}, the page itself after {slow_took:?}");
+            assert_eq!((status, slow_status), (200, 200), "{body} {slow_body}");
+            assert!(fast < slow_took, "{page} held the lock through its sleep");
+        });
+    }
 }
