@@ -59,6 +59,19 @@ pub struct RepairWorker {
     pub counters: Arc<Counters>,
 }
 
+/// Entries, megabytes and rate of a transfer so far.
+fn log_transfer(peer: &str, entries: u64, bytes: u64, started: Instant, what: &str) {
+    let secs = started.elapsed().as_secs_f64().max(0.001);
+    let mb = bytes as f64 / 1e6;
+    info!(
+        peer,
+        entries,
+        mb = format!("{mb:.1}"),
+        rate = format!("{:.0}/s {:.1} MB/s", entries as f64 / secs, mb / secs),
+        "{what}"
+    );
+}
+
 /// What the worker still has to do.
 #[derive(Default)]
 struct Todo {
@@ -392,8 +405,8 @@ impl RepairWorker {
     ) -> Result<Fetch, String> {
         let mut reader = self.ask(addr, request)?;
         let max = peer::max_record_len(self.max_value_bytes);
-        let deadline = Instant::now() + budget;
         let started = Instant::now();
+        let deadline = started + budget;
         let mut n = 0u64;
         let mut bytes_in = 0u64;
         loop {
@@ -403,18 +416,7 @@ impl RepairWorker {
             match peer::read_record(&mut reader, max).map_err(|e| format!("{addr}: {e}"))? {
                 Record::End => {
                     if n >= PROGRESS_EVERY {
-                        let secs = started.elapsed().as_secs_f64().max(0.001);
-                        info!(
-                            peer = addr,
-                            entries = n,
-                            mb = format!("{:.1}", bytes_in as f64 / 1e6),
-                            rate = format!(
-                                "{:.0}/s {:.1} MB/s",
-                                n as f64 / secs,
-                                bytes_in as f64 / 1e6 / secs
-                            ),
-                            "transfer done"
-                        );
+                        log_transfer(addr, n, bytes_in, started, "transfer done");
                     }
                     return Ok(Fetch::Done(n));
                 }
@@ -431,18 +433,7 @@ impl RepairWorker {
                     n += 1;
                     bytes_in += bytes.len() as u64;
                     if n.is_multiple_of(PROGRESS_EVERY) {
-                        let secs = started.elapsed().as_secs_f64().max(0.001);
-                        info!(
-                            peer = addr,
-                            entries = n,
-                            mb = format!("{:.1}", bytes_in as f64 / 1e6),
-                            rate = format!(
-                                "{:.0}/s {:.1} MB/s",
-                                n as f64 / secs,
-                                bytes_in as f64 / 1e6 / secs
-                            ),
-                            "transfer progress"
-                        );
+                        log_transfer(addr, n, bytes_in, started, "transfer progress");
                     }
                 }
             }
