@@ -150,8 +150,21 @@ impl SessionStore {
                         let loaded = SharedKey::from_file(path).map_err(|e| e.to_string());
                         self.key = Some((path.clone(), loaded));
                     }
-                    if let Some((_, Err(e))) = &self.key {
-                        notices.push(format!("{e}: sessions are stored locally and not replicated"));
+                    match &self.key {
+                        Some((_, Err(e))) => {
+                            notices.push(format!("{e}: sessions are stored locally and not replicated"))
+                        }
+                        Some((path, Ok(_))) => {
+                            let mode = memcast_core::shared_key::file_mode(path);
+                            if mode & 0o007 != 0 {
+                                notices.push(format!(
+                                    "key file {}: mode {:04o} lets every user on this host read the cluster key; chmod 640 or 600",
+                                    path.display(),
+                                    mode & 0o7777
+                                ));
+                            }
+                        }
+                        None => {}
                     }
                 }
             }

@@ -21,8 +21,17 @@ pub enum KeyError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("key file {path}: holds {len} bytes of key, at least {MIN_KEY_LEN} are needed (make one with: head -c 32 /dev/urandom | base64 > {path})")]
+    #[error("key file {path}: holds {len} bytes of key, at least {MIN_KEY_LEN} are needed (make one with: memcastd keygen {path})")]
     TooShort { path: PathBuf, len: usize },
+    #[error(
+        "key file {path}: mode {mode:04o} lets other users read the cluster key; chmod 600 {path}"
+    )]
+    Exposed { path: PathBuf, mode: u32 },
+    #[error("key file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A secret shared by every host of the cluster, with a short public id so a
@@ -54,6 +63,48 @@ impl SharedKey {
         SharedKey::from_secret(&bytes[..end]).ok_or(KeyError::TooShort {
             path: path.to_owned(),
             len: end,
+        })
+    }
+
+    /// Like [`SharedKey::from_file`], and also refuses a file that group or
+    /// other users can read or write (what memcastd demands; the extension
+    /// only warns, PHP's user may need group access).
+    pub fn from_private_file(path: &Path) -> Result<SharedKey, KeyError> {
+        let key = SharedKey::from_file(path)?;
+        let mode = file_mode(path);
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Exposed {
+                path: path.to_owned(),
+                mode: mode & 0o7777,
+            });
+        }
+        Ok(key)
+    }
+
+    /// Writes a new random key (32 random bytes, base64) to `path` with mode
+    /// 0600; never overwrites a file.
+    pub fn generate(path: &Path) -> Result<SharedKey, KeyError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let write_err = |source| KeyError::Write {
+            path: path.to_owned(),
+            source,
+        };
+        let mut random = [0u8; 32];
+        getrandom::fill(&mut random)
+            .map_err(|e| write_err(std::io::Error::other(e.to_string())))?;
+        let text = base64(&random);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(write_err)?;
+        file.write_all(format!("{text}\n").as_bytes())
+            .map_err(write_err)?;
+        SharedKey::from_secret(text.as_bytes()).ok_or(KeyError::TooShort {
+            path: path.to_owned(),
+            len: text.len(),
         })
     }
 
@@ -96,9 +147,64 @@ impl SharedKey {
     }
 }
 
+/// The permission bits of a file (0 when they cannot be read).
+pub fn file_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| m.permissions().mode())
+        .unwrap_or(0)
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_key_is_private_and_never_overwrites() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("memcast-keygen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("key");
+        let made = SharedKey::generate(&path).unwrap();
+        assert_eq!(file_mode(&path) & 0o777, 0o600);
+        assert_eq!(SharedKey::from_private_file(&path).unwrap().id(), made.id());
+        assert!(
+            matches!(SharedKey::generate(&path), Err(KeyError::Write { .. })),
+            "overwrote a key"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = SharedKey::from_private_file(&path).unwrap_err().to_string();
+        assert!(err.contains("0644") && err.contains("chmod 600"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn base64_matches_the_standard_alphabet() {
+        assert_eq!(base64(b"any carnal pleas"), "YW55IGNhcm5hbCBwbGVhcw==");
+        assert_eq!(base64(b"any carnal pleasu"), "YW55IGNhcm5hbCBwbGVhc3U=");
+        assert_eq!(base64(b"any carnal pleasur"), "YW55IGNhcm5hbCBwbGVhc3Vy");
+    }
 
     #[test]
     fn short_secret_is_refused() {

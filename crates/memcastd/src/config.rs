@@ -26,6 +26,12 @@ pub enum Command {
     /// versions, data digests) and report every difference. Exit status 0
     /// when they hold the same sessions, 1 when they differ, 2 on error.
     Verify(VerifyArgs),
+    /// Write a new random cluster key to FILE (mode 0600); refuses to
+    /// overwrite an existing file.
+    Keygen {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -29,12 +29,28 @@ use crate::config::{Cli, Command, FileSettings, Settings};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Verify(args)) = &cli.command {
-        return match verify::run(args) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::from(1),
-            Err(e) => fail(&e),
-        };
+    match &cli.command {
+        Some(Command::Verify(args)) => {
+            return match verify::run(args) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => fail(&e),
+            };
+        }
+        Some(Command::Keygen { file }) => {
+            return match SharedKey::generate(file) {
+                Ok(key) => {
+                    println!(
+                        "wrote a new key to {} (key id {:08x})",
+                        file.display(),
+                        key.id()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string()),
+            };
+        }
+        None => {}
     }
     let args = cli.daemon;
     let file = match &args.config {
@@ -49,7 +65,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     init_logging(&settings.log_level);
-    let key = match SharedKey::from_file(&settings.key_file) {
+    let key = match SharedKey::from_private_file(&settings.key_file) {
         Ok(k) => k,
         Err(e) => return fail(&e.to_string()),
     };

@@ -437,3 +437,42 @@ fn a_subscriber_that_falls_behind_declares_itself_out_of_sync_and_recovers() {
     );
     assert_eq!(count(&stats, "out_of_sync"), 1, "{stats}");
 }
+
+#[test]
+fn keygen_writes_a_private_key_and_the_daemon_refuses_an_exposed_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("keygen");
+    let file = dir.path.join("cluster.key");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_memcastd"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["keygen", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(SharedKey::from_file(&file).is_ok());
+    let again = run(&["keygen", file.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(2), "keygen overwrote a key");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(&[
+        "--subscribe",
+        "tcp://127.0.0.1:1",
+        "--key-file",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(file.to_str().unwrap()) && err.contains("0644"),
+        "{err}"
+    );
+}
