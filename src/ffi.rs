@@ -126,14 +126,14 @@ extern "C" fn minit(_type: i32, module_number: i32) -> i32 {
         return FAILURE;
     }
     // SAFETY: as above; the function table is fully built at MINIT.
-    unsafe { wrap_session_write_close() };
+    unsafe { wrap_session_functions() };
     SUCCESS
 }
 
 extern "C" fn mshutdown(_type: i32, _module_number: i32) -> i32 {
     // SAFETY: MSHUTDOWN runs once, single-threaded, before the function
     // table is destroyed.
-    unsafe { unwrap_session_write_close() };
+    unsafe { unwrap_session_functions() };
     let _ = catch_unwind(|| {
         if let Some(mut store) = STORE.lock().take() {
             store.shutdown();
@@ -190,24 +190,41 @@ extern "C" fn minfo(module: *mut ModuleEntry) {
     }
 }
 
-// ------------------------------------------------- session_write_close ---
+// ------------------------------------- wrapped session functions ---
 
 // PHP 8.2's session_write_close() returns true even when the handler could
 // not store the data. memcast makes it return false then, so the caller can
 // tell. The write callback sets this flag; the wrapper reads it.
+//
+// session_start(['read_and_close' => true]) only reads: the read callback
+// takes no lock then. The session_start() wrapper sets this flag for the call.
 thread_local! {
     static WRITE_FAILED: Cell<bool> = const { Cell::new(false) };
+    static READ_ONLY: Cell<bool> = const { Cell::new(false) };
 }
 
 type Handler = unsafe extern "C" fn(*mut zend_execute_data, *mut zval);
 static ORIGINAL_WRITE_CLOSE: AtomicUsize = AtomicUsize::new(0);
+static ORIGINAL_START: AtomicUsize = AtomicUsize::new(0);
 
-unsafe extern "C" fn memcast_session_write_close(
+/// The engine functions memcast wraps: names, where the engine's own
+/// handler is kept, and the wrapper.
+const WRAPPED: [(&[&CStr], &AtomicUsize, Handler); 2] = [
+    (
+        &[c"session_write_close", c"session_commit"],
+        &ORIGINAL_WRITE_CLOSE,
+        memcast_session_write_close,
+    ),
+    (&[c"session_start"], &ORIGINAL_START, memcast_session_start),
+];
+
+/// Calls the engine's own handler kept in `original`.
+unsafe fn call_original(
+    original: &AtomicUsize,
     execute_data: *mut zend_execute_data,
     return_value: *mut zval,
 ) {
-    WRITE_FAILED.with(|f| f.set(false));
-    let original = ORIGINAL_WRITE_CLOSE.load(Ordering::Relaxed);
+    let original = original.load(Ordering::Relaxed);
     if original != 0 {
         // SAFETY: the value was read from the function table at MINIT and is
         // the engine's own handler with this exact signature.
@@ -215,6 +232,15 @@ unsafe extern "C" fn memcast_session_write_close(
         // SAFETY: we forward the engine's own arguments unchanged.
         unsafe { original(execute_data, return_value) };
     }
+}
+
+unsafe extern "C" fn memcast_session_write_close(
+    execute_data: *mut zend_execute_data,
+    return_value: *mut zval,
+) {
+    WRITE_FAILED.with(|f| f.set(false));
+    // SAFETY: the engine's own arguments, forwarded.
+    unsafe { call_original(&ORIGINAL_WRITE_CLOSE, execute_data, return_value) };
     if WRITE_FAILED.with(|f| f.replace(false)) && !return_value.is_null() {
         // SAFETY: return_value is the engine's zval for this call; making it
         // `false` is a plain type change with no payload to release.
@@ -226,10 +252,46 @@ unsafe extern "C" fn memcast_session_write_close(
     }
 }
 
-/// The engine function entries of session_write_close and its alias.
-unsafe fn write_close_functions() -> Vec<*mut zend_function> {
+unsafe extern "C" fn memcast_session_start(
+    execute_data: *mut zend_execute_data,
+    return_value: *mut zval,
+) {
+    // SAFETY: the engine's call frame of session_start(), read before the call.
+    let read_only = unsafe { read_and_close_requested(execute_data) };
+    READ_ONLY.with(|f| f.set(read_only));
+    // SAFETY: the engine's own arguments, forwarded.
+    unsafe { call_original(&ORIGINAL_START, execute_data, return_value) };
+    READ_ONLY.with(|f| f.set(false));
+}
+
+/// Whether session_start() was called with ['read_and_close' => true].
+unsafe fn read_and_close_requested(execute_data: *mut zend_execute_data) -> bool {
+    if execute_data.is_null() {
+        return false;
+    }
+    // SAFETY: a live call frame of an internal function: its arguments
+    // follow the frame in zval slots (ZEND_CALL_ARG), and num_args says how
+    // many there are; the options array is only read.
+    unsafe {
+        if (*execute_data).This.u2.num_args < 1 {
+            return false;
+        }
+        let frame_slots =
+            std::mem::size_of::<zend_execute_data>().div_ceil(std::mem::size_of::<zval>());
+        let options = (execute_data as *mut zval).add(frame_slots);
+        if u32::from((*options).u1.v.type_) != IS_ARRAY {
+            return false;
+        }
+        let name = c"read_and_close";
+        let value = zend_hash_str_find((*options).value.arr, name.as_ptr(), name.to_bytes().len());
+        !value.is_null() && zend_is_true(value) != 0
+    }
+}
+
+/// The engine's function entries for `names`.
+unsafe fn functions(names: &[&CStr]) -> Vec<*mut zend_function> {
     let mut out = Vec::new();
-    for name in [c"session_write_close", c"session_commit"] {
+    for name in names {
         // SAFETY: compiler_globals.function_table is the engine's global
         // function table, valid from MINIT to MSHUTDOWN; the lookup only reads.
         let f = unsafe {
@@ -247,35 +309,39 @@ unsafe fn write_close_functions() -> Vec<*mut zend_function> {
     out
 }
 
-unsafe fn wrap_session_write_close() {
-    // SAFETY: called at MINIT, single-threaded; the entries are internal
-    // functions (type ZEND_INTERNAL_FUNCTION) owned by the session module.
-    unsafe {
-        for f in write_close_functions() {
-            let handler = &mut (*f).internal_function.handler;
-            if let Some(h) = *handler {
-                let _ = ORIGINAL_WRITE_CLOSE.compare_exchange(
-                    0,
-                    h as usize,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
-                *handler = Some(memcast_session_write_close);
+unsafe fn wrap_session_functions() {
+    for (names, original, wrapper) in WRAPPED {
+        // SAFETY: called at MINIT, single-threaded; the entries are internal
+        // functions (type ZEND_INTERNAL_FUNCTION) owned by the session module.
+        unsafe {
+            for f in functions(names) {
+                let handler = &mut (*f).internal_function.handler;
+                if let Some(h) = *handler {
+                    let _ = original.compare_exchange(
+                        0,
+                        h as usize,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                    *handler = Some(wrapper);
+                }
             }
         }
     }
 }
 
-unsafe fn unwrap_session_write_close() {
-    let original = ORIGINAL_WRITE_CLOSE.load(Ordering::Relaxed);
-    if original == 0 {
-        return;
-    }
-    // SAFETY: MSHUTDOWN, single-threaded; puts back the handler read at MINIT.
-    unsafe {
-        let original: Handler = std::mem::transmute::<usize, Handler>(original);
-        for f in write_close_functions() {
-            (*f).internal_function.handler = Some(original);
+unsafe fn unwrap_session_functions() {
+    for (names, original, _) in WRAPPED {
+        let original = original.load(Ordering::Relaxed);
+        if original == 0 {
+            continue;
+        }
+        // SAFETY: MSHUTDOWN, single-threaded; puts back the handler read at MINIT.
+        unsafe {
+            let original: Handler = std::mem::transmute::<usize, Handler>(original);
+            for f in functions(names) {
+                (*f).internal_function.handler = Some(original);
+            }
         }
     }
 }
@@ -420,8 +486,11 @@ unsafe extern "C" fn ps_read(
 ) -> zend_result {
     // SAFETY: key is the session id PHP owns for this call.
     let id = unsafe { zstr_bytes(key) };
+    let read_only = READ_ONLY.with(|f| f.get());
     let read = |s: &mut SessionStore| {
-        s.lock(id)?;
+        if !read_only {
+            s.lock(id)?;
+        }
         s.read(id, ttl(maxlifetime))
     };
     match guarded("read", Err(String::new()), read) {
