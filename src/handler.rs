@@ -407,20 +407,31 @@ impl SessionStore {
         Ok(())
     }
 
-    /// Whether a live session with this id exists (strict mode, collisions).
-    /// An unreachable cluster answers `Err`.
+    /// Whether a live session with this id exists (strict mode). An
+    /// unreachable cluster answers `Err`.
     pub fn exists(&mut self, id: &[u8]) -> Result<bool, String> {
+        let raw = self.peek(id)?;
+        Ok(raw
+            .as_deref()
+            .and_then(StoredValue::parse)
+            .is_some_and(|s| !s.tombstone))
+    }
+
+    /// Whether an id is taken by a live session or a tombstone (new ids
+    /// must not collide); an unreachable cluster takes nothing.
+    pub fn id_taken(&mut self, id: &[u8]) -> bool {
+        self.peek(id).is_ok_and(|raw| raw.is_some())
+    }
+
+    /// What the first server that answers holds for a session id.
+    fn peek(&mut self, id: &[u8]) -> Result<Option<Vec<u8>>, String> {
         let key = self.key_for(id);
         let mut tried = Vec::new();
         for i in self.list.candidates(Instant::now()) {
             match self.servers[i].get(&key) {
-                Ok(v) => {
+                Ok(raw) => {
                     self.list.mark_ok(i);
-                    let live = v
-                        .as_deref()
-                        .and_then(StoredValue::parse)
-                        .is_some_and(|s| !s.tombstone);
-                    return Ok(live);
+                    return Ok(raw);
                 }
                 Err(e) => {
                     self.note_failure(i, &e);
@@ -429,18 +440,6 @@ impl SessionStore {
             }
         }
         Err(self.no_server(tried))
-    }
-
-    /// Whether an id is taken by a live session or a tombstone.
-    pub fn id_taken(&mut self, id: &[u8]) -> bool {
-        let key = self.key_for(id);
-        for i in self.list.candidates(Instant::now()) {
-            match self.servers[i].get(&key) {
-                Ok(v) => return v.is_some(),
-                Err(e) => self.note_failure(i, &e),
-            }
-        }
-        false
     }
 
     fn store(

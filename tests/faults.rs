@@ -56,14 +56,16 @@ fn write_everywhere(cluster: &Cluster, n: usize, pause_us: u64, during: impl FnO
         .sum()
 }
 
-/// Waits for convergence, prints the report and counters, asserts zero
-/// differences.
-fn assert_converged(name: &str, mut cluster: Cluster, written: usize) {
-    let result = cluster.converge(Duration::from_secs(120));
+/// Waits up to `within` for every replica to hold the same sessions, stops
+/// the daemons, prints the counters and the verify summary, asserts zero
+/// differences; returns the verify report.
+fn assert_converged(name: &str, cluster: &mut Cluster, written: usize, within: Duration) -> String {
+    let result = cluster.converge(within);
     let (c, logs) = cluster.stop_and_count();
     let get = |k: &str| c.get(k).copied().unwrap_or(0);
     println!(
-        "{name}: written={written} relayed={} gaps={} missing_frames={} frames_repaired={} repairs_gone={} resyncs={} resync_entries={} out_of_sync={} anti_entropy_buckets={} anti_entropy_entries={}",
+        "{name}: written={written} received={} relayed={} gaps={} missing_frames={} frames_repaired={} repairs_gone={} resyncs={} resync_entries={} out_of_sync={} anti_entropy_buckets={} anti_entropy_entries={}",
+        get("received"),
         get("relayed"),
         get("gaps"),
         get("missing_frames"),
@@ -75,37 +77,46 @@ fn assert_converged(name: &str, mut cluster: Cluster, written: usize) {
         get("anti_entropy_buckets"),
         get("anti_entropy_entries"),
     );
-    match result {
-        Ok(report) => {
-            println!("{name}: {}", report.lines().last().unwrap_or_default());
-            assert!(report.contains(" 0 differences"), "{report}");
-            assert!(
-                report.contains("300 keys") || report.contains("303 keys"),
-                "{report}"
-            );
-        }
-        Err(report) => panic!("{name}: replicas never converged:\n{report}\nlogs:\n{logs}"),
-    }
+    let report =
+        result.unwrap_or_else(|r| panic!("{name}: replicas never converged:\n{r}\nlogs:\n{logs}"));
+    println!("{name}: {}", report.lines().last().unwrap_or_default());
+    assert!(report.contains(" 0 differences"), "{report}");
+    report
+}
+
+/// The writer tests' 300 shared sessions (plus the start-up probes).
+fn assert_all_sessions(report: &str) {
+    assert!(
+        report.contains("300 keys") || report.contains("303 keys"),
+        "{report}"
+    );
 }
 
 #[test]
 fn five_percent_loss_on_one_link() {
-    let cluster = Cluster::start("fl", 3, Publish::Relay, artifacts());
+    let mut cluster = Cluster::start("fl", 3, Publish::Relay, artifacts());
     cluster.net().set_loss(2, 5);
     let written = write_everywhere(&cluster, 1000, 0, || {});
-    assert_converged("5% loss", cluster, written);
+    let report = assert_converged("5% loss", &mut cluster, written, Duration::from_secs(120));
+    assert_all_sessions(&report);
 }
 
 #[test]
 fn one_link_down_for_ten_seconds() {
-    let cluster = Cluster::start("fd", 3, Publish::Relay, artifacts());
+    let mut cluster = Cluster::start("fd", 3, Publish::Relay, artifacts());
     let written = write_everywhere(&cluster, 1000, 12_000, || {
         std::thread::sleep(Duration::from_secs(1));
         cluster.net().set_link(2, false);
         std::thread::sleep(Duration::from_secs(10));
         cluster.net().set_link(2, true);
     });
-    assert_converged("link down 10 s", cluster, written);
+    let report = assert_converged(
+        "link down 10 s",
+        &mut cluster,
+        written,
+        Duration::from_secs(120),
+    );
+    assert_all_sessions(&report);
 }
 
 #[test]
@@ -142,12 +153,18 @@ fn memcastd_killed_and_restarted_during_the_writes() {
         written, 3000,
         "every write is stored locally even while memcastd is away"
     );
-    assert_converged("memcastd killed", cluster, written);
+    let report = assert_converged(
+        "memcastd killed",
+        &mut cluster,
+        written,
+        Duration::from_secs(120),
+    );
+    assert_all_sessions(&report);
 }
 
 #[test]
 fn php_processes_publishing_directly_and_exiting_after_every_write() {
-    let cluster = Cluster::start("fx", 3, Publish::Direct, artifacts());
+    let mut cluster = Cluster::start("fx", 3, Publish::Direct, artifacts());
     let started = Instant::now();
     let written: usize = std::thread::scope(|s| {
         let handles: Vec<_> = (0..3)
@@ -175,31 +192,17 @@ fn php_processes_publishing_directly_and_exiting_after_every_write() {
     println!("300 PHP processes in {:?}", started.elapsed());
     assert_eq!(written, 300);
     // 300 writes over at most 300 sessions, written by their last process.
-    let result = cluster.converge(Duration::from_secs(30));
-    let mut cluster = cluster;
-    let (c, logs) = cluster.stop_and_count();
-    let get = |k: &str| c.get(k).copied().unwrap_or(0);
-    println!(
-        "direct, process per write: written={written} received={} gaps={} missing_frames={} resyncs={} anti_entropy_buckets={} anti_entropy_entries={}",
-        get("received"),
-        get("gaps"),
-        get("missing_frames"),
-        get("resyncs"),
-        get("anti_entropy_buckets"),
-        get("anti_entropy_entries")
+    assert_converged(
+        "direct, process per write",
+        &mut cluster,
+        written,
+        Duration::from_secs(30),
     );
-    match result {
-        Ok(report) => {
-            println!("{}", report.lines().last().unwrap_or_default());
-            assert!(report.contains(" 0 differences"), "{report}");
-        }
-        Err(report) => panic!("replicas never converged:\n{report}\nlogs:\n{logs}"),
-    }
 }
 
 #[test]
 fn two_hosts_writing_one_session_concurrently_converge() {
-    let cluster = Cluster::start("f2", 3, Publish::Relay, artifacts());
+    let mut cluster = Cluster::start("f2", 3, Publish::Relay, artifacts());
     let one_session = |h: usize| {
         format!(
             r#"for ($i = 0; $i < 500; $i++) {{
@@ -217,28 +220,16 @@ fn two_hosts_writing_one_session_concurrently_converge() {
         a.join().unwrap();
         b.join().unwrap();
     });
-    let result = cluster.converge(Duration::from_secs(30));
+    assert_converged(
+        "one session, two writers",
+        &mut cluster,
+        1000,
+        Duration::from_secs(30),
+    );
     let key = "memcast.sess.contended000000000000000000000000";
     let values: Vec<_> = (0..3).map(|i| cluster.raw(i, key)).collect();
-    let mut cluster = cluster;
-    let (c, logs) = cluster.stop_and_count();
-    let get = |k: &str| c.get(k).copied().unwrap_or(0);
-    println!(
-        "one session, two writers: written=1000 relayed={} gaps={} missing_frames={} frames_repaired={} resyncs={} anti_entropy_buckets={}",
-        get("relayed"),
-        get("gaps"),
-        get("missing_frames"),
-        get("frames_repaired"),
-        get("resyncs"),
-        get("anti_entropy_buckets")
-    );
     assert!(
         values[0].is_some() && values.iter().all(|v| v == &values[0]),
-        "replicas differ; logs:\n{logs}"
-    );
-    let report = result.unwrap_or_else(|r| panic!("{r}\nlogs:\n{logs}"));
-    println!(
-        "one session, two writers: {}",
-        report.lines().last().unwrap_or_default()
+        "replicas differ"
     );
 }

@@ -163,11 +163,6 @@ impl Memcached {
     pub fn kill(&mut self) {
         self.proc.kill();
     }
-
-    /// One raw text-protocol exchange, for assertions independent of memcast.
-    pub fn raw(&self, cmd: &str) -> String {
-        raw_command(&self.addr(), cmd)
-    }
 }
 
 /// memcached refuses to run as root without `-u`.
@@ -177,37 +172,6 @@ pub fn user_arg() -> Vec<&'static str> {
     } else {
         vec![]
     }
-}
-
-/// Sends `cmd` (with CRLF) and reads until a terminal line.
-pub fn raw_command(addr: &str, cmd: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(cmd.as_bytes()).unwrap();
-    s.write_all(b"\r\n").unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 65536];
-    let ends = [
-        "END\r\n",
-        "STORED\r\n",
-        "DELETED\r\n",
-        "NOT_FOUND\r\n",
-        "ERROR\r\n",
-        "OK\r\n",
-        "TOUCHED\r\n",
-    ];
-    loop {
-        let n = s.read(&mut buf).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&out);
-        if ends.iter().any(|e| text.ends_with(e)) {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The exact bytes memcached holds for `key`, read with a raw `get`.

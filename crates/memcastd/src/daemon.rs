@@ -88,7 +88,7 @@ impl Daemon {
         let mut subscriber =
             Subscriber::connect(&s.subscribe, &s.bus).map_err(|e| e.to_string())?;
         let origin = Origin::new();
-        let (origin_id, origin_epoch) = (origin.id, origin.epoch);
+        let (origin_id, epoch) = (origin.id, origin.epoch);
         if let (Some(relay), Some(publish)) = (&s.relay, &s.publish) {
             subscriber
                 .bind_relay(relay, &s.bus)
@@ -112,14 +112,13 @@ impl Daemon {
             });
         }
         if let Some(listen) = &s.listen {
-            let (id, epoch) = (origin_id, origin_epoch);
             let server = PeerServer {
                 key: self.key.clone(),
                 memcached: self.memcached.addr().clone(),
                 timeouts: s.timeouts(),
                 ring: self.relay.as_ref().map(|r| Arc::clone(&r.ring)),
                 counters: Arc::clone(&self.counters),
-                origin: id,
+                origin: origin_id,
                 epoch,
                 transfer_bytes_per_sec: s.transfer_mbps * 1_000_000 / 8,
             };
