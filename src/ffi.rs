@@ -75,10 +75,10 @@ macro_rules! ini_table {
     };
 }
 const _: () = assert!(
-    SETTINGS.len() == 17,
+    SETTINGS.len() == 20,
     "add the new setting's index to ini_table! below"
 );
-static INI: IniEntryDefs<18> = ini_table!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+static INI: IniEntryDefs<21> = ini_table!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19);
 
 /// PHP's entry point into the extension.
 #[no_mangle]

@@ -14,8 +14,8 @@ use memcast_bus::{BusOptions, Publisher};
 use memcast_core::ini::ExtensionConfig;
 use memcast_core::store::{Expect, Reply};
 use memcast_core::{
-    apply_if_newer, FailoverList, Frame, Hlc, Memcached, Op, Origin, ServerAddr, SharedKey,
-    StoreError, StoredValue, Version,
+    apply_if_newer, FailoverList, Frame, Hlc, Keyring, Memcached, Op, Origin, ServerAddr,
+    SharedKey, StoreError, StoredValue, Version,
 };
 
 /// Dropped frames are warned about at most this often per process.
@@ -59,6 +59,69 @@ struct ReadState {
     version: Option<Version>,
 }
 
+/// Which key files, and whether to encrypt: when any differs, the keys are
+/// loaded again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct KeyFiles {
+    current: PathBuf,
+    accepted: Option<PathBuf>,
+    encrypt: bool,
+}
+
+/// How often a long-lived process looks whether its key files changed (a
+/// key rotation replaces them): one `stat` per file at most this often.
+const KEY_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// The keys loaded from the key files, and what the files looked like then.
+struct LoadedKeys {
+    files: KeyFiles,
+    stamps: Vec<Option<(std::time::SystemTime, u64, u64)>>,
+    checked: std::cell::Cell<Instant>,
+    keys: Result<Keyring, String>,
+}
+
+impl LoadedKeys {
+    fn load(files: KeyFiles) -> LoadedKeys {
+        let stamps = LoadedKeys::stamps(&files);
+        let keys = SharedKey::from_file(&files.current)
+            .and_then(|current| {
+                let accepted = match &files.accepted {
+                    Some(p) => Some(SharedKey::from_file(p)?),
+                    None => None,
+                };
+                Ok(Keyring::new(current, accepted, files.encrypt))
+            })
+            .map_err(|e| e.to_string());
+        LoadedKeys {
+            files,
+            stamps,
+            checked: std::cell::Cell::new(Instant::now()),
+            keys,
+        }
+    }
+
+    fn stamps(files: &KeyFiles) -> Vec<Option<(std::time::SystemTime, u64, u64)>> {
+        use std::os::unix::fs::MetadataExt;
+        std::iter::once(&files.current)
+            .chain(files.accepted.as_ref())
+            .map(|p| {
+                let m = std::fs::metadata(p).ok()?;
+                Some((m.modified().ok()?, m.len(), m.ino()))
+            })
+            .collect()
+    }
+
+    /// Whether a key file was replaced or rewritten since it was loaded
+    /// (looked at no more than once per [`KEY_CHECK_EVERY`]).
+    fn changed(&self) -> bool {
+        if self.checked.get().elapsed() < KEY_CHECK_EVERY {
+            return false;
+        }
+        self.checked.set(Instant::now());
+        LoadedKeys::stamps(&self.files) != self.stamps
+    }
+}
+
 pub struct SessionStore {
     config: Option<ExtensionConfig>,
     save_path: String,
@@ -68,7 +131,7 @@ pub struct SessionStore {
     locks: Vec<HeldLock>,
     origin: Origin,
     clock: Hlc,
-    key: Option<(PathBuf, Result<SharedKey, String>)>,
+    keys: Option<LoadedKeys>,
     publisher: Option<(String, Result<Publisher, String>)>,
     warned: Vec<String>,
     last_drop_warning: Option<Instant>,
@@ -95,7 +158,7 @@ impl SessionStore {
             locks: Vec::new(),
             origin,
             clock,
-            key: None,
+            keys: None,
             publisher: None,
             warned: Vec::new(),
             last_drop_warning: None,
@@ -146,22 +209,33 @@ impl SessionStore {
             match &config.key_file {
                 None => notices.push("memcast.publish is set but memcast.key_file is not: sessions are stored locally and not replicated (frames are never sent unsigned)".to_string()),
                 Some(path) => {
-                    if self.key.as_ref().map(|(p, _)| p) != Some(path) {
-                        let loaded = SharedKey::from_file(path).map_err(|e| e.to_string());
-                        self.key = Some((path.clone(), loaded));
+                    let files = KeyFiles {
+                        current: path.clone(),
+                        accepted: config.accept_key_file.clone(),
+                        encrypt: config.encrypt,
+                    };
+                    let stale = match &self.keys {
+                        Some(k) => k.files != files || k.changed(),
+                        None => true,
+                    };
+                    if stale {
+                        self.keys = Some(LoadedKeys::load(files));
                     }
-                    match &self.key {
-                        Some((_, Err(e))) => {
+                    match self.keys.as_ref().map(|k| &k.keys) {
+                        Some(Err(e)) => {
                             notices.push(format!("{e}: sessions are stored locally and not replicated"))
                         }
-                        Some((path, Ok(_))) => {
-                            let mode = memcast_core::shared_key::file_mode(path);
-                            if mode & 0o007 != 0 {
-                                notices.push(format!(
-                                    "key file {}: mode {:04o} lets every user on this host read the cluster key; chmod 640 or 600",
-                                    path.display(),
-                                    mode & 0o7777
-                                ));
+                        Some(Ok(_)) => {
+                            let paths = std::iter::once(path).chain(config.accept_key_file.as_ref());
+                            for path in paths {
+                                let mode = memcast_core::shared_key::file_mode(path);
+                                if mode & 0o007 != 0 {
+                                    notices.push(format!(
+                                        "key file {}: mode {:04o} lets every user on this host read the cluster key; chmod 640 or 600",
+                                        path.display(),
+                                        mode & 0o7777
+                                    ));
+                                }
                             }
                         }
                         None => {}
@@ -353,6 +427,16 @@ impl SessionStore {
 
     /// Stores the session in the first server that takes it, then publishes it.
     pub fn write(&mut self, id: &[u8], data: &[u8], ttl: u64) -> Result<(), String> {
+        let max = self
+            .config
+            .as_ref()
+            .map_or(usize::MAX, |c| c.max_session_size);
+        if data.len() > max {
+            return Err(format!(
+                "session data of {} bytes is over memcast.max_session_size ({max} bytes): not stored, the previous version is kept",
+                data.len()
+            ));
+        }
         let key = self.key_for(id);
         let read = self.reads.get(&key).copied();
         let version = self.clock.next(read.and_then(|r| r.version));
@@ -513,7 +597,7 @@ impl SessionStore {
         let Some(endpoint) = config.publish.clone() else {
             return;
         };
-        let Some((_, Ok(shared_key))) = &self.key else {
+        let Some(Ok(keyring)) = self.keys.as_ref().map(|k| &k.keys) else {
             self.counters.publish_drops += 1;
             return;
         };
@@ -527,7 +611,7 @@ impl SessionStore {
             key,
             value,
         };
-        let bytes = frame.seal(shared_key);
+        let bytes = frame.seal(keyring);
         if self.publisher.is_none() {
             let opts = BusOptions {
                 rate_kbps: config.pgm_rate_kbps,
@@ -599,7 +683,8 @@ impl SessionStore {
             .as_ref()
             .is_some_and(|(endpoint, p)| p.is_ok() && memcast_bus::is_multicast_endpoint(endpoint));
         if direct && self.origin.last_seq() > 0 {
-            if let (Some((_, Ok(p))), Some((_, Ok(key)))) = (&self.publisher, &self.key) {
+            let keys = self.keys.as_ref().map(|k| &k.keys);
+            if let (Some((_, Ok(p))), Some(Ok(key))) = (&self.publisher, keys) {
                 let heartbeat = Frame {
                     op: Op::Heartbeat,
                     origin: self.origin.id,

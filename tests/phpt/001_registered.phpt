@@ -20,7 +20,9 @@ bool(true)
 bool(true)
 bool(true)
 bool(true)
+memcast.accept_key_file=
 memcast.connect_timeout_ms=100
+memcast.encrypt=0
 memcast.io_timeout_ms=500
 memcast.key_file=
 memcast.linger_ms=1000
@@ -29,6 +31,7 @@ memcast.lock_retries=100
 memcast.lock_wait_max=200
 memcast.lock_wait_min=10
 memcast.locking=1
+memcast.max_session_size=4M
 memcast.pgm_rate_kbps=100000
 memcast.pgm_recovery_ms=2000
 memcast.prefix=memcast.sess.

@@ -1,26 +1,42 @@
 //! The wire frame: one session write (or delete, touch, heartbeat) as a
-//! length-prefixed binary message, authenticated with HMAC-SHA256.
+//! length-prefixed binary message, authenticated with HMAC-SHA256 and, when
+//! the sender encrypts, with its body encrypted by XChaCha20-Poly1305.
 //!
 //! ```text
-//! magic "MCST" | format u8 | op u8 | key id u32 | origin u64 | epoch u64 |
-//! seq u64 | version (20) | ttl u32 | key len u16 | value len u32 |
-//! key | value | HMAC-SHA256 tag (32) over everything before it
+//! magic "MCST" | format u8 (2) | flags u8 (bit 0: encrypted) | op u8 |
+//! key id u32 | origin u64 | epoch u64 | seq u64 | sent ms u64 |
+//! version (20) | ttl u32 | key len u16 | value len u32 |
+//! plain:     key | value
+//! encrypted: nonce (24) | ciphertext of key | value | Poly1305 tag (16)
+//! HMAC-SHA256 tag (32) over everything before it
 //! ```
 //!
-//! All integers are big-endian. A receiver checks the tag before it reads a
-//! single field, so nothing unauthenticated is ever interpreted.
+//! All integers are big-endian. A receiver finds the key by its id and checks
+//! the HMAC before it reads a single other field, so nothing unauthenticated
+//! is ever interpreted; an encrypted body is then decrypted with the header
+//! as associated data. The session id (in the key) is encrypted too: it is a
+//! login credential. `sent ms` is the sender's clock when it sealed the frame,
+//! what receivers' replay protection judges freshness by.
 
 use crate::session_key::MAX_KEY_LEN;
-use crate::shared_key::{SharedKey, TAG_LEN};
+use crate::shared_key::{Keys, AEAD_TAG_LEN, NONCE_LEN, TAG_LEN};
 use crate::version::Version;
 
 const MAGIC: &[u8; 4] = b"MCST";
-const FORMAT: u8 = 1;
-/// Bytes before the key: magic, format, op, key id, origin, epoch, seq,
-/// version, ttl, key len, value len.
-pub const HEADER_LEN: usize = 4 + 1 + 1 + 4 + 8 + 8 + 8 + Version::ENCODED_LEN + 4 + 2 + 4;
+const FORMAT: u8 = 2;
+const FLAG_ENCRYPTED: u8 = 1;
+/// Bytes before the body: magic, format, flags, op, key id, origin, epoch,
+/// seq, sent ms, version, ttl, key len, value len.
+pub const HEADER_LEN: usize = 4 + 1 + 1 + 1 + 4 + 8 + 8 + 8 + 8 + Version::ENCODED_LEN + 4 + 2 + 4;
+/// What encryption adds to a frame: the nonce and the Poly1305 tag.
+pub const ENCRYPTION_OVERHEAD: usize = NONCE_LEN + AEAD_TAG_LEN;
 /// The default largest value a frame may carry (and memcastd accepts).
 pub const DEFAULT_MAX_VALUE_LEN: usize = 8 * 1024 * 1024;
+
+/// The largest sealed frame carrying a value of at most `max_value_len`.
+pub fn max_frame_len(max_value_len: usize) -> usize {
+    HEADER_LEN + ENCRYPTION_OVERHEAD + MAX_KEY_LEN + max_value_len + TAG_LEN
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -69,10 +85,14 @@ pub enum FrameError {
     UnknownKey(u32),
     #[error("frame failed authentication")]
     BadTag,
+    #[error("encrypted frame failed to decrypt")]
+    Undecryptable,
     #[error("frame lengths do not add up")]
     BadLength,
     #[error("frame has unknown op {0}")]
     UnknownOp(u8),
+    #[error("frame has unknown flags {0:#04x}")]
+    UnknownFlags(u8),
     #[error(
         "frame key is empty, longer than {MAX_KEY_LEN} bytes, or has spaces or control characters"
     )]
@@ -84,37 +104,81 @@ impl FrameError {
     pub fn reason(&self) -> &'static str {
         match self {
             FrameError::Oversized { .. } => "size",
-            FrameError::UnknownKey(_) | FrameError::BadTag => "auth",
+            FrameError::UnknownKey(_) | FrameError::BadTag | FrameError::Undecryptable => "auth",
             _ => "decode",
         }
     }
 }
 
+/// What the envelope of an opened frame said, beside the frame itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// The key it was signed with.
+    pub key_id: u32,
+    /// The sender's clock when it sealed the frame (ms since the epoch).
+    pub sent_ms: u64,
+    pub encrypted: bool,
+}
+
 impl Frame {
-    /// Encodes and signs the frame with `key`.
-    pub fn seal(&self, key: &SharedKey) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + self.key.len() + self.value.len() + TAG_LEN);
+    /// Encodes and signs the frame with `keys`' current key (and encrypts its
+    /// body when `keys` says so), stamped with the current time.
+    pub fn seal<K: Keys + ?Sized>(&self, keys: &K) -> Vec<u8> {
+        self.seal_at(keys, crate::unix_millis())
+    }
+
+    /// [`Frame::seal`] with the send time given (tests of replay windows).
+    pub fn seal_at<K: Keys + ?Sized>(&self, keys: &K, sent_ms: u64) -> Vec<u8> {
+        let key = keys.signing();
+        let encrypt = keys.encrypts();
+        let body_len = self.key.len() + self.value.len();
+        let mut out = Vec::with_capacity(HEADER_LEN + ENCRYPTION_OVERHEAD + body_len + TAG_LEN);
         out.extend_from_slice(MAGIC);
         out.push(FORMAT);
+        out.push(if encrypt { FLAG_ENCRYPTED } else { 0 });
         out.push(self.op as u8);
         out.extend_from_slice(&key.id().to_be_bytes());
         out.extend_from_slice(&self.origin.to_be_bytes());
         out.extend_from_slice(&self.epoch.to_be_bytes());
         out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&sent_ms.to_be_bytes());
         self.version.encode(&mut out);
         out.extend_from_slice(&self.ttl.to_be_bytes());
         out.extend_from_slice(&(self.key.len() as u16).to_be_bytes());
         out.extend_from_slice(&(self.value.len() as u32).to_be_bytes());
-        out.extend_from_slice(&self.key);
-        out.extend_from_slice(&self.value);
+        if encrypt {
+            let mut body = Vec::with_capacity(body_len);
+            body.extend_from_slice(&self.key);
+            body.extend_from_slice(&self.value);
+            let (nonce, tag) = key.encrypt(&out, &mut body);
+            out.extend_from_slice(&nonce);
+            out.extend_from_slice(&body);
+            out.extend_from_slice(&tag);
+        } else {
+            out.extend_from_slice(&self.key);
+            out.extend_from_slice(&self.value);
+        }
         let tag = key.tag(&out);
         out.extend_from_slice(&tag);
         out
     }
 
     /// Authenticates and decodes `bytes`. `max_value_len` bounds the value.
-    pub fn open(bytes: &[u8], key: &SharedKey, max_value_len: usize) -> Result<Frame, FrameError> {
-        let max_len = HEADER_LEN + MAX_KEY_LEN + max_value_len + TAG_LEN;
+    pub fn open<K: Keys + ?Sized>(
+        bytes: &[u8],
+        keys: &K,
+        max_value_len: usize,
+    ) -> Result<Frame, FrameError> {
+        Frame::open_envelope(bytes, keys, max_value_len).map(|(frame, _)| frame)
+    }
+
+    /// [`Frame::open`], also returning what the envelope said.
+    pub fn open_envelope<K: Keys + ?Sized>(
+        bytes: &[u8],
+        keys: &K,
+        max_value_len: usize,
+    ) -> Result<(Frame, Envelope), FrameError> {
+        let max_len = max_frame_len(max_value_len);
         if bytes.len() > max_len {
             return Err(FrameError::Oversized {
                 len: bytes.len(),
@@ -127,32 +191,48 @@ impl Frame {
         if &bytes[0..4] != MAGIC || bytes[4] != FORMAT {
             return Err(FrameError::NotMemcast);
         }
-        let mut r = Reader(&bytes[6..]);
+        let mut r = Reader(&bytes[7..]);
         let key_id = r.u32();
-        if key_id != key.id() {
-            return Err(FrameError::UnknownKey(key_id));
-        }
+        let key = keys.lookup(key_id).ok_or(FrameError::UnknownKey(key_id))?;
         let (signed, tag) = bytes.split_at(bytes.len() - TAG_LEN);
         if !key.verify(signed, tag) {
             return Err(FrameError::BadTag);
         }
-        let op = Op::from_u8(bytes[5]).ok_or(FrameError::UnknownOp(bytes[5]))?;
+        let flags = bytes[5];
+        if flags & !FLAG_ENCRYPTED != 0 {
+            return Err(FrameError::UnknownFlags(flags));
+        }
+        let encrypted = flags & FLAG_ENCRYPTED != 0;
+        let op = Op::from_u8(bytes[6]).ok_or(FrameError::UnknownOp(bytes[6]))?;
         let origin = r.u64();
         let epoch = r.u64();
         let seq = r.u64();
+        let sent_ms = r.u64();
         let version = Version::decode(r.take(Version::ENCODED_LEN)).ok_or(FrameError::BadLength)?;
         let ttl = r.u32();
         let key_len = r.u16() as usize;
         let value_len = r.u32() as usize;
-        if HEADER_LEN + key_len + value_len != signed.len() {
+        let overhead = if encrypted { ENCRYPTION_OVERHEAD } else { 0 };
+        if HEADER_LEN + overhead + key_len + value_len != signed.len() {
             return Err(FrameError::BadLength);
         }
-        let body = &signed[HEADER_LEN..];
+        let (header, body) = signed.split_at(HEADER_LEN);
+        let body = if encrypted {
+            let (nonce, rest) = body.split_at(NONCE_LEN);
+            let (ciphertext, aead_tag) = rest.split_at(rest.len() - AEAD_TAG_LEN);
+            let mut plain = ciphertext.to_vec();
+            if !key.decrypt(header, nonce, &mut plain, aead_tag) {
+                return Err(FrameError::Undecryptable);
+            }
+            plain
+        } else {
+            body.to_vec()
+        };
         let (k, v) = body.split_at(key_len);
         if op != Op::Heartbeat && !crate::session_key::is_valid(k) {
             return Err(FrameError::BadKey);
         }
-        Ok(Frame {
+        let frame = Frame {
             op,
             origin,
             epoch,
@@ -161,7 +241,13 @@ impl Frame {
             ttl,
             key: k.to_vec(),
             value: v.to_vec(),
-        })
+        };
+        let envelope = Envelope {
+            key_id,
+            sent_ms,
+            encrypted,
+        };
+        Ok((frame, envelope))
     }
 }
 
@@ -194,6 +280,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shared_key::{Keyring, SharedKey};
 
     fn key(b: u8) -> SharedKey {
         SharedKey::from_secret(&[b; 32]).unwrap()
@@ -222,6 +309,81 @@ mod tests {
         let f = sample();
         let bytes = f.seal(&key(1));
         assert_eq!(Frame::open(&bytes, &key(1), 1 << 20), Ok(f));
+    }
+
+    fn encrypting(b: u8) -> Keyring {
+        Keyring::new(key(b), None, true)
+    }
+
+    #[test]
+    fn encrypted_frame_round_trips_and_hides_key_and_value() {
+        let f = sample();
+        let bytes = f.seal(&encrypting(1));
+        let (opened, env) = Frame::open_envelope(&bytes, &key(1), 1 << 20).unwrap();
+        assert_eq!(opened, f);
+        assert!(env.encrypted);
+        assert_eq!(env.key_id, key(1).id());
+        let hay = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        assert!(!hay(b"alice"), "value in clear");
+        assert!(!hay(b"sess.abc"), "session id in clear");
+        let plain = f.seal(&key(1));
+        assert!(
+            plain.windows(5).any(|w| w == b"alice"),
+            "control: plain frames carry it"
+        );
+    }
+
+    #[test]
+    fn encrypted_frame_with_a_tampered_body_is_rejected_even_when_resigned() {
+        // Someone holding the HMAC key but flipping ciphertext: the AEAD tag fails.
+        let mut bytes = sample().seal(&encrypting(1));
+        bytes.truncate(bytes.len() - TAG_LEN);
+        bytes[HEADER_LEN + NONCE_LEN + 2] ^= 0x40;
+        let tag = key(1).tag(&bytes);
+        bytes.extend_from_slice(&tag);
+        assert_eq!(
+            Frame::open(&bytes, &key(1), 1 << 20),
+            Err(FrameError::Undecryptable)
+        );
+    }
+
+    #[test]
+    fn every_truncation_of_an_encrypted_frame_is_rejected() {
+        let bytes = sample().seal(&encrypting(1));
+        for n in 0..bytes.len() {
+            assert!(
+                Frame::open(&bytes[..n], &key(1), 1 << 20).is_err(),
+                "prefix {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_keyring_opens_frames_of_its_previous_key_and_signs_with_the_new_one() {
+        let rolled = Keyring::new(key(2), Some(key(1)), false);
+        let old = sample().seal(&key(1));
+        assert_eq!(Frame::open(&old, &rolled, 1 << 20), Ok(sample()));
+        let new = sample().seal(&rolled);
+        let (_, env) = Frame::open_envelope(&new, &rolled, 1 << 20).unwrap();
+        assert_eq!(env.key_id, key(2).id());
+        assert_eq!(
+            Frame::open(&new, &key(1), 1 << 20).unwrap_err().reason(),
+            "auth",
+            "a host without the new key cannot read it"
+        );
+        let stranger = sample().seal(&key(3));
+        assert_eq!(
+            Frame::open(&stranger, &rolled, 1 << 20),
+            Err(FrameError::UnknownKey(key(3).id()))
+        );
+    }
+
+    #[test]
+    fn the_send_time_travels_in_the_envelope() {
+        let bytes = sample().seal_at(&key(1), 1_234_567);
+        let (_, env) = Frame::open_envelope(&bytes, &key(1), 1 << 20).unwrap();
+        assert_eq!(env.sent_ms, 1_234_567);
+        assert!(!env.encrypted);
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub const LOCK_WAIT_MIN: &CStr = c"memcast.lock_wait_min";
 pub const LOCK_WAIT_MAX: &CStr = c"memcast.lock_wait_max";
 pub const LOCK_RETRIES: &CStr = c"memcast.lock_retries";
 pub const LOCK_EXPIRE: &CStr = c"memcast.lock_expire";
+pub const ACCEPT_KEY_FILE: &CStr = c"memcast.accept_key_file";
+pub const ENCRYPT: &CStr = c"memcast.encrypt";
+pub const MAX_SESSION_SIZE: &CStr = c"memcast.max_session_size";
 
 pub const SETTINGS: &[IniSetting] = &[
     IniSetting {
@@ -118,6 +121,21 @@ pub const SETTINGS: &[IniSetting] = &[
         default: c"0",
         doc: "Seconds after which a lock left by a request that died is free again; 0: max_execution_time, or 30 when that is unlimited.",
     },
+    IniSetting {
+        name: ACCEPT_KEY_FILE,
+        default: c"",
+        doc: "A second key file, accepted but never used to sign: for rolling to a new key (see Key rotation). Both key files are read again when they change.",
+    },
+    IniSetting {
+        name: ENCRYPT,
+        default: c"0",
+        doc: "Encrypt the body of every frame (session id and data) with XChaCha20-Poly1305 under the cluster key. Frames are authenticated either way.",
+    },
+    IniSetting {
+        name: MAX_SESSION_SIZE,
+        default: c"4M",
+        doc: "Largest session data written, in bytes (K and M suffixes): a larger session is not stored, session_write_close() warns and returns false. Keep it at most memcached's -I and memcastd's --max-value-bytes.",
+    },
 ];
 
 /// The settings as the extension uses them.
@@ -140,6 +158,9 @@ pub struct ExtensionConfig {
     pub lock_retries: u32,
     /// Seconds; 0 until resolved against max_execution_time by the caller.
     pub lock_expire: u64,
+    pub accept_key_file: Option<PathBuf>,
+    pub encrypt: bool,
+    pub max_session_size: usize,
 }
 
 impl ExtensionConfig {
@@ -205,6 +226,23 @@ impl ExtensionConfig {
             lock_wait_max: Duration::from_millis(int(LOCK_WAIT_MAX, 1, 60_000)? as u64),
             lock_retries: int(LOCK_RETRIES, 0, 1_000_000)? as u32,
             lock_expire: int(LOCK_EXPIRE, 0, 30 * 24 * 3600)? as u64,
+            accept_key_file: non_empty(ACCEPT_KEY_FILE).map(PathBuf::from),
+            encrypt: parse_bool(&text(ENCRYPT)).ok_or_else(|| {
+                format!(
+                    "{}={:?}: expected 1/0, on/off, true/false",
+                    ENCRYPT.to_string_lossy(),
+                    text(ENCRYPT)
+                )
+            })?,
+            max_session_size: parse_size(&text(MAX_SESSION_SIZE))
+                .filter(|n| (1..=crate::frame::DEFAULT_MAX_VALUE_LEN).contains(n))
+                .ok_or_else(|| {
+                    format!(
+                        "{}={:?}: expected a size from 1 to 8M (bytes, or with a K or M suffix)",
+                        MAX_SESSION_SIZE.to_string_lossy(),
+                        text(MAX_SESSION_SIZE)
+                    )
+                })?,
         })
     }
 }
@@ -216,6 +254,17 @@ pub fn parse_bool(s: &str) -> Option<bool> {
         "" | "0" | "off" | "false" | "no" => Some(false),
         _ => None,
     }
+}
+
+/// `1048576`, `512K`, `4M` (powers of 1024, as php.ini's own sizes).
+pub fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (digits, unit) = match s.as_bytes().last()? {
+        b'k' | b'K' => (&s[..s.len() - 1], 1024),
+        b'm' | b'M' => (&s[..s.len() - 1], 1024 * 1024),
+        _ => (s, 1),
+    };
+    digits.trim().parse::<usize>().ok()?.checked_mul(unit)
 }
 
 /// `2` (seconds), `2s`, `500ms`.
@@ -272,6 +321,20 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.contains("memcast.prefix"), "{err}");
+    }
+
+    #[test]
+    fn sizes_take_k_and_m_suffixes() {
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("512K"), Some(512 << 10));
+        assert_eq!(parse_size("4m"), Some(4 << 20));
+        assert_eq!(parse_size("M"), None);
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size(""), None);
+        let cfg = ExtensionConfig::from_ini(defaults).unwrap();
+        assert_eq!(cfg.max_session_size, 4 << 20);
+        assert!(!cfg.encrypt);
+        assert_eq!(cfg.accept_key_file, None);
     }
 
     #[test]

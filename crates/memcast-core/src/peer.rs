@@ -17,7 +17,7 @@
 use std::io::{self, Read, Write};
 
 use crate::frame::Frame;
-use crate::shared_key::{SharedKey, TAG_LEN};
+use crate::shared_key::{Keys, TAG_LEN};
 
 const MAGIC: &[u8; 4] = b"MCRQ";
 const FORMAT: u8 = 1;
@@ -65,7 +65,8 @@ pub enum PeerError {
 }
 
 impl Request {
-    pub fn encode(&self, key: &SharedKey, now_ms: u64) -> [u8; REQUEST_LEN] {
+    pub fn encode<K: Keys + ?Sized>(&self, keys: &K, now_ms: u64) -> [u8; REQUEST_LEN] {
+        let key = keys.signing();
         let (kind, origin, epoch, from, to) = match *self {
             Request::Range {
                 origin,
@@ -95,9 +96,9 @@ impl Request {
         fixed
     }
 
-    pub fn decode(
+    pub fn decode<K: Keys + ?Sized>(
         bytes: &[u8; REQUEST_LEN],
-        key: &SharedKey,
+        keys: &K,
         now_ms: u64,
     ) -> Result<Request, PeerError> {
         if &bytes[0..4] != MAGIC || bytes[4] != FORMAT {
@@ -109,9 +110,7 @@ impl Request {
             u64::from_be_bytes(b)
         };
         let key_id = u32::from_be_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
-        if key_id != key.id() {
-            return Err(PeerError::UnknownKey(key_id));
-        }
+        let key = keys.lookup(key_id).ok_or(PeerError::UnknownKey(key_id))?;
         let (signed, tag) = bytes.split_at(REQUEST_LEN - TAG_LEN);
         if !key.verify(signed, tag) {
             return Err(PeerError::BadTag);
@@ -291,17 +290,19 @@ pub fn read_record(r: &mut impl Read, max_len: usize) -> Result<Record, PeerErro
 
 /// The largest record a reader should accept for frames of `max_value_len`.
 pub fn max_record_len(max_value_len: usize) -> usize {
-    crate::frame::HEADER_LEN + crate::session_key::MAX_KEY_LEN + max_value_len + TAG_LEN
+    crate::frame::max_frame_len(max_value_len)
 }
 
 /// Convenience for tests and servers: seal and write.
-pub fn send_frame(w: &mut impl Write, frame: &Frame, key: &SharedKey) -> io::Result<()> {
+pub fn send_frame<K: Keys + ?Sized>(w: &mut impl Write, frame: &Frame, key: &K) -> io::Result<()> {
     write_frame(w, &frame.seal(key))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::SharedKey;
 
     fn key(b: u8) -> SharedKey {
         SharedKey::from_secret(&[b; 32]).unwrap()

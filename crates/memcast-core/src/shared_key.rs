@@ -1,9 +1,16 @@
 //! The cluster's shared key: loaded from a key file, used to authenticate
-//! every frame with HMAC-SHA256.
+//! every frame with HMAC-SHA256 and, when encryption is on, to encrypt its
+//! body with XChaCha20-Poly1305 (a subkey derived from the same secret).
+//!
+//! A [`Keyring`] is what a host holds: the current key, which signs, and
+//! optionally one more key that is only accepted, so a cluster can roll to a
+//! new key host by host without losing a write.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
@@ -11,6 +18,10 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Length of the authentication tag at the end of every frame.
 pub const TAG_LEN: usize = 32;
+/// Length of the random nonce in front of an encrypted body.
+pub const NONCE_LEN: usize = 24;
+/// Length of the Poly1305 tag after an encrypted body.
+pub const AEAD_TAG_LEN: usize = 16;
 /// A key shorter than this is refused: HMAC-SHA256 wants 256 bits of secret.
 pub const MIN_KEY_LEN: usize = 32;
 
@@ -40,6 +51,9 @@ pub enum KeyError {
 pub struct SharedKey {
     secret: Vec<u8>,
     id: u32,
+    /// XChaCha20-Poly1305 under a subkey derived from the secret (never the
+    /// HMAC key itself).
+    cipher: XChaCha20Poly1305,
 }
 
 impl fmt::Debug for SharedKey {
@@ -118,10 +132,52 @@ impl SharedKey {
             .chain_update(secret)
             .finalize();
         let id = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+        let subkey = Sha256::new()
+            .chain_update(b"memcast encryption key\0")
+            .chain_update(secret)
+            .finalize();
         Some(SharedKey {
             secret: secret.to_vec(),
             id,
+            cipher: XChaCha20Poly1305::new(&subkey),
         })
+    }
+
+    /// Encrypts `buf` in place under a fresh random nonce, binding `aad`;
+    /// returns the nonce and the Poly1305 tag.
+    pub fn encrypt(&self, aad: &[u8], buf: &mut [u8]) -> ([u8; NONCE_LEN], [u8; AEAD_TAG_LEN]) {
+        let mut nonce = [0u8; NONCE_LEN];
+        // A 192-bit random nonce never repeats in practice; should the OS
+        // RNG fail, fall back to time and a counter rather than a constant.
+        if getrandom::fill(&mut nonce).is_err() {
+            use std::sync::atomic::{AtomicU64, Ordering};
+            static FALLBACK: AtomicU64 = AtomicU64::new(0);
+            let n = FALLBACK.fetch_add(1, Ordering::Relaxed);
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            nonce[..16].copy_from_slice(&t.to_be_bytes());
+            nonce[16..].copy_from_slice(&n.to_be_bytes());
+        }
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, buf)
+            // Only fails for buffers beyond 256 GiB.
+            .map(|t| t.into())
+            .unwrap_or([0u8; AEAD_TAG_LEN]);
+        (nonce, tag)
+    }
+
+    /// Decrypts `buf` in place; false (and `buf` unspecified) when the tag
+    /// does not match.
+    pub fn decrypt(&self, aad: &[u8], nonce: &[u8], buf: &mut [u8], tag: &[u8]) -> bool {
+        if nonce.len() != NONCE_LEN || tag.len() != AEAD_TAG_LEN {
+            return false;
+        }
+        self.cipher
+            .decrypt_in_place_detached(XNonce::from_slice(nonce), aad, buf, tag.into())
+            .is_ok()
     }
 
     pub fn id(&self) -> u32 {
@@ -144,6 +200,75 @@ impl SharedKey {
     fn mac(&self) -> HmacSha256 {
         // HMAC takes keys of any length; this cannot fail.
         <HmacSha256 as Mac>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!())
+    }
+}
+
+/// The keys a host signs, checks and (optionally) encrypts frames with.
+pub trait Keys {
+    /// The key new frames are signed with.
+    fn signing(&self) -> &SharedKey;
+    /// The key with this id, if this host accepts it.
+    fn lookup(&self, id: u32) -> Option<&SharedKey>;
+    /// Whether new frames have their bodies encrypted.
+    fn encrypts(&self) -> bool;
+}
+
+/// One key alone: signs, is the only key accepted, does not encrypt.
+impl Keys for SharedKey {
+    fn signing(&self) -> &SharedKey {
+        self
+    }
+    fn lookup(&self, id: u32) -> Option<&SharedKey> {
+        (id == self.id).then_some(self)
+    }
+    fn encrypts(&self) -> bool {
+        false
+    }
+}
+
+/// The current key, one more accepted key (key rotation), and whether to
+/// encrypt. Frames under either key are accepted, encrypted or not: both
+/// kinds are authenticated, and a cluster switches encryption on host by
+/// host like a key.
+#[derive(Clone, Debug)]
+pub struct Keyring {
+    current: SharedKey,
+    accepted: Option<SharedKey>,
+    encrypt: bool,
+}
+
+impl Keyring {
+    pub fn new(current: SharedKey, accepted: Option<SharedKey>, encrypt: bool) -> Keyring {
+        // The same key given twice is simply the current key.
+        let accepted = accepted.filter(|a| a.id != current.id);
+        Keyring {
+            current,
+            accepted,
+            encrypt,
+        }
+    }
+
+    /// The ids of the keys accepted, the current one first.
+    pub fn ids(&self) -> Vec<u32> {
+        std::iter::once(self.current.id)
+            .chain(self.accepted.as_ref().map(|k| k.id))
+            .collect()
+    }
+}
+
+impl Keys for Keyring {
+    fn signing(&self) -> &SharedKey {
+        &self.current
+    }
+    fn lookup(&self, id: u32) -> Option<&SharedKey> {
+        if id == self.current.id {
+            Some(&self.current)
+        } else {
+            self.accepted.as_ref().filter(|k| k.id == id)
+        }
+    }
+    fn encrypts(&self) -> bool {
+        self.encrypt
     }
 }
 
@@ -204,6 +329,47 @@ mod tests {
         assert_eq!(base64(b"any carnal pleas"), "YW55IGNhcm5hbCBwbGVhcw==");
         assert_eq!(base64(b"any carnal pleasu"), "YW55IGNhcm5hbCBwbGVhc3U=");
         assert_eq!(base64(b"any carnal pleasur"), "YW55IGNhcm5hbCBwbGVhc3Vy");
+    }
+
+    #[test]
+    fn encryption_round_trips_and_rejects_tampering() {
+        let a = SharedKey::from_secret(&[1u8; 32]).unwrap();
+        let b = SharedKey::from_secret(&[2u8; 32]).unwrap();
+        let mut buf = b"user|s:5:\"alice\";".to_vec();
+        let (nonce, tag) = a.encrypt(b"header", &mut buf);
+        assert_ne!(&buf[..], b"user|s:5:\"alice\";", "not encrypted");
+        let sealed = buf.clone();
+        assert!(a.decrypt(b"header", &nonce, &mut buf, &tag));
+        assert_eq!(&buf[..], b"user|s:5:\"alice\";");
+        let mut other = sealed.clone();
+        assert!(!b.decrypt(b"header", &nonce, &mut other, &tag), "wrong key");
+        let mut other = sealed.clone();
+        assert!(!a.decrypt(b"headex", &nonce, &mut other, &tag), "wrong aad");
+        let mut other = sealed.clone();
+        other[0] ^= 1;
+        assert!(
+            !a.decrypt(b"header", &nonce, &mut other, &tag),
+            "flipped bit"
+        );
+        let (nonce2, _) = a.encrypt(b"header", &mut b"x".to_vec());
+        assert_ne!(nonce, nonce2, "nonces repeat");
+    }
+
+    #[test]
+    fn keyring_accepts_current_and_previous_and_signs_with_current() {
+        let a = SharedKey::from_secret(&[1u8; 32]).unwrap();
+        let b = SharedKey::from_secret(&[2u8; 32]).unwrap();
+        let c = SharedKey::from_secret(&[3u8; 32]).unwrap();
+        let ring = Keyring::new(b.clone(), Some(a.clone()), true);
+        assert_eq!(ring.signing().id(), b.id());
+        assert!(ring.lookup(a.id()).is_some());
+        assert!(ring.lookup(b.id()).is_some());
+        assert!(ring.lookup(c.id()).is_none());
+        assert_eq!(ring.ids(), vec![b.id(), a.id()]);
+        assert_eq!(
+            Keyring::new(a.clone(), Some(a.clone()), false).ids(),
+            vec![a.id()]
+        );
     }
 
     #[test]

@@ -68,6 +68,35 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
 
+    /// A second key file whose key is accepted (frames, peer requests) but
+    /// never used to sign: how a cluster rolls to a new key without losing
+    /// writes. Both files are read again on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub accept_key_file: Option<PathBuf>,
+
+    /// Encrypt the body (session id and data) of every frame this daemon
+    /// seals (relayed, repaired, snapshots) with XChaCha20-Poly1305
+    /// [default: false]. Frames are authenticated either way; encrypted and
+    /// plain frames are both accepted.
+    #[arg(long, value_name = "BOOL")]
+    pub encrypt: Option<bool>,
+
+    /// Frames from the group sealed longer ago than this (by the sender's
+    /// clock) are dropped as replays [default: 60000]. Keep above the worst
+    /// clock skew between hosts.
+    #[arg(long, value_name = "MS")]
+    pub max_frame_age_ms: Option<u64>,
+
+    /// How many (origin, epoch) pairs replay and gap tracking keep; beyond
+    /// it the longest-silent is forgotten [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_origins: Option<usize>,
+
+    /// Frames whose memcached key is longer are dropped [default: 250,
+    /// memcached's own limit, which is also the most allowed].
+    #[arg(long, value_name = "BYTES")]
+    pub max_key_length: Option<usize>,
+
     /// Take this host's PHP frames at ENDPOINT (ipc:///run/memcast/publish.sock
     /// or tcp://127.0.0.1:PORT, matching memcast.publish) and send them to
     /// the group (--publish) as the host's one long-lived sender, with a
@@ -189,6 +218,11 @@ pub struct FileSettings {
     #[serde(default)]
     pub subscribe: Vec<String>,
     pub key_file: Option<PathBuf>,
+    pub accept_key_file: Option<PathBuf>,
+    pub encrypt: Option<bool>,
+    pub max_frame_age_ms: Option<u64>,
+    pub max_origins: Option<usize>,
+    pub max_key_length: Option<usize>,
     pub relay: Option<String>,
     pub publish: Option<String>,
     pub listen: Option<String>,
@@ -222,6 +256,11 @@ pub struct Settings {
     pub memcached: String,
     pub subscribe: Vec<String>,
     pub key_file: PathBuf,
+    pub accept_key_file: Option<PathBuf>,
+    pub encrypt: bool,
+    pub max_frame_age_ms: u64,
+    pub max_origins: usize,
+    pub max_key_length: usize,
     pub relay: Option<String>,
     pub publish: Option<String>,
     pub listen: Option<String>,
@@ -343,10 +382,33 @@ impl Settings {
             .resync_on_start
             .or(file.resync_on_start)
             .unwrap_or(!peers.is_empty());
+        let max_key_length = cli
+            .max_key_length
+            .or(file.max_key_length)
+            .unwrap_or(memcast_core::session_key::MAX_KEY_LEN);
+        if max_key_length == 0 || max_key_length > memcast_core::session_key::MAX_KEY_LEN {
+            return Err(invalid(format!(
+                "--max-key-length {max_key_length}: must be 1 to {} (memcached's limit)",
+                memcast_core::session_key::MAX_KEY_LEN
+            )));
+        }
         Ok(Settings {
             memcached,
             subscribe,
             key_file,
+            accept_key_file: cli.accept_key_file.or(file.accept_key_file),
+            encrypt: cli.encrypt.or(file.encrypt).unwrap_or(false),
+            max_frame_age_ms: cli
+                .max_frame_age_ms
+                .or(file.max_frame_age_ms)
+                .unwrap_or(60_000)
+                .max(1000),
+            max_origins: cli
+                .max_origins
+                .or(file.max_origins)
+                .unwrap_or(10_000)
+                .max(16),
+            max_key_length,
             relay,
             publish,
             listen,

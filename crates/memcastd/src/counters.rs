@@ -51,7 +51,11 @@ counters! {
     memcached_errors: "Errors talking to memcached.",
     dropped_auth: "Frames dropped: not signed with the cluster key.",
     dropped_decode: "Frames dropped: malformed.",
-    dropped_size: "Frames dropped: over --max-value-bytes.",
+    dropped_size: "Frames dropped: over --max-value-bytes or --max-key-length.",
+    dropped_replay: "Frames dropped: replays (sequence number seen, outside the window, old epoch, or sealed longer ago than --max-frame-age-ms).",
+    received_unencrypted: "Authenticated frames that came unencrypted while this host encrypts.",
+    key_reloads: "Key files reloaded (SIGHUP).",
+    origins_evicted: "Origins forgotten early because --max-origins were tracked.",
     dropped_store: "Frames memcached refused (too large, out of memory).",
     dropped_backlog: "Frames dropped: memcached down and the backlog full.",
     dropped_relay: "Frames from PHP the relay could not send on.",
@@ -73,6 +77,7 @@ impl Counters {
         match reason {
             "auth" => &self.dropped_auth,
             "size" => &self.dropped_size,
+            "replay" => &self.dropped_replay,
             _ => &self.dropped_decode,
         }
     }

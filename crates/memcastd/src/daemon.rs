@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 use memcast_bus::{Publisher, Source, Subscriber};
 use memcast_core::replica::{apply_frame, Outcome, WARM_SENTINEL};
 use memcast_core::{
-    unix_millis, Frame, Memcached, Op, Origin, ServerAddr, SharedKey, StoreError, Version,
+    unix_millis, Frame, Keys, Memcached, Op, Origin, ServerAddr, StoreError, Version,
 };
 use parking_lot::Mutex;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Settings;
 use crate::counters::Counters;
+use crate::keys::{describe, KeyStore};
 use crate::origins::{Missing, Origins};
 use crate::peer_server::PeerServer;
 use crate::repair::{Job, RepairWorker};
@@ -46,7 +47,7 @@ struct Relay {
 
 pub struct Daemon {
     settings: Settings,
-    key: SharedKey,
+    keys: Arc<KeyStore>,
     memcached: Memcached,
     counters: Arc<Counters>,
     origins: Origins,
@@ -62,14 +63,14 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn new(settings: Settings, key: SharedKey) -> Result<Daemon, String> {
+    pub fn new(settings: Settings, keys: KeyStore) -> Result<Daemon, String> {
         let addr =
             ServerAddr::parse(&settings.memcached).map_err(|e| format!("--memcached: {e}"))?;
         Ok(Daemon {
             memcached: Memcached::new(addr, settings.timeouts()),
-            origins: Origins::new(unix_millis()),
+            origins: Origins::new(unix_millis(), settings.max_origins),
+            keys: Arc::new(keys),
             settings,
-            key,
             counters: Arc::new(Counters::default()),
             backlog: VecDeque::new(),
             memcached_down_since: None,
@@ -82,8 +83,9 @@ impl Daemon {
         })
     }
 
-    /// Runs until `stop` is set (SIGTERM, SIGINT).
-    pub fn run(&mut self, stop: Arc<AtomicBool>) -> Result<(), String> {
+    /// Runs until `stop` is set (SIGTERM, SIGINT); reloads the key files
+    /// whenever `reload` is set (SIGHUP).
+    pub fn run(&mut self, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> Result<(), String> {
         let s = self.settings.clone();
         let mut subscriber =
             Subscriber::connect(&s.subscribe, &s.bus).map_err(|e| e.to_string())?;
@@ -113,7 +115,7 @@ impl Daemon {
         }
         if let Some(listen) = &s.listen {
             let server = PeerServer {
-                key: self.key.clone(),
+                keys: Arc::clone(&self.keys),
                 memcached: self.memcached.addr().clone(),
                 timeouts: s.timeouts(),
                 ring: self.relay.as_ref().map(|r| Arc::clone(&r.ring)),
@@ -127,7 +129,7 @@ impl Daemon {
                 .map_err(|e| format!("--listen {listen}: {e}"))?;
         }
         let repairs = RepairWorker {
-            key: self.key.clone(),
+            keys: Arc::clone(&self.keys),
             memcached: self.memcached.addr().clone(),
             timeouts: s.timeouts(),
             peers: s.peers.clone(),
@@ -162,8 +164,8 @@ impl Daemon {
             publish = ?s.publish,
             listen = ?s.listen,
             peers = ?s.peers,
-            key_id = format!("{:08x}", self.key.id()),
-            "memcastd started"
+            "memcastd started, {}",
+            describe(&self.keys.get())
         );
         match self.memcached.stats() {
             Ok(_) => info!(memcached = %s.memcached, "memcached reachable"),
@@ -191,6 +193,9 @@ impl Daemon {
                     error!("receiving: {e}");
                     std::thread::sleep(Duration::from_millis(100));
                 }
+            }
+            if reload.swap(false, Ordering::Relaxed) {
+                self.reload_keys();
             }
             let now = Instant::now();
             if self.relay.as_ref().is_some_and(|r| now >= r.next_heartbeat) {
@@ -241,7 +246,7 @@ impl Daemon {
     /// epoch, next sequence number), kept for repairs, sent to the group.
     /// Its write version is PHP's, untouched.
     fn handle_relay(&mut self, bytes: &[u8]) {
-        let mut frame = match Frame::open(bytes, &self.key, self.settings.max_value_bytes) {
+        let mut frame = match Frame::open(bytes, &*self.keys.get(), self.settings.max_value_bytes) {
             Ok(f) => f,
             Err(e) => {
                 Counters::inc(self.counters.dropped(e.reason()));
@@ -258,7 +263,7 @@ impl Daemon {
         frame.origin = relay.origin.id;
         frame.epoch = relay.origin.epoch;
         frame.seq = relay.origin.next_seq();
-        let sealed = frame.seal(&self.key);
+        let sealed = frame.seal(&*self.keys.get());
         let sent = relay.publisher.send(&sealed);
         // Kept even when the send failed: a peer that notices the gap repairs it.
         relay.ring.lock().push(frame.seq, sealed);
@@ -289,15 +294,18 @@ impl Daemon {
             key: Vec::new(),
             value: relay.advertise.as_bytes().to_vec(),
         };
-        if relay.publisher.send(&frame.seal(&self.key)).is_ok() {
+        if relay.publisher.send(&frame.seal(&*self.keys.get())).is_ok() {
             Counters::inc(&self.counters.heartbeats_sent);
         }
     }
 
-    /// One datagram from the group.
+    /// One datagram from the group: authenticated and decrypted, checked
+    /// against replays (too old by its send time, or a sequence number
+    /// already seen), then applied.
     fn handle_group(&mut self, bytes: &[u8]) {
         Counters::inc(&self.counters.received);
-        let frame = match Frame::open(bytes, &self.key, self.settings.max_value_bytes) {
+        let opened = Frame::open_envelope(bytes, &*self.keys.get(), self.settings.max_value_bytes);
+        let (frame, envelope) = match opened {
             Ok(f) => f,
             Err(e) => {
                 let reason = e.reason();
@@ -306,9 +314,54 @@ impl Daemon {
                 return;
             }
         };
+        if frame.key.len() > self.settings.max_key_length {
+            Counters::inc(&self.counters.dropped_size);
+            self.warn_rate_limited(
+                "size",
+                &format!(
+                    "dropped a frame (size): key of {} bytes is over --max-key-length {}",
+                    frame.key.len(),
+                    self.settings.max_key_length
+                ),
+            );
+            return;
+        }
+        let age = unix_millis().abs_diff(envelope.sent_ms);
+        if age > self.settings.max_frame_age_ms {
+            Counters::inc(&self.counters.dropped_replay);
+            self.warn_rate_limited(
+                "replay-age",
+                &format!(
+                    "dropped a frame (replay): sealed {age} ms away from this host's clock, over --max-frame-age-ms {} (origin {:016x})",
+                    self.settings.max_frame_age_ms, frame.origin
+                ),
+            );
+            return;
+        }
+        if let Err(replay) = self.origins.admit(&frame) {
+            Counters::inc(&self.counters.dropped_replay);
+            self.warn_rate_limited(
+                "replay",
+                &format!(
+                    "dropped a frame (replay): {replay} (origin {:016x} epoch {} seq {})",
+                    frame.origin, frame.epoch, frame.seq
+                ),
+            );
+            return;
+        }
+        if !envelope.encrypted && self.keys.get().encrypts() {
+            Counters::inc(&self.counters.received_unencrypted);
+            self.warn_rate_limited(
+                "plaintext",
+                &format!("origin {:016x} sends unencrypted frames while this host encrypts: switch encryption on there too", frame.origin),
+            );
+        }
         if let Some(missing) = self.origins.observe(&frame) {
             self.report_gap(missing);
         }
+        self.counters
+            .origins_evicted
+            .store(self.origins.evicted(), Ordering::Relaxed);
         if let Some(addr) = self.origins.newly_started_relay(&frame) {
             if let Some(tx) = &self.repairs {
                 let _ = tx.send(Job::PullFrom(addr));
@@ -448,6 +501,20 @@ impl Daemon {
             if let Err(frame) = self.apply(frame) {
                 self.backlog.push_front(frame);
                 return;
+            }
+        }
+    }
+
+    /// SIGHUP: read the key files again (rotation); keep the old keys if
+    /// the new ones cannot be read.
+    fn reload_keys(&mut self) {
+        match self.keys.reload() {
+            Ok(ring) => {
+                Counters::inc(&self.counters.key_reloads);
+                info!("reloaded keys: {}", describe(&ring));
+            }
+            Err(e) => {
+                error!("reloading keys failed, keeping the keys in use: {e}");
             }
         }
     }

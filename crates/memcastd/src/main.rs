@@ -12,6 +12,7 @@
 mod config;
 mod counters;
 mod daemon;
+mod keys;
 mod origins;
 mod peer_server;
 mod repair;
@@ -65,21 +66,31 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     init_logging(&settings.log_level);
-    let key = match SharedKey::from_private_file(&settings.key_file) {
+    let keys = match keys::KeyStore::load(
+        settings.key_file.clone(),
+        settings.accept_key_file.clone(),
+        settings.encrypt,
+    ) {
         Ok(k) => k,
-        Err(e) => return fail(&e.to_string()),
+        Err(e) => return fail(&e),
     };
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {
+    let reload = Arc::new(AtomicBool::new(false));
+    let signals = [
+        (signal_hook::consts::SIGTERM, &stop),
+        (signal_hook::consts::SIGINT, &stop),
+        (signal_hook::consts::SIGHUP, &reload),
+    ];
+    for (sig, flag) in signals {
+        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
             return fail(&format!("cannot handle signal {sig}: {e}"));
         }
     }
-    let mut daemon = match daemon::Daemon::new(settings, key) {
+    let mut daemon = match daemon::Daemon::new(settings, keys) {
         Ok(d) => d,
         Err(e) => return fail(&e),
     };
-    match daemon.run(stop) {
+    match daemon.run(stop, reload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }

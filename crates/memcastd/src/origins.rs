@@ -1,10 +1,48 @@
-//! Gap detection: the last sequence number seen per (origin, epoch), the
-//! origin's repair address from its heartbeats, and the ranges it missed.
+//! Gap detection and replay protection: the sequence numbers seen per
+//! (origin, epoch), the origin's repair address from its heartbeats, and the
+//! ranges it missed.
+//!
+//! Replays: a frame whose sequence number was already accepted for its
+//! (origin, epoch), or fell out of the window of the last [`WINDOW`] numbers,
+//! is a replay; so is a frame of an epoch older than the origin's newest one
+//! once [`EPOCH_GRACE`] has passed since the newest appeared. (The receive loop
+//! also drops frames sealed longer ago than `--max-frame-age-ms`, which covers
+//! origins this table has forgotten or never saw.) The table holds at most
+//! `max` origins: a flood of invented origins evicts the longest-silent ones
+//! instead of growing memory.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use memcast_core::{Frame, Op};
+
+/// Sequence numbers below the highest one accepted that may still arrive
+/// (late, out of order) once each.
+pub const WINDOW: u64 = 128;
+/// Frames of an origin's older epoch are accepted this long after its newer
+/// epoch first appeared (what was in flight when it restarted).
+pub const EPOCH_GRACE: Duration = Duration::from_secs(10);
+
+/// Why [`Origins::observe`] refused a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replay {
+    /// This sequence number of this (origin, epoch) was already accepted.
+    Duplicate,
+    /// Older than the window of sequence numbers still accepted.
+    BelowWindow,
+    /// An epoch the origin has since replaced.
+    OldEpoch,
+}
+
+impl std::fmt::Display for Replay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Replay::Duplicate => "sequence number already received",
+            Replay::BelowWindow => "sequence number below the replay window",
+            Replay::OldEpoch => "epoch older than the origin's current one",
+        })
+    }
+}
 
 /// A run of frames an origin sent that this host never received.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +58,10 @@ pub struct Missing {
 #[derive(Debug)]
 struct OriginState {
     last_seq: u64,
+    /// Highest sequence number accepted (0: none yet), and which of the
+    /// [`WINDOW`] numbers up to it were (bit i: `high - i`).
+    high: u64,
+    window: u128,
     repair_addr: Option<String>,
     seen: Instant,
     /// Whether [`Origins::newly_started_relay`] already reported it.
@@ -32,17 +74,77 @@ struct OriginState {
 #[derive(Debug)]
 pub struct Origins {
     map: HashMap<(u64, u64), OriginState>,
+    /// Each origin's newest epoch and when it first appeared.
+    newest_epoch: HashMap<u64, (u64, Instant)>,
     /// Epochs (origin start times, ms) after this one began after we did, so
     /// their first frames were meant for us too.
     started_ms: u64,
+    max: usize,
+    evicted: u64,
 }
 
 impl Origins {
-    pub fn new(started_ms: u64) -> Origins {
+    pub fn new(started_ms: u64, max: usize) -> Origins {
         Origins {
             map: HashMap::new(),
+            newest_epoch: HashMap::new(),
             started_ms,
+            max: max.max(1),
+            evicted: 0,
         }
+    }
+
+    /// Origins evicted because the table was full.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Replay check for one frame: a data frame's sequence number must be
+    /// new for its (origin, epoch); an epoch older than the origin's newest
+    /// is refused after [`EPOCH_GRACE`]. Heartbeats repeat the last sequence
+    /// number, so only their epoch is checked. Accepted frames are recorded;
+    /// then call [`Origins::observe`].
+    pub fn admit(&mut self, frame: &Frame) -> Result<(), Replay> {
+        let now = Instant::now();
+        if self.newest_epoch.len() > 2 * self.max {
+            let map = &self.map;
+            self.newest_epoch
+                .retain(|origin, (epoch, _)| map.contains_key(&(*origin, *epoch)));
+        }
+        let newest = self
+            .newest_epoch
+            .entry(frame.origin)
+            .or_insert((frame.epoch, now));
+        if frame.epoch > newest.0 {
+            *newest = (frame.epoch, now);
+        } else if frame.epoch < newest.0 && newest.1.elapsed() > EPOCH_GRACE {
+            return Err(Replay::OldEpoch);
+        }
+        if frame.op == Op::Heartbeat {
+            return Ok(());
+        }
+        let Some(state) = self.map.get_mut(&(frame.origin, frame.epoch)) else {
+            return Ok(()); // first frame: observe() creates the state
+        };
+        if state.high == 0 || frame.seq > state.high {
+            let shift = frame.seq - state.high;
+            state.window = if state.high == 0 || shift >= 128 {
+                0
+            } else {
+                state.window << shift
+            } | 1;
+            state.high = frame.seq;
+            return Ok(());
+        }
+        let back = state.high - frame.seq;
+        if back >= WINDOW {
+            return Err(Replay::BelowWindow);
+        }
+        if state.window & (1u128 << back) != 0 {
+            return Err(Replay::Duplicate);
+        }
+        state.window |= 1u128 << back;
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -61,22 +163,26 @@ impl Origins {
             frame.seq.saturating_sub(1)
         };
         let started_ms = self.started_ms;
-        let state = self
-            .map
-            .entry((frame.origin, frame.epoch))
-            .or_insert_with(|| OriginState {
-                // An origin that started after us sent us everything from 1; one
-                // that started before we did is covered by our startup resync.
-                last_seq: if frame.epoch >= started_ms {
-                    0
-                } else {
-                    covered
-                },
-                repair_addr: None,
-                seen: Instant::now(),
-                announced: false,
-                unaddressed: None,
-            });
+        let id = (frame.origin, frame.epoch);
+        if !self.map.contains_key(&id) && self.map.len() >= self.max {
+            self.evict_one();
+        }
+        let data = frame.op != Op::Heartbeat;
+        let state = self.map.entry(id).or_insert_with(|| OriginState {
+            high: if data { frame.seq } else { 0 },
+            window: u128::from(data),
+            // An origin that started after us sent us everything from 1; one
+            // that started before we did is covered by our startup resync.
+            last_seq: if frame.epoch >= started_ms {
+                0
+            } else {
+                covered
+            },
+            repair_addr: None,
+            seen: Instant::now(),
+            announced: false,
+            unaddressed: None,
+        });
         state.seen = Instant::now();
         if heartbeat {
             let addr = String::from_utf8_lossy(&frame.value).into_owned();
@@ -152,6 +258,29 @@ impl Origins {
     /// publishing directly are many), so memory stays bounded.
     pub fn forget_idle(&mut self, idle: Duration) {
         self.map.retain(|_, s| s.seen.elapsed() < idle);
+        let map = &self.map;
+        self.newest_epoch
+            .retain(|origin, (epoch, _)| map.contains_key(&(*origin, *epoch)));
+    }
+
+    /// Makes room: drops the (origin, epoch) silent for longest.
+    fn evict_one(&mut self) {
+        let oldest = self
+            .map
+            .iter()
+            .min_by_key(|(_, s)| s.seen)
+            .map(|(id, _)| *id);
+        if let Some(id) = oldest {
+            self.map.remove(&id);
+            if self
+                .newest_epoch
+                .get(&id.0)
+                .is_some_and(|(e, _)| *e == id.1)
+            {
+                self.newest_epoch.remove(&id.0);
+            }
+            self.evicted += 1;
+        }
     }
 }
 
@@ -179,7 +308,7 @@ mod tests {
 
     #[test]
     fn skipped_sequence_numbers_are_missing() {
-        let mut o = Origins::new(0);
+        let mut o = Origins::new(0, 100);
         o.observe(&frame(Op::Heartbeat, 5, 0));
         assert_eq!(o.observe(&frame(Op::Set, 5, 1)), None);
         assert_eq!(o.observe(&frame(Op::Set, 5, 2)), None);
@@ -190,7 +319,7 @@ mod tests {
 
     #[test]
     fn heartbeat_reveals_a_lost_tail_and_the_repair_address() {
-        let mut o = Origins::new(0);
+        let mut o = Origins::new(0, 100);
         o.observe(&frame(Op::Set, 5, 1));
         let m = o.observe(&frame(Op::Heartbeat, 5, 3)).unwrap();
         assert_eq!((m.from, m.to), (2, 3));
@@ -200,7 +329,7 @@ mod tests {
 
     #[test]
     fn a_gap_seen_before_any_heartbeat_waits_for_the_repair_address() {
-        let mut o = Origins::new(0);
+        let mut o = Origins::new(0, 100);
         o.observe(&frame(Op::Set, 5, 1));
         assert_eq!(
             o.observe(&frame(Op::Set, 5, 4)),
@@ -218,7 +347,7 @@ mod tests {
 
     #[test]
     fn a_gap_from_an_origin_without_heartbeats_goes_to_resync_after_the_wait() {
-        let mut o = Origins::new(0);
+        let mut o = Origins::new(0, 100);
         o.observe(&frame(Op::Set, 5, 1));
         o.observe(&frame(Op::Set, 5, 3));
         assert!(o.unaddressed_since(Duration::from_secs(60)).is_empty());
@@ -230,7 +359,7 @@ mod tests {
 
     #[test]
     fn first_frames_of_an_origin_started_after_us_count_when_lost() {
-        let mut o = Origins::new(100);
+        let mut o = Origins::new(100, 100);
         assert_eq!(o.observe(&frame(Op::Set, 200, 4)), None);
         let m = o.observe(&frame(Op::Heartbeat, 200, 4)).unwrap();
         assert_eq!((m.from, m.to), (1, 3));
@@ -238,14 +367,14 @@ mod tests {
 
     #[test]
     fn origin_older_than_us_is_not_a_gap_on_first_sight() {
-        let mut o = Origins::new(100);
+        let mut o = Origins::new(100, 100);
         assert_eq!(o.observe(&frame(Op::Set, 50, 40)), None);
         assert_eq!(o.observe(&frame(Op::Heartbeat, 50, 40)), None);
     }
 
     #[test]
     fn a_relay_started_after_us_is_announced_once() {
-        let mut o = Origins::new(100);
+        let mut o = Origins::new(100, 100);
         let hb = frame(Op::Heartbeat, 200, 0);
         o.observe(&hb);
         assert_eq!(o.newly_started_relay(&hb).as_deref(), Some("10.0.0.1:7711"));
@@ -257,8 +386,68 @@ mod tests {
     }
 
     #[test]
+    fn a_sequence_number_is_accepted_once() {
+        let mut o = Origins::new(0, 100);
+        for seq in [1, 2, 3] {
+            let f = frame(Op::Set, 5, seq);
+            assert_eq!(o.admit(&f), Ok(()));
+            o.observe(&f);
+        }
+        assert_eq!(o.admit(&frame(Op::Set, 5, 2)), Err(Replay::Duplicate));
+        assert_eq!(o.admit(&frame(Op::Set, 5, 3)), Err(Replay::Duplicate));
+        // A late frame inside the window is still accepted, once.
+        assert_eq!(o.admit(&frame(Op::Set, 5, 10)), Ok(()));
+        assert_eq!(o.admit(&frame(Op::Set, 5, 7)), Ok(()));
+        assert_eq!(o.admit(&frame(Op::Set, 5, 7)), Err(Replay::Duplicate));
+        assert_eq!(o.admit(&frame(Op::Set, 5, 10 + WINDOW)), Ok(()));
+        assert_eq!(o.admit(&frame(Op::Set, 5, 9)), Err(Replay::BelowWindow));
+        // Heartbeats repeat the last number: not replays.
+        assert_eq!(o.admit(&frame(Op::Heartbeat, 5, 10 + WINDOW)), Ok(()));
+        assert_eq!(o.admit(&frame(Op::Heartbeat, 5, 10 + WINDOW)), Ok(()));
+    }
+
+    #[test]
+    fn a_big_jump_clears_the_window() {
+        let mut o = Origins::new(0, 100);
+        let f = frame(Op::Set, 5, 1);
+        o.admit(&f).unwrap();
+        o.observe(&f);
+        assert_eq!(o.admit(&frame(Op::Set, 5, 1000)), Ok(()));
+        assert_eq!(o.admit(&frame(Op::Set, 5, 999)), Ok(()));
+        assert_eq!(o.admit(&frame(Op::Set, 5, 1000)), Err(Replay::Duplicate));
+    }
+
+    #[test]
+    fn an_older_epoch_is_refused_after_the_grace_period() {
+        let mut o = Origins::new(0, 100);
+        o.admit(&frame(Op::Set, 5, 1)).unwrap();
+        o.admit(&frame(Op::Set, 6, 1)).unwrap();
+        assert_eq!(o.admit(&frame(Op::Set, 5, 2)), Ok(()), "within the grace");
+        // Pretend the newer epoch appeared long ago.
+        o.newest_epoch
+            .insert(1, (6, Instant::now() - EPOCH_GRACE * 2));
+        assert_eq!(o.admit(&frame(Op::Set, 5, 3)), Err(Replay::OldEpoch));
+        assert_eq!(o.admit(&frame(Op::Heartbeat, 5, 3)), Err(Replay::OldEpoch));
+        assert_eq!(o.admit(&frame(Op::Set, 6, 2)), Ok(()));
+    }
+
+    #[test]
+    fn the_table_stays_bounded_when_origins_are_invented() {
+        let mut o = Origins::new(0, 10);
+        for origin in 0..1000u64 {
+            let mut f = frame(Op::Set, 5, 1);
+            f.origin = origin;
+            o.admit(&f).unwrap();
+            o.observe(&f);
+        }
+        assert_eq!(o.len(), 10);
+        assert_eq!(o.evicted(), 990);
+        assert!(o.newest_epoch.len() <= 10 + 1);
+    }
+
+    #[test]
     fn new_epoch_and_duplicates_are_not_gaps() {
-        let mut o = Origins::new(0);
+        let mut o = Origins::new(0, 100);
         o.observe(&frame(Op::Set, 5, 1));
         o.observe(&frame(Op::Set, 5, 2));
         assert_eq!(o.observe(&frame(Op::Set, 6, 1)), None);

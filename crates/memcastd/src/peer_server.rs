@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use memcast_core::peer::{self, bucket_of, Digests, Request, REQUEST_LEN};
 use memcast_core::replica::{self, frame_for_stored};
-use memcast_core::{unix_millis, ServerAddr, SharedKey, Timeouts};
+use memcast_core::{unix_millis, ServerAddr, Timeouts};
 use parking_lot::Mutex;
 use tracing::{debug, info, warn};
 
 use crate::counters::Counters;
+use crate::keys::KeyStore;
 use crate::ring::{Gone, ReplayRing};
 
 /// Peers served at once; more wait in the listen backlog.
@@ -22,7 +23,7 @@ const MAX_CONNECTIONS: usize = 8;
 
 #[derive(Clone)]
 pub struct PeerServer {
-    pub key: SharedKey,
+    pub keys: Arc<KeyStore>,
     pub memcached: ServerAddr,
     pub timeouts: Timeouts,
     pub ring: Option<Arc<Mutex<ReplayRing>>>,
@@ -78,7 +79,7 @@ impl PeerServer {
             .map_err(|e| e.to_string())?;
         let mut buf = [0u8; REQUEST_LEN];
         conn.read_exact(&mut buf).map_err(|e| e.to_string())?;
-        let request = match Request::decode(&buf, &self.key, unix_millis()) {
+        let request = match Request::decode(&buf, &*self.keys.get(), unix_millis()) {
             Ok(r) => r,
             Err(e) => {
                 warn!(peer = ?conn.peer_addr().ok(), "refused a peer request: {e}");
@@ -146,7 +147,7 @@ impl PeerServer {
         let started = std::time::Instant::now();
         replica::scan(&self.memcached, self.timeouts, keep, |key, raw, ttl| {
             if let Some(frame) = frame_for_stored(key, raw, ttl, self.origin, self.epoch) {
-                let sealed = frame.seal(&self.key);
+                let sealed = frame.seal(&*self.keys.get());
                 peer::write_frame(&mut *out, &sealed)?;
                 sent += 1;
                 bytes += sealed.len() as u64 + 4;
@@ -193,7 +194,7 @@ impl PeerServer {
             key: Vec::new(),
             value: digests.encode(),
         };
-        peer::write_frame(out, &frame.seal(&self.key))?;
+        peer::write_frame(out, &frame.seal(&*self.keys.get()))?;
         peer::write_end(out)
     }
 }

@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use memcast_core::peer::{self, Digests, Record, Request};
 use memcast_core::replica::{apply_frame, Outcome, WARM_SENTINEL};
-use memcast_core::{unix_millis, Frame, Memcached, ServerAddr, SharedKey, Timeouts};
+use memcast_core::{unix_millis, Frame, Memcached, ServerAddr, Timeouts};
 use tracing::{debug, info, warn};
 
 use crate::counters::Counters;
+use crate::keys::KeyStore;
 use crate::origins::Missing;
 use crate::peer_server::local_digests;
 
@@ -47,7 +48,7 @@ pub enum Job {
 }
 
 pub struct RepairWorker {
-    pub key: SharedKey,
+    pub keys: Arc<KeyStore>,
     pub memcached: ServerAddr,
     pub timeouts: Timeouts,
     pub peers: Vec<String>,
@@ -295,7 +296,7 @@ impl RepairWorker {
         let max = peer::max_record_len(self.max_value_bytes);
         match peer::read_record(&mut reader, max).map_err(|e| format!("{addr}: {e}"))? {
             Record::Frame(bytes) => {
-                let frame = Frame::open(&bytes, &self.key, self.max_value_bytes)
+                let frame = Frame::open(&bytes, &*self.keys.get(), self.max_value_bytes)
                     .map_err(|e| format!("{addr}: {e}"))?;
                 Digests::decode(&frame.value)
                     .ok_or_else(|| format!("{addr}: malformed digest table"))
@@ -315,7 +316,7 @@ impl RepairWorker {
             .map_err(|e| format!("{addr}: {e}"))?;
         conn.set_read_timeout(Some(Duration::from_secs(30)))
             .map_err(|e| e.to_string())?;
-        conn.write_all(&request.encode(&self.key, unix_millis()))
+        conn.write_all(&request.encode(&*self.keys.get(), unix_millis()))
             .map_err(|e| format!("{addr}: {e}"))?;
         Ok(std::io::BufReader::with_capacity(256 * 1024, conn))
     }
@@ -422,7 +423,7 @@ impl RepairWorker {
                 }
                 Record::Gone => return Ok(Fetch::Gone),
                 Record::Frame(bytes) => {
-                    let frame = match Frame::open(&bytes, &self.key, self.max_value_bytes) {
+                    let frame = match Frame::open(&bytes, &*self.keys.get(), self.max_value_bytes) {
                         Ok(f) => f,
                         Err(e) => {
                             Counters::inc(self.counters.dropped(e.reason()));

@@ -476,3 +476,118 @@ fn keygen_writes_a_private_key_and_the_daemon_refuses_an_exposed_one() {
         "{err}"
     );
 }
+
+#[test]
+fn replayed_and_stale_frames_are_dropped_and_counted() {
+    let mc = Memcached::start();
+    let mut s = setup(&mc);
+    // A captured frame sent again: same (origin, epoch, seq).
+    let first = s
+        .frame(Op::Set, "memcast.sess.r", b"first", v(2000))
+        .seal(&s.key);
+    s.publisher.send(&first).unwrap();
+    assert!(eventually(Duration::from_secs(5), || data_of(&mc, "memcast.sess.r")).is_some());
+    // The same bytes again, and a frame that reuses the sequence number for
+    // a newer write (which "apply if newer" alone would take).
+    s.publisher.send(&first).unwrap();
+    let mut reused = s.frame(Op::Set, "memcast.sess.r", b"replayed", v(9000));
+    reused.seq -= 1;
+    s.publisher.send(&reused.seal(&s.key)).unwrap();
+    // Sealed 10 minutes ago: older than --max-frame-age-ms.
+    let stale = s
+        .frame(Op::Set, "memcast.sess.stale", b"stale", v(3000))
+        .seal_at(&s.key, memcast_core::unix_millis() - 600_000);
+    s.publisher.send(&stale).unwrap();
+    // An origin's old epoch after its new one took over is covered by the
+    // unit tests (it needs a 10 s grace period).
+    s.send(Op::Set, "memcast.sess.after", b"after", v(4000));
+    assert!(eventually(Duration::from_secs(5), || data_of(
+        &mc,
+        "memcast.sess.after"
+    ))
+    .is_some());
+    let stats = s.stop();
+    assert_eq!(count(&stats, "dropped_replay"), 3, "{stats}");
+    assert_eq!(data_of(&mc, "memcast.sess.stale"), None);
+    assert_eq!(data_of(&mc, "memcast.sess.r").unwrap().2, b"first");
+    let log = s.log_text();
+    assert!(log.contains("sequence number already received"), "{log}");
+    assert!(log.contains("over --max-frame-age-ms"), "{log}");
+}
+
+#[test]
+fn encrypted_frames_are_applied_and_keys_roll_on_sighup() {
+    let mc = Memcached::start();
+    let dir = TempDir::new("rotation");
+    let next_file = dir.key_file("next", 77);
+    let next = SharedKey::from_file(&next_file).unwrap();
+    // Before the roll the accepted key is the current one (seed 1, as setup's).
+    let accept = dir.key_file("accept", 1);
+    let mut s = setup_with(
+        &mc,
+        &[
+            "--accept-key-file",
+            accept.to_str().unwrap(),
+            "--encrypt",
+            "true",
+        ],
+    );
+    // Encrypted frames under the current key.
+    let sealed = memcast_core::Keyring::new(s.key.clone(), None, true);
+    let f = s.frame(Op::Set, "memcast.sess.enc", b"secret|s:1:\"x\";", v(100));
+    s.publisher.send(&f.seal(&sealed)).unwrap();
+    assert!(eventually(Duration::from_secs(5), || data_of(&mc, "memcast.sess.enc")).is_some());
+    assert_eq!(
+        data_of(&mc, "memcast.sess.enc").unwrap().2,
+        b"secret|s:1:\"x\";"
+    );
+    // A frame under the next key is not accepted yet.
+    let early = s.frame(Op::Set, "memcast.sess.early", b"early", v(100));
+    s.publisher.send(&early.seal(&next)).unwrap();
+    // Roll: the next key becomes accepted, SIGHUP.
+    std::fs::rename(&next_file, &accept).unwrap();
+    s.daemon.signal("HUP", Duration::ZERO);
+    let reloaded = eventually(Duration::from_secs(5), || {
+        s.log_text().contains("reloaded keys").then_some(())
+    });
+    assert!(reloaded.is_some(), "{}", s.log_text());
+    let late = s.frame(Op::Set, "memcast.sess.late", b"late", v(100));
+    s.publisher.send(&late.seal(&next)).unwrap();
+    // Still accepts the current key too.
+    s.send(Op::Set, "memcast.sess.still", b"still", v(100));
+    assert!(eventually(Duration::from_secs(5), || data_of(&mc, "memcast.sess.late")).is_some());
+    assert!(eventually(Duration::from_secs(5), || data_of(
+        &mc,
+        "memcast.sess.still"
+    ))
+    .is_some());
+    assert_eq!(data_of(&mc, "memcast.sess.early"), None);
+    let stats = s.stop();
+    assert_eq!(count(&stats, "dropped_auth"), 1, "{stats}");
+    assert_eq!(count(&stats, "key_reloads"), 1, "{stats}");
+    let log = s.log_text();
+    assert!(
+        log.contains(&format!("also accepting {:08x}", next.id())),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_key_longer_than_max_key_length_is_dropped() {
+    let mc = Memcached::start();
+    let mut s = setup_with(&mc, &["--max-key-length", "40"]);
+    s.send(
+        Op::Set,
+        &format!("memcast.sess.{}", "k".repeat(30)),
+        b"long",
+        v(1),
+    );
+    s.send(Op::Set, "memcast.sess.short", b"short", v(1));
+    assert!(eventually(Duration::from_secs(5), || data_of(
+        &mc,
+        "memcast.sess.short"
+    ))
+    .is_some());
+    let stats = s.stop();
+    assert_eq!(count(&stats, "dropped_size"), 1, "{stats}");
+}
