@@ -9,15 +9,7 @@
 //! resync worker), `peer_server` (repairs and snapshots for peers), `ring`
 //! (the relay's replay ring), `counters`, `verify` (the convergence check).
 
-mod config;
-mod counters;
-mod daemon;
-mod keys;
-mod origins;
-mod peer_server;
-mod repair;
-mod ring;
-mod verify;
+use memcastd::{config, daemon, keys, verify};
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -26,7 +18,7 @@ use std::sync::Arc;
 use clap::Parser;
 use memcast_core::SharedKey;
 
-use crate::config::{Cli, Command, FileSettings, Settings};
+use memcastd::config::{Cli, Command, FileSettings, Settings};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -1,0 +1,21 @@
+//! memcastd (the library behind the binary, so tests and fuzz targets reach
+//! its parsers): the companion daemon on every host. It subscribes to the memcast
+//! group and applies every authenticated session write to the local
+//! memcached, only if newer than what it holds; notices and repairs what the
+//! network lost; and can be the host's relay, the one long-lived sender for
+//! its PHP workers.
+//!
+//! Layout: `config` (flags and TOML, declared once), `daemon` (the receive,
+//! relay and apply loop), `origins` (gap detection), `repair` (the repair and
+//! resync worker), `peer_server` (repairs and snapshots for peers), `ring`
+//! (the relay's replay ring), `counters`, `verify` (the convergence check).
+
+pub mod config;
+pub mod counters;
+pub mod daemon;
+pub mod keys;
+pub mod origins;
+pub mod peer_server;
+pub mod repair;
+pub mod ring;
+pub mod verify;
