@@ -9,6 +9,7 @@ packages=(
     memcached iproute2      # the store; network namespaces for multi-host tests
     nftables                # packet loss on a test link (this kernel has no netem)
     nginx php8.2-fpm        # the web stack of the locking tests
+    tcpdump                 # the capture test: no session plaintext on the wire
     pkg-config build-essential ca-certificates procps
 )
 missing=()

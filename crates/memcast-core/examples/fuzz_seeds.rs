@@ -47,7 +47,11 @@ fn main() {
         for (mode, encrypt) in [(0u8, false), (2u8, true)] {
             let sealed = f.seal(&Keyring::new(key.clone(), None, encrypt));
             // Mode 0: as received.
-            write("frame_open", &format!("{name}-{mode}"), &[&[mode][..], &sealed].concat());
+            write(
+                "frame_open",
+                &format!("{name}-{mode}"),
+                &[&[mode][..], &sealed].concat(),
+            );
             // Mode 1 (+2): the target re-signs, so leave the tag off.
             write(
                 "frame_open",

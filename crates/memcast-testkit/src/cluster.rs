@@ -49,11 +49,16 @@ pub struct Site {
 
 pub struct Cluster {
     pub sites: Vec<Site>,
+    /// The cluster key every host starts with; each host reads its own copy
+    /// ([`Cluster::key_file_of`], [`Cluster::accept_key_file_of`]) so a test
+    /// can roll keys host by host.
     pub key_file: PathBuf,
     pub group: String,
     pub publish: Publish,
     /// Added to every memcastd's command line (tests and benchmarks tune it).
     pub memcastd_args: Vec<String>,
+    /// Added to every PHP command line as `-d name=value`.
+    pub php_ini: Vec<(String, String)>,
     pub dir: TempDir,
     artifacts: Artifacts,
     // Dropped last: removes the namespaces and the bridge.
@@ -78,6 +83,14 @@ impl Cluster {
         let mut net = Network::new(tag);
         let dir = TempDir::new(tag);
         let key_file = dir.key_file("cluster.key", 5);
+        for i in 1..=hosts {
+            for copy in [format!("host{i}.key"), format!("host{i}.accept")] {
+                crate::install_key(
+                    &std::fs::read(&key_file).expect("read key"),
+                    &dir.path.join(copy),
+                );
+            }
+        }
         let group = net.group();
         let mut sites = Vec::new();
         for i in 1..=hosts {
@@ -106,6 +119,7 @@ impl Cluster {
             group,
             publish,
             memcastd_args,
+            php_ini: Vec::new(),
             dir,
             artifacts,
             net,
@@ -171,7 +185,9 @@ impl Cluster {
         let mut d = host.command(&self.artifacts.memcastd);
         d.args(["--memcached", "127.0.0.1:11211", "--subscribe", &epgm])
             .arg("--key-file")
-            .arg(&self.key_file)
+            .arg(self.key_file_of(i))
+            .arg("--accept-key-file")
+            .arg(self.accept_key_file_of(i))
             .args([
                 "--listen",
                 &self.repair_addr(i),
@@ -291,7 +307,20 @@ impl Cluster {
             .arg("-d")
             .arg(format!("memcast.publish=\"{publish}\""))
             .arg("-d")
-            .arg(format!("memcast.key_file={}", self.key_file.display()))
+            .arg(format!(
+                "memcast.key_file={}",
+                self.key_file_of(i).display()
+            ))
+            .arg("-d")
+            .arg(format!(
+                "memcast.accept_key_file={}",
+                self.accept_key_file_of(i).display()
+            ))
+            .args(
+                self.php_ini
+                    .iter()
+                    .flat_map(|(k, v)| ["-d".to_string(), format!("{k}={v}")]),
+            )
             .args(["-r", &format!("ob_start(); {code}")])
             .stdin(Stdio::null())
             .stderr(Stdio::inherit());
@@ -371,5 +400,20 @@ impl Cluster {
     /// The network, for faults (links, loss).
     pub fn net(&self) -> &Network {
         &self.net
+    }
+
+    /// One more host on the bridge with nothing running (an outsider).
+    pub fn add_bare_host(&mut self, i: u8) -> Host {
+        self.net.add_host(i)
+    }
+
+    /// The key file host `i` (from 0) signs with.
+    pub fn key_file_of(&self, i: usize) -> PathBuf {
+        self.dir.path.join(format!("host{}.key", i + 1))
+    }
+
+    /// The second key file host `i` accepts (at first the same key).
+    pub fn accept_key_file_of(&self, i: usize) -> PathBuf {
+        self.dir.path.join(format!("host{}.accept", i + 1))
     }
 }

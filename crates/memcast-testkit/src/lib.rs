@@ -490,6 +490,16 @@ impl TempDir {
     }
 }
 
+/// Writes a key file as an operator would replace one: a private temporary
+/// file renamed over the old one, so no reader ever sees half a key.
+pub fn install_key(secret: &[u8], path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, secret).expect("write key file");
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+    std::fs::rename(&tmp, path).expect("install key file");
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);

@@ -20,7 +20,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::Settings;
 use crate::counters::Counters;
 use crate::keys::{describe, KeyStore};
-use crate::origins::{Missing, Origins};
+use crate::origins::{Missing, Origins, Replay};
 use crate::peer_server::PeerServer;
 use crate::repair::{Job, RepairWorker};
 use crate::ring::ReplayRing;
@@ -59,7 +59,9 @@ pub struct Daemon {
     repairs: Option<Sender<Job>>,
     out_of_sync: bool,
     /// A warm-up is under way (the memcached lacked its warm sentinel).
-    warming: bool,
+    warming: Arc<AtomicBool>,
+    /// Cold was reported and "warm" not yet.
+    announced_cold: bool,
 }
 
 impl Daemon {
@@ -79,7 +81,8 @@ impl Daemon {
             relay: None,
             repairs: None,
             out_of_sync: false,
-            warming: false,
+            warming: Arc::new(AtomicBool::new(false)),
+            announced_cold: false,
         })
     }
 
@@ -138,6 +141,7 @@ impl Daemon {
             resync_interval: Duration::from_secs(s.resync_interval_s),
             anti_entropy_interval: Duration::from_secs(s.anti_entropy_s),
             counters: Arc::clone(&self.counters),
+            warming: Arc::clone(&self.warming),
         }
         .spawn();
         // A cold memcached (no warm sentinel) is refilled; a warm one only
@@ -152,7 +156,8 @@ impl Daemon {
             _ => {
                 info!("memcached is cold (new or restarted): refilling it from peers");
                 Counters::inc(&self.counters.cold_detected);
-                self.warming = true;
+                self.warming.store(true, Ordering::SeqCst);
+                self.announced_cold = true;
                 let _ = repairs.send(Job::WarmUp);
             }
         }
@@ -338,7 +343,15 @@ impl Daemon {
             );
             return;
         }
-        if let Err(replay) = self.origins.admit(&frame) {
+        let own = self.relay.as_ref().map(|r| r.origin.id);
+        let admitted = if own == Some(frame.origin) {
+            // A host never hears its own relay on the group (PGM has no
+            // loopback): such a frame was captured and sent again.
+            Err(Replay::OwnOrigin)
+        } else {
+            self.origins.admit(&frame, envelope.sent_ms)
+        };
+        if let Err(replay) = admitted {
             Counters::inc(&self.counters.dropped_replay);
             self.warn_rate_limited(
                 "replay",
@@ -384,13 +397,15 @@ impl Daemon {
     /// Notices a memcached that restarted while we ran: it lost the warm
     /// sentinel along with everything else.
     fn check_warm(&mut self) {
+        let warming = self.warming.load(Ordering::SeqCst);
         match self.memcached.get(WARM_SENTINEL) {
-            Ok(Some(_)) if self.warming => {
-                self.warming = false;
+            Ok(Some(_)) if self.announced_cold && !warming => {
+                self.announced_cold = false;
                 info!("memcached is warm");
             }
-            Ok(None) if !self.warming => {
-                self.warming = true;
+            Ok(None) if !warming => {
+                self.warming.store(true, Ordering::SeqCst);
+                self.announced_cold = true;
                 Counters::inc(&self.counters.cold_detected);
                 warn!("memcached lost its warm sentinel (it restarted): refilling it from peers; readers ask other servers meanwhile");
                 if let Some(tx) = &self.repairs {

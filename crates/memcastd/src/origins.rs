@@ -32,6 +32,8 @@ pub enum Replay {
     BelowWindow,
     /// An epoch the origin has since replaced.
     OldEpoch,
+    /// This host's own relay origin, which it never hears on the group.
+    OwnOrigin,
 }
 
 impl std::fmt::Display for Replay {
@@ -40,6 +42,7 @@ impl std::fmt::Display for Replay {
             Replay::Duplicate => "sequence number already received",
             Replay::BelowWindow => "sequence number below the replay window",
             Replay::OldEpoch => "epoch older than the origin's current one",
+            Replay::OwnOrigin => "this host's own origin, heard from someone else",
         })
     }
 }
@@ -62,6 +65,8 @@ struct OriginState {
     /// [`WINDOW`] numbers up to it were (bit i: `high - i`).
     high: u64,
     window: u128,
+    /// Send time of the latest heartbeat accepted.
+    last_heartbeat_ms: u64,
     repair_addr: Option<String>,
     seen: Instant,
     /// Whether [`Origins::newly_started_relay`] already reported it.
@@ -104,7 +109,7 @@ impl Origins {
     /// is refused after [`EPOCH_GRACE`]. Heartbeats repeat the last sequence
     /// number, so only their epoch is checked. Accepted frames are recorded;
     /// then call [`Origins::observe`].
-    pub fn admit(&mut self, frame: &Frame) -> Result<(), Replay> {
+    pub fn admit(&mut self, frame: &Frame, sent_ms: u64) -> Result<(), Replay> {
         let now = Instant::now();
         if self.newest_epoch.len() > 2 * self.max {
             let map = &self.map;
@@ -120,13 +125,19 @@ impl Origins {
         } else if frame.epoch < newest.0 && newest.1.elapsed() > EPOCH_GRACE {
             return Err(Replay::OldEpoch);
         }
+        let state = self.entry(frame);
         if frame.op == Op::Heartbeat {
+            // Heartbeats repeat the sequence number; their send times grow.
+            if sent_ms <= state.last_heartbeat_ms {
+                return Err(Replay::Duplicate);
+            }
+            state.last_heartbeat_ms = sent_ms;
             return Ok(());
         }
-        let Some(state) = self.map.get_mut(&(frame.origin, frame.epoch)) else {
-            return Ok(()); // first frame: observe() creates the state
-        };
-        if state.high == 0 || frame.seq > state.high {
+        if frame.seq == 0 {
+            return Err(Replay::BelowWindow); // numbers start at 1
+        }
+        if frame.seq > state.high {
             let shift = frame.seq - state.high;
             state.window = if state.high == 0 || shift >= 128 {
                 0
@@ -147,8 +158,44 @@ impl Origins {
         Ok(())
     }
 
+    /// The state of a frame's (origin, epoch), made on first sight (room
+    /// made first when the table is full).
+    fn entry(&mut self, frame: &Frame) -> &mut OriginState {
+        let id = (frame.origin, frame.epoch);
+        if !self.map.contains_key(&id) && self.map.len() >= self.max {
+            self.evict_one();
+        }
+        // Sequence numbers a heartbeat vouches for include its own.
+        let covered = if frame.op == Op::Heartbeat {
+            frame.seq
+        } else {
+            frame.seq.saturating_sub(1)
+        };
+        let started_ms = self.started_ms;
+        self.map.entry(id).or_insert_with(|| OriginState {
+            high: 0,
+            window: 0,
+            last_heartbeat_ms: 0,
+            // An origin that started after us sent us everything from 1; one
+            // that started before we did is covered by our startup resync.
+            last_seq: if frame.epoch >= started_ms {
+                0
+            } else {
+                covered
+            },
+            repair_addr: None,
+            seen: Instant::now(),
+            announced: false,
+            unaddressed: None,
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 
     /// Records a frame; returns what it reveals as missing. A heartbeat
@@ -162,27 +209,7 @@ impl Origins {
         } else {
             frame.seq.saturating_sub(1)
         };
-        let started_ms = self.started_ms;
-        let id = (frame.origin, frame.epoch);
-        if !self.map.contains_key(&id) && self.map.len() >= self.max {
-            self.evict_one();
-        }
-        let data = frame.op != Op::Heartbeat;
-        let state = self.map.entry(id).or_insert_with(|| OriginState {
-            high: if data { frame.seq } else { 0 },
-            window: u128::from(data),
-            // An origin that started after us sent us everything from 1; one
-            // that started before we did is covered by our startup resync.
-            last_seq: if frame.epoch >= started_ms {
-                0
-            } else {
-                covered
-            },
-            repair_addr: None,
-            seen: Instant::now(),
-            announced: false,
-            unaddressed: None,
-        });
+        let state = self.entry(frame);
         state.seen = Instant::now();
         if heartbeat {
             let addr = String::from_utf8_lossy(&frame.value).into_owned();
@@ -390,45 +417,58 @@ mod tests {
         let mut o = Origins::new(0, 100);
         for seq in [1, 2, 3] {
             let f = frame(Op::Set, 5, seq);
-            assert_eq!(o.admit(&f), Ok(()));
+            assert_eq!(o.admit(&f, 1), Ok(()));
             o.observe(&f);
         }
-        assert_eq!(o.admit(&frame(Op::Set, 5, 2)), Err(Replay::Duplicate));
-        assert_eq!(o.admit(&frame(Op::Set, 5, 3)), Err(Replay::Duplicate));
+        assert_eq!(o.admit(&frame(Op::Set, 5, 2), 1), Err(Replay::Duplicate));
+        assert_eq!(o.admit(&frame(Op::Set, 5, 3), 1), Err(Replay::Duplicate));
         // A late frame inside the window is still accepted, once.
-        assert_eq!(o.admit(&frame(Op::Set, 5, 10)), Ok(()));
-        assert_eq!(o.admit(&frame(Op::Set, 5, 7)), Ok(()));
-        assert_eq!(o.admit(&frame(Op::Set, 5, 7)), Err(Replay::Duplicate));
-        assert_eq!(o.admit(&frame(Op::Set, 5, 10 + WINDOW)), Ok(()));
-        assert_eq!(o.admit(&frame(Op::Set, 5, 9)), Err(Replay::BelowWindow));
+        assert_eq!(o.admit(&frame(Op::Set, 5, 10), 1), Ok(()));
+        assert_eq!(o.admit(&frame(Op::Set, 5, 7), 1), Ok(()));
+        assert_eq!(o.admit(&frame(Op::Set, 5, 7), 1), Err(Replay::Duplicate));
+        assert_eq!(o.admit(&frame(Op::Set, 5, 10 + WINDOW), 1), Ok(()));
+        assert_eq!(o.admit(&frame(Op::Set, 5, 9), 1), Err(Replay::BelowWindow));
         // Heartbeats repeat the last number: not replays.
-        assert_eq!(o.admit(&frame(Op::Heartbeat, 5, 10 + WINDOW)), Ok(()));
-        assert_eq!(o.admit(&frame(Op::Heartbeat, 5, 10 + WINDOW)), Ok(()));
+        assert_eq!(o.admit(&frame(Op::Heartbeat, 5, 10 + WINDOW), 100), Ok(()));
+        assert_eq!(o.admit(&frame(Op::Heartbeat, 5, 10 + WINDOW), 300), Ok(()));
+        // ...but a heartbeat sent again is a replay.
+        assert_eq!(
+            o.admit(&frame(Op::Heartbeat, 5, 10 + WINDOW), 300),
+            Err(Replay::Duplicate)
+        );
+        assert_eq!(o.admit(&frame(Op::Set, 5, 0), 0), Err(Replay::BelowWindow));
     }
 
     #[test]
     fn a_big_jump_clears_the_window() {
         let mut o = Origins::new(0, 100);
         let f = frame(Op::Set, 5, 1);
-        o.admit(&f).unwrap();
+        o.admit(&f, 1).unwrap();
         o.observe(&f);
-        assert_eq!(o.admit(&frame(Op::Set, 5, 1000)), Ok(()));
-        assert_eq!(o.admit(&frame(Op::Set, 5, 999)), Ok(()));
-        assert_eq!(o.admit(&frame(Op::Set, 5, 1000)), Err(Replay::Duplicate));
+        assert_eq!(o.admit(&frame(Op::Set, 5, 1000), 1), Ok(()));
+        assert_eq!(o.admit(&frame(Op::Set, 5, 999), 1), Ok(()));
+        assert_eq!(o.admit(&frame(Op::Set, 5, 1000), 1), Err(Replay::Duplicate));
     }
 
     #[test]
     fn an_older_epoch_is_refused_after_the_grace_period() {
         let mut o = Origins::new(0, 100);
-        o.admit(&frame(Op::Set, 5, 1)).unwrap();
-        o.admit(&frame(Op::Set, 6, 1)).unwrap();
-        assert_eq!(o.admit(&frame(Op::Set, 5, 2)), Ok(()), "within the grace");
+        o.admit(&frame(Op::Set, 5, 1), 1).unwrap();
+        o.admit(&frame(Op::Set, 6, 1), 1).unwrap();
+        assert_eq!(
+            o.admit(&frame(Op::Set, 5, 2), 1),
+            Ok(()),
+            "within the grace"
+        );
         // Pretend the newer epoch appeared long ago.
         o.newest_epoch
             .insert(1, (6, Instant::now() - EPOCH_GRACE * 2));
-        assert_eq!(o.admit(&frame(Op::Set, 5, 3)), Err(Replay::OldEpoch));
-        assert_eq!(o.admit(&frame(Op::Heartbeat, 5, 3)), Err(Replay::OldEpoch));
-        assert_eq!(o.admit(&frame(Op::Set, 6, 2)), Ok(()));
+        assert_eq!(o.admit(&frame(Op::Set, 5, 3), 1), Err(Replay::OldEpoch));
+        assert_eq!(
+            o.admit(&frame(Op::Heartbeat, 5, 3), 1),
+            Err(Replay::OldEpoch)
+        );
+        assert_eq!(o.admit(&frame(Op::Set, 6, 2), 1), Ok(()));
     }
 
     #[test]
@@ -437,7 +477,7 @@ mod tests {
         for origin in 0..1000u64 {
             let mut f = frame(Op::Set, 5, 1);
             f.origin = origin;
-            o.admit(&f).unwrap();
+            o.admit(&f, 1).unwrap();
             o.observe(&f);
         }
         assert_eq!(o.len(), 10);

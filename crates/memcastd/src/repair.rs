@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,6 +59,10 @@ pub struct RepairWorker {
     /// Zero: no anti-entropy.
     pub anti_entropy_interval: Duration,
     pub counters: Arc<Counters>,
+    /// Set by the receive loop when it asks for a warm-up, cleared here when
+    /// one completes: a memcached that restarts right after a warm-up is
+    /// then noticed as cold again.
+    pub warming: Arc<AtomicBool>,
 }
 
 /// Entries, megabytes and rate of a transfer so far.
@@ -168,6 +173,7 @@ impl RepairWorker {
             if todo.warm_up && Instant::now() >= next_warm_up {
                 if self.warm_up(&mut mc) {
                     todo.warm_up = false;
+                    self.warming.store(false, Ordering::SeqCst);
                 } else {
                     next_warm_up = Instant::now() + WARM_UP_RETRY;
                 }
