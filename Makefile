@@ -6,7 +6,7 @@ RUN_TESTS  ?= $(shell $(PHP_CONFIG) --extension-dir 2>/dev/null)/build/run-tests
 SO         := $(CURDIR)/target/release/libmemcast.so
 MEMCASTD   := $(CURDIR)/target/release/memcastd
 
-.PHONY: all build deps test test-rust test-phpt lint fuzz demo clean
+.PHONY: all build deps test test-rust test-phpt test-packaging lint fuzz install uninstall deb demo clean
 
 all: build
 
@@ -18,7 +18,7 @@ deps:
 
 # Unit tests, integration tests against real memcached, the three-host PGM
 # test (root: network namespaces), then PHP's own run-tests.php on tests/phpt.
-test: build test-rust test-phpt
+test: build test-rust test-phpt test-packaging
 
 test-rust: build
 	cargo test --release --workspace
@@ -52,6 +52,50 @@ fuzz:
 
 demo: deps build
 	bash scripts/demo.sh
+
+# Install, as an operator would: the extension into PHP's extension dir, its
+# ini (every setting commented, with its default) into PHP's conf.d, the
+# daemon, a sample config (kept if one is there) and the systemd unit.
+# DESTDIR installs into a staging root.
+PREFIX      ?= /usr/local
+BINDIR      ?= $(PREFIX)/bin
+SYSCONFDIR  ?= /etc
+UNITDIR     ?= /etc/systemd/system
+EXT_DIR     ?= $(shell $(PHP_CONFIG) --extension-dir)
+PHP_INI_DIR ?= $(shell $(PHP_CONFIG) --ini-dir)
+INSTALLED   := $(EXT_DIR)/libmemcast.so $(PHP_INI_DIR)/memcast.ini $(BINDIR)/memcastd \
+               $(SYSCONFDIR)/memcast/memcastd.toml $(UNITDIR)/memcastd.service
+
+install: build
+	install -D -m 0644 $(SO) $(DESTDIR)$(EXT_DIR)/libmemcast.so
+	install -D -m 0644 packaging/memcast.ini $(DESTDIR)$(PHP_INI_DIR)/memcast.ini
+	install -D -m 0755 $(MEMCASTD) $(DESTDIR)$(BINDIR)/memcastd
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/memcast/memcastd.toml ]; then \
+	  echo "keeping $(DESTDIR)$(SYSCONFDIR)/memcast/memcastd.toml"; \
+	else install -D -m 0644 packaging/memcastd.toml $(DESTDIR)$(SYSCONFDIR)/memcast/memcastd.toml; fi
+	install -d $(DESTDIR)$(UNITDIR)
+	sed 's|@BINDIR@|$(BINDIR)|g' packaging/memcastd.service.in > $(DESTDIR)$(UNITDIR)/memcastd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/memcastd.service
+
+# Removes exactly what install put there; a sample config that was edited is
+# left in place (and said so).
+uninstall:
+	rm -f $(DESTDIR)$(EXT_DIR)/libmemcast.so $(DESTDIR)$(PHP_INI_DIR)/memcast.ini \
+	      $(DESTDIR)$(BINDIR)/memcastd $(DESTDIR)$(UNITDIR)/memcastd.service
+	@if cmp -s packaging/memcastd.toml $(DESTDIR)$(SYSCONFDIR)/memcast/memcastd.toml; then \
+	  rm -f $(DESTDIR)$(SYSCONFDIR)/memcast/memcastd.toml; \
+	  rmdir $(DESTDIR)$(SYSCONFDIR)/memcast 2>/dev/null || true; \
+	elif [ -e $(DESTDIR)$(SYSCONFDIR)/memcast/memcastd.toml ]; then \
+	  echo "leaving $(DESTDIR)$(SYSCONFDIR)/memcast/memcastd.toml: it was edited"; fi
+
+# One Debian package with the same files (the daemon in /usr/bin, the unit in
+# /lib/systemd/system, the ini in mods-available, enabled with phpenmod).
+deb: build
+	bash packaging/build-deb.sh target/deb
+
+# The install and the package, checked (root: dpkg -i, then removed again).
+test-packaging: build
+	bash scripts/test-packaging.sh
 
 clean:
 	cargo clean

@@ -10,6 +10,7 @@ packages=(
     nftables                # packet loss on a test link (this kernel has no netem)
     nginx php8.2-fpm        # the web stack of the locking tests
     tcpdump                 # the capture test: no session plaintext on the wire
+    systemd                 # systemd-analyze verify of the unit (packaging test)
     pkg-config build-essential ca-certificates procps
 )
 missing=()

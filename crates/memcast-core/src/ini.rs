@@ -346,6 +346,26 @@ mod tests {
     }
 
     #[test]
+    fn the_installed_memcast_ini_shows_every_setting_with_its_default() {
+        let ini = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../packaging/memcast.ini"
+        ))
+        .unwrap();
+        assert!(ini.lines().any(|l| l == "extension=libmemcast.so"));
+        for s in SETTINGS {
+            let name = s.name.to_string_lossy();
+            let default = s.default.to_string_lossy();
+            let plain = format!(";{name} = {default}");
+            let quoted = format!(";{name} = \"{default}\"");
+            assert!(
+                ini.lines().any(|l| l == plain || l == quoted),
+                "packaging/memcast.ini lacks {plain}"
+            );
+        }
+    }
+
+    #[test]
     fn every_setting_is_in_the_readme_reference_with_its_default() {
         let readme =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))

@@ -35,7 +35,7 @@ pub enum KeyError {
     #[error("key file {path}: holds {len} bytes of key, at least {MIN_KEY_LEN} are needed (make one with: memcastd keygen {path})")]
     TooShort { path: PathBuf, len: usize },
     #[error(
-        "key file {path}: mode {mode:04o} lets other users read the cluster key; chmod 600 {path}"
+        "key file {path}: mode {mode:04o} lets other users read or change the cluster key; chmod 600 {path} (or 640, owned by a group PHP and memcastd share)"
     )]
     Exposed { path: PathBuf, mode: u32 },
     #[error("key file {path}: {source}")]
@@ -80,13 +80,14 @@ impl SharedKey {
         })
     }
 
-    /// Like [`SharedKey::from_file`], and also refuses a file that group or
-    /// other users can read or write (what memcastd demands; the extension
-    /// only warns, PHP's user may need group access).
+    /// Like [`SharedKey::from_file`], and also refuses a file that other
+    /// users can read or write, or its group can write (what memcastd
+    /// demands; group read is allowed, as PHP's user and memcastd's share the
+    /// key on a host; the extension only warns).
     pub fn from_private_file(path: &Path) -> Result<SharedKey, KeyError> {
         let key = SharedKey::from_file(path)?;
         let mode = file_mode(path);
-        if mode & 0o077 != 0 {
+        if mode & 0o027 != 0 {
             return Err(KeyError::Exposed {
                 path: path.to_owned(),
                 mode: mode & 0o7777,

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The install and the Debian package, checked as an operator would use them:
+#  1. make install DESTDIR=tmp puts exactly the five files in place; PHP loads
+#     the extension from there; systemd-analyze verify accepts the unit;
+#     make uninstall removes exactly those files.
+#  2. make deb: dpkg-deb --info (dependencies) and --contents (the same
+#     files); dpkg -i works and `php -m` lists memcast, `memcastd --version`
+#     runs from /usr/bin; the package is purged again at the end.
+# Needs root for step 2 (dpkg); fails loudly without it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fail() { echo "test-packaging: FAIL: $*" >&2; exit 1; }
+ok() { echo "test-packaging: ok: $*"; }
+[ "$(id -u)" = 0 ] || fail "needs root (dpkg -i of the package)"
+stage=$(mktemp -d)
+installed_pkg=""
+cleanup() {
+    rm -rf "$stage"
+    if [ -n "$installed_pkg" ]; then dpkg --purge memcast >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT
+
+ext_dir=$(php-config --extension-dir)
+ini_dir=$(php-config --ini-dir)
+make -s install DESTDIR="$stage" >/dev/null
+expected=$(printf '%s\n' "$ext_dir/libmemcast.so" "$ini_dir/memcast.ini" /usr/local/bin/memcastd \
+    /etc/memcast/memcastd.toml /etc/systemd/system/memcastd.service | sort)
+actual=$(cd "$stage" && find . -type f -o -type l | sed 's|^\.||' | sort)
+[ "$actual" = "$expected" ] || fail "make install put other files: $(diff <(echo "$expected") <(echo "$actual") || true)"
+ok "make install DESTDIR: exactly $(echo "$actual" | wc -l) files"
+php -n -d extension="$stage$ext_dir/libmemcast.so" -m | grep -qx memcast || fail "php -m does not list memcast from $stage$ext_dir"
+# The installed ini, as PHP reads it: loads the extension, every setting at its default.
+php -n -d extension_dir="$stage$ext_dir" -c "$stage$ini_dir/memcast.ini" -r 'exit(extension_loaded("memcast") && ini_get("memcast.prefix") === "memcast.sess." ? 0 : 1);' \
+    || fail "the installed memcast.ini does not load the extension"
+ok "php loads memcast from the installed path and ini"
+# The unit as installed, with ExecStart pointing into the staging root.
+unit=$(mktemp -d)/memcastd.service
+sed "s|/usr/local/bin/memcastd|$stage/usr/local/bin/memcastd|" "$stage/etc/systemd/system/memcastd.service" > "$unit"
+systemd-analyze verify "$unit" || fail "systemd-analyze verify rejects the unit"
+rm -rf "$(dirname "$unit")"
+ok "systemd-analyze verify accepts the unit"
+make -s uninstall DESTDIR="$stage" >/dev/null
+left=$(cd "$stage" && find . -type f -o -type l)
+[ -z "$left" ] || fail "make uninstall left: $left"
+ok "make uninstall removed everything it installed"
+
+deb=$(make -s deb | tail -1)
+[ -f "$deb" ] || fail "make deb made no package ($deb)"
+info=$(dpkg-deb --info "$deb")
+for dep in php8.2-common libzmq5 memcached; do
+    echo "$info" | grep -E "^ Depends:.*\b$dep\b" >/dev/null || fail "package does not depend on $dep"
+done
+contents=$(dpkg-deb --contents "$deb" | awk '{print $6}' | sed 's|^\.||' | grep -v '/$' | sort)
+want=$(printf '%s\n' "$ext_dir/libmemcast.so" /etc/php/8.2/mods-available/memcast.ini /usr/bin/memcastd \
+    /etc/memcast/memcastd.toml /lib/systemd/system/memcastd.service | sort)
+[ "$contents" = "$want" ] || fail "package contents differ: $(diff <(echo "$want") <(echo "$contents") || true)"
+ok "dpkg-deb --info: depends on php8.2-common, libzmq5, memcached; --contents: the five files"
+if dpkg -s memcast >/dev/null 2>&1; then fail "memcast is already installed on this machine; refusing to touch it"; fi
+installed_pkg=yes
+dpkg -i "$deb" >/dev/null || fail "dpkg -i failed"
+php -m | grep -qx memcast || fail "after dpkg -i, php -m does not list memcast"
+/usr/bin/memcastd --version | grep -q memcastd || fail "memcastd --version"
+getent passwd memcast >/dev/null || fail "the package made no memcast user"
+systemd-analyze verify /lib/systemd/system/memcastd.service || fail "systemd-analyze verify rejects the installed unit"
+ok "dpkg -i: php -m lists memcast; memcastd runs; the unit verifies"
+dpkg --purge memcast >/dev/null || fail "dpkg --purge failed"
+installed_pkg=""
+php -m | grep -qx memcast && fail "after purge, php still loads memcast"
+[ ! -e /usr/bin/memcastd ] || fail "purge left /usr/bin/memcastd"
+ok "dpkg --purge removed it"
