@@ -91,6 +91,7 @@ pub struct Memcached {
     timeouts: Timeouts,
     conn: Option<BufReader<TcpStream>>,
     line: Vec<u8>,
+    connects: u64,
 }
 
 impl Memcached {
@@ -100,11 +101,17 @@ impl Memcached {
             timeouts,
             conn: None,
             line: Vec::new(),
+            connects: 0,
         }
     }
 
     pub fn addr(&self) -> &ServerAddr {
         &self.addr
+    }
+
+    /// Connections opened so far (the first, then one per reconnect).
+    pub fn connects(&self) -> u64 {
+        self.connects
     }
 
     pub fn set_timeouts(&mut self, timeouts: Timeouts) {
@@ -354,6 +361,7 @@ impl Memcached {
     ) -> Result<T, StoreError> {
         if self.conn.is_none() {
             self.conn = Some(self.connect()?);
+            self.connects += 1;
         }
         let addr = &self.addr;
         let io_ms = self.timeouts.io.as_millis();

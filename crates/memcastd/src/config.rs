@@ -26,6 +26,23 @@ pub enum Command {
     /// versions, data digests) and report every difference. Exit status 0
     /// when they hold the same sessions, 1 when they differ, 2 on error.
     Verify(VerifyArgs),
+    /// Ask the running memcastd (its --metrics page) how it is doing: a
+    /// short table of memcached health, frames, drops by reason, repairs and
+    /// origins with their lag. Exit status 0 healthy, 1 when its memcached is
+    /// down, 2 when the daemon cannot be reached.
+    Status {
+        /// The daemon's --metrics address [default: the `metrics` key of
+        /// --config, else 127.0.0.1:9477].
+        #[arg(long, value_name = "HOST:PORT")]
+        metrics: Option<String>,
+        /// The daemon's config file, to find its metrics address.
+        #[arg(
+            long,
+            value_name = "FILE",
+            default_value = "/etc/memcast/memcastd.toml"
+        )]
+        config: PathBuf,
+    },
     /// Write a new random cluster key to FILE (mode 0600); refuses to
     /// overwrite an existing file.
     Keygen {
@@ -47,7 +64,7 @@ pub struct VerifyArgs {
     pub show: usize,
 }
 
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug, Default, Clone)]
 pub struct DaemonArgs {
     /// TOML file with the settings below (keys as the long flags, with
     /// underscores: memcached, subscribe, key_file, ...). Flags override it.
@@ -67,6 +84,11 @@ pub struct DaemonArgs {
     /// signed with it are dropped and counted.
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
+
+    /// Serve Prometheus metrics on http://ADDR/metrics (HOST:PORT), which
+    /// `memcastd status` also reads [default: none].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<String>,
 
     /// A second key file whose key is accepted (frames, peer requests) but
     /// never used to sign: how a cluster rolls to a new key without losing
@@ -218,6 +240,7 @@ pub struct FileSettings {
     #[serde(default)]
     pub subscribe: Vec<String>,
     pub key_file: Option<PathBuf>,
+    pub metrics: Option<String>,
     pub accept_key_file: Option<PathBuf>,
     pub encrypt: Option<bool>,
     pub max_frame_age_ms: Option<u64>,
@@ -256,6 +279,7 @@ pub struct Settings {
     pub memcached: String,
     pub subscribe: Vec<String>,
     pub key_file: PathBuf,
+    pub metrics: Option<String>,
     pub accept_key_file: Option<PathBuf>,
     pub encrypt: bool,
     pub max_frame_age_ms: u64,
@@ -311,6 +335,51 @@ fn invalid(message: String) -> ConfigError {
 }
 
 impl Settings {
+    /// The settings a SIGHUP cannot change (they name sockets, threads or
+    /// buffers set up at start), with the names an operator knows them by.
+    pub fn needing_restart(&self, new: &Settings) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut check = |name, same: bool| {
+            if !same {
+                out.push(name);
+            }
+        };
+        check("memcached", self.memcached == new.memcached);
+        check("subscribe", self.subscribe == new.subscribe);
+        check("relay", self.relay == new.relay);
+        check("publish", self.publish == new.publish);
+        check("listen", self.listen == new.listen);
+        check("advertise", self.advertise == new.advertise);
+        check("peer", self.peers == new.peers);
+        check("metrics", self.metrics == new.metrics);
+        check("heartbeat_ms", self.heartbeat_ms == new.heartbeat_ms);
+        check("ring_mb", self.ring_bytes == new.ring_bytes);
+        check(
+            "repairs_per_sec",
+            self.repairs_per_sec == new.repairs_per_sec,
+        );
+        check(
+            "resync_interval",
+            self.resync_interval_s == new.resync_interval_s,
+        );
+        check(
+            "anti_entropy_interval",
+            self.anti_entropy_s == new.anti_entropy_s,
+        );
+        check("transfer_mbps", self.transfer_mbps == new.transfer_mbps);
+        check("pgm, rcvbuf, rcvhwm, sndhwm", self.bus == new.bus);
+        check(
+            "max_value_bytes",
+            self.max_value_bytes == new.max_value_bytes,
+        );
+        check(
+            "connect_timeout_ms, io_timeout_ms",
+            self.connect_timeout_ms == new.connect_timeout_ms
+                && self.io_timeout_ms == new.io_timeout_ms,
+        );
+        out
+    }
+
     pub fn resolve(cli: DaemonArgs, file: FileSettings) -> Result<Settings, ConfigError> {
         let d = BusOptions::default();
         let subscribe = if cli.subscribe.is_empty() {
@@ -382,6 +451,10 @@ impl Settings {
             .resync_on_start
             .or(file.resync_on_start)
             .unwrap_or(!peers.is_empty());
+        let metrics = cli.metrics.or(file.metrics);
+        if let Some(m) = &metrics {
+            memcast_core::ServerAddr::parse(m).map_err(|e| invalid(format!("--metrics: {e}")))?;
+        }
         let max_key_length = cli
             .max_key_length
             .or(file.max_key_length)
@@ -396,6 +469,7 @@ impl Settings {
             memcached,
             subscribe,
             key_file,
+            metrics,
             accept_key_file: cli.accept_key_file.or(file.accept_key_file),
             encrypt: cli.encrypt.or(file.encrypt).unwrap_or(false),
             max_frame_age_ms: cli

@@ -11,6 +11,13 @@ macro_rules! counters {
             $(#[doc = $doc] pub $name: AtomicU64,)*
         }
 
+        impl Counters {
+            /// Every counter: name, meaning, value.
+            pub fn each(&self, mut f: impl FnMut(&'static str, &'static str, u64)) {
+                $(f(stringify!($name), $doc, self.$name.load(Ordering::Relaxed));)*
+            }
+        }
+
         impl fmt::Display for Counters {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 let mut first = true;
@@ -49,6 +56,7 @@ counters! {
     anti_entropy_buckets: "Digest buckets that differed and were fetched.",
     anti_entropy_entries: "Sessions received through anti-entropy.",
     memcached_errors: "Errors talking to memcached.",
+    memcached_reconnects: "Connections to memcached opened again after the first.",
     dropped_auth: "Frames dropped: not signed with the cluster key.",
     dropped_decode: "Frames dropped: malformed.",
     dropped_size: "Frames dropped: over --max-value-bytes or --max-key-length.",

@@ -20,6 +20,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::Settings;
 use crate::counters::Counters;
 use crate::keys::{describe, KeyStore};
+use crate::metrics::Shared;
 use crate::origins::{Missing, Origins, Replay};
 use crate::peer_server::PeerServer;
 use crate::repair::{Job, RepairWorker};
@@ -45,11 +46,20 @@ struct Relay {
     next_heartbeat: Instant,
 }
 
+/// How a SIGHUP rereads the configuration: the settings as they resolve now
+/// (file and flags), and how to change the log level.
+pub struct Reloader {
+    pub settings: Box<dyn Fn() -> Result<Settings, String> + Send>,
+    pub log_level: Box<dyn Fn(&str) + Send>,
+}
+
 pub struct Daemon {
     settings: Settings,
+    reloader: Option<Reloader>,
     keys: Arc<KeyStore>,
     memcached: Memcached,
     counters: Arc<Counters>,
+    shared: Arc<Shared>,
     origins: Origins,
     backlog: VecDeque<Frame>,
     memcached_down_since: Option<Instant>,
@@ -68,12 +78,15 @@ impl Daemon {
     pub fn new(settings: Settings, keys: KeyStore) -> Result<Daemon, String> {
         let addr =
             ServerAddr::parse(&settings.memcached).map_err(|e| format!("--memcached: {e}"))?;
+        let counters = Arc::new(Counters::default());
         Ok(Daemon {
+            reloader: None,
             memcached: Memcached::new(addr, settings.timeouts()),
             origins: Origins::new(unix_millis(), settings.max_origins),
             keys: Arc::new(keys),
             settings,
-            counters: Arc::new(Counters::default()),
+            counters: Arc::clone(&counters),
+            shared: Arc::new(Shared::new(counters)),
             backlog: VecDeque::new(),
             memcached_down_since: None,
             next_retry: Instant::now(),
@@ -86,10 +99,14 @@ impl Daemon {
         })
     }
 
+    pub fn set_reloader(&mut self, reloader: Reloader) {
+        self.reloader = Some(reloader);
+    }
+
     /// Runs until `stop` is set (SIGTERM, SIGINT); reloads the key files
     /// whenever `reload` is set (SIGHUP).
     pub fn run(&mut self, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> Result<(), String> {
-        let s = self.settings.clone();
+        let mut s = self.settings.clone();
         let mut subscriber =
             Subscriber::connect(&s.subscribe, &s.bus).map_err(|e| e.to_string())?;
         let origin = Origin::new();
@@ -115,6 +132,10 @@ impl Daemon {
                 interval: Duration::from_millis(s.heartbeat_ms),
                 next_heartbeat: Instant::now(),
             });
+        }
+        if let Some(addr) = &s.metrics {
+            crate::metrics::serve(addr, Arc::clone(&self.shared))
+                .map_err(|e| format!("--metrics {addr}: {e}"))?;
         }
         if let Some(listen) = &s.listen {
             let server = PeerServer {
@@ -176,7 +197,7 @@ impl Daemon {
             Ok(_) => info!(memcached = %s.memcached, "memcached reachable"),
             Err(e) => self.memcached_failed(&e),
         }
-        let interval = Duration::from_secs(s.stats_interval);
+        let mut interval = Duration::from_secs(s.stats_interval);
         let mut next_stats = Instant::now() + interval;
         let mut next_forget = Instant::now() + ORIGIN_IDLE;
         let mut next_unaddressed = Instant::now();
@@ -200,7 +221,12 @@ impl Daemon {
                 }
             }
             if reload.swap(false, Ordering::Relaxed) {
-                self.reload_keys();
+                self.reload();
+            }
+            if s.stats_interval != self.settings.stats_interval {
+                s.stats_interval = self.settings.stats_interval;
+                interval = Duration::from_secs(s.stats_interval);
+                next_stats = Instant::now() + interval;
             }
             let now = Instant::now();
             if self.relay.as_ref().is_some_and(|r| now >= r.next_heartbeat) {
@@ -398,7 +424,19 @@ impl Daemon {
     /// sentinel along with everything else.
     fn check_warm(&mut self) {
         let warming = self.warming.load(Ordering::SeqCst);
-        match self.memcached.get(WARM_SENTINEL) {
+        let sentinel = self.memcached.get(WARM_SENTINEL);
+        self.shared
+            .memcached_up
+            .store(sentinel.is_ok(), Ordering::Relaxed);
+        self.shared
+            .warm
+            .store(matches!(sentinel, Ok(Some(_))), Ordering::Relaxed);
+        *self.shared.origins.lock() = self.origins.stats();
+        self.counters.memcached_reconnects.store(
+            self.memcached.connects().saturating_sub(1),
+            Ordering::Relaxed,
+        );
+        match sentinel {
             Ok(Some(_)) if self.announced_cold && !warming => {
                 self.announced_cold = false;
                 info!("memcached is warm");
@@ -452,8 +490,17 @@ impl Daemon {
 
     /// Applies a frame; gives it back when memcached is unreachable.
     fn apply(&mut self, frame: Frame) -> Result<(), Frame> {
+        let started = Instant::now();
         match apply_frame(&mut self.memcached, &frame) {
             Ok(outcome) => {
+                self.shared
+                    .apply_latency
+                    .observe(started.elapsed().as_secs_f64());
+                if matches!(frame.op, Op::Set | Op::Delete) {
+                    let lag = unix_millis().saturating_sub(frame.version.millis);
+                    self.shared.lag.observe(lag as f64 / 1000.0);
+                }
+                self.shared.memcached_up.store(true, Ordering::Relaxed);
                 if let Some(since) = self.memcached_down_since.take() {
                     info!(memcached = %self.settings.memcached, down_ms = since.elapsed().as_millis() as u64, "memcached is back");
                 }
@@ -480,6 +527,7 @@ impl Daemon {
 
     fn memcached_failed(&mut self, e: &StoreError) {
         Counters::inc(&self.counters.memcached_errors);
+        self.shared.memcached_up.store(false, Ordering::Relaxed);
         if self.memcached_down_since.is_none() {
             warn!(
                 "{e}; holding frames until it is back (up to {} frames)",
@@ -520,18 +568,102 @@ impl Daemon {
         }
     }
 
-    /// SIGHUP: read the key files again (rotation); keep the old keys if
-    /// the new ones cannot be read.
-    fn reload_keys(&mut self) {
-        match self.keys.reload() {
+    /// SIGHUP: the configuration file again (when there is one), then the
+    /// key files (rotation). What can change live does; what needs a
+    /// restart is named in a warning; on any error the running
+    /// configuration and keys stay.
+    fn reload(&mut self) {
+        let new = match self.reloader.as_ref().map(|r| (r.settings)()) {
+            None => self.settings.clone(),
+            Some(Ok(new)) => new,
+            Some(Err(e)) => {
+                error!("reloading the configuration failed, keeping the running one: {e}");
+                return;
+            }
+        };
+        let keys = self.keys.reload_from(
+            new.key_file.clone(),
+            new.accept_key_file.clone(),
+            new.encrypt,
+        );
+        match keys {
             Ok(ring) => {
                 Counters::inc(&self.counters.key_reloads);
                 info!("reloaded keys: {}", describe(&ring));
             }
             Err(e) => {
                 error!("reloading keys failed, keeping the keys in use: {e}");
+                return;
             }
         }
+        let restart = self.settings.needing_restart(&new);
+        if !restart.is_empty() {
+            warn!(
+                "changed in the configuration but only taking effect after a restart: {}",
+                restart.join(", ")
+            );
+        }
+        let old = &self.settings;
+        let mut changed = Vec::new();
+        if old.max_lag_ms != new.max_lag_ms {
+            changed.push(format!(
+                "max_lag_ms {} -> {}",
+                old.max_lag_ms, new.max_lag_ms
+            ));
+        }
+        if old.max_frame_age_ms != new.max_frame_age_ms {
+            changed.push(format!(
+                "max_frame_age_ms {} -> {}",
+                old.max_frame_age_ms, new.max_frame_age_ms
+            ));
+        }
+        if old.max_key_length != new.max_key_length {
+            changed.push(format!(
+                "max_key_length {} -> {}",
+                old.max_key_length, new.max_key_length
+            ));
+        }
+        if old.max_origins != new.max_origins {
+            changed.push(format!(
+                "max_origins {} -> {}",
+                old.max_origins, new.max_origins
+            ));
+            self.origins.set_max(new.max_origins);
+        }
+        if old.backlog != new.backlog {
+            changed.push(format!("backlog {} -> {}", old.backlog, new.backlog));
+        }
+        if old.stats_interval != new.stats_interval {
+            changed.push(format!(
+                "stats_interval {} -> {}",
+                old.stats_interval, new.stats_interval
+            ));
+        }
+        if old.log_level != new.log_level {
+            changed.push(format!("log_level {} -> {}", old.log_level, new.log_level));
+            if let Some(r) = &self.reloader {
+                (r.log_level)(&new.log_level);
+            }
+        }
+        let s = &mut self.settings;
+        s.max_lag_ms = new.max_lag_ms;
+        s.max_frame_age_ms = new.max_frame_age_ms;
+        s.max_key_length = new.max_key_length;
+        s.max_origins = new.max_origins;
+        s.backlog = new.backlog;
+        s.stats_interval = new.stats_interval;
+        s.log_level = new.log_level.clone();
+        s.key_file = new.key_file;
+        s.accept_key_file = new.accept_key_file;
+        s.encrypt = new.encrypt;
+        info!(
+            "reloaded configuration{}",
+            if changed.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", changed.join(", "))
+            }
+        );
     }
 
     fn warn_rate_limited(&mut self, reason: &'static str, message: &str) {

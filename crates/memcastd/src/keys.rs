@@ -11,9 +11,7 @@ use memcast_core::{Keyring, Keys, SharedKey};
 use parking_lot::RwLock;
 
 pub struct KeyStore {
-    current: PathBuf,
-    accepted: Option<PathBuf>,
-    encrypt: bool,
+    files: parking_lot::Mutex<(PathBuf, Option<PathBuf>, bool)>,
     ring: RwLock<Arc<Keyring>>,
 }
 
@@ -25,9 +23,7 @@ impl KeyStore {
     ) -> Result<KeyStore, String> {
         let ring = read(&current, accepted.as_ref(), encrypt)?;
         Ok(KeyStore {
-            current,
-            accepted,
-            encrypt,
+            files: parking_lot::Mutex::new((current, accepted, encrypt)),
             ring: RwLock::new(Arc::new(ring)),
         })
     }
@@ -39,7 +35,22 @@ impl KeyStore {
 
     /// Reads the key files again; on error the keys in use stay.
     pub fn reload(&self) -> Result<Arc<Keyring>, String> {
-        let ring = Arc::new(read(&self.current, self.accepted.as_ref(), self.encrypt)?);
+        let (current, accepted, encrypt) = self.files.lock().clone();
+        let ring = Arc::new(read(&current, accepted.as_ref(), encrypt)?);
+        *self.ring.write() = Arc::clone(&ring);
+        Ok(ring)
+    }
+
+    /// Reads keys from (possibly) other files, or with encryption switched;
+    /// they are used from then on, also by later [`KeyStore::reload`]s.
+    pub fn reload_from(
+        &self,
+        current: PathBuf,
+        accepted: Option<PathBuf>,
+        encrypt: bool,
+    ) -> Result<Arc<Keyring>, String> {
+        let ring = Arc::new(read(&current, accepted.as_ref(), encrypt)?);
+        *self.files.lock() = (current, accepted, encrypt);
         *self.ring.write() = Arc::clone(&ring);
         Ok(ring)
     }

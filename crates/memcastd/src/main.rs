@@ -9,7 +9,10 @@
 //! resync worker), `peer_server` (repairs and snapshots for peers), `ring`
 //! (the relay's replay ring), `counters`, `verify` (the convergence check).
 
-use memcastd::{config, daemon, keys, verify};
+use memcastd::{config, daemon, keys, status, verify};
+
+/// Where `memcastd status` looks when neither --metrics nor a config says.
+const DEFAULT_METRICS: &str = "127.0.0.1:9477";
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -29,6 +32,17 @@ fn main() -> ExitCode {
                 Ok(false) => ExitCode::from(1),
                 Err(e) => fail(&e),
             };
+        }
+        Some(Command::Status { metrics, config }) => {
+            let addr = match metrics {
+                Some(a) => a.clone(),
+                None if config.exists() => match config::load_file(config) {
+                    Ok(f) => f.metrics.unwrap_or_else(|| DEFAULT_METRICS.into()),
+                    Err(e) => return fail(&e.to_string()),
+                },
+                None => DEFAULT_METRICS.into(),
+            };
+            return ExitCode::from(status::run(&addr) as u8);
         }
         Some(Command::Keygen { file }) => {
             return match SharedKey::generate(file) {
@@ -53,11 +67,11 @@ fn main() -> ExitCode {
         },
         None => FileSettings::default(),
     };
-    let settings = match Settings::resolve(args, file) {
+    let settings = match Settings::resolve(args.clone(), file) {
         Ok(s) => s,
         Err(e) => return fail(&e.to_string()),
     };
-    init_logging(&settings.log_level);
+    let set_level = init_logging(&settings.log_level);
     let keys = match keys::KeyStore::load(
         settings.key_file.clone(),
         settings.accept_key_file.clone(),
@@ -82,6 +96,16 @@ fn main() -> ExitCode {
         Ok(d) => d,
         Err(e) => return fail(&e),
     };
+    daemon.set_reloader(daemon::Reloader {
+        settings: Box::new(move || {
+            let file = match &args.config {
+                Some(path) => config::load_file(path).map_err(|e| e.to_string())?,
+                None => FileSettings::default(),
+            };
+            Settings::resolve(args.clone(), file).map_err(|e| e.to_string())
+        }),
+        log_level: set_level,
+    });
     match daemon.run(stop, reload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
@@ -93,14 +117,30 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Plain lines on stderr (journald adds the timestamp and unit).
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("memcastd={level}")));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false)
+/// Plain lines on stderr (journald adds the timestamp and unit). Returns how
+/// to change the level later (SIGHUP); `RUST_LOG`, when set, wins.
+fn init_logging(level: &str) -> Box<dyn Fn(&str) + Send> {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{fmt, reload, EnvFilter};
+    let from_env = std::env::var("RUST_LOG").is_ok();
+    let filter = move |level: &str| {
+        if from_env {
+            EnvFilter::from_default_env()
+        } else {
+            EnvFilter::new(format!("memcastd={level}"))
+        }
+    };
+    let (layer, handle) = reload::Layer::new(filter(level));
+    tracing_subscriber::registry()
+        .with(layer)
+        .with(
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .with_target(false),
+        )
         .init();
+    Box::new(move |level: &str| {
+        let _ = handle.modify(|f| *f = filter(level));
+    })
 }

@@ -67,6 +67,8 @@ struct OriginState {
     window: u128,
     /// Send time of the latest heartbeat accepted.
     last_heartbeat_ms: u64,
+    /// How old its last write (set, delete) was when it arrived, ms.
+    lag_ms: u64,
     repair_addr: Option<String>,
     seen: Instant,
     /// Whether [`Origins::newly_started_relay`] already reported it.
@@ -97,6 +99,11 @@ impl Origins {
             max: max.max(1),
             evicted: 0,
         }
+    }
+
+    /// A new bound (SIGHUP); a smaller table shrinks as origins come.
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max.max(1);
     }
 
     /// Origins evicted because the table was full.
@@ -176,6 +183,7 @@ impl Origins {
             high: 0,
             window: 0,
             last_heartbeat_ms: 0,
+            lag_ms: 0,
             // An origin that started after us sent us everything from 1; one
             // that started before we did is covered by our startup resync.
             last_seq: if frame.epoch >= started_ms {
@@ -192,6 +200,23 @@ impl Origins {
 
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// What `/metrics` and `memcastd status` show per origin.
+    pub fn stats(&self) -> Vec<crate::metrics::OriginStat> {
+        let mut out: Vec<_> = self
+            .map
+            .iter()
+            .map(|((origin, epoch), s)| crate::metrics::OriginStat {
+                origin: *origin,
+                epoch: *epoch,
+                last_seq: s.last_seq,
+                lag_ms: s.lag_ms,
+                idle_ms: s.seen.elapsed().as_millis() as u64,
+            })
+            .collect();
+        out.sort_by_key(|o| (o.idle_ms, o.origin));
+        out
     }
 
     pub fn is_empty(&self) -> bool {
@@ -211,6 +236,9 @@ impl Origins {
         };
         let state = self.entry(frame);
         state.seen = Instant::now();
+        if matches!(frame.op, Op::Set | Op::Delete) {
+            state.lag_ms = memcast_core::unix_millis().saturating_sub(frame.version.millis);
+        }
         if heartbeat {
             let addr = String::from_utf8_lossy(&frame.value).into_owned();
             state.repair_addr = Some(addr).filter(|a| !a.is_empty());

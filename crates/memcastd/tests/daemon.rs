@@ -591,3 +591,64 @@ fn a_key_longer_than_max_key_length_is_dropped() {
     let stats = s.stop();
     assert_eq!(count(&stats, "dropped_size"), 1, "{stats}");
 }
+
+#[test]
+fn sighup_rereads_the_config_file_applies_what_it_can_and_names_the_rest() {
+    let mc = Memcached::start();
+    let dir = TempDir::new("reload");
+    let config = dir.path.join("memcastd.toml");
+    std::fs::write(&config, "max_frame_age_ms = 60000\n").unwrap();
+    let mut s = setup_with(&mc, &["--config", config.to_str().unwrap()]);
+    let hup = |s: &mut Setup, n: usize| {
+        s.daemon.signal("HUP", Duration::ZERO);
+        let seen = eventually(Duration::from_secs(5), || {
+            let log = s.log_text();
+            (log.matches("reloaded configuration").count()
+                + log.matches("keeping the running one").count()
+                >= n)
+                .then_some(())
+        });
+        assert!(seen.is_some(), "{}", s.log_text());
+    };
+    // Sealed 5 s ago: fine under 60 s.
+    let old = s.frame(Op::Set, "memcast.sess.five", b"5", v(1));
+    s.publisher
+        .send(&old.seal_at(&s.key, memcast_core::unix_millis() - 5000))
+        .unwrap();
+    assert!(eventually(Duration::from_secs(5), || data_of(&mc, "memcast.sess.five")).is_some());
+    std::fs::write(
+        &config,
+        "max_frame_age_ms = 2000\nlog_level = \"debug\"\npeer = [\"127.0.0.1:9\"]\n",
+    )
+    .unwrap();
+    hup(&mut s, 1);
+    let log = s.log_text();
+    assert!(log.contains("max_frame_age_ms 60000 -> 2000"), "{log}");
+    assert!(log.contains("log_level info -> debug"), "{log}");
+    assert!(
+        log.contains("only taking effect after a restart: peer"),
+        "{log}"
+    );
+    // Now 5 s is too old.
+    let old = s.frame(Op::Set, "memcast.sess.five2", b"5", v(1));
+    s.publisher
+        .send(&old.seal_at(&s.key, memcast_core::unix_millis() - 5000))
+        .unwrap();
+    // A broken file: the running configuration stays, frames still flow.
+    std::fs::write(&config, "max_frame_age_ms = \"soon\"\n").unwrap();
+    hup(&mut s, 2);
+    assert!(
+        s.log_text().contains("keeping the running one"),
+        "{}",
+        s.log_text()
+    );
+    s.send(Op::Set, "memcast.sess.after", b"after", v(1));
+    assert!(eventually(Duration::from_secs(5), || data_of(
+        &mc,
+        "memcast.sess.after"
+    ))
+    .is_some());
+    assert_eq!(data_of(&mc, "memcast.sess.five2"), None);
+    let stats = s.stop();
+    assert_eq!(count(&stats, "dropped_replay"), 1, "{stats}");
+}

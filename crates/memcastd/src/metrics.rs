@@ -1,0 +1,369 @@
+//! Prometheus metrics: `--metrics ADDR` serves `GET /metrics` in the
+//! OpenMetrics text format, encoded by prometheus-client from the daemon's
+//! counters (read at scrape time), its state (memcached up, warm, origins)
+//! and two histograms (apply latency, replication lag). `memcastd status`
+//! reads the same page.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tracing::{info, warn};
+
+use crate::counters::Counters;
+
+/// One (origin, epoch) as the receive loop last saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginStat {
+    pub origin: u64,
+    pub epoch: u64,
+    pub last_seq: u64,
+    /// How far behind its last write was when applied (ms).
+    pub lag_ms: u64,
+    /// Since its last frame (ms).
+    pub idle_ms: u64,
+}
+
+/// What the daemon publishes for scrapes.
+#[derive(Debug)]
+pub struct Shared {
+    pub counters: Arc<Counters>,
+    pub memcached_up: AtomicBool,
+    pub warm: AtomicBool,
+    pub origins: Mutex<Vec<OriginStat>>,
+    /// Seconds from a frame's arrival to memcached's answer.
+    pub apply_latency: Histogram,
+    /// Seconds from the write in PHP (its version) to applied here.
+    pub lag: Histogram,
+}
+
+impl Shared {
+    pub fn new(counters: Arc<Counters>) -> Shared {
+        Shared {
+            counters,
+            memcached_up: AtomicBool::new(true),
+            warm: AtomicBool::new(false),
+            origins: Mutex::new(Vec::new()),
+            // 50 µs to ~0.8 s.
+            apply_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 15)),
+            // 0.5 ms to ~16 s.
+            lag: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
+        }
+    }
+}
+
+/// Counters whose names say "dropped_<reason>" become one family with a
+/// `reason` label; the rest are `memcast_<name>_total`.
+#[derive(Debug)]
+struct Collect(Arc<Shared>);
+
+impl Collector for Collect {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let shared = &self.0;
+        let mut dropped = Vec::new();
+        let mut result = Ok(());
+        shared.counters.each(|name, help, value| {
+            if let Some(reason) = name.strip_prefix("dropped_") {
+                dropped.push((reason, value));
+                return;
+            }
+            if result.is_err() {
+                return;
+            }
+            let full = format!("memcast_{name}");
+            let counter = ConstCounter::new(value);
+            result = encoder
+                .encode_descriptor(&full, help, None, counter.metric_type())
+                .and_then(|m| counter.encode(m));
+        });
+        result?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "memcast_frames_dropped",
+                "Frames dropped, by reason: auth (not the cluster key), decode (malformed), size, replay, store (memcached refused), backlog (memcached down too long), relay (could not send on).",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (reason, value) in dropped {
+                let labels = [("reason", reason)];
+                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        for (name, help, on) in [
+            (
+                "memcast_memcached_up",
+                "1 while the local memcached answers.",
+                shared.memcached_up.load(Ordering::Relaxed),
+            ),
+            (
+                "memcast_memcached_warm",
+                "1 while the local memcached holds the warm sentinel (refilled, trusted); 0 while cold.",
+                shared.warm.load(Ordering::Relaxed),
+            ),
+        ] {
+            let gauge = ConstGauge::new(i64::from(on));
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        let origins = shared.origins.lock().clone();
+        let count = ConstGauge::new(origins.len() as i64);
+        count.encode(encoder.encode_descriptor(
+            "memcast_origins",
+            "Origins (origin, epoch) tracked.",
+            None,
+            count.metric_type(),
+        )?)?;
+        for (name, help, pick) in [
+            (
+                "memcast_origin_last_seq",
+                "Highest sequence number seen per origin and epoch.",
+                (|o: &OriginStat| o.last_seq as i64) as fn(&OriginStat) -> i64,
+            ),
+            (
+                "memcast_origin_lag_ms",
+                "How old the origin's last write was when it was applied here, ms.",
+                |o: &OriginStat| o.lag_ms as i64,
+            ),
+            (
+                "memcast_origin_idle_ms",
+                "Since the origin's last frame, ms.",
+                |o: &OriginStat| o.idle_ms as i64,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for o in &origins {
+                let labels = [
+                    ("origin", format!("{:016x}", o.origin)),
+                    ("epoch", o.epoch.to_string()),
+                ];
+                ConstGauge::new(pick(o)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn registry(shared: &Arc<Shared>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register(
+        "memcast_apply_latency_seconds",
+        "From a frame's arrival to memcached's answer.",
+        shared.apply_latency.clone(),
+    );
+    registry.register(
+        "memcast_replication_lag_seconds",
+        "From the write in PHP (its version's clock) to applied on this host.",
+        shared.lag.clone(),
+    );
+    registry.register_collector(Box::new(Collect(Arc::clone(shared))));
+    registry
+}
+
+/// Serves `GET /metrics` on `addr` from a thread of its own.
+pub fn serve(addr: &str, shared: Arc<Shared>) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr)?;
+    info!(addr, "serving metrics on http://{addr}/metrics");
+    let registry = registry(&shared);
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                match conn {
+                    Ok(conn) => {
+                        if let Err(e) = answer(conn, &registry) {
+                            warn!("metrics request: {e}");
+                        }
+                    }
+                    Err(e) => warn!("metrics: accept: {e}"),
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn answer(mut conn: TcpStream, registry: &Registry) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+    conn.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let (status, kind, body) = if line.starts_with(b"GET /metrics ") || line == b"GET /metrics\r" {
+        let mut text = String::new();
+        match prometheus_client::encoding::text::encode(&mut text, registry) {
+            Ok(()) => (
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                text,
+            ),
+            Err(_) => (
+                "500 Internal Server Error",
+                "text/plain",
+                "encoding failed\n".into(),
+            ),
+        }
+    } else {
+        ("404 Not Found", "text/plain", "try /metrics\n".into())
+    };
+    write!(
+        conn,
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Fetches the metrics page (what `memcastd status` reads).
+pub fn scrape(addr: &str, timeout: Duration) -> Result<String, String> {
+    use std::net::ToSocketAddrs;
+    let sa = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("{addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr}: no address"))?;
+    let mut conn = TcpStream::connect_timeout(&sa, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    conn.set_read_timeout(Some(timeout)).ok();
+    conn.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .map_err(|e| format!("{addr}: {e}"))?;
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply)
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let (head, body) = reply
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{addr}: not an HTTP reply"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!(
+            "{addr}: {}",
+            head.lines().next().unwrap_or_default()
+        ));
+    }
+    Ok(body.to_owned())
+}
+
+/// One sample of the page: name, labels, value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+/// Parses the text format's sample lines (comments skipped).
+pub fn parse(page: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in page
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = match line.rsplit_once(' ') {
+            Some(x) => x,
+            None => continue,
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                let inner = rest.trim_end_matches('}');
+                let labels = inner
+                    .split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+                    .collect();
+                (name.to_owned(), labels)
+            }
+            None => (series.to_owned(), Vec::new()),
+        };
+        out.push(Sample {
+            name,
+            labels,
+            value,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_names_every_counter_and_parses_back() {
+        let counters = Arc::new(Counters::default());
+        Counters::add(&counters.received, 7);
+        Counters::add(&counters.dropped_auth, 3);
+        Counters::add(&counters.dropped_replay, 2);
+        let shared = Arc::new(Shared::new(Arc::clone(&counters)));
+        shared.apply_latency.observe(0.0002);
+        shared.lag.observe(0.003);
+        shared.origins.lock().push(OriginStat {
+            origin: 0xab,
+            epoch: 5,
+            last_seq: 42,
+            lag_ms: 3,
+            idle_ms: 10,
+        });
+        let mut page = String::new();
+        prometheus_client::encoding::text::encode(&mut page, &registry(&shared)).unwrap();
+        let samples = parse(&page);
+        let value = |name: &str, label: Option<(&str, &str)>| {
+            samples
+                .iter()
+                .find(|s| {
+                    s.name == name
+                        && label.is_none_or(|(k, v)| s.labels.iter().any(|l| l.0 == k && l.1 == v))
+                })
+                .map(|s| s.value)
+        };
+        assert_eq!(value("memcast_received_total", None), Some(7.0), "{page}");
+        assert_eq!(
+            value("memcast_frames_dropped_total", Some(("reason", "auth"))),
+            Some(3.0)
+        );
+        assert_eq!(
+            value("memcast_frames_dropped_total", Some(("reason", "replay"))),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(
+                "memcast_origin_last_seq",
+                Some(("origin", "00000000000000ab"))
+            ),
+            Some(42.0)
+        );
+        assert_eq!(value("memcast_memcached_up", None), Some(1.0));
+        assert_eq!(
+            value("memcast_apply_latency_seconds_count", None),
+            Some(1.0)
+        );
+        assert_eq!(
+            value("memcast_replication_lag_seconds_count", None),
+            Some(1.0)
+        );
+        counters.each(|name, _, _| {
+            if !name.starts_with("dropped_") {
+                assert!(page.contains(&format!("memcast_{name}_total")), "{name}");
+            }
+        });
+    }
+}

@@ -1,0 +1,123 @@
+//! `memcastd status`: asks the running daemon (its `--metrics` page) and
+//! prints a short table: memcached health, frames, drops by reason, repairs,
+//! and the origins seen with their lag. Exit status: 0 healthy, 1 when the
+//! daemon's memcached is down, 2 when the daemon cannot be reached, so it
+//! serves as a health check.
+
+use std::time::Duration;
+
+use crate::metrics::{parse, scrape, Sample};
+
+pub fn run(addr: &str) -> i32 {
+    let page = match scrape(addr, Duration::from_secs(3)) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("memcastd status: cannot reach memcastd's metrics at {addr}: {e}");
+            return 2;
+        }
+    };
+    let samples = parse(&page);
+    print!("{}", render(addr, &samples));
+    if value(&samples, "memcast_memcached_up", None) == Some(1.0) {
+        0
+    } else {
+        1
+    }
+}
+
+fn value(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && label.is_none_or(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
+        })
+        .map(|s| s.value)
+}
+
+fn n(samples: &[Sample], name: &str) -> u64 {
+    value(samples, &format!("memcast_{name}_total"), None).unwrap_or(0.0) as u64
+}
+
+pub fn render(addr: &str, samples: &[Sample]) -> String {
+    let mut out = format!("memcastd at {addr}\n");
+    let up = value(samples, "memcast_memcached_up", None) == Some(1.0);
+    let warm = value(samples, "memcast_memcached_warm", None) == Some(1.0);
+    out.push_str(&format!(
+        "{:<12} {}, {}\n",
+        "memcached",
+        if up { "up" } else { "DOWN" },
+        if warm { "warm" } else { "cold (refilling)" }
+    ));
+    out.push_str(&format!(
+        "{:<12} received {}  applied {}  skipped_older {}  relayed {}\n",
+        "frames",
+        n(samples, "received"),
+        n(samples, "applied"),
+        n(samples, "skipped_older"),
+        n(samples, "relayed"),
+    ));
+    let mut drops: Vec<(String, u64)> = samples
+        .iter()
+        .filter(|s| s.name == "memcast_frames_dropped_total")
+        .filter_map(|s| {
+            let reason = s.labels.iter().find(|(k, _)| k == "reason")?;
+            Some((reason.1.clone(), s.value as u64))
+        })
+        .collect();
+    drops.sort();
+    let drops: Vec<String> = drops.iter().map(|(r, v)| format!("{r} {v}")).collect();
+    out.push_str(&format!("{:<12} {}\n", "dropped", drops.join("  ")));
+    out.push_str(&format!(
+        "{:<12} gaps {}  repaired {}  resyncs {}  warmups {}  memcached errors {}\n",
+        "repairs",
+        n(samples, "gaps"),
+        n(samples, "frames_repaired"),
+        n(samples, "resyncs"),
+        n(samples, "warmups"),
+        n(samples, "memcached_errors"),
+    ));
+    let mut origins: Vec<(String, String, u64, u64, u64)> = samples
+        .iter()
+        .filter(|s| s.name == "memcast_origin_last_seq")
+        .map(|s| {
+            let label = |k: &str| {
+                s.labels
+                    .iter()
+                    .find(|(a, _)| a == k)
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default()
+            };
+            let (origin, epoch) = (label("origin"), label("epoch"));
+            let of = |name: &str| {
+                samples
+                    .iter()
+                    .find(|x| {
+                        x.name == name
+                            && x.labels.iter().any(|(a, b)| a == "origin" && *b == origin)
+                            && x.labels.iter().any(|(a, b)| a == "epoch" && *b == epoch)
+                    })
+                    .map_or(0, |x| x.value as u64)
+            };
+            let (lag, idle) = (of("memcast_origin_lag_ms"), of("memcast_origin_idle_ms"));
+            (origin, epoch, s.value as u64, lag, idle)
+        })
+        .collect();
+    origins.sort_by_key(|o| o.4);
+    out.push_str(&format!("origins      {}\n", origins.len()));
+    if !origins.is_empty() {
+        out.push_str(&format!(
+            "  {:<16}  {:>13}  {:>10}  {:>8}  {:>9}\n",
+            "origin", "epoch", "last seq", "lag ms", "idle ms"
+        ));
+        for (origin, epoch, seq, lag, idle) in origins.iter().take(20) {
+            out.push_str(&format!(
+                "  {origin:<16}  {epoch:>13}  {seq:>10}  {lag:>8}  {idle:>9}\n"
+            ));
+        }
+        if origins.len() > 20 {
+            out.push_str(&format!("  ... {} more\n", origins.len() - 20));
+        }
+    }
+    out
+}
