@@ -84,6 +84,25 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), BusError> {
     }
 }
 
+/// Over TCP (TCP mode, the relay), ZMTP heartbeats notice a peer whose link
+/// died within seconds, so the connection is dropped and made again (and
+/// the frames missed meanwhile show up as a gap) instead of hanging on a
+/// half-open socket. PGM ignores these options.
+fn set_tcp_liveness(socket: &zmq::Socket) -> Result<(), BusError> {
+    socket
+        .set_heartbeat_ivl(1000)
+        .map_err(zmq_err("ZMQ_HEARTBEAT_IVL"))?;
+    socket
+        .set_heartbeat_timeout(3000)
+        .map_err(zmq_err("ZMQ_HEARTBEAT_TIMEOUT"))?;
+    socket
+        .set_heartbeat_ttl(3000)
+        .map_err(zmq_err("ZMQ_HEARTBEAT_TTL"))?;
+    socket
+        .set_reconnect_ivl_max(2000)
+        .map_err(zmq_err("ZMQ_RECONNECT_IVL_MAX"))
+}
+
 fn is_multicast(endpoint: &str) -> bool {
     endpoint.starts_with("epgm://") || endpoint.starts_with("pgm://")
 }
@@ -156,6 +175,7 @@ impl Publisher {
         socket
             .set_sndbuf(opts.sndbuf)
             .map_err(zmq_err("ZMQ_SNDBUF"))?;
+        set_tcp_liveness(&socket)?;
         // PGM options must be set before connecting; ZeroMQ ignores them on
         // other transports.
         if is_multicast(endpoint) {
@@ -255,6 +275,7 @@ impl Subscriber {
             .set_recovery_ivl(opts.recovery_ms)
             .map_err(zmq_err("ZMQ_RECOVERY_IVL"))?;
         socket.set_linger(0).map_err(zmq_err("ZMQ_LINGER"))?;
+        set_tcp_liveness(&socket)?;
         socket
             .set_subscribe(b"")
             .map_err(zmq_err("ZMQ_SUBSCRIBE"))?;

@@ -16,6 +16,19 @@ pub enum Publish {
     Relay,
 }
 
+/// What carries frames between hosts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// The PGM multicast group (epgm).
+    Pgm,
+    /// TCP mode: no multicast on the network at all; each relay binds a
+    /// fan-out (`--listen tcp://`) that every peer subscribes to.
+    Tcp,
+}
+
+/// The TCP fan-out port in TCP mode.
+pub const FANOUT_PORT: u16 = 5556;
+
 /// Where the release build is: `target/release` of the workspace.
 pub struct Artifacts {
     pub extension: PathBuf,
@@ -55,6 +68,7 @@ pub struct Cluster {
     pub key_file: PathBuf,
     pub group: String,
     pub publish: Publish,
+    pub transport: Transport,
     /// Added to every memcastd's command line (tests and benchmarks tune it).
     pub memcastd_args: Vec<String>,
     /// Added to every PHP command line as `-d name=value`.
@@ -80,6 +94,30 @@ impl Cluster {
         artifacts: Artifacts,
         memcastd_args: Vec<String>,
     ) -> Cluster {
+        Cluster::start_on(
+            tag,
+            hosts,
+            publish,
+            Transport::Pgm,
+            artifacts,
+            memcastd_args,
+        )
+    }
+
+    /// TCP mode on a network without multicast (PHP hands frames to the
+    /// host relay, which fans them out over TCP).
+    pub fn start_tcp(tag: &str, hosts: u8, artifacts: Artifacts, args: Vec<String>) -> Cluster {
+        Cluster::start_on(tag, hosts, Publish::Relay, Transport::Tcp, artifacts, args)
+    }
+
+    fn start_on(
+        tag: &str,
+        hosts: u8,
+        publish: Publish,
+        transport: Transport,
+        artifacts: Artifacts,
+        memcastd_args: Vec<String>,
+    ) -> Cluster {
         let mut net = Network::new(tag);
         let dir = TempDir::new(tag);
         let key_file = dir.key_file("cluster.key", 5);
@@ -95,6 +133,9 @@ impl Cluster {
         let mut sites = Vec::new();
         for i in 1..=hosts {
             let host = net.add_host(i);
+            if transport == Transport::Tcp {
+                net.no_multicast(i);
+            }
             let mut mc = host.command(crate::memcached_binary());
             mc.args(["-l", "0.0.0.0", "-p", "11211"])
                 .args(MEMCACHED_ARGS)
@@ -118,6 +159,7 @@ impl Cluster {
             key_file,
             group,
             publish,
+            transport,
             memcastd_args,
             php_ini: Vec::new(),
             dir,
@@ -183,8 +225,20 @@ impl Cluster {
             .join(format!("memcastd{}.{}.log", i + 1, self.sites[i].log_n));
         let log = std::fs::File::create(&log_path).expect("create log");
         let mut d = host.command(&self.artifacts.memcastd);
-        d.args(["--memcached", "127.0.0.1:11211", "--subscribe", &epgm])
-            .arg("--key-file")
+        d.args(["--memcached", "127.0.0.1:11211"]);
+        match self.transport {
+            Transport::Pgm => {
+                d.args(["--subscribe", &epgm]);
+            }
+            Transport::Tcp => {
+                d.args(["--listen", &format!("tcp://{}:{FANOUT_PORT}", host.addr)]);
+                for j in (0..self.sites.len()).filter(|&j| j != i) {
+                    let peer = &self.sites[j].host.addr;
+                    d.args(["--subscribe", &format!("tcp://{peer}:{FANOUT_PORT}")]);
+                }
+            }
+        }
+        d.arg("--key-file")
             .arg(self.key_file_of(i))
             .arg("--accept-key-file")
             .arg(self.accept_key_file_of(i))
@@ -201,7 +255,10 @@ impl Cluster {
             .args(["--stats-interval", "0"])
             .args(&self.memcastd_args);
         if self.publish == Publish::Relay {
-            d.args(["--relay", &self.relay_endpoint(i), "--publish", &epgm]);
+            d.args(["--relay", &self.relay_endpoint(i)]);
+            if self.transport == Transport::Pgm {
+                d.args(["--publish", &epgm]);
+            }
         }
         for j in (0..self.sites.len()).filter(|&j| j != i) {
             d.args(["--peer", &self.repair_addr(j)]);

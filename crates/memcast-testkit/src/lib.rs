@@ -383,6 +383,15 @@ impl Network {
 }
 
 impl Network {
+    /// Takes multicast away from host `i`: no route for 224.0.0.0/4, and the
+    /// interface's multicast flag off (TCP mode's test network).
+    pub fn no_multicast(&self, i: u8) {
+        let ns = format!("{}h{i}", self.prefix);
+        let iface = format!("eth{i}");
+        must(&["-n", &ns, "route", "del", "224.0.0.0/4", "dev", &iface]);
+        must(&["-n", &ns, "link", "set", &iface, "multicast", "off"]);
+    }
+
     fn outer(&self, i: u8) -> String {
         format!("{}v{i}", self.prefix)
     }

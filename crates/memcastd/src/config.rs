@@ -130,10 +130,14 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "ENDPOINT")]
     pub publish: Option<String>,
 
-    /// Serve repairs (from the replay ring) and snapshots (for peers that
-    /// resync) on this TCP address. Requests must be signed with the key.
-    #[arg(long, value_name = "HOST:PORT")]
-    pub listen: Option<String>,
+    /// HOST:PORT: serve repairs (from the replay ring) and snapshots (for
+    /// peers that resync) on this TCP address; requests must be signed with
+    /// the key. tcp://ADDR:PORT: TCP mode, where there is no multicast: the
+    /// relay sends this host's frames to every peer that subscribes here
+    /// (--subscribe tcp://THIS-HOST:PORT on the peers). Repeatable: one of
+    /// each.
+    #[arg(long, value_name = "HOST:PORT|tcp://ADDR:PORT")]
+    pub listen: Vec<String>,
 
     /// The address peers reach --listen at, sent in heartbeats [default:
     /// --listen, when it names a host].
@@ -248,7 +252,8 @@ pub struct FileSettings {
     pub max_key_length: Option<usize>,
     pub relay: Option<String>,
     pub publish: Option<String>,
-    pub listen: Option<String>,
+    #[serde(default)]
+    pub listen: OneOrMore,
     pub advertise: Option<String>,
     #[serde(default)]
     pub peer: Vec<String>,
@@ -273,6 +278,27 @@ pub struct FileSettings {
     pub log_level: Option<String>,
 }
 
+/// A TOML value that is one string or a list of them (`listen`).
+#[derive(Deserialize, Debug, Default, Clone, PartialEq)]
+#[serde(from = "StringOrList")]
+pub struct OneOrMore(pub Vec<String>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StringOrList {
+    One(String),
+    More(Vec<String>),
+}
+
+impl From<StringOrList> for OneOrMore {
+    fn from(v: StringOrList) -> OneOrMore {
+        match v {
+            StringOrList::One(s) => OneOrMore(vec![s]),
+            StringOrList::More(v) => OneOrMore(v),
+        }
+    }
+}
+
 /// Resolved settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -287,7 +313,10 @@ pub struct Settings {
     pub max_key_length: usize,
     pub relay: Option<String>,
     pub publish: Option<String>,
+    /// The repair and snapshot server (HOST:PORT).
     pub listen: Option<String>,
+    /// TCP mode: where the relay's fan-out binds (tcp://ADDR:PORT).
+    pub fanout: Option<String>,
     pub advertise: Option<String>,
     pub peers: Vec<String>,
     pub heartbeat_ms: u64,
@@ -348,7 +377,10 @@ impl Settings {
         check("subscribe", self.subscribe == new.subscribe);
         check("relay", self.relay == new.relay);
         check("publish", self.publish == new.publish);
-        check("listen", self.listen == new.listen);
+        check(
+            "listen",
+            self.listen == new.listen && self.fanout == new.fanout,
+        );
         check("advertise", self.advertise == new.advertise);
         check("peer", self.peers == new.peers);
         check("metrics", self.metrics == new.metrics);
@@ -407,11 +439,37 @@ impl Settings {
             .map_err(|e| invalid(format!("--memcached: {e}")))?;
         let relay = cli.relay.or(file.relay);
         let publish = cli.publish.or(file.publish);
+        let listens = if cli.listen.is_empty() {
+            file.listen.0
+        } else {
+            cli.listen
+        };
+        let (fanouts, listens): (Vec<String>, Vec<String>) =
+            listens.into_iter().partition(|l| l.contains("://"));
+        if listens.len() > 1 || fanouts.len() > 1 {
+            return Err(invalid(
+                "--listen: at most one HOST:PORT (repairs) and one tcp://ADDR:PORT (TCP fan-out)"
+                    .into(),
+            ));
+        }
+        let fanout = fanouts.into_iter().next();
+        if let Some(f) = &fanout {
+            if !f.starts_with("tcp://") {
+                return Err(invalid(format!(
+                    "--listen {f}: a fan-out is tcp://ADDR:PORT"
+                )));
+            }
+            if relay.is_none() {
+                return Err(invalid(format!(
+                    "--listen {f}: the TCP fan-out sends what the relay takes from PHP; give --relay too"
+                )));
+            }
+        }
         if let Some(r) = &relay {
             memcast_bus::check_endpoint(r).map_err(|e| invalid(format!("--relay: {e}")))?;
-            if publish.is_none() {
+            if publish.is_none() && fanout.is_none() {
                 return Err(invalid(
-                    "--relay needs --publish: the group to send this host's frames to".into(),
+                    "--relay needs --publish (the group to send this host's frames to) or --listen tcp://ADDR:PORT (TCP mode)".into(),
                 ));
             }
         }
@@ -423,7 +481,7 @@ impl Settings {
                 ));
             }
         }
-        let listen = cli.listen.or(file.listen);
+        let listen = listens.into_iter().next();
         let advertise = cli.advertise.or(file.advertise).or_else(|| {
             listen
                 .clone()
@@ -486,6 +544,7 @@ impl Settings {
             relay,
             publish,
             listen,
+            fanout,
             advertise,
             peers,
             heartbeat_ms: cli

@@ -39,7 +39,8 @@ const ORIGIN_IDLE: Duration = Duration::from_secs(600);
 /// This host's single sender to the group, fed by its PHP workers.
 struct Relay {
     origin: Origin,
-    publisher: Publisher,
+    /// The group (--publish), the TCP fan-out (--listen tcp://), or both.
+    publishers: Vec<Publisher>,
     ring: Arc<Mutex<ReplayRing>>,
     advertise: String,
     interval: Duration,
@@ -51,6 +52,24 @@ struct Relay {
 pub struct Reloader {
     pub settings: Box<dyn Fn() -> Result<Settings, String> + Send>,
     pub log_level: Box<dyn Fn(&str) + Send>,
+}
+
+impl Relay {
+    /// To every publisher; an error only when none took it.
+    fn send(&self, sealed: &[u8]) -> Result<(), memcast_bus::BusError> {
+        let mut last = None;
+        let mut any = false;
+        for p in &self.publishers {
+            match p.send(sealed) {
+                Ok(()) => any = true,
+                Err(e) => last = Some(e),
+            }
+        }
+        match (any, last) {
+            (false, Some(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
 }
 
 pub struct Daemon {
@@ -111,12 +130,22 @@ impl Daemon {
             Subscriber::connect(&s.subscribe, &s.bus).map_err(|e| e.to_string())?;
         let origin = Origin::new();
         let (origin_id, epoch) = (origin.id, origin.epoch);
-        if let (Some(relay), Some(publish)) = (&s.relay, &s.publish) {
+        if let Some(relay) = &s.relay {
             subscriber
                 .bind_relay(relay, &s.bus)
                 .map_err(|e| format!("--relay: {e}"))?;
-            let publisher =
-                Publisher::connect(publish, &s.bus).map_err(|e| format!("--publish: {e}"))?;
+            let mut publishers = Vec::new();
+            if let Some(publish) = &s.publish {
+                publishers.push(
+                    Publisher::connect(publish, &s.bus).map_err(|e| format!("--publish: {e}"))?,
+                );
+            }
+            if let Some(fanout) = &s.fanout {
+                publishers.push(
+                    Publisher::bind(fanout, &s.bus)
+                        .map_err(|e| format!("--listen {fanout}: {e}"))?,
+                );
+            }
             if s.advertise.is_none() {
                 warn!("relaying without --listen/--advertise: peers cannot repair what they miss from this host, only resync");
             }
@@ -127,7 +156,7 @@ impl Daemon {
                     s.ring_bytes,
                 ))),
                 origin,
-                publisher,
+                publishers,
                 advertise: s.advertise.clone().unwrap_or_default(),
                 interval: Duration::from_millis(s.heartbeat_ms),
                 next_heartbeat: Instant::now(),
@@ -189,6 +218,7 @@ impl Daemon {
             relay = ?s.relay,
             publish = ?s.publish,
             listen = ?s.listen,
+            fanout = ?s.fanout,
             peers = ?s.peers,
             "memcastd started, {}",
             describe(&self.keys.get())
@@ -295,7 +325,7 @@ impl Daemon {
         frame.epoch = relay.origin.epoch;
         frame.seq = relay.origin.next_seq();
         let sealed = frame.seal(&*self.keys.get());
-        let sent = relay.publisher.send(&sealed);
+        let sent = relay.send(&sealed);
         // Kept even when the send failed: a peer that notices the gap repairs it.
         relay.ring.lock().push(frame.seq, sealed);
         match sent {
@@ -325,7 +355,7 @@ impl Daemon {
             key: Vec::new(),
             value: relay.advertise.as_bytes().to_vec(),
         };
-        if relay.publisher.send(&frame.seal(&*self.keys.get())).is_ok() {
+        if relay.send(&frame.seal(&*self.keys.get())).is_ok() {
             Counters::inc(&self.counters.heartbeats_sent);
         }
     }
