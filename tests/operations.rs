@@ -242,10 +242,10 @@ fn metrics_count_what_was_sent_and_applied_and_status_reports_health() {
         );
         assert!(delta(i, "memcast_replication_lag_seconds_count{}") >= N as f64);
         assert!(delta(i, "memcast_apply_latency_seconds_count{}") >= N as f64);
-        assert_eq!(metric(&after[i], "memcast_memcached_up{}"), 1.0);
-        assert_eq!(metric(&after[i], "memcast_memcached_warm{}"), 1.0);
+        assert_eq!(metric(page, "memcast_memcached_up{}"), 1.0);
+        assert_eq!(metric(page, "memcast_memcached_warm{}"), 1.0);
         // Host 1's relay is among the origins, with its last sequence number.
-        let relay_seq = after[i]
+        let relay_seq = page
             .iter()
             .filter(|(name, _)| name.starts_with("memcast_origin_last_seq{"))
             .map(|(_, v)| *v)
