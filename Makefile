@@ -32,26 +32,31 @@ lint:
 	cargo clippy --workspace --all-targets --release -- -D warnings
 
 # The fuzz targets (fuzz/fuzz_targets: frame decoder, peer stream, config
-# parsers), FUZZ_SECONDS each, from the seed corpus in fuzz/corpus; new inputs
-# go to a scratch corpus, crashes to fuzz/artifacts (and fail the run).
-# cargo-fuzz wants nightly for -Zsanitizer; RUSTC_BOOTSTRAP lets the stable
-# toolchain accept it.
+# parsers), all at once for FUZZ_SECONDS each, from the seed corpus in
+# fuzz/corpus; new inputs go to a scratch corpus, crashes to fuzz/artifacts
+# (and fail the run). cargo-fuzz wants nightly for -Zsanitizer;
+# RUSTC_BOOTSTRAP lets the stable toolchain accept it.
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := frame_open peer_stream config
 fuzz:
 	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	RUSTC_BOOTSTRAP=1 cargo fuzz build -O
-	set -e; for t in $(FUZZ_TARGETS); do \
-	  scratch=$$(mktemp -d); \
-	  RUSTC_BOOTSTRAP=1 cargo fuzz run -O $$t $$scratch fuzz/corpus/$$t -- \
-	    -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 2>&1 | \
-	    grep -E '^(Done|stat::number_of_executed_units|INFO: seed corpus)|ERROR|panicked|SUMMARY' ; \
-	  status=$${PIPESTATUS[0]}; rm -rf $$scratch; \
-	  if [ $$status -ne 0 ]; then echo "fuzz target $$t failed (exit $$status); see fuzz/artifacts/$$t"; exit 1; fi; \
-	done
-
-demo: deps build
-	bash scripts/demo.sh
+	set -e; logs=$$(mktemp -d); pids=""; \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $$logs/$$t.corpus; \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run -O $$t $$logs/$$t.corpus fuzz/corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 > $$logs/$$t.log 2>&1 & \
+	  pids="$$pids $$!"; \
+	done; \
+	failed=0; i=0; for t in $(FUZZ_TARGETS); do \
+	  i=$$((i+1)); pid=$$(echo $$pids | cut -d' ' -f$$i); \
+	  if wait $$pid; then \
+	    echo "fuzz $$t: $$(grep -E '^Done' $$logs/$$t.log), no crash"; \
+	  else \
+	    failed=1; echo "fuzz target $$t FAILED; see fuzz/artifacts/$$t"; \
+	    grep -E 'ERROR|panicked|SUMMARY|Test unit written' $$logs/$$t.log | head -20; \
+	  fi; \
+	done; rm -rf $$logs; exit $$failed
 
 # Install, as an operator would: the extension into PHP's extension dir, its
 # ini (every setting commented, with its default) into PHP's conf.d, the
