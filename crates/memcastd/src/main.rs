@@ -131,15 +131,19 @@ fn init_logging(level: &str) -> Box<dyn Fn(&str) + Send> {
         }
     };
     let (layer, handle) = reload::Layer::new(filter(level));
-    tracing_subscriber::registry()
-        .with(layer)
-        .with(
-            fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(false)
-                .with_target(false),
-        )
-        .init();
+    // Under systemd (stderr is the journal), journald stamps each line
+    // itself: no second timestamp.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let lines = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false);
+    let registry = tracing_subscriber::registry().with(layer);
+    if journal {
+        registry.with(lines.without_time()).init();
+    } else {
+        registry.with(lines).init();
+    }
     Box::new(move |level: &str| {
         let _ = handle.modify(|f| *f = filter(level));
     })
