@@ -462,6 +462,15 @@ impl Daemon {
             .warm
             .store(matches!(sentinel, Ok(Some(_))), Ordering::Relaxed);
         *self.shared.origins.lock() = self.origins.stats();
+        match &sentinel {
+            Err(e) if e.is_server_failure() => self.memcached_failed(e),
+            Ok(_) => {
+                if let Some(since) = self.memcached_down_since.take() {
+                    info!(memcached = %self.settings.memcached, down_ms = since.elapsed().as_millis() as u64, "memcached is back");
+                }
+            }
+            Err(_) => {}
+        }
         self.counters.memcached_reconnects.store(
             self.memcached.connects().saturating_sub(1),
             Ordering::Relaxed,

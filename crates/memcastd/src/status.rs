@@ -43,12 +43,12 @@ pub fn render(addr: &str, samples: &[Sample]) -> String {
     let mut out = format!("memcastd at {addr}\n");
     let up = value(samples, "memcast_memcached_up", None) == Some(1.0);
     let warm = value(samples, "memcast_memcached_warm", None) == Some(1.0);
-    out.push_str(&format!(
-        "{:<12} {}, {}\n",
-        "memcached",
-        if up { "up" } else { "DOWN" },
-        if warm { "warm" } else { "cold (refilling)" }
-    ));
+    let health = match (up, warm) {
+        (false, _) => "DOWN",
+        (true, true) => "up, warm",
+        (true, false) => "up, cold (refilling from peers)",
+    };
+    out.push_str(&format!("{:<12} {health}\n", "memcached"));
     out.push_str(&format!(
         "{:<12} received {}  applied {}  skipped_older {}  relayed {}\n",
         "frames",
