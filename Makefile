@@ -6,7 +6,7 @@ RUN_TESTS  ?= $(shell $(PHP_CONFIG) --extension-dir 2>/dev/null)/build/run-tests
 SO         := $(CURDIR)/target/release/libmemcast.so
 MEMCASTD   := $(CURDIR)/target/release/memcastd
 
-.PHONY: all build deps test test-rust test-phpt test-packaging lint fuzz install uninstall deb demo clean
+.PHONY: all build deps bench-deps bench test test-rust test-phpt test-packaging lint fuzz install uninstall deb demo clean
 
 all: build
 

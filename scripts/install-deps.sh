@@ -13,6 +13,8 @@ packages=(
     systemd                 # systemd-analyze verify of the unit (packaging test)
     pkg-config build-essential ca-certificates procps
 )
+# Extra packages named on the command line (make bench adds its own).
+packages+=("$@")
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use memcast_bus::{BusOptions, Publisher};
 use memcast_core::ini::ExtensionConfig;
-use memcast_core::store::{Expect, Reply};
+use memcast_core::store::Expect;
 use memcast_core::{
     apply_if_newer, FailoverList, Frame, Hlc, Keyring, Memcached, Op, Origin, ServerAddr,
     SharedKey, StoreError, StoredValue, Version,
@@ -48,6 +48,17 @@ struct HeldLock {
     server: usize,
     key: Vec<u8>,
     token: Vec<u8>,
+    /// The lock item's CAS token, released with `md C<cas>` in one round trip.
+    cas: Option<u64>,
+}
+
+/// What the lock's round trip read for the session, used by the read that
+/// follows instead of asking again.
+struct Prefetched {
+    server: usize,
+    key: Vec<u8>,
+    item: Option<memcast_core::store::Item>,
+    warm: bool,
 }
 
 /// What the last read of a session found, so the write can be conditional
@@ -129,6 +140,7 @@ pub struct SessionStore {
     servers: Vec<Memcached>,
     reads: HashMap<Vec<u8>, ReadState>,
     locks: Vec<HeldLock>,
+    prefetched: Option<Prefetched>,
     origin: Origin,
     clock: Hlc,
     keys: Option<LoadedKeys>,
@@ -156,6 +168,7 @@ impl SessionStore {
             servers: Vec::new(),
             reads: HashMap::new(),
             locks: Vec::new(),
+            prefetched: None,
             origin,
             clock,
             keys: None,
@@ -269,7 +282,8 @@ impl SessionStore {
         if !cfg.locking {
             return Ok(Duration::ZERO);
         }
-        let key = [self.key_for(id).as_slice(), b".lock"].concat();
+        let session_key = self.key_for(id);
+        let key = [session_key.as_slice(), b".lock"].concat();
         let token = format!("{:016x}", memcast_core::origin::random_u64()).into_bytes();
         let started = Instant::now();
         let mut wait = cfg.lock_wait_min;
@@ -278,13 +292,27 @@ impl SessionStore {
             let Some(i) = self.list.candidates(Instant::now()).first().copied() else {
                 return Err(format!("cannot lock session: {}", self.no_server(tried)));
             };
-            match self.servers[i].add(&key, &token, cfg.lock_expire) {
-                Ok(Reply::Stored) => {
+            // The lock, and the session read in the same round trip.
+            let answer = self.servers[i].lock_and_gets_checking_warm(
+                &key,
+                &token,
+                cfg.lock_expire,
+                &session_key,
+            );
+            match answer {
+                Ok((Some(cas), item, warm)) => {
                     self.list.mark_ok(i);
+                    self.prefetched = Some(Prefetched {
+                        server: i,
+                        key: session_key,
+                        item,
+                        warm,
+                    });
                     self.locks.push(HeldLock {
                         server: i,
                         key,
                         token,
+                        cas: Some(cas),
                     });
                     let waited = started.elapsed();
                     self.counters.lock_wait_ms_total += waited.as_millis() as u64;
@@ -294,7 +322,7 @@ impl SessionStore {
                         .max(waited.as_millis() as u64);
                     return Ok(waited);
                 }
-                Ok(_) if attempt < cfg.lock_retries => {
+                Ok((None, _, _)) if attempt < cfg.lock_retries => {
                     self.counters.lock_waits += 1;
                     // Full jitter in [wait/2, wait], so waiters do not retry in step.
                     let half = wait / 2;
@@ -304,7 +332,7 @@ impl SessionStore {
                     std::thread::sleep(half + jitter);
                     wait = (wait * 2).min(cfg.lock_wait_max);
                 }
-                Ok(_) => break,
+                Ok((None, _, _)) => break,
                 Err(e) => {
                     self.note_failure(i, &e);
                     tried.push((i, e.to_string()));
@@ -325,11 +353,21 @@ impl SessionStore {
     /// Releases the locks this request took, and only those: a lock that
     /// expired and was taken by another request carries another token.
     fn unlock_all(&mut self) {
+        self.prefetched = None;
         for lock in std::mem::take(&mut self.locks) {
             let mc = &mut self.servers[lock.server];
-            if let Ok(Some(item)) = mc.gets(&lock.key) {
-                if item.value == lock.token {
-                    let _ = mc.delete_if_unchanged(&lock.key, item.cas);
+            match lock.cas {
+                // Our lock is the item with this CAS: gone if anyone took
+                // it over after it expired.
+                Some(cas) => {
+                    let _ = mc.delete_if_cas(&lock.key, cas);
+                }
+                None => {
+                    if let Ok(Some(item)) = mc.gets(&lock.key) {
+                        if item.value == lock.token {
+                            let _ = mc.delete_if_unchanged(&lock.key, item.cas);
+                        }
+                    }
                 }
             }
         }
@@ -353,11 +391,12 @@ impl SessionStore {
         let warm_check = self.config.as_ref().is_none_or(|c| c.warm_check);
         let mut tried = Vec::new();
         let mut cold: Option<usize> = None;
+        let mut prefetched = self.prefetched.take().filter(|p| p.key == key);
         for i in self.list.candidates(Instant::now()) {
-            let answer = if warm_check && cold.is_none() {
-                self.servers[i].gets_checking_warm(&key)
-            } else {
-                self.servers[i].gets(&key).map(|found| (found, true))
+            let answer = match prefetched.take() {
+                Some(p) if p.server == i => Ok((p.item, p.warm || !warm_check)),
+                _ if warm_check && cold.is_none() => self.servers[i].gets_checking_warm(&key),
+                _ => self.servers[i].gets(&key).map(|found| (found, true)),
             };
             let (found, warm) = match answer {
                 Ok(a) => a,

@@ -157,6 +157,73 @@ impl Memcached {
         })
     }
 
+    /// Takes a lock and reads in one round trip: `ms <lock_key> ME c` (add
+    /// `token`, answering with the lock's CAS token when it was free), then
+    /// `gets <key> memcast:warm`. Returns the lock's CAS (None: someone
+    /// holds it, and the read is not to be trusted), the item and whether
+    /// this memcached is warm. memcached runs a connection's commands in
+    /// order, so the read sees everything the lock's previous holder wrote.
+    pub fn lock_and_gets_checking_warm(
+        &mut self,
+        lock_key: &[u8],
+        token: &[u8],
+        ttl: u64,
+        key: &[u8],
+    ) -> Result<(Option<u64>, Option<Item>, bool), StoreError> {
+        check_key(lock_key)?;
+        check_key(key)?;
+        let mut cmd = Vec::with_capacity(lock_key.len() + key.len() + token.len() + 64);
+        cmd.extend_from_slice(b"ms ");
+        cmd.extend_from_slice(lock_key);
+        cmd.extend_from_slice(format!(" {} T{} ME c\r\n", token.len(), wire_ttl(ttl)).as_bytes());
+        cmd.extend_from_slice(token);
+        cmd.extend_from_slice(b"\r\ngets ");
+        cmd.extend_from_slice(key);
+        cmd.push(b' ');
+        cmd.extend_from_slice(crate::replica::WARM_SENTINEL);
+        cmd.extend_from_slice(b"\r\n");
+        self.round_trip(&cmd, |c| {
+            let line = c.read_line()?;
+            let locked = if line.starts_with(b"HD") {
+                let cas = line
+                    .split(|b| *b == b' ')
+                    .find_map(|f| f.strip_prefix(b"c"))
+                    .and_then(|n| std::str::from_utf8(n).ok()?.parse::<u64>().ok())
+                    .ok_or_else(|| c.unexpected(&line))?;
+                Some(cas)
+            } else if line.starts_with(b"NS") {
+                None
+            } else {
+                return Err(c.unexpected(&line));
+            };
+            let (mut item, mut warm) = (None, false);
+            while let Some((k, found)) = c.value_or_end()? {
+                if k == crate::replica::WARM_SENTINEL {
+                    warm = true;
+                } else if k == key {
+                    item = Some(found);
+                }
+            }
+            Ok((locked, item, warm))
+        })
+    }
+
+    /// Deletes `key` only if its CAS token is still `cas` (`md C<cas>`, one
+    /// round trip): releasing a lock this process took and nobody replaced.
+    /// True when it was deleted.
+    pub fn delete_if_cas(&mut self, key: &[u8], cas: u64) -> Result<bool, StoreError> {
+        check_key(key)?;
+        let cmd = [b"md ", key, format!(" C{cas}\r\n").as_bytes()].concat();
+        self.round_trip(&cmd, |c| {
+            let line = c.read_line()?;
+            match line.get(..2) {
+                Some(b"HD") => Ok(true),
+                Some(b"EX") | Some(b"NF") => Ok(false),
+                _ => Err(c.unexpected(&line)),
+            }
+        })
+    }
+
     pub fn set(&mut self, key: &[u8], value: &[u8], ttl: u64) -> Result<Reply, StoreError> {
         self.store(b"set", key, value, ttl, None)
     }

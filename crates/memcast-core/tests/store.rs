@@ -299,3 +299,45 @@ fn delete_if_unchanged_removes_only_the_value_it_read() {
     assert_eq!(mc.get(b"lock").unwrap(), None);
     assert_eq!(mc.add(b"lock", b"next", 60).unwrap(), Reply::Stored);
 }
+
+#[test]
+fn a_lock_and_the_read_take_one_round_trip_and_release_only_our_lock() {
+    let server = kit::Memcached::start();
+    let mut mc = client(&server);
+    let mut other = client(&server);
+    mc.set(b"sess", b"data|x", 60).unwrap();
+    let (cas, item, warm) = mc
+        .lock_and_gets_checking_warm(b"sess.lock", b"tok1", 30, b"sess")
+        .unwrap();
+    let cas = cas.expect("the lock was free");
+    assert_eq!(item.unwrap().value, b"data|x");
+    assert!(!warm, "no sentinel set in this memcached");
+    // Held: a second taker gets no lock (the read still answers).
+    let (none, item, _) = other
+        .lock_and_gets_checking_warm(b"sess.lock", b"tok2", 30, b"sess")
+        .unwrap();
+    assert_eq!(none, None);
+    assert!(item.is_some());
+    assert_eq!(mc.get(b"sess.lock").unwrap().as_deref(), Some(&b"tok1"[..]));
+    // Released with its CAS; a stale CAS releases nothing.
+    assert!(!mc.delete_if_cas(b"sess.lock", cas + 1000).unwrap());
+    assert!(mc.delete_if_cas(b"sess.lock", cas).unwrap());
+    assert_eq!(mc.get(b"sess.lock").unwrap(), None);
+    // A lock that expired and was taken by someone else is theirs to release.
+    mc.set(b"memcast:warm", b"1", 0).unwrap();
+    let (mine, _, warm) = mc
+        .lock_and_gets_checking_warm(b"sess.lock", b"tok3", 30, b"sess")
+        .unwrap();
+    assert!(warm);
+    other.delete(b"sess.lock").unwrap(); // "expired"
+    let (theirs, _, _) = other
+        .lock_and_gets_checking_warm(b"sess.lock", b"tok4", 30, b"sess")
+        .unwrap();
+    assert!(theirs.is_some());
+    assert!(!mc.delete_if_cas(b"sess.lock", mine.unwrap()).unwrap());
+    assert_eq!(mc.get(b"sess.lock").unwrap().as_deref(), Some(&b"tok4"[..]));
+    assert!(matches!(
+        mc.lock_and_gets_checking_warm(b"bad key", b"t", 30, b"sess"),
+        Err(StoreError::InvalidKey(_))
+    ));
+}

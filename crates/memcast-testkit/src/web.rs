@@ -13,8 +13,24 @@ use crate::{free_port, wait_for_tcp, Proc, TempDir};
 pub struct WebStack {
     pub dir: TempDir,
     pub port: u16,
-    _fpm: Proc,
+    /// The address nginx listens on (127.0.0.1 unless a host is given).
+    pub addr: String,
+    fpm: Proc,
     _nginx: Proc,
+}
+
+/// A web stack beyond the default: inside a host's namespace, with other
+/// PHP extensions (php-memcached, phpredis) or none.
+pub struct WebOptions<'a> {
+    /// Run nginx and php-fpm inside this host (listening on its address and
+    /// loopback) instead of the root namespace.
+    pub host: Option<&'a crate::Host>,
+    /// `-d` settings for php-fpm's command line (`extension=...`).
+    pub php_args: Vec<String>,
+    /// Pool settings (`php_admin_value`).
+    pub ini: Vec<(String, String)>,
+    pub pages: Vec<(String, String)>,
+    pub workers: usize,
 }
 
 fn find(candidates: &[&str]) -> PathBuf {
@@ -36,32 +52,58 @@ impl WebStack {
         pages: &[(&str, &str)],
         workers: usize,
     ) -> WebStack {
+        let mut all_ini = vec![("session.save_handler".to_string(), "memcast".to_string())];
+        all_ini.extend(ini.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        WebStack::start_with(WebOptions {
+            host: None,
+            php_args: vec![format!("extension={}", extension.display())],
+            ini: all_ini,
+            pages: pages
+                .iter()
+                .map(|(n, s)| (n.to_string(), s.to_string()))
+                .collect(),
+            workers,
+        })
+    }
+
+    pub fn start_with(opts: WebOptions<'_>) -> WebStack {
+        let WebOptions {
+            host,
+            php_args,
+            ini,
+            pages,
+            workers,
+        } = opts;
+        let command = |program: &Path| match host {
+            Some(h) => h.command(program),
+            None => Command::new(program),
+        };
+        let (listen, addr) = match host {
+            Some(h) => ("0.0.0.0".to_string(), h.addr.clone()),
+            None => ("127.0.0.1".to_string(), "127.0.0.1".to_string()),
+        };
         let dir = TempDir::new("web");
         let www = dir.path.join("www");
         std::fs::create_dir_all(&www).unwrap();
-        for (name, source) in pages {
+        for (name, source) in &pages {
             std::fs::write(www.join(name), source).unwrap();
         }
         let fpm_port = free_port();
         let fpm_conf = dir.path.join("php-fpm.conf");
         let mut pool = format!(
-            "[global]\nerror_log = {dir}/fpm.log\ndaemonize = no\n\n[www]\nuser = root\ngroup = root\nlisten = 127.0.0.1:{fpm_port}\npm = static\npm.max_children = {workers}\ncatch_workers_output = yes\n",
+            "[global]\nerror_log = {dir}/fpm.log\ndaemonize = no\n\n[www]\nuser = root\ngroup = root\nlisten = {listen}:{fpm_port}\npm = static\npm.max_children = {workers}\ncatch_workers_output = yes\n",
             dir = dir.path.display()
         );
-        for (k, v) in ini {
+        for (k, v) in &ini {
             pool.push_str(&format!("php_admin_value[{k}] = \"{v}\"\n"));
         }
         std::fs::write(&fpm_conf, pool).unwrap();
-        let mut fpm = Command::new(find(&["/usr/sbin/php-fpm8.2", "/usr/sbin/php-fpm"]));
-        fpm.arg("-n")
-            .arg("-d")
-            .arg(format!("extension={}", extension.display()))
-            .args([
-                "-d",
-                "session.save_handler=memcast",
-                "-d",
-                "display_errors=1",
-            ])
+        let mut fpm = command(&find(&["/usr/sbin/php-fpm8.2", "/usr/sbin/php-fpm"]));
+        fpm.arg("-n");
+        for a in &php_args {
+            fpm.arg("-d").arg(a);
+        }
+        fpm.args(["-d", "display_errors=1"])
             .arg("-R")
             .arg("-F")
             .arg("-y")
@@ -70,8 +112,9 @@ impl WebStack {
             .stderr(Stdio::null());
         let fpm = Proc::spawn("php-fpm", &mut fpm);
         assert!(
-            wait_for_tcp(&format!("127.0.0.1:{fpm_port}"), Duration::from_secs(10)),
-            "php-fpm did not start"
+            wait_for_tcp(&format!("{addr}:{fpm_port}"), Duration::from_secs(10)),
+            "php-fpm did not start: {}",
+            std::fs::read_to_string(dir.path.join("fpm.log")).unwrap_or_default()
         );
 
         let port = free_port();
@@ -80,7 +123,7 @@ impl WebStack {
             "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx.err;\n\
              events {{ worker_connections 1024; }}\n\
              http {{\n access_log off;\n client_body_temp_path {d}/t1; proxy_temp_path {d}/t2; fastcgi_temp_path {d}/t3; uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;\n\
-              server {{\n  listen 127.0.0.1:{port};\n  root {www};\n\
+              server {{\n  listen {listen}:{port};\n  root {www};\n\
                location ~ \\.php$ {{\n   fastcgi_pass 127.0.0.1:{fpm_port};\n   fastcgi_read_timeout 120s;\n\
                 fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;\n   fastcgi_param SCRIPT_NAME $fastcgi_script_name;\n\
                 fastcgi_param REQUEST_METHOD $request_method;\n   fastcgi_param QUERY_STRING $query_string;\n   fastcgi_param REQUEST_URI $request_uri;\n\
@@ -89,7 +132,7 @@ impl WebStack {
         );
         let nginx_conf = dir.path.join("nginx.conf");
         std::fs::write(&nginx_conf, conf).unwrap();
-        let mut nginx = Command::new(find(&["/usr/sbin/nginx"]));
+        let mut nginx = command(&find(&["/usr/sbin/nginx"]));
         nginx
             .arg("-c")
             .arg(&nginx_conf)
@@ -99,20 +142,26 @@ impl WebStack {
             .stderr(Stdio::null());
         let nginx = Proc::spawn("nginx", &mut nginx);
         assert!(
-            wait_for_tcp(&format!("127.0.0.1:{port}"), Duration::from_secs(10)),
+            wait_for_tcp(&format!("{addr}:{port}"), Duration::from_secs(10)),
             "nginx did not start"
         );
         WebStack {
             dir,
             port,
-            _fpm: fpm,
+            addr,
+            fpm,
             _nginx: nginx,
         }
     }
 
+    /// The php-fpm master's PID (its workers are its children).
+    pub fn fpm_pid(&self) -> u32 {
+        self.fpm.pid()
+    }
+
     /// `GET path` with the session cookie; returns (status, body).
     pub fn get(&self, path: &str, session: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect nginx");
+        let mut s = TcpStream::connect((self.addr.as_str(), self.port)).expect("connect nginx");
         s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
         write!(
             s,

@@ -1,0 +1,128 @@
+//! Replication lag across the namespaces: frames of 2 KB handed to host 1's
+//! relay (as PHP does) at a steady rate; hosts 2 and 3 record, in their
+//! `memcast_replication_lag_seconds` histogram, how old each write was when
+//! memcached had it. Versions carry milliseconds, so lags are good to ±1 ms.
+
+use std::time::{Duration, Instant};
+
+use memcast_bus::{BusOptions, Publisher};
+use memcast_core::{unix_millis, Frame, Op, SharedKey, Version};
+use memcast_testkit::cluster::Cluster;
+
+pub const RATES: [u64; 3] = [1_000, 5_000, 20_000];
+const SECONDS: u64 = 3;
+
+pub struct Lag {
+    pub rate: u64,
+    pub sent: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub achieved: f64,
+    pub relay_rss_kb: u64,
+}
+
+fn buckets(cluster: &Cluster, i: usize) -> Vec<(f64, f64)> {
+    let addr = format!("{}:9477", cluster.sites[i].host.addr);
+    let page = memcastd::metrics::scrape(&addr, Duration::from_secs(3)).expect("scrape");
+    memcastd::metrics::parse(&page)
+        .into_iter()
+        .filter(|s| s.name == "memcast_replication_lag_seconds_bucket")
+        .filter_map(|s| {
+            let le = &s.labels.iter().find(|(k, _)| k == "le")?.1;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, s.value))
+        })
+        .collect()
+}
+
+/// Bucket bounds (ms) for quantiles `qs` of what was observed between two
+/// scrapes of each receiver, pooled.
+fn quantiles(before: &[Vec<(f64, f64)>], after: &[Vec<(f64, f64)>], qs: &[f64]) -> Vec<f64> {
+    let n = after[0].len();
+    let mut cum = vec![0.0; n];
+    for (b, a) in before.iter().zip(after) {
+        for k in 0..n {
+            cum[k] += a[k].1 - b[k].1;
+        }
+    }
+    let total = cum[n - 1];
+    qs.iter()
+        .map(|q| {
+            (0..n)
+                .find(|&k| cum[k] >= q * total - 1e-9 && cum[k] > 0.0)
+                .map_or(f64::NAN, |k| after[0][k].0 * 1000.0)
+        })
+        .collect()
+}
+
+pub fn run(cluster: &Cluster) -> Vec<Lag> {
+    let key = SharedKey::from_file(&cluster.key_file_of(0)).unwrap();
+    let php = Publisher::relay(
+        &cluster.relay(0),
+        &BusOptions {
+            send_timeout_ms: 5_000,
+            sndhwm: 1_000_000,
+            ..BusOptions::default()
+        },
+    )
+    .unwrap();
+    let value = vec![b'v'; 2048];
+    let mut out = Vec::new();
+    for rate in RATES {
+        let before: Vec<_> = (1..3).map(|i| buckets(cluster, i)).collect();
+        let per_tick = (rate / 1000).max(1);
+        let start = Instant::now();
+        let mut sent = 0u64;
+        let mut rss = 0;
+        for tick in 0..SECONDS * 1000 {
+            let due = start + Duration::from_millis(tick);
+            while Instant::now() < due {
+                std::hint::spin_loop();
+            }
+            for _ in 0..per_tick {
+                sent += 1;
+                let frame = Frame {
+                    op: Op::Set,
+                    origin: 1,
+                    epoch: 1,
+                    seq: sent,
+                    version: Version {
+                        millis: unix_millis(),
+                        counter: 0,
+                        origin: 1,
+                    },
+                    ttl: 600,
+                    key: format!("memcast.sess.lag{rate}x{}", sent % 10_000).into_bytes(),
+                    value: value.clone(),
+                };
+                php.send(&frame.seal(&key)).unwrap();
+            }
+            if tick == SECONDS * 500 {
+                rss = cluster.memcastd_pid(0).map_or(0, super::rss_kb);
+            }
+        }
+        let achieved = sent as f64 / start.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_secs(2));
+        let after: Vec<_> = (1..3).map(|i| buckets(cluster, i)).collect();
+        let q = quantiles(&before, &after, &[0.5, 0.99, 1.0]);
+        eprintln!(
+            "bench: lag at {rate}/s (achieved {achieved:.0}/s): p50 ≤ {} ms, p99 ≤ {} ms, max ≤ {} ms",
+            q[0], q[1], q[2]
+        );
+        out.push(Lag {
+            rate,
+            sent,
+            p50_ms: q[0],
+            p99_ms: q[1],
+            max_ms: q[2],
+            achieved,
+            relay_rss_kb: rss,
+        });
+    }
+    out
+}

@@ -1,0 +1,163 @@
+//! `make bench`: memcast measured against the alternatives in one run on
+//! this machine, every number a median of interleaved rounds:
+//!
+//! - **web**: nginx + php-fpm (pm = static) + wrk inside host 1 of a
+//!   three-host cluster (network namespaces), a page that reads a counter and
+//!   a 2 KB payload, increments, writes back; a pool of existing sessions,
+//!   each wrk thread cycling through its own share (so even handlers without
+//!   locking must count exactly). Variants: memcast direct and via the host
+//!   relay, php-memcached on one server, on three with two replicas (locking
+//!   on and off), phpredis, files, and a page without a session.
+//! - **handler**: per-call latency of session_start() and
+//!   session_write_close() from PHP CLI, against raw get/set round trips of
+//!   the same 2 KB value with php-memcached's client.
+//! - **replication**: lag from PHP's write to applied on the other hosts at
+//!   1k, 5k and 20k writes/s; memcastd's apply rate against memcached's own
+//!   pipelined-set ceiling.
+//! - **memory**: memcastd and php-fpm workers, idle and under load.
+//!
+//! Writes bench/results/latest.md and PNG charts (gnuplot) beside it.
+
+mod apply;
+mod handler;
+mod lag;
+mod report;
+mod web;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use memcast_testkit::cluster::{Artifacts, Cluster, Publish};
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Resident memory of a process, KB.
+pub fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Children of a process (php-fpm's workers).
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            // pid (comm) state ppid ...
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            if ppid == Some(pid) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+pub fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn main() {
+    memcast_testkit::require_root("make bench (network namespaces)");
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let out_dir = workspace().join("bench/results");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let started = std::time::Instant::now();
+    eprintln!("bench: three hosts (namespaces), memcastd relays; {rounds} rounds of {seconds} s per web variant");
+    let mut cluster = Cluster::start_with(
+        "bench",
+        3,
+        Publish::Relay,
+        Artifacts::release(&workspace()),
+        vec![
+            "--metrics".into(),
+            "0.0.0.0:9477".into(),
+            // 20 000 frames/s of 2 KB is 330 Mbit/s: above PGM's default budget.
+            "--pgm-rate-kbps".into(),
+            "1000000".into(),
+        ],
+    );
+    assert!(
+        cluster.wait_warm(Duration::from_secs(30)),
+        "{}",
+        cluster.logs()
+    );
+    let memcastd_idle = cluster.memcastd_pid(0).map_or(0, rss_kb);
+
+    let web = web::run(&mut cluster, rounds, seconds);
+    eprintln!(
+        "bench: web done after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    let handler = handler::run(&cluster, rounds);
+    eprintln!(
+        "bench: handler done after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    let lag = lag::run(&cluster);
+    let memcastd_load = lag.iter().map(|l| l.relay_rss_kb).max().unwrap_or(0);
+    eprintln!(
+        "bench: lag done after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    drop(cluster);
+    let apply = apply::run(rounds);
+    eprintln!(
+        "bench: apply done after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let memory = report::Memory {
+        memcastd_idle_kb: memcastd_idle,
+        memcastd_load_kb: memcastd_load,
+        fpm_idle_kb: web.fpm_idle_kb,
+        fpm_load_kb: web.fpm_load_kb,
+    };
+    let md = report::write(
+        &out_dir,
+        &web,
+        &handler,
+        &lag,
+        &apply,
+        &memory,
+        started.elapsed(),
+    );
+    println!("{md}");
+    eprintln!(
+        "bench: wrote {} in {:.0} s",
+        out_dir.join("latest.md").display(),
+        started.elapsed().as_secs_f64()
+    );
+}

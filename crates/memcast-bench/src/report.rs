@@ -1,0 +1,301 @@
+//! bench/results/latest.md and its charts (gnuplot, PNG).
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::apply::Apply;
+use crate::handler::Latency;
+use crate::lag::Lag;
+use crate::web::WebResult;
+
+pub struct Memory {
+    pub memcastd_idle_kb: u64,
+    pub memcastd_load_kb: u64,
+    pub fpm_idle_kb: u64,
+    pub fpm_load_kb: u64,
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mem_gb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!(
+        "{cores} cores ({cpu}), {mem_gb:.0} GiB, Linux {}",
+        kernel.trim()
+    )
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn gnuplot(script: &str) {
+    let mut child = Command::new("gnuplot")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("gnuplot (apt-get install gnuplot-nox)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "gnuplot failed");
+}
+
+pub fn write(
+    dir: &Path,
+    web: &WebResult,
+    handler: &[Latency],
+    lag: &[Lag],
+    apply: &Apply,
+    memory: &Memory,
+    took: Duration,
+) -> String {
+    let mut md = String::new();
+    let date = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let commit = sh(
+        "git",
+        &[
+            "-C",
+            &super::workspace().display().to_string(),
+            "rev-parse",
+            "--short",
+            "HEAD",
+        ],
+    );
+    writeln!(md, "# memcast benchmarks\n").unwrap();
+    writeln!(
+        md,
+        "Measured {date} on {} (commit {commit}), by `make bench` in {:.0} s. Every alternative ran in the same run on the same machine; web variants were interleaved in {} rounds of {} s and each number is the median of the rounds.\n",
+        machine(),
+        took.as_secs_f64(),
+        web.rounds,
+        web.seconds
+    )
+    .unwrap();
+
+    // Web.
+    let rps: Vec<(&str, f64)> = web
+        .variants
+        .iter()
+        .map(|(name, runs)| {
+            let mut v: Vec<f64> = runs.iter().map(|r| r.rps).collect();
+            (*name, super::median(&mut v))
+        })
+        .collect();
+    let find = |prefix: &str| {
+        rps.iter()
+            .find(|(n, _)| n.starts_with(prefix))
+            .map_or(f64::NAN, |(_, r)| *r)
+    };
+    let single = find("php-memcached, 1 server");
+    let replicas = find("php-memcached, 3 servers, 2 replicas, locking");
+    let ceiling = find("no session");
+    writeln!(md, "## Web stack: requests per second\n").unwrap();
+    writeln!(
+        md,
+        "nginx + php-fpm (pm = static, 8 workers) + wrk (8 threads, 8 connections) on loopback inside host 1 of three (network namespaces; the other hosts hold the remote memcached servers and memcastd). The page reads a counter and a 2 KB payload, increments, writes back; each wrk thread cycles through its own 25 of 200 existing sessions. \"counters\": the sessions' counters add up to the requests wrk counted (plus at most one in-flight request per connection), every round.\n"
+    )
+    .unwrap();
+    writeln!(md, "| variant | req/s | × php-memcached (1 server) | × php-memcached (2 replicas, locking) | × ceiling | p50 ms | p99 ms | non-2xx | counters |").unwrap();
+    writeln!(
+        md,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    )
+    .unwrap();
+    for ((name, runs), (_, r)) in web.variants.iter().zip(&rps) {
+        let mut p50: Vec<f64> = runs.iter().map(|x| x.p50_ms).collect();
+        let mut p99: Vec<f64> = runs.iter().map(|x| x.p99_ms).collect();
+        let non2xx: u64 = runs.iter().map(|x| x.non2xx).sum();
+        let total: u64 = runs.iter().map(|x| x.requests).sum();
+        let session = !name.starts_with("no session");
+        let exact = runs
+            .iter()
+            .all(|x| x.missing == 0 && (0..=8).contains(&x.surplus));
+        let counters = if !session {
+            "n/a".to_string()
+        } else if exact {
+            "add up".to_string()
+        } else {
+            let worst = runs.iter().map(|x| x.surplus).min().unwrap_or(0);
+            format!("**{} lost**", -worst.min(0))
+        };
+        let counters = format!("{counters} ({total} requests)");
+        writeln!(
+            md,
+            "| {name} | {r:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {non2xx} | {counters} |",
+            r / single,
+            r / replicas,
+            r / ceiling,
+            super::median(&mut p50),
+            super::median(&mut p99)
+        )
+        .unwrap();
+    }
+    let memcast_best = find("memcast (direct").max(find("memcast (host relay"));
+    writeln!(
+        md,
+        "\nTargets: memcast ≥ 1.0× php-memcached on one server: direct {:.2}×, relay {:.2}×; ≥ 1.3× php-memcached with two replicas: direct {:.2}×, relay {:.2}× (best {:.2}×).\n",
+        find("memcast (direct") / single,
+        find("memcast (host relay") / single,
+        find("memcast (direct") / replicas,
+        find("memcast (host relay") / replicas,
+        memcast_best / replicas
+    )
+    .unwrap();
+    writeln!(md, "![requests per second](throughput.png)\n").unwrap();
+
+    // Handler.
+    let raw = handler.last().expect("raw floor");
+    writeln!(md, "## Handler cost without the web stack\n").unwrap();
+    writeln!(md, "PHP CLI inside host 1, a 2 KB session, `session_start()` (read, with the lock when locking) and `session_write_close()` (write, and unlock) timed call by call; the floor is one `get` / `set` of the same value with php-memcached's client. µs; medians of the rounds' percentiles.\n").unwrap();
+    writeln!(md, "| handler | read p50 | read p99 | write p50 | write p99 | read p50 ÷ raw get | write p50 ÷ raw set |").unwrap();
+    writeln!(md, "| --- | --- | --- | --- | --- | --- | --- |").unwrap();
+    for l in handler {
+        writeln!(
+            md,
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} |",
+            l.name,
+            l.read_p50,
+            l.read_p99,
+            l.write_p50,
+            l.write_p99,
+            l.read_p50 / raw.read_p50,
+            l.write_p50 / raw.write_p50
+        )
+        .unwrap();
+    }
+    writeln!(md, "\n![read latency CDF](latency_cdf.png)\n").unwrap();
+
+    // Replication.
+    writeln!(md, "## Replication\n").unwrap();
+    writeln!(md, "Frames of 2 KB handed to host 1's relay at a steady rate; hosts 2 and 3 record how old each write was when their memcached had it (`memcast_replication_lag_seconds`; bucket bounds, versions carry milliseconds so ±1 ms).\n").unwrap();
+    writeln!(
+        md,
+        "| writes/s asked | achieved | frames | lag p50 ≤ | lag p99 ≤ | max ≤ |"
+    )
+    .unwrap();
+    writeln!(md, "| --- | --- | --- | --- | --- | --- |").unwrap();
+    for l in lag {
+        writeln!(
+            md,
+            "| {} | {:.0} | {} | {} ms | {} ms | {} ms |",
+            l.rate, l.achieved, l.sent, l.p50_ms, l.p99_ms, l.max_ms
+        )
+        .unwrap();
+    }
+    writeln!(
+        md,
+        "\nmemcastd apply rate (loopback, one memcastd, {} frames of 2 KB over tcp://): **{:.0} frames/s**; memcached's own ceiling, the same number of 2 KB sets pipelined 100 per write: {:.0} sets/s; ratio {:.2}.\n",
+        apply.frames,
+        apply.frames_per_sec,
+        apply.ceiling_per_sec,
+        apply.frames_per_sec / apply.ceiling_per_sec
+    )
+    .unwrap();
+    writeln!(md, "![lag against rate](lag.png)\n").unwrap();
+
+    // Memory.
+    writeln!(md, "## Memory (resident)\n").unwrap();
+    writeln!(md, "| process | idle | under load |").unwrap();
+    writeln!(md, "| --- | --- | --- |").unwrap();
+    writeln!(
+        md,
+        "| memcastd (host 1, relay, 64 MB ring) | {:.1} MB | {:.1} MB (relaying 20 000 frames/s) |",
+        memory.memcastd_idle_kb as f64 / 1024.0,
+        memory.memcastd_load_kb as f64 / 1024.0
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "| php-fpm worker with memcast | {:.1} MB | {:.1} MB (during the wrk run) |",
+        memory.fpm_idle_kb as f64 / 1024.0,
+        memory.fpm_load_kb as f64 / 1024.0
+    )
+    .unwrap();
+    std::fs::write(dir.join("latest.md"), &md).unwrap();
+
+    // Charts.
+    let data = memcast_testkit::TempDir::new("bench-charts");
+    let bars: String = rps
+        .iter()
+        .map(|(n, r)| {
+            format!(
+                "\"{}\" {r:.0}\n",
+                n.replace(", ", "\\n").replace(" (", "\\n(")
+            )
+        })
+        .collect();
+    std::fs::write(data.path.join("rps.dat"), bars).unwrap();
+    for (i, l) in handler.iter().enumerate() {
+        let n = l.read_us.len() as f64;
+        let cdf: String = l
+            .read_us
+            .iter()
+            .enumerate()
+            .step_by((l.read_us.len() / 400).max(1))
+            .map(|(k, v)| format!("{v:.2} {:.4}\n", (k + 1) as f64 / n))
+            .collect();
+        std::fs::write(data.path.join(format!("cdf{i}.dat")), cdf).unwrap();
+    }
+    let lag_dat: String = lag
+        .iter()
+        .map(|l| format!("{} {} {}\n", l.rate, l.p50_ms, l.p99_ms))
+        .collect();
+    std::fs::write(data.path.join("lag.dat"), lag_dat).unwrap();
+    let d = data.path.display();
+    let o = dir.display();
+    gnuplot(&format!(
+        "set terminal pngcairo size 1100,520 font 'sans,10'\nset output '{o}/throughput.png'\n\
+         set title 'Requests per second (median of rounds), nginx + php-fpm + wrk, {}'\n\
+         set style data histograms\nset style fill solid 0.8 border -1\nset boxwidth 0.7\n\
+         set ylabel 'requests/s'\nset yrange [0:*]\nset grid ytics\nunset key\nset xtics font 'sans,8'\n\
+         plot '{d}/rps.dat' using 2:xtic(1) linecolor rgb '#3b75af'\n",
+        date
+    ));
+    let mut plots = Vec::new();
+    for (i, l) in handler.iter().enumerate() {
+        plots.push(format!(
+            "'{d}/cdf{i}.dat' using 1:2 with lines lw 2 title '{}'",
+            l.name
+        ));
+    }
+    gnuplot(&format!(
+        "set terminal pngcairo size 900,520 font 'sans,10'\nset output '{o}/latency_cdf.png'\n\
+         set title 'session_start() latency, CDF (PHP CLI, 2 KB session), {date}'\n\
+         set logscale x\nset xlabel 'µs'\nset ylabel 'fraction of calls'\nset yrange [0:1]\nset grid\nset key bottom right\n\
+         plot {}\n",
+        plots.join(", ")
+    ));
+    gnuplot(&format!(
+        "set terminal pngcairo size 800,480 font 'sans,10'\nset output '{o}/lag.png'\n\
+         set title 'Replication lag against write rate (2 KB frames, 3 hosts), {date}'\n\
+         set logscale x\nset xlabel 'writes/s'\nset ylabel 'lag, ms (bucket bound)'\nset yrange [0:*]\nset grid\nset key top left\n\
+         plot '{d}/lag.dat' using 1:2 with linespoints lw 2 title 'p50', '' using 1:3 with linespoints lw 2 title 'p99'\n"
+    ));
+    md
+}

@@ -1,0 +1,410 @@
+//! The web stack benchmark: one nginx + php-fpm per variant inside host 1,
+//! wrk on loopback inside the same namespace, variants interleaved in rounds.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use memcast_testkit::cluster::Cluster;
+use memcast_testkit::web::{WebOptions, WebStack};
+use memcast_testkit::{Proc, TempDir};
+
+const WORKERS: usize = 8;
+const CONNECTIONS: usize = 8;
+const POOL: usize = 200;
+
+const PAGE: &str = r#"<?php
+session_start();
+$_SESSION['n'] = ($_SESSION['n'] ?? 0) + 1;
+if (strlen($_SESSION['payload'] ?? '') !== 2048) { http_response_code(500); echo "payload lost"; exit; }
+echo $_SESSION['n'];
+"#;
+
+const NO_SESSION: &str = "<?php echo 'ok';\n";
+
+const INIT: &str = r#"<?php
+$p = $_GET['p']; $n = (int) $_GET['n']; $ok = 0;
+for ($i = 0; $i < $n; $i++) {
+    session_id($p . $i); session_start();
+    $_SESSION = ['n' => 0, 'payload' => str_repeat('p', 2048)];
+    $ok += session_write_close() ? 1 : 0;
+}
+echo "ok $ok";
+"#;
+
+const SUM: &str = r#"<?php
+$p = $_GET['p']; $n = (int) $_GET['n']; $sum = 0; $missing = 0;
+for ($i = 0; $i < $n; $i++) {
+    session_id($p . $i); session_start(['read_and_close' => true]);
+    if (!isset($_SESSION['n'])) { $missing++; }
+    $sum += $_SESSION['n'] ?? 0;
+}
+echo "$sum $missing";
+"#;
+
+const WRK_LUA: &str = r#"
+local counter = 1
+function setup(thread)
+  thread:set("tid", counter)
+  counter = counter + 1
+end
+function init(args)
+  prefix = args[1]; pool = tonumber(args[2]); nthreads = tonumber(args[3]); path = args[4]
+  per = math.floor(pool / nthreads)
+  i = 0
+end
+function request()
+  local id = prefix .. ((tid - 1) + nthreads * (i % per))
+  i = i + 1
+  return wrk.format("GET", path, {["Cookie"] = "PHPSESSID=" .. id})
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("BENCH requests=%d non2xx=%d sockerr=%d duration_us=%d p50us=%d p99us=%d\n",
+    summary.requests, e.status, e.connect + e.read + e.write + e.timeout, summary.duration,
+    latency:percentile(50), latency:percentile(99)))
+end
+"#;
+
+pub struct Variant {
+    pub name: &'static str,
+    pub session: bool,
+    stack: WebStack,
+}
+
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub requests: u64,
+    pub non2xx: u64,
+    /// Counter sum minus requests (0 ..= connections when nothing is lost).
+    pub surplus: i64,
+    pub missing: u64,
+}
+
+pub struct WebResult {
+    pub variants: Vec<(&'static str, Vec<Run>)>,
+    pub fpm_idle_kb: u64,
+    pub fpm_load_kb: u64,
+    pub rounds: usize,
+    pub seconds: u64,
+}
+
+fn stack(cluster: &Cluster, php_args: Vec<String>, ini: Vec<(String, String)>) -> WebStack {
+    WebStack::start_with(WebOptions {
+        host: Some(&cluster.sites[0].host),
+        php_args,
+        ini,
+        pages: vec![
+            ("page.php".into(), PAGE.into()),
+            ("nosession.php".into(), NO_SESSION.into()),
+            ("init.php".into(), INIT.into()),
+            ("sum.php".into(), SUM.into()),
+        ],
+        workers: WORKERS,
+    })
+}
+
+fn kv(k: &str, v: impl Into<String>) -> (String, String) {
+    (k.to_string(), v.into())
+}
+
+pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
+    let others: Vec<String> = cluster.sites[1..]
+        .iter()
+        .map(|s| format!("{}:11211", s.host.addr))
+        .collect();
+    // redis-server and a files directory inside host 1.
+    let files = TempDir::new("bench-files");
+    let mut redis = cluster.sites[0].host.command("redis-server");
+    redis
+        .args([
+            "--port",
+            "6379",
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null());
+    let _redis = Proc::spawn("redis-server", &mut redis);
+    assert!(
+        wait_for_tcp_in(cluster, "127.0.0.1:6379"),
+        "redis-server did not start"
+    );
+    let memcast_so = format!(
+        "extension={}",
+        super::workspace()
+            .join("target/release/libmemcast.so")
+            .display()
+    );
+    let memcast_ini = |publish: String| {
+        vec![
+            kv("session.save_handler", "memcast"),
+            kv(
+                "session.save_path",
+                format!("127.0.0.1:11211, {}", others.join(", ")),
+            ),
+            kv("memcast.publish", publish),
+            kv(
+                "memcast.key_file",
+                cluster.key_file_of(0).display().to_string(),
+            ),
+            kv(
+                "memcast.accept_key_file",
+                cluster.accept_key_file_of(0).display().to_string(),
+            ),
+        ]
+    };
+    let memcached_ext = vec![
+        "extension=igbinary".to_string(),
+        "extension=msgpack".to_string(),
+        "extension=memcached".to_string(),
+    ];
+    let redis_ext = vec![
+        "extension=igbinary".to_string(),
+        "extension=msgpack".to_string(),
+        "extension=redis".to_string(),
+    ];
+    let all_three = format!("127.0.0.1:11211,{}", others.join(",").replace(' ', ""));
+    let direct = format!(
+        "epgm://{};{}:5555",
+        cluster.sites[0].host.iface, cluster.group
+    );
+    let variants = [
+        Variant {
+            name: "memcast (direct publish)",
+            session: true,
+            stack: stack(cluster, vec![memcast_so.clone()], memcast_ini(direct)),
+        },
+        Variant {
+            name: "memcast (host relay)",
+            session: true,
+            stack: stack(
+                cluster,
+                vec![memcast_so.clone()],
+                memcast_ini(cluster.relay(0)),
+            ),
+        },
+        Variant {
+            name: "php-memcached, 1 server",
+            session: true,
+            stack: stack(
+                cluster,
+                memcached_ext.clone(),
+                vec![
+                    kv("session.save_handler", "memcached"),
+                    kv("session.save_path", "127.0.0.1:11211"),
+                ],
+            ),
+        },
+        Variant {
+            name: "php-memcached, 3 servers, 2 replicas, locking",
+            session: true,
+            stack: stack(
+                cluster,
+                memcached_ext.clone(),
+                vec![
+                    kv("session.save_handler", "memcached"),
+                    kv("session.save_path", all_three.clone()),
+                    kv("memcached.sess_number_of_replicas", "2"),
+                    kv("memcached.sess_locking", "1"),
+                ],
+            ),
+        },
+        Variant {
+            name: "php-memcached, 3 servers, 2 replicas, no locking",
+            session: true,
+            stack: stack(
+                cluster,
+                memcached_ext,
+                vec![
+                    kv("session.save_handler", "memcached"),
+                    kv("session.save_path", all_three),
+                    kv("memcached.sess_number_of_replicas", "2"),
+                    kv("memcached.sess_locking", "0"),
+                ],
+            ),
+        },
+        Variant {
+            name: "phpredis",
+            session: true,
+            stack: stack(
+                cluster,
+                redis_ext,
+                vec![
+                    kv("session.save_handler", "redis"),
+                    kv("session.save_path", "tcp://127.0.0.1:6379"),
+                ],
+            ),
+        },
+        Variant {
+            name: "files",
+            session: true,
+            stack: stack(
+                cluster,
+                Vec::new(),
+                vec![
+                    kv("session.save_handler", "files"),
+                    kv("session.save_path", files.path.display().to_string()),
+                ],
+            ),
+        },
+        Variant {
+            name: "no session (the stack's ceiling)",
+            session: false,
+            stack: stack(cluster, Vec::new(), Vec::new()),
+        },
+    ];
+    let lua = files.path.join("bench.lua");
+    std::fs::write(&lua, WRK_LUA).unwrap();
+    let relay_fpm = variants[1].stack.fpm_pid();
+    let fpm_idle_kb = super::children(relay_fpm)
+        .into_iter()
+        .map(super::rss_kb)
+        .max()
+        .unwrap_or(0);
+    let mut fpm_load_kb = 0;
+    let mut results: Vec<(&'static str, Vec<Run>)> =
+        variants.iter().map(|v| (v.name, Vec::new())).collect();
+    for round in 0..rounds {
+        for (vi, v) in variants.iter().enumerate() {
+            let prefix = format!("b{vi}r{round}x");
+            if v.session {
+                let (status, body) = v
+                    .stack
+                    .get(&format!("/init.php?p={prefix}&n={POOL}"), "none");
+                assert!(
+                    status == 200 && body.trim() == format!("ok {POOL}"),
+                    "{}: init failed: {status} {body}\n{}",
+                    v.name,
+                    v.stack.log()
+                );
+            }
+            let path = if v.session {
+                "/page.php"
+            } else {
+                "/nosession.php"
+            };
+            let mut wrk = cluster.sites[0].host.command("wrk");
+            wrk.args([
+                "-t",
+                &CONNECTIONS.to_string(),
+                "-c",
+                &CONNECTIONS.to_string(),
+                "-d",
+                &format!("{seconds}s"),
+                "--latency",
+                "-s",
+            ])
+            .arg(&lua)
+            .arg(format!("http://127.0.0.1:{}{path}", v.stack.port))
+            .args([
+                "--",
+                &prefix,
+                &POOL.to_string(),
+                &CONNECTIONS.to_string(),
+                path,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+            let child = wrk.spawn().expect("wrk (apt-get install wrk)");
+            if vi == 1 {
+                std::thread::sleep(Duration::from_secs(seconds / 2));
+                let load = super::children(relay_fpm)
+                    .into_iter()
+                    .map(super::rss_kb)
+                    .max()
+                    .unwrap_or(0);
+                fpm_load_kb = fpm_load_kb.max(load);
+            }
+            let out = child.wait_with_output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("BENCH "))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{}: wrk said {text}{}",
+                        v.name,
+                        String::from_utf8_lossy(&out.stderr)
+                    )
+                })
+                .to_owned();
+            let field = |name: &str| -> u64 {
+                line.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0)
+            };
+            let requests = field("requests");
+            let (surplus, missing) = if v.session {
+                let (status, body) = v
+                    .stack
+                    .get(&format!("/sum.php?p={prefix}&n={POOL}"), "none");
+                assert_eq!(status, 200, "{}: sum failed: {body}", v.name);
+                let mut it = body
+                    .split_whitespace()
+                    .map(|n| n.parse::<i64>().unwrap_or(-1));
+                let sum = it.next().unwrap_or(-1);
+                let missing = it.next().unwrap_or(-1);
+                (sum - requests as i64, missing as u64)
+            } else {
+                (0, 0)
+            };
+            let run = Run {
+                rps: requests as f64 / (field("duration_us") as f64 / 1e6),
+                p50_ms: field("p50us") as f64 / 1000.0,
+                p99_ms: field("p99us") as f64 / 1000.0,
+                requests,
+                non2xx: field("non2xx") + field("sockerr"),
+                surplus,
+                missing,
+            };
+            eprintln!(
+                "bench: round {} {:<50} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  non-2xx {}  counter surplus {}",
+                round + 1,
+                v.name,
+                run.rps,
+                run.p50_ms,
+                run.p99_ms,
+                run.non2xx,
+                run.surplus
+            );
+            results[vi].1.push(run);
+        }
+    }
+    WebResult {
+        variants: results,
+        fpm_idle_kb,
+        fpm_load_kb,
+        rounds,
+        seconds,
+    }
+}
+
+/// A TCP port inside host 1 (redis on its loopback): checked from inside.
+fn wait_for_tcp_in(cluster: &Cluster, addr: &str) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let ok = cluster.sites[0]
+            .host
+            .command("bash")
+            .args([
+                "-c",
+                &format!("exec 3<>/dev/tcp/{}", addr.replace(':', "/")),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
