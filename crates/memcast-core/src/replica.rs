@@ -3,7 +3,7 @@
 //! path, repairs and snapshots all go through here.
 
 use crate::frame::{Frame, Op};
-use crate::store::{apply_if_newer, Applied, Expect, Memcached, StoreError};
+use crate::store::{apply_if_newer, Applied, Expect, Memcached, Reply, StoreError, StoreOp};
 use crate::stored::StoredValue;
 
 /// The key memcastd sets in its memcached once that memcached holds
@@ -36,6 +36,80 @@ pub fn apply_frame(mc: &mut Memcached, frame: &Frame) -> Result<Outcome, StoreEr
             Applied::SkippedOlder { .. } => Outcome::SkippedOlder,
         },
     )
+}
+
+/// Frames looked up and stored per round trip by [`apply_batch`].
+const APPLY_BATCH: usize = 128;
+
+/// Applies many frames with two round trips per [`APPLY_BATCH`] instead of
+/// two per frame: one `gets` of every key, then every `add`/`cas` pipelined.
+/// Of several frames for one key only the newest is stored (the others would
+/// be skipped as older anyway). A store that loses a race (someone wrote in
+/// between) is redone alone through [`apply_if_newer`]. Outcomes come back
+/// in the frames' order. On an error nothing is known about the batch: the
+/// caller applies its frames one by one (they are idempotent).
+pub fn apply_batch(mc: &mut Memcached, frames: &[Frame]) -> Result<Vec<Outcome>, StoreError> {
+    let mut out = vec![Outcome::Nothing; frames.len()];
+    for (chunk_at, chunk) in frames.chunks(APPLY_BATCH).enumerate() {
+        let base = chunk_at * APPLY_BATCH;
+        // The newest frame per key; touches go one by one, heartbeats nowhere.
+        let mut newest: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+        for (i, f) in chunk.iter().enumerate() {
+            match f.op {
+                Op::Set | Op::Delete => {
+                    let slot = newest.entry(&f.key[..]).or_insert(i);
+                    if chunk[*slot].version < f.version {
+                        out[base + *slot] = Outcome::SkippedOlder;
+                        *slot = i;
+                    } else if *slot != i {
+                        out[base + i] = Outcome::SkippedOlder;
+                    }
+                }
+                Op::Touch => out[base + i] = apply_frame(mc, f)?,
+                Op::Heartbeat => {}
+            }
+        }
+        let mut todo: Vec<usize> = newest.into_values().collect();
+        todo.sort_unstable();
+        let keys: Vec<&[u8]> = todo.iter().map(|&i| &chunk[i].key[..]).collect();
+        let held: std::collections::HashMap<Vec<u8>, crate::store::Item> =
+            mc.gets_multi(&keys)?.into_iter().collect();
+        let values: Vec<(usize, Vec<u8>, Option<u64>)> = todo
+            .iter()
+            .filter_map(|&i| {
+                let f = &chunk[i];
+                let value = match f.op {
+                    Op::Set => StoredValue::live(f.version, &f.value),
+                    _ => StoredValue::tombstone(f.version),
+                };
+                match held.get(&f.key) {
+                    Some(item) if StoredValue::version_of(&item.value) >= f.version => {
+                        out[base + i] = Outcome::SkippedOlder;
+                        None
+                    }
+                    Some(item) => Some((i, value.encode(), Some(item.cas))),
+                    None => Some((i, value.encode(), None)),
+                }
+            })
+            .collect();
+        let ops: Vec<StoreOp<'_>> = values
+            .iter()
+            .map(|(i, v, cas)| StoreOp {
+                key: &chunk[*i].key,
+                value: v,
+                ttl: u64::from(chunk[*i].ttl),
+                cas: *cas,
+            })
+            .collect();
+        let replies = mc.store_many(&ops)?;
+        for ((i, _, _), reply) in values.iter().zip(replies) {
+            out[base + i] = match reply {
+                Reply::Stored => Outcome::Stored,
+                _ => apply_frame(mc, &chunk[*i])?,
+            };
+        }
+    }
+    Ok(out)
 }
 
 /// A stored value as the frame that would recreate it on another replica

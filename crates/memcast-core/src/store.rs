@@ -317,6 +317,51 @@ impl Memcached {
         })
     }
 
+    /// `gets` of many keys in one round trip: (key, item) of those present.
+    pub fn gets_multi(&mut self, keys: &[&[u8]]) -> Result<Vec<(Vec<u8>, Item)>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = b"gets".to_vec();
+        for key in keys {
+            check_key(key)?;
+            cmd.push(b' ');
+            cmd.extend_from_slice(key);
+        }
+        cmd.extend_from_slice(b"\r\n");
+        self.round_trip(&cmd, |c| {
+            let mut out = Vec::with_capacity(keys.len());
+            while let Some(found) = c.value_or_end()? {
+                out.push(found);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Conditional stores written in one go and their replies read in order
+    /// (pipelining): `add` where `cas` is None, else `cas`.
+    pub fn store_many(&mut self, ops: &[StoreOp<'_>]) -> Result<Vec<Reply>, StoreError> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = Vec::with_capacity(ops.iter().map(|o| o.value.len() + 300).sum());
+        for op in ops {
+            check_key(op.key)?;
+            cmd.extend_from_slice(if op.cas.is_some() { b"cas " } else { b"add " });
+            cmd.extend_from_slice(op.key);
+            let head = match op.cas {
+                Some(cas) => format!(" 0 {} {} {}\r\n", wire_ttl(op.ttl), op.value.len(), cas),
+                None => format!(" 0 {} {}\r\n", wire_ttl(op.ttl), op.value.len()),
+            };
+            cmd.extend_from_slice(head.as_bytes());
+            cmd.extend_from_slice(op.value);
+            cmd.extend_from_slice(b"\r\n");
+        }
+        self.round_trip(&cmd, |c| {
+            (0..ops.len()).map(|_| c.storage_reply()).collect()
+        })
+    }
+
     /// Every key memcached holds, with its expiry, streamed from
     /// `lru_crawler metadump hash` (memcached 1.6: it walks the hash table in
     /// the background without blocking the server). `metadump all` walks the
@@ -671,6 +716,16 @@ pub enum Expect {
     Missing,
     /// A read just returned this CAS token: try `cas`.
     Cas(u64),
+}
+
+/// One conditional store of [`Memcached::store_many`].
+#[derive(Clone, Copy, Debug)]
+pub struct StoreOp<'a> {
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub ttl: u64,
+    /// `cas` against this token; `None`: `add` (nothing may be there).
+    pub cas: Option<u64>,
 }
 
 /// Stores `value` under `key` only if memcached holds nothing, a foreign

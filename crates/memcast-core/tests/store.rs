@@ -341,3 +341,86 @@ fn a_lock_and_the_read_take_one_round_trip_and_release_only_our_lock() {
         Err(StoreError::InvalidKey(_))
     ));
 }
+
+#[test]
+fn a_batch_applies_the_newest_write_per_key_in_two_round_trips() {
+    use memcast_core::replica::{apply_batch, Outcome};
+    use memcast_core::{Frame, Op};
+    let server = kit::Memcached::start();
+    let mut mc = client(&server);
+    let frame = |op, key: &str, value: &[u8], millis| Frame {
+        op,
+        origin: 1,
+        epoch: 1,
+        seq: 0,
+        version: v(millis, 1),
+        ttl: 600,
+        key: key.as_bytes().to_vec(),
+        value: value.to_vec(),
+    };
+    // Held already: "b" at 50 (newer than the batch's), "c" at 10.
+    apply_if_newer(
+        &mut mc,
+        b"b",
+        &StoredValue::live(v(50, 1), b"held b"),
+        600,
+        Expect::Unknown,
+    )
+    .unwrap();
+    apply_if_newer(
+        &mut mc,
+        b"c",
+        &StoredValue::live(v(10, 1), b"held c"),
+        600,
+        Expect::Unknown,
+    )
+    .unwrap();
+    let frames = vec![
+        frame(Op::Set, "a", b"a1", 20),
+        frame(Op::Set, "a", b"a3", 40), // newest of three for "a"
+        frame(Op::Set, "a", b"a2", 30),
+        frame(Op::Set, "b", b"b1", 20),  // older than held
+        frame(Op::Delete, "c", b"", 20), // newer than held: a tombstone
+        frame(Op::Touch, "b", b"", 1),
+        frame(Op::Heartbeat, "", b"", 0),
+    ];
+    let out = apply_batch(&mut mc, &frames).unwrap();
+    assert_eq!(
+        out,
+        vec![
+            Outcome::SkippedOlder,
+            Outcome::Stored,
+            Outcome::SkippedOlder,
+            Outcome::SkippedOlder,
+            Outcome::Stored,
+            Outcome::Touched,
+            Outcome::Nothing,
+        ]
+    );
+    let read = |mc: &mut Memcached, k: &[u8]| {
+        let raw = mc.get(k).unwrap().unwrap();
+        let s = StoredValue::parse(&raw).unwrap();
+        (s.version.millis, s.tombstone, s.data.to_vec())
+    };
+    assert_eq!(read(&mut mc, b"a"), (40, false, b"a3".to_vec()));
+    assert_eq!(read(&mut mc, b"b"), (50, false, b"held b".to_vec()));
+    assert_eq!(read(&mut mc, b"c"), (20, true, Vec::new()));
+    // 300 frames over 100 keys: every key ends at its newest.
+    let many: Vec<Frame> = (0..300u64)
+        .map(|i| {
+            frame(
+                Op::Set,
+                &format!("k{}", i % 100),
+                format!("{i}").as_bytes(),
+                100 + i,
+            )
+        })
+        .collect();
+    apply_batch(&mut mc, &many).unwrap();
+    for k in 0..100u64 {
+        assert_eq!(
+            read(&mut mc, format!("k{k}").as_bytes()).2,
+            format!("{}", 200 + k).into_bytes()
+        );
+    }
+}

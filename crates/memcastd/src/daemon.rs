@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use memcast_bus::{Publisher, Source, Subscriber};
-use memcast_core::replica::{apply_frame, Outcome, WARM_SENTINEL};
+use memcast_core::replica::{apply_batch, apply_frame, Outcome, WARM_SENTINEL};
 use memcast_core::{
     unix_millis, Frame, Keys, Memcached, Op, Origin, ServerAddr, StoreError, Version,
 };
@@ -81,6 +81,8 @@ pub struct Daemon {
     shared: Arc<Shared>,
     origins: Origins,
     backlog: VecDeque<Frame>,
+    /// Accepted frames waiting for the next batch.
+    pending: Vec<Frame>,
     memcached_down_since: Option<Instant>,
     next_retry: Instant,
     last_warned: Vec<(&'static str, Instant)>,
@@ -107,6 +109,7 @@ impl Daemon {
             counters: Arc::clone(&counters),
             shared: Arc::new(Shared::new(counters)),
             backlog: VecDeque::new(),
+            pending: Vec::new(),
             memcached_down_since: None,
             next_retry: Instant::now(),
             last_warned: Vec::new(),
@@ -236,13 +239,15 @@ impl Daemon {
             match subscriber.recv(Duration::from_millis(50)) {
                 Ok(Some((source, bytes))) => {
                     self.handle(source, &bytes);
-                    // Drain what is already queued before looking at timers.
+                    // Drain what is already queued before looking at timers,
+                    // then apply it in batches (two round trips per 128).
                     for _ in 0..1024 {
                         match subscriber.try_recv() {
                             Ok(Some((source, bytes))) => self.handle(source, &bytes),
                             _ => break,
                         }
                     }
+                    self.flush_pending();
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -284,6 +289,7 @@ impl Daemon {
                 next_stats = now + interval;
             }
         }
+        self.flush_pending();
         if self.relay.is_some() {
             // A last heartbeat tells peers the final sequence number.
             self.heartbeat();
@@ -445,8 +451,64 @@ impl Daemon {
             self.queue(frame);
             return;
         }
-        if let Err(frame) = self.apply(frame) {
-            self.queue(frame);
+        self.pending.push(frame);
+    }
+
+    /// Applies the frames taken from the group since the last flush, in
+    /// one batch; on a memcached failure they wait in the backlog, on any
+    /// other error they are applied one by one.
+    fn flush_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let frames = std::mem::take(&mut self.pending);
+        if !self.backlog.is_empty() {
+            for f in frames {
+                self.queue(f);
+            }
+            return;
+        }
+        let started = Instant::now();
+        match apply_batch(&mut self.memcached, &frames) {
+            Ok(outcomes) => {
+                for (frame, outcome) in frames.iter().zip(outcomes) {
+                    self.record(frame, outcome, started);
+                }
+            }
+            Err(e) if e.is_server_failure() => {
+                self.memcached_failed(&e);
+                for f in frames {
+                    self.queue(f);
+                }
+            }
+            Err(_) => {
+                for f in frames {
+                    if let Err(f) = self.apply(f) {
+                        self.queue(f);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts what applying a frame did, and how long it took.
+    fn record(&mut self, frame: &Frame, outcome: Outcome, started: Instant) {
+        self.shared
+            .apply_latency
+            .observe(started.elapsed().as_secs_f64());
+        if matches!(frame.op, Op::Set | Op::Delete) {
+            let lag = unix_millis().saturating_sub(frame.version.millis);
+            self.shared.lag.observe(lag as f64 / 1000.0);
+        }
+        self.shared.memcached_up.store(true, Ordering::Relaxed);
+        if let Some(since) = self.memcached_down_since.take() {
+            info!(memcached = %self.settings.memcached, down_ms = since.elapsed().as_millis() as u64, "memcached is back");
+        }
+        match outcome {
+            Outcome::Stored => Counters::inc(&self.counters.applied),
+            Outcome::SkippedOlder => Counters::inc(&self.counters.skipped_older),
+            Outcome::Touched => Counters::inc(&self.counters.touched),
+            Outcome::Nothing => {}
         }
     }
 
@@ -532,23 +594,7 @@ impl Daemon {
         let started = Instant::now();
         match apply_frame(&mut self.memcached, &frame) {
             Ok(outcome) => {
-                self.shared
-                    .apply_latency
-                    .observe(started.elapsed().as_secs_f64());
-                if matches!(frame.op, Op::Set | Op::Delete) {
-                    let lag = unix_millis().saturating_sub(frame.version.millis);
-                    self.shared.lag.observe(lag as f64 / 1000.0);
-                }
-                self.shared.memcached_up.store(true, Ordering::Relaxed);
-                if let Some(since) = self.memcached_down_since.take() {
-                    info!(memcached = %self.settings.memcached, down_ms = since.elapsed().as_millis() as u64, "memcached is back");
-                }
-                match outcome {
-                    Outcome::Stored => Counters::inc(&self.counters.applied),
-                    Outcome::SkippedOlder => Counters::inc(&self.counters.skipped_older),
-                    Outcome::Touched => Counters::inc(&self.counters.touched),
-                    Outcome::Nothing => {}
-                }
+                self.record(&frame, outcome, started);
                 Ok(())
             }
             Err(e) if e.is_server_failure() => {
