@@ -102,6 +102,8 @@ pub fn run(cluster: &Cluster, rounds: usize) -> Vec<Latency> {
     let mut per_round: Vec<[Vec<f64>; 4]> = configs.iter().map(|_| Default::default()).collect();
     for _ in 0..rounds {
         for (ci, (name, ini, script)) in configs.iter().enumerate() {
+            // Let the previous run's replication settle (same two cores).
+            std::thread::sleep(std::time::Duration::from_millis(1500));
             let mut php = cluster.sites[0].host.command("php");
             php.arg("-n");
             for d in ini {

@@ -97,7 +97,7 @@ fn main() {
     let started = std::time::Instant::now();
     eprintln!("bench: three hosts (namespaces), memcastd relays; {rounds} rounds of {seconds} s per web variant");
     let mut cluster = Cluster::start_with(
-        "bench",
+        "bn",
         3,
         Publish::Relay,
         Artifacts::release(&workspace()),

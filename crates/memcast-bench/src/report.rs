@@ -121,15 +121,16 @@ pub fn write(
         "nginx + php-fpm (pm = static, 8 workers) + wrk (8 threads, 8 connections) on loopback inside host 1 of three (network namespaces; the other hosts hold the remote memcached servers and memcastd). The page reads a counter and a 2 KB payload, increments, writes back; each wrk thread cycles through its own 25 of 200 existing sessions. \"counters\": the sessions' counters add up to the requests wrk counted (plus at most one in-flight request per connection), every round.\n"
     )
     .unwrap();
-    writeln!(md, "| variant | req/s | × php-memcached (1 server) | × php-memcached (2 replicas, locking) | × ceiling | p50 ms | p99 ms | non-2xx | counters |").unwrap();
+    writeln!(md, "| variant | req/s | × php-memcached (1 server) | × php-memcached (2 replicas, locking) | × ceiling | p50 ms | p99 ms | non-2xx | memcached + memcastd CPU, µs/request (3 hosts) | counters |").unwrap();
     writeln!(
         md,
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     )
     .unwrap();
     for ((name, runs), (_, r)) in web.variants.iter().zip(&rps) {
         let mut p50: Vec<f64> = runs.iter().map(|x| x.p50_ms).collect();
         let mut p99: Vec<f64> = runs.iter().map(|x| x.p99_ms).collect();
+        let mut cpu: Vec<f64> = runs.iter().map(|x| x.cluster_cpu_us).collect();
         let non2xx: u64 = runs.iter().map(|x| x.non2xx).sum();
         let total: u64 = runs.iter().map(|x| x.requests).sum();
         let session = !name.starts_with("no session");
@@ -147,12 +148,13 @@ pub fn write(
         let counters = format!("{counters} ({total} requests)");
         writeln!(
             md,
-            "| {name} | {r:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {non2xx} | {counters} |",
+            "| {name} | {r:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {non2xx} | {:.0} | {counters} |",
             r / single,
             r / replicas,
             r / ceiling,
             super::median(&mut p50),
-            super::median(&mut p99)
+            super::median(&mut p99),
+            super::median(&mut cpu)
         )
         .unwrap();
     }
@@ -246,7 +248,8 @@ pub fn write(
         .map(|(n, r)| {
             format!(
                 "\"{}\" {r:.0}\n",
-                n.replace(", ", "\\n").replace(" (", "\\n(")
+                n.replace(" (the stack's ceiling)", "")
+                    .replace(": the handler alone", "")
             )
         })
         .collect();
@@ -270,10 +273,10 @@ pub fn write(
     let d = data.path.display();
     let o = dir.display();
     gnuplot(&format!(
-        "set terminal pngcairo size 1100,520 font 'sans,10'\nset output '{o}/throughput.png'\n\
+        "set terminal pngcairo size 1100,560 font 'sans,10' noenhanced\nset output '{o}/throughput.png'\n\
          set title 'Requests per second (median of rounds), nginx + php-fpm + wrk, {}'\n\
          set style data histograms\nset style fill solid 0.8 border -1\nset boxwidth 0.7\n\
-         set ylabel 'requests/s'\nset yrange [0:*]\nset grid ytics\nunset key\nset xtics font 'sans,8'\n\
+         set ylabel 'requests/s'\nset yrange [0:*]\nset grid ytics\nunset key\nset xtics rotate by -20 left font 'sans,8' nomirror\nset bmargin 9\n\
          plot '{d}/rps.dat' using 2:xtic(1) linecolor rgb '#3b75af'\n",
         date
     ));
@@ -285,16 +288,16 @@ pub fn write(
         ));
     }
     gnuplot(&format!(
-        "set terminal pngcairo size 900,520 font 'sans,10'\nset output '{o}/latency_cdf.png'\n\
+        "set terminal pngcairo size 900,520 font 'sans,10' noenhanced\nset output '{o}/latency_cdf.png'\n\
          set title 'session_start() latency, CDF (PHP CLI, 2 KB session), {date}'\n\
          set logscale x\nset xlabel 'µs'\nset ylabel 'fraction of calls'\nset yrange [0:1]\nset grid\nset key bottom right\n\
          plot {}\n",
         plots.join(", ")
     ));
     gnuplot(&format!(
-        "set terminal pngcairo size 800,480 font 'sans,10'\nset output '{o}/lag.png'\n\
+        "set terminal pngcairo size 800,480 font 'sans,10' noenhanced\nset output '{o}/lag.png'\n\
          set title 'Replication lag against write rate (2 KB frames, 3 hosts), {date}'\n\
-         set logscale x\nset xlabel 'writes/s'\nset ylabel 'lag, ms (bucket bound)'\nset yrange [0:*]\nset grid\nset key top left\n\
+         set logscale xy\nset xlabel 'writes/s'\nset ylabel 'lag, ms (bucket bound, log scale)'\nset yrange [0.25:*]\nset grid\nset key top left\n\
          plot '{d}/lag.dat' using 1:2 with linespoints lw 2 title 'p50', '' using 1:3 with linespoints lw 2 title 'p99'\n"
     ));
     md

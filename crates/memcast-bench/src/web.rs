@@ -81,6 +81,9 @@ pub struct Run {
     /// Counter sum minus requests (0 ..= connections when nothing is lost).
     pub surplus: i64,
     pub missing: u64,
+    /// CPU time the cluster's memcastd and memcached processes (all three
+    /// hosts) used during the run, per request, µs.
+    pub cluster_cpu_us: f64,
 }
 
 pub struct WebResult {
@@ -187,6 +190,15 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
                 cluster,
                 vec![memcast_so.clone()],
                 memcast_ini(cluster.relay(0)),
+            ),
+        },
+        Variant {
+            name: "memcast (replication off: the handler alone)",
+            session: true,
+            stack: stack(
+                cluster,
+                vec![memcast_so.clone()],
+                memcast_ini(String::new()),
             ),
         },
         Variant {
@@ -311,6 +323,7 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+            let cpu_before = cluster_cpu_ticks(cluster);
             let child = wrk.spawn().expect("wrk (apt-get install wrk)");
             if vi == 1 {
                 std::thread::sleep(Duration::from_secs(seconds / 2));
@@ -322,6 +335,7 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
                 fpm_load_kb = fpm_load_kb.max(load);
             }
             let out = child.wait_with_output().unwrap();
+            let cpu_ticks = cluster_cpu_ticks(cluster) - cpu_before;
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
             let line = text
                 .lines()
@@ -363,16 +377,18 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
                 non2xx: field("non2xx") + field("sockerr"),
                 surplus,
                 missing,
+                cluster_cpu_us: cpu_ticks as f64 * 1e6 / ticks_per_sec() / requests.max(1) as f64,
             };
             eprintln!(
-                "bench: round {} {:<50} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  non-2xx {}  counter surplus {}",
+                "bench: round {} {:<50} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  non-2xx {}  counter surplus {}  cluster CPU {:.0} µs/req",
                 round + 1,
                 v.name,
                 run.rps,
                 run.p50_ms,
                 run.p99_ms,
                 run.non2xx,
-                run.surplus
+                run.surplus,
+                run.cluster_cpu_us
             );
             results[vi].1.push(run);
         }
@@ -384,6 +400,39 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
         rounds,
         seconds,
     }
+}
+
+fn ticks_per_sec() -> f64 {
+    // Linux reports /proc/<pid>/stat times in USER_HZ, 100 per second.
+    100.0
+}
+
+/// utime + stime of every memcastd and memcached of the cluster, in ticks.
+fn cluster_cpu_ticks(cluster: &Cluster) -> u64 {
+    let mut pids = Vec::new();
+    for (i, site) in cluster.sites.iter().enumerate() {
+        pids.push(site.memcached.pid());
+        if let Some(p) = cluster.memcastd_pid(i) {
+            pids.push(p);
+        }
+    }
+    pids.into_iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r.split_whitespace().collect())
+                .unwrap_or_default();
+            // After "(comm)": state is field 0, utime 11, stime 12.
+            let get = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            get(11) + get(12)
+        })
+        .sum()
 }
 
 /// A TCP port inside host 1 (redis on its loopback): checked from inside.
