@@ -3,8 +3,9 @@
 //! path, repairs and snapshots all go through here.
 
 use crate::frame::{Frame, Op};
-use crate::store::{apply_if_newer, Applied, Expect, Memcached, Reply, StoreError, StoreOp};
+use crate::store::{apply_if_newer, Applied, Expect, Memcached, StoreError, StoreOp, Stored};
 use crate::stored::StoredValue;
+use crate::version::Version;
 
 /// The key memcastd sets in its memcached once that memcached holds
 /// everything (after a refill from a peer, or at once when there is no peer).
@@ -41,14 +42,58 @@ pub fn apply_frame(mc: &mut Memcached, frame: &Frame) -> Result<Outcome, StoreEr
 /// Frames looked up and stored per round trip by [`apply_batch`].
 const APPLY_BATCH: usize = 128;
 
-/// Applies many frames with two round trips per [`APPLY_BATCH`] instead of
-/// two per frame: one `gets` of every key, then every `add`/`cas` pipelined.
-/// Of several frames for one key only the newest is stored (the others would
-/// be skipped as older anyway). A store that loses a race (someone wrote in
-/// between) is redone alone through [`apply_if_newer`]. Outcomes come back
-/// in the frames' order. On an error nothing is known about the batch: the
-/// caller applies its frames one by one (they are idempotent).
-pub fn apply_batch(mc: &mut Memcached, frames: &[Frame]) -> Result<Vec<Outcome>, StoreError> {
+/// The version and CAS token this replica last stored per key, so the next
+/// newer write of a session it keeps receiving is one `cas` without a lookup
+/// first. A stale entry (someone else wrote, memcached restarted) only costs
+/// a failed `cas` and the lookup after all. Bounded: cleared when full.
+#[derive(Debug, Default)]
+pub struct CasCache {
+    map: std::collections::HashMap<Vec<u8>, (Version, u64)>,
+    max: usize,
+}
+
+impl CasCache {
+    pub fn new(max: usize) -> CasCache {
+        CasCache {
+            map: std::collections::HashMap::new(),
+            max,
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    fn insert(&mut self, key: &[u8], version: Version, cas: u64) {
+        if self.map.len() >= self.max && !self.map.contains_key(key) {
+            self.map.clear();
+        }
+        self.map.insert(key.to_vec(), (version, cas));
+    }
+}
+
+/// Applies many frames in few round trips: of several frames for one key
+/// only the newest is stored (the others would be skipped as older anyway);
+/// keys `cache` knows (stored here before, at an older version) go straight
+/// to a `cas`; the others are looked up with one `gets` per
+/// [`APPLY_BATCH`] keys; then every store is pipelined (meta sets, which
+/// return the new CAS token for the cache). A store that loses a race is
+/// redone alone through [`apply_if_newer`]. Outcomes come back in the
+/// frames' order. On an error nothing is known about the batch: the caller
+/// applies its frames one by one (they are idempotent) and clears the cache.
+pub fn apply_batch(
+    mc: &mut Memcached,
+    frames: &[Frame],
+    cache: &mut CasCache,
+) -> Result<Vec<Outcome>, StoreError> {
     let mut out = vec![Outcome::Nothing; frames.len()];
     for (chunk_at, chunk) in frames.chunks(APPLY_BATCH).enumerate() {
         let base = chunk_at * APPLY_BATCH;
@@ -71,27 +116,47 @@ pub fn apply_batch(mc: &mut Memcached, frames: &[Frame]) -> Result<Vec<Outcome>,
         }
         let mut todo: Vec<usize> = newest.into_values().collect();
         todo.sort_unstable();
-        let keys: Vec<&[u8]> = todo.iter().map(|&i| &chunk[i].key[..]).collect();
-        let held: std::collections::HashMap<Vec<u8>, crate::store::Item> =
-            mc.gets_multi(&keys)?.into_iter().collect();
-        let values: Vec<(usize, Vec<u8>, Option<u64>)> = todo
+        let known: std::collections::HashMap<usize, u64> = todo
             .iter()
             .filter_map(|&i| {
-                let f = &chunk[i];
-                let value = match f.op {
-                    Op::Set => StoredValue::live(f.version, &f.value),
-                    _ => StoredValue::tombstone(f.version),
-                };
-                match held.get(&f.key) {
-                    Some(item) if StoredValue::version_of(&item.value) >= f.version => {
-                        out[base + i] = Outcome::SkippedOlder;
-                        None
-                    }
-                    Some(item) => Some((i, value.encode(), Some(item.cas))),
-                    None => Some((i, value.encode(), None)),
-                }
+                cache
+                    .map
+                    .get(&chunk[i].key)
+                    .filter(|(v, _)| *v < chunk[i].version)
+                    .map(|(_, cas)| (i, *cas))
             })
             .collect();
+        let lookup: Vec<&[u8]> = todo
+            .iter()
+            .filter(|i| !known.contains_key(i))
+            .map(|&i| &chunk[i].key[..])
+            .collect();
+        let held: std::collections::HashMap<Vec<u8>, crate::store::Item> =
+            mc.gets_multi(&lookup)?.into_iter().collect();
+        let mut values: Vec<(usize, Vec<u8>, Option<u64>)> = Vec::with_capacity(todo.len());
+        for &i in &todo {
+            let f = &chunk[i];
+            let value = match f.op {
+                Op::Set => StoredValue::live(f.version, &f.value),
+                _ => StoredValue::tombstone(f.version),
+            };
+            if let Some(&cas) = known.get(&i) {
+                values.push((i, value.encode(), Some(cas)));
+                continue;
+            }
+            match held.get(&f.key) {
+                Some(item) => {
+                    let held_version = StoredValue::version_of(&item.value);
+                    if held_version >= f.version {
+                        cache.insert(&f.key, held_version, item.cas);
+                        out[base + i] = Outcome::SkippedOlder;
+                    } else {
+                        values.push((i, value.encode(), Some(item.cas)));
+                    }
+                }
+                None => values.push((i, value.encode(), None)),
+            }
+        }
         let ops: Vec<StoreOp<'_>> = values
             .iter()
             .map(|(i, v, cas)| StoreOp {
@@ -101,11 +166,18 @@ pub fn apply_batch(mc: &mut Memcached, frames: &[Frame]) -> Result<Vec<Outcome>,
                 cas: *cas,
             })
             .collect();
-        let replies = mc.store_many(&ops)?;
+        let replies = mc.store_many_returning_cas(&ops)?;
         for ((i, _, _), reply) in values.iter().zip(replies) {
+            let f = &chunk[*i];
             out[base + i] = match reply {
-                Reply::Stored => Outcome::Stored,
-                _ => apply_frame(mc, &chunk[*i])?,
+                Stored::Stored(cas) => {
+                    cache.insert(&f.key, f.version, cas);
+                    Outcome::Stored
+                }
+                Stored::Not(_) => {
+                    cache.map.remove(&f.key);
+                    apply_frame(mc, f)?
+                }
             };
         }
     }

@@ -338,6 +338,52 @@ impl Memcached {
         })
     }
 
+    /// Like [`Memcached::store_many`] with meta sets (`ms ... ME` / `C<cas>`,
+    /// flag `c`): a stored item comes back with its new CAS token, so the
+    /// next write of that key needs no lookup first.
+    pub fn store_many_returning_cas(
+        &mut self,
+        ops: &[StoreOp<'_>],
+    ) -> Result<Vec<Stored>, StoreError> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = Vec::with_capacity(ops.iter().map(|o| o.value.len() + 300).sum());
+        for op in ops {
+            check_key(op.key)?;
+            cmd.extend_from_slice(b"ms ");
+            cmd.extend_from_slice(op.key);
+            let mode = match op.cas {
+                Some(cas) => format!("C{cas}"),
+                None => "ME".to_string(),
+            };
+            cmd.extend_from_slice(
+                format!(" {} T{} {mode} c\r\n", op.value.len(), wire_ttl(op.ttl)).as_bytes(),
+            );
+            cmd.extend_from_slice(op.value);
+            cmd.extend_from_slice(b"\r\n");
+        }
+        self.round_trip(&cmd, |c| {
+            (0..ops.len())
+                .map(|_| {
+                    let line = c.read_line()?;
+                    Ok(match line.get(..2) {
+                        Some(b"HD") => Stored::Stored(
+                            line.split(|b| *b == b' ')
+                                .find_map(|f| f.strip_prefix(b"c"))
+                                .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
+                                .ok_or_else(|| c.unexpected(&line))?,
+                        ),
+                        Some(b"NS") => Stored::Not(Reply::NotStored),
+                        Some(b"EX") => Stored::Not(Reply::Exists),
+                        Some(b"NF") => Stored::Not(Reply::NotFound),
+                        _ => return Err(c.unexpected(&line)),
+                    })
+                })
+                .collect()
+        })
+    }
+
     /// Conditional stores written in one go and their replies read in order
     /// (pipelining): `add` where `cas` is None, else `cas`.
     pub fn store_many(&mut self, ops: &[StoreOp<'_>]) -> Result<Vec<Reply>, StoreError> {
@@ -716,6 +762,13 @@ pub enum Expect {
     Missing,
     /// A read just returned this CAS token: try `cas`.
     Cas(u64),
+}
+
+/// What a meta set did: stored, with the item's new CAS token, or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    Stored(u64),
+    Not(Reply),
 }
 
 /// One conditional store of [`Memcached::store_many`].

@@ -344,7 +344,7 @@ fn a_lock_and_the_read_take_one_round_trip_and_release_only_our_lock() {
 
 #[test]
 fn a_batch_applies_the_newest_write_per_key_in_two_round_trips() {
-    use memcast_core::replica::{apply_batch, Outcome};
+    use memcast_core::replica::{apply_batch, CasCache, Outcome};
     use memcast_core::{Frame, Op};
     let server = kit::Memcached::start();
     let mut mc = client(&server);
@@ -384,7 +384,8 @@ fn a_batch_applies_the_newest_write_per_key_in_two_round_trips() {
         frame(Op::Touch, "b", b"", 1),
         frame(Op::Heartbeat, "", b"", 0),
     ];
-    let out = apply_batch(&mut mc, &frames).unwrap();
+    let mut cache = CasCache::new(1000);
+    let out = apply_batch(&mut mc, &frames, &mut cache).unwrap();
     assert_eq!(
         out,
         vec![
@@ -416,7 +417,7 @@ fn a_batch_applies_the_newest_write_per_key_in_two_round_trips() {
             )
         })
         .collect();
-    apply_batch(&mut mc, &many).unwrap();
+    apply_batch(&mut mc, &many, &mut cache).unwrap();
     for k in 0..100u64 {
         assert_eq!(
             read(&mut mc, format!("k{k}").as_bytes()).2,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use memcast_bus::{Publisher, Source, Subscriber};
-use memcast_core::replica::{apply_batch, apply_frame, Outcome, WARM_SENTINEL};
+use memcast_core::replica::{apply_batch, apply_frame, CasCache, Outcome, WARM_SENTINEL};
 use memcast_core::{
     unix_millis, Frame, Keys, Memcached, Op, Origin, ServerAddr, StoreError, Version,
 };
@@ -83,6 +83,8 @@ pub struct Daemon {
     backlog: VecDeque<Frame>,
     /// Accepted frames waiting for the next batch.
     pending: Vec<Frame>,
+    /// CAS tokens of what this daemon stored, per key (see [`CasCache`]).
+    cas_cache: CasCache,
     memcached_down_since: Option<Instant>,
     next_retry: Instant,
     last_warned: Vec<(&'static str, Instant)>,
@@ -110,6 +112,7 @@ impl Daemon {
             shared: Arc::new(Shared::new(counters)),
             backlog: VecDeque::new(),
             pending: Vec::new(),
+            cas_cache: CasCache::new(200_000),
             memcached_down_since: None,
             next_retry: Instant::now(),
             last_warned: Vec::new(),
@@ -469,19 +472,21 @@ impl Daemon {
             return;
         }
         let started = Instant::now();
-        match apply_batch(&mut self.memcached, &frames) {
+        match apply_batch(&mut self.memcached, &frames, &mut self.cas_cache) {
             Ok(outcomes) => {
                 for (frame, outcome) in frames.iter().zip(outcomes) {
                     self.record(frame, outcome, started);
                 }
             }
             Err(e) if e.is_server_failure() => {
+                self.cas_cache.clear();
                 self.memcached_failed(&e);
                 for f in frames {
                     self.queue(f);
                 }
             }
             Err(_) => {
+                self.cas_cache.clear();
                 for f in frames {
                     if let Err(f) = self.apply(f) {
                         self.queue(f);
@@ -543,6 +548,7 @@ impl Daemon {
                 info!("memcached is warm");
             }
             Ok(None) if !warming => {
+                self.cas_cache.clear();
                 self.warming.store(true, Ordering::SeqCst);
                 self.announced_cold = true;
                 Counters::inc(&self.counters.cold_detected);
