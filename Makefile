@@ -102,5 +102,19 @@ deb: build
 test-packaging: build
 	bash scripts/test-packaging.sh
 
+# The main job: a local three-host cluster (network namespaces) showing a
+# session written on one host read on another, surviving a dead memcached.
+demo: deps build
+	bash scripts/demo.sh
+
+# Benchmarks against php-memcached, phpredis and files (root: namespaces);
+# writes bench/results/latest.md and PNG charts. BENCH_ROUNDS (3) and
+# BENCH_SECONDS (5 per web variant and round) tune the run.
+bench-deps:
+	bash scripts/install-deps.sh php8.2-memcached php8.2-redis redis-server wrk gnuplot-nox
+
+bench: deps bench-deps build
+	target/release/memcast-bench
+
 clean:
 	cargo clean
