@@ -107,6 +107,14 @@ fn main() {
             // 20 000 frames/s of 2 KB is 330 Mbit/s: above PGM's default budget.
             "--pgm-rate-kbps".into(),
             "1000000".into(),
+            // Production intervals: the tests' 5 s anti-entropy would scan
+            // every memcached every 5 s and disturb what is measured.
+            "--anti-entropy-interval".into(),
+            "300".into(),
+            "--resync-interval".into(),
+            "30".into(),
+            "--heartbeat-ms".into(),
+            "1000".into(),
         ],
     );
     assert!(

@@ -242,18 +242,20 @@ impl Cluster {
             .arg(self.key_file_of(i))
             .arg("--accept-key-file")
             .arg(self.accept_key_file_of(i))
-            .args([
-                "--listen",
-                &self.repair_addr(i),
-                "--heartbeat-ms",
-                "200",
-                "--resync-interval",
-                "5",
-                "--anti-entropy-interval",
-                "5",
-            ])
-            .args(["--stats-interval", "0"])
-            .args(&self.memcastd_args);
+            .args(["--listen", &self.repair_addr(i)]);
+        // Quick defaults for tests; `memcastd_args` may set any of them
+        // instead (the benchmark runs with production intervals).
+        for (flag, value) in [
+            ("--heartbeat-ms", "200"),
+            ("--resync-interval", "5"),
+            ("--anti-entropy-interval", "5"),
+            ("--stats-interval", "0"),
+        ] {
+            if !self.memcastd_args.iter().any(|a| a == flag) {
+                d.args([flag, value]);
+            }
+        }
+        d.args(&self.memcastd_args);
         if self.publish == Publish::Relay {
             d.args(["--relay", &self.relay_endpoint(i)]);
             if self.transport == Transport::Pgm {
