@@ -23,13 +23,21 @@ pub enum Outcome {
     Nothing,
 }
 
+/// What a set or delete frame stores: the data, or a tombstone.
+fn stored_value(frame: &Frame) -> Option<StoredValue<'_>> {
+    match frame.op {
+        Op::Set => Some(StoredValue::live(frame.version, &frame.value)),
+        Op::Delete => Some(StoredValue::tombstone(frame.version)),
+        Op::Touch | Op::Heartbeat => None,
+    }
+}
+
 pub fn apply_frame(mc: &mut Memcached, frame: &Frame) -> Result<Outcome, StoreError> {
     let ttl = u64::from(frame.ttl);
-    let value = match frame.op {
-        Op::Set => StoredValue::live(frame.version, &frame.value),
-        Op::Delete => StoredValue::tombstone(frame.version),
-        Op::Touch => return mc.touch(&frame.key, ttl).map(|_| Outcome::Touched),
-        Op::Heartbeat => return Ok(Outcome::Nothing),
+    let value = match (frame.op, stored_value(frame)) {
+        (_, Some(value)) => value,
+        (Op::Touch, None) => return mc.touch(&frame.key, ttl).map(|_| Outcome::Touched),
+        (_, None) => return Ok(Outcome::Nothing),
     };
     Ok(
         match apply_if_newer(mc, &frame.key, &value, ttl, Expect::Unknown)? {
@@ -136,9 +144,8 @@ pub fn apply_batch(
         let mut values: Vec<(usize, Vec<u8>, Option<u64>)> = Vec::with_capacity(todo.len());
         for &i in &todo {
             let f = &chunk[i];
-            let value = match f.op {
-                Op::Set => StoredValue::live(f.version, &f.value),
-                _ => StoredValue::tombstone(f.version),
+            let Some(value) = stored_value(f) else {
+                continue; // only sets and deletes are in `todo`
             };
             if let Some(&cas) = known.get(&i) {
                 values.push((i, value.encode(), Some(cas)));

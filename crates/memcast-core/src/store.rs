@@ -143,18 +143,9 @@ impl Memcached {
     /// it since it last started).
     pub fn gets_checking_warm(&mut self, key: &[u8]) -> Result<(Option<Item>, bool), StoreError> {
         check_key(key)?;
-        let cmd = [b"gets ", key, b" ", crate::replica::WARM_SENTINEL, b"\r\n"].concat();
-        self.round_trip(&cmd, |c| {
-            let (mut item, mut warm) = (None, false);
-            while let Some((k, found)) = c.value_or_end()? {
-                if k == crate::replica::WARM_SENTINEL {
-                    warm = true;
-                } else if k == key {
-                    item = Some(found);
-                }
-            }
-            Ok((item, warm))
-        })
+        let mut cmd = Vec::with_capacity(key.len() + 32);
+        push_gets_checking_warm(&mut cmd, key);
+        self.round_trip(&cmd, |c| c.item_and_warm(key))
     }
 
     /// Takes a lock and reads in one round trip: `ms <lock_key> ME c` (add
@@ -177,33 +168,15 @@ impl Memcached {
         cmd.extend_from_slice(lock_key);
         cmd.extend_from_slice(format!(" {} T{} ME c\r\n", token.len(), wire_ttl(ttl)).as_bytes());
         cmd.extend_from_slice(token);
-        cmd.extend_from_slice(b"\r\ngets ");
-        cmd.extend_from_slice(key);
-        cmd.push(b' ');
-        cmd.extend_from_slice(crate::replica::WARM_SENTINEL);
         cmd.extend_from_slice(b"\r\n");
+        push_gets_checking_warm(&mut cmd, key);
         self.round_trip(&cmd, |c| {
-            let line = c.read_line()?;
-            let locked = if line.starts_with(b"HD") {
-                let cas = line
-                    .split(|b| *b == b' ')
-                    .find_map(|f| f.strip_prefix(b"c"))
-                    .and_then(|n| std::str::from_utf8(n).ok()?.parse::<u64>().ok())
-                    .ok_or_else(|| c.unexpected(&line))?;
-                Some(cas)
-            } else if line.starts_with(b"NS") {
-                None
-            } else {
-                return Err(c.unexpected(&line));
+            let locked = match c.meta_stored()? {
+                Stored::Stored(cas) => Some(cas),
+                Stored::Not(Reply::NotStored) => None,
+                Stored::Not(_) => return Err(c.unexpected(b"(not NS to a meta add)")),
             };
-            let (mut item, mut warm) = (None, false);
-            while let Some((k, found)) = c.value_or_end()? {
-                if k == crate::replica::WARM_SENTINEL {
-                    warm = true;
-                } else if k == key {
-                    item = Some(found);
-                }
-            }
+            let (item, warm) = c.item_and_warm(key)?;
             Ok((locked, item, warm))
         })
     }
@@ -298,31 +271,24 @@ impl Memcached {
     /// Values of many keys in one round trip (`get k1 k2 ...`); missing keys
     /// are simply absent from the result.
     pub fn get_multi(&mut self, keys: &[&[u8]]) -> Result<Vec<KeyValue>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut cmd = b"get".to_vec();
-        for key in keys {
-            check_key(key)?;
-            cmd.push(b' ');
-            cmd.extend_from_slice(key);
-        }
-        cmd.extend_from_slice(b"\r\n");
-        self.round_trip(&cmd, |c| {
-            let mut out = Vec::with_capacity(keys.len());
-            while let Some((key, item)) = c.value_or_end()? {
-                out.push((key, item.value));
-            }
-            Ok(out)
-        })
+        let found = self.retrieve_many(b"get", keys)?;
+        Ok(found.into_iter().map(|(k, item)| (k, item.value)).collect())
     }
 
     /// `gets` of many keys in one round trip: (key, item) of those present.
     pub fn gets_multi(&mut self, keys: &[&[u8]]) -> Result<Vec<(Vec<u8>, Item)>, StoreError> {
+        self.retrieve_many(b"gets", keys)
+    }
+
+    fn retrieve_many(
+        &mut self,
+        verb: &[u8],
+        keys: &[&[u8]],
+    ) -> Result<Vec<(Vec<u8>, Item)>, StoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut cmd = b"gets".to_vec();
+        let mut cmd = verb.to_vec();
         for key in keys {
             check_key(key)?;
             cmd.push(b' ');
@@ -338,9 +304,10 @@ impl Memcached {
         })
     }
 
-    /// Like [`Memcached::store_many`] with meta sets (`ms ... ME` / `C<cas>`,
-    /// flag `c`): a stored item comes back with its new CAS token, so the
-    /// next write of that key needs no lookup first.
+    /// Conditional stores written in one go and their replies read in order
+    /// (pipelining), as meta sets (`ms ... ME` for an add, `C<cas>` for a
+    /// cas, flag `c`): a stored item comes back with its new CAS token, so
+    /// the next write of that key needs no lookup first.
     pub fn store_many_returning_cas(
         &mut self,
         ops: &[StoreOp<'_>],
@@ -363,49 +330,7 @@ impl Memcached {
             cmd.extend_from_slice(op.value);
             cmd.extend_from_slice(b"\r\n");
         }
-        self.round_trip(&cmd, |c| {
-            (0..ops.len())
-                .map(|_| {
-                    let line = c.read_line()?;
-                    Ok(match line.get(..2) {
-                        Some(b"HD") => Stored::Stored(
-                            line.split(|b| *b == b' ')
-                                .find_map(|f| f.strip_prefix(b"c"))
-                                .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
-                                .ok_or_else(|| c.unexpected(&line))?,
-                        ),
-                        Some(b"NS") => Stored::Not(Reply::NotStored),
-                        Some(b"EX") => Stored::Not(Reply::Exists),
-                        Some(b"NF") => Stored::Not(Reply::NotFound),
-                        _ => return Err(c.unexpected(&line)),
-                    })
-                })
-                .collect()
-        })
-    }
-
-    /// Conditional stores written in one go and their replies read in order
-    /// (pipelining): `add` where `cas` is None, else `cas`.
-    pub fn store_many(&mut self, ops: &[StoreOp<'_>]) -> Result<Vec<Reply>, StoreError> {
-        if ops.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut cmd = Vec::with_capacity(ops.iter().map(|o| o.value.len() + 300).sum());
-        for op in ops {
-            check_key(op.key)?;
-            cmd.extend_from_slice(if op.cas.is_some() { b"cas " } else { b"add " });
-            cmd.extend_from_slice(op.key);
-            let head = match op.cas {
-                Some(cas) => format!(" 0 {} {} {}\r\n", wire_ttl(op.ttl), op.value.len(), cas),
-                None => format!(" 0 {} {}\r\n", wire_ttl(op.ttl), op.value.len()),
-            };
-            cmd.extend_from_slice(head.as_bytes());
-            cmd.extend_from_slice(op.value);
-            cmd.extend_from_slice(b"\r\n");
-        }
-        self.round_trip(&cmd, |c| {
-            (0..ops.len()).map(|_| c.storage_reply()).collect()
-        })
+        self.round_trip(&cmd, |c| (0..ops.len()).map(|_| c.meta_stored()).collect())
     }
 
     /// Every key memcached holds, with its expiry, streamed from
@@ -643,6 +568,38 @@ impl Conn<'_> {
         Ok(Some((key, Item { value, cas })))
     }
 
+    /// The reply to a meta set with flag `c`: stored (with the item's new
+    /// CAS token), or why not.
+    fn meta_stored(&mut self) -> Result<Stored, StoreError> {
+        let line = self.read_line()?;
+        Ok(match line.get(..2) {
+            Some(b"HD") => Stored::Stored(
+                line.split(|b| *b == b' ')
+                    .find_map(|f| f.strip_prefix(b"c"))
+                    .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
+                    .ok_or_else(|| self.unexpected(&line))?,
+            ),
+            Some(b"NS") => Stored::Not(Reply::NotStored),
+            Some(b"EX") => Stored::Not(Reply::Exists),
+            Some(b"NF") => Stored::Not(Reply::NotFound),
+            _ => return Err(self.unexpected(&line)),
+        })
+    }
+
+    /// The reply to `gets <key> memcast:warm`: the item, and whether the
+    /// warm sentinel was there.
+    fn item_and_warm(&mut self, key: &[u8]) -> Result<(Option<Item>, bool), StoreError> {
+        let (mut item, mut warm) = (None, false);
+        while let Some((k, found)) = self.value_or_end()? {
+            if k == crate::replica::WARM_SENTINEL {
+                warm = true;
+            } else if k == key {
+                item = Some(found);
+            }
+        }
+        Ok((item, warm))
+    }
+
     fn storage_reply(&mut self) -> Result<Reply, StoreError> {
         let line = self.read_line()?;
         Ok(match line.as_slice() {
@@ -671,6 +628,16 @@ fn io_error(addr: &ServerAddr, ms: u128, e: io::Error) -> StoreError {
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => StoreError::Timeout { addr, ms },
         _ => StoreError::Io { addr, source: e },
     }
+}
+
+/// Appends `gets <key> memcast:warm`: the session and the warm sentinel in
+/// one round trip.
+fn push_gets_checking_warm(cmd: &mut Vec<u8>, key: &[u8]) {
+    cmd.extend_from_slice(b"gets ");
+    cmd.extend_from_slice(key);
+    cmd.push(b' ');
+    cmd.extend_from_slice(crate::replica::WARM_SENTINEL);
+    cmd.extend_from_slice(b"\r\n");
 }
 
 fn check_key(key: &[u8]) -> Result<(), StoreError> {
@@ -771,7 +738,7 @@ pub enum Stored {
     Not(Reply),
 }
 
-/// One conditional store of [`Memcached::store_many`].
+/// One conditional store of [`Memcached::store_many_returning_cas`].
 #[derive(Clone, Copy, Debug)]
 pub struct StoreOp<'a> {
     pub key: &'a [u8],
