@@ -38,30 +38,7 @@ fn frame(seq: u64, key: String, value: &[u8]) -> Frame {
 fn lag_buckets(cluster: &Cluster, i: usize) -> Vec<(f64, f64)> {
     let addr = format!("{}:9477", cluster.sites[i].host.addr);
     let page = memcastd::metrics::scrape(&addr, Duration::from_secs(3)).expect("scrape");
-    memcastd::metrics::parse(&page)
-        .into_iter()
-        .filter(|s| s.name == "memcast_replication_lag_seconds_bucket")
-        .filter_map(|s| {
-            let le = s.labels.iter().find(|(k, _)| k == "le")?.1.clone();
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, s.value))
-        })
-        .collect()
-}
-
-/// The bucket bound under which a fraction `q` of the observations fell.
-fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> f64 {
-    let total = after.last().map_or(0.0, |b| b.1) - before.last().map_or(0.0, |b| b.1);
-    for ((le, a), (_, b)) in after.iter().zip(before) {
-        if a - b >= q * total {
-            return *le;
-        }
-    }
-    f64::INFINITY
+    memcastd::metrics::histogram_buckets(&page, "memcast_replication_lag_seconds")
 }
 
 fn main() {
@@ -116,12 +93,15 @@ fn main() {
         }
         std::thread::sleep(Duration::from_secs(2));
         let after: Vec<_> = (1..3).map(|i| lag_buckets(&cluster, i)).collect();
+        // The worse of the two receivers.
         let (p50, p99) = (0..2)
             .map(|r| {
-                (
-                    quantile(&before[r], &after[r], 0.5),
-                    quantile(&before[r], &after[r], 0.99),
-                )
+                let q = memcastd::metrics::quantiles_between(
+                    std::slice::from_ref(&before[r]),
+                    std::slice::from_ref(&after[r]),
+                    &[0.5, 0.99],
+                );
+                (q[0], q[1])
             })
             .fold((0.0f64, 0.0f64), |(a, b), (x, y)| (a.max(x), b.max(y)));
         let (c, _) = cluster.stop_and_count();

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use memcast_testkit::cluster::{Artifacts, Cluster, Publish};
+use memcast_testkit::cluster::{finish_writers, Artifacts, Cluster, Publish};
 
 fn artifacts() -> Artifacts {
     Artifacts::release(Path::new(env!("CARGO_MANIFEST_DIR")))
@@ -34,26 +34,10 @@ fn writer(host: usize, n: usize, pause_us: u64) -> String {
 /// Runs one writer per host at once; returns the writes PHP reported stored.
 fn write_everywhere(cluster: &Cluster, n: usize, pause_us: u64, during: impl FnOnce()) -> usize {
     let children: Vec<_> = (0..cluster.sites.len())
-        .map(|i| {
-            cluster
-                .php_command(i, &writer(i + 1, n, pause_us))
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .expect("start writer")
-        })
+        .map(|i| cluster.spawn_php(i, &writer(i + 1, n, pause_us)))
         .collect();
     during();
-    children
-        .into_iter()
-        .map(|c| {
-            let out = c.wait_with_output().expect("writer");
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            text.lines()
-                .find_map(|l| l.strip_prefix("written="))
-                .and_then(|n| n.trim().parse::<usize>().ok())
-                .unwrap_or_else(|| panic!("writer output: {text}"))
-        })
-        .sum()
+    finish_writers(children)
 }
 
 /// Waits up to `within` for every replica to hold the same sessions, stops
@@ -125,13 +109,7 @@ fn memcastd_killed_and_restarted_during_the_writes() {
     // PHP on host 3 warns while its memcastd is away (frames dropped, sessions
     // stored locally): the writers do not treat that as failure.
     let children: Vec<_> = (0..3)
-        .map(|i| {
-            cluster
-                .php_command(i, &writer(i + 1, 1000, 4_000))
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .expect("start writer")
-        })
+        .map(|i| cluster.spawn_php(i, &writer(i + 1, 1000, 4_000)))
         .collect();
     std::thread::sleep(Duration::from_secs(1));
     cluster.kill_memcastd(2);
@@ -139,16 +117,7 @@ fn memcastd_killed_and_restarted_during_the_writes() {
     std::thread::sleep(Duration::from_secs(2));
     cluster.start_memcastd(2);
     println!("memcastd on host 3 was down {:?}", down.elapsed());
-    let written: usize = children
-        .into_iter()
-        .map(|c| {
-            let text = String::from_utf8_lossy(&c.wait_with_output().unwrap().stdout).into_owned();
-            text.lines()
-                .find_map(|l| l.strip_prefix("written="))
-                .and_then(|n| n.trim().parse().ok())
-                .unwrap_or(0)
-        })
-        .sum();
+    let written = finish_writers(children);
     assert_eq!(
         written, 3000,
         "every write is stored locally even while memcastd is away"

@@ -11,13 +11,12 @@
 //!
 //! Needs root, `make build`, tcpdump.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use memcast_testkit::cluster::{Artifacts, Cluster, Publish};
+use memcast_testkit::cluster::{finish_writers, Artifacts, Cluster, Publish};
 use memcast_testkit::{eventually, install_key, require_root, Proc};
 
 fn workspace() -> &'static Path {
@@ -26,91 +25,6 @@ fn workspace() -> &'static Path {
 
 fn artifacts() -> Artifacts {
     Artifacts::release(workspace())
-}
-
-/// PHP on host `host` (from 1) writing sessions `{tag}{host}-0..n`, each
-/// once, value = its number; prints how many were stored.
-fn writer(tag: &str, host: usize, n: usize, pause_us: u64) -> String {
-    format!(
-        r#"$ok = 0;
-        for ($i = 0; $i < {n}; $i++) {{
-            session_id("{tag}{host}-$i");
-            session_start();
-            $_SESSION["i"] = $i;
-            $_SESSION["host"] = {host};
-            if (session_write_close()) {{ $ok++; }}
-            usleep({pause_us});
-        }}
-        echo "written=$ok\n";"#
-    )
-}
-
-fn start_writers(
-    cluster: &Cluster,
-    tag: &str,
-    n: usize,
-    pause_us: u64,
-) -> Vec<std::process::Child> {
-    (0..cluster.sites.len())
-        .map(|i| {
-            cluster
-                .php_command(i, &writer(tag, i + 1, n, pause_us))
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("start writer")
-        })
-        .collect()
-}
-
-fn finish_writers(children: Vec<std::process::Child>) -> usize {
-    children
-        .into_iter()
-        .map(|c| {
-            let out = c.wait_with_output().expect("writer");
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            text.lines()
-                .find_map(|l| l.strip_prefix("written="))
-                .and_then(|n| n.trim().parse::<usize>().ok())
-                .unwrap_or_else(|| panic!("writer output: {text}"))
-        })
-        .sum()
-}
-
-/// Every session every writer wrote is on every host with its own value.
-fn assert_all_writes_everywhere(cluster: &Cluster, tag: &str, n: usize) {
-    let mut missing = Vec::new();
-    for host in 1..=cluster.sites.len() {
-        for i in 0..n {
-            let key = format!("memcast.sess.{tag}{host}-{i}");
-            for at in 0..cluster.sites.len() {
-                let raw = cluster.raw(at, &key).unwrap_or_default();
-                let want = format!("i|i:{i};host|i:{host};");
-                if !raw.ends_with(want.as_bytes()) {
-                    missing.push(format!("{key} on host {}", at + 1));
-                }
-            }
-        }
-    }
-    assert!(
-        missing.is_empty(),
-        "{} writes missing or wrong, e.g. {:?}\n{}",
-        missing.len(),
-        &missing[..missing.len().min(5)],
-        cluster.logs()
-    );
-}
-
-/// Each memcastd's final counters, by host.
-fn counters_by_host(logs: &str) -> Vec<BTreeMap<String, u64>> {
-    logs.lines()
-        .filter(|l| l.contains("memcastd stopping:"))
-        .map(|line| {
-            line.split_whitespace()
-                .filter_map(|kv| kv.split_once('='))
-                .filter_map(|(k, v)| Some((k.to_owned(), v.parse::<u64>().ok()?)))
-                .collect()
-        })
-        .collect()
 }
 
 fn field(line: &str, name: &str) -> u64 {
@@ -170,7 +84,7 @@ fn an_outsider_injecting_frames_gets_nothing_applied_and_every_drop_is_counted()
     assert!(heard.is_some(), "probes never arrived\n{}", cluster.logs());
     // Real writes flow while the outsider captures and attacks.
     const N: usize = 300;
-    let writers = start_writers(&cluster, "inj", N, 20_000);
+    let writers = cluster.start_unique_writers("inj", N, 20_000);
     attacker
         .stdin
         .take()
@@ -196,7 +110,7 @@ fn an_outsider_injecting_frames_gets_nothing_applied_and_every_drop_is_counted()
             cluster.logs()
         );
     }
-    assert_all_writes_everywhere(&cluster, "inj", N);
+    cluster.assert_unique_writes_everywhere("inj", &[1, 2, 3], N);
     // Nothing the outsider signed with its own key landed anywhere.
     for at in 0..3 {
         for i in 0..50 {
@@ -224,8 +138,7 @@ fn an_outsider_injecting_frames_gets_nothing_applied_and_every_drop_is_counted()
             cluster.logs()
         );
     }
-    let (_, logs) = cluster.stop_and_count();
-    let hosts = counters_by_host(&logs);
+    let (hosts, logs) = cluster.stop_and_count_by_host();
     assert_eq!(hosts.len(), 3, "{logs}");
     let probes = field(&expected, "probes");
     println!("attacker sent: {expected}");
@@ -434,7 +347,7 @@ fn the_cluster_key_rolls_host_by_host_during_writes_without_losing_one() {
     let new = b"a-brand-new-cluster-key-with-more-than-32-bytes\n".to_vec();
     const N: usize = 600;
     let started = Instant::now();
-    let writers = start_writers(&cluster, "rot", N, 15_000);
+    let writers = cluster.start_unique_writers("rot", N, 15_000);
     std::thread::sleep(Duration::from_secs(1));
     // 1. Every host accepts the new key (still signs with the old one).
     for i in 0..3 {
@@ -460,7 +373,7 @@ fn the_cluster_key_rolls_host_by_host_during_writes_without_losing_one() {
             cluster.logs()
         );
     }
-    assert_all_writes_everywhere(&cluster, "rot", N);
+    cluster.assert_unique_writes_everywhere("rot", &[1, 2, 3], N);
     // Written after the roll: signed with the new key, and still replicated.
     cluster.php(
         0,

@@ -4,10 +4,12 @@
 //! `make build`.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use memcast_testkit::cluster::{Artifacts, Cluster, Publish};
+use memcast_testkit::cluster::{
+    finish_writers, unique_writes, written, Artifacts, Cluster, Publish,
+};
 use memcast_testkit::{eventually, require_root};
 
 fn artifacts() -> Artifacts {
@@ -16,57 +18,6 @@ fn artifacts() -> Artifacts {
 
 fn memcastd() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/memcastd")
-}
-
-/// PHP on host `host` (from 1) writing sessions `{tag}{host}-0..n` once
-/// each, `pause_us` apart; prints how many were stored.
-fn writer(tag: &str, host: usize, n: usize, pause_us: u64) -> String {
-    format!(
-        r#"$ok = 0;
-        for ($i = 0; $i < {n}; $i++) {{
-            session_id("{tag}{host}-$i");
-            session_start();
-            $_SESSION["i"] = $i;
-            $_SESSION["host"] = {host};
-            if (session_write_close()) {{ $ok++; }}
-            usleep({pause_us});
-        }}
-        echo "written=$ok\n";"#
-    )
-}
-
-fn written(out: std::process::Output) -> usize {
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix("written="))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("writer output: {text}"))
-}
-
-fn assert_all_writes_everywhere(cluster: &Cluster, tag: &str, hosts: &[usize], n: usize) {
-    let mut missing = Vec::new();
-    for &host in hosts {
-        for i in 0..n {
-            let key = format!("memcast.sess.{tag}{host}-{i}");
-            let want = format!("i|i:{i};host|i:{host};");
-            for at in 0..cluster.sites.len() {
-                if !cluster
-                    .raw(at, &key)
-                    .unwrap_or_default()
-                    .ends_with(want.as_bytes())
-                {
-                    missing.push(format!("{key} on host {}", at + 1));
-                }
-            }
-        }
-    }
-    assert!(
-        missing.is_empty(),
-        "{} writes missing, e.g. {:?}\n{}",
-        missing.len(),
-        &missing[..missing.len().min(5)],
-        cluster.logs()
-    );
 }
 
 #[test]
@@ -110,23 +61,12 @@ fn tcp_mode_replicates_with_no_multicast_route_and_repairs_a_link_down_for_10_s(
     // All three write while host 3's link is down for 10 s.
     const N: usize = 400;
     let started = Instant::now();
-    let writers: Vec<_> = (0..3)
-        .map(|i| {
-            cluster
-                .php_command(i, &writer("tcp", i + 1, N, 25_000))
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let writers = cluster.start_unique_writers("tcp", N, 25_000);
     std::thread::sleep(Duration::from_secs(1));
     cluster.net().set_link(3, false);
     std::thread::sleep(Duration::from_secs(10));
     cluster.net().set_link(3, true);
-    let total: usize = writers
-        .into_iter()
-        .map(|w| written(w.wait_with_output().unwrap()))
-        .sum();
+    let total = finish_writers(writers);
     assert_eq!(total, 3 * N, "PHP reported failed writes");
     let converged = cluster.converge(Duration::from_secs(60));
     let took = started.elapsed();
@@ -136,7 +76,7 @@ fn tcp_mode_replicates_with_no_multicast_route_and_repairs_a_link_down_for_10_s(
             cluster.logs()
         );
     }
-    assert_all_writes_everywhere(&cluster, "tcp", &[1, 2, 3], N);
+    cluster.assert_unique_writes_everywhere("tcp", &[1, 2, 3], N);
     let (sums, logs) = cluster.stop_and_count();
     assert_eq!(sums["dropped_auth"] + sums["dropped_decode"], 0, "{logs}");
     assert!(
@@ -206,8 +146,8 @@ fn metrics_count_what_was_sent_and_applied_and_status_reports_health() {
     );
     let before: Vec<_> = (0..3).map(|i| scrape(&cluster, i)).collect();
     const N: usize = 50;
-    let out = cluster.php_output(0, &writer("met", 1, N, 0));
-    assert_eq!(written(out), N);
+    let out = cluster.php_output(0, &unique_writes("met", 1, N, 0));
+    assert_eq!(written(&out), N);
     let applied = eventually(Duration::from_secs(10), || {
         (1..3)
             .all(|i| {

@@ -3,7 +3,6 @@
 //! (root, `make build` first).
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use memcast_core::{Memcached, ServerAddr, StoredValue, Timeouts, Version};
@@ -111,19 +110,9 @@ fn restarted_memcached_refills_while_writes_flow_and_no_read_misses() {
     );
     let writers: Vec<_> = [0, 2]
         .iter()
-        .map(|&i| {
-            cluster
-                .php_command(i, &writer(i + 1))
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|&i| cluster.spawn_php(i, &writer(i + 1)))
         .collect();
-    let reader = cluster
-        .php_command(1, &reader)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let reader = cluster.spawn_php(1, &reader);
     std::thread::sleep(Duration::from_millis(500));
 
     let restarted = Instant::now();

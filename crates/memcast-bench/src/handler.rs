@@ -67,14 +67,13 @@ pub fn run(cluster: &Cluster, rounds: usize) -> Vec<Latency> {
         ]
     };
     let memcached = |locking: &str| -> Vec<String> {
-        vec![
-            "extension=igbinary".into(),
-            "extension=msgpack".into(),
-            "extension=memcached".into(),
+        let mut ini = super::pecl("memcached");
+        ini.extend([
             "session.save_handler=memcached".into(),
             "session.save_path=127.0.0.1:11211".into(),
             format!("memcached.sess_locking={locking}"),
-        ]
+        ]);
+        ini
     };
     let configs: Vec<(&'static str, Vec<String>, &str)> = vec![
         ("memcast, locking", memcast("1"), HANDLER),

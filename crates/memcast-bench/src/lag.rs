@@ -25,39 +25,7 @@ pub struct Lag {
 fn buckets(cluster: &Cluster, i: usize) -> Vec<(f64, f64)> {
     let addr = format!("{}:9477", cluster.sites[i].host.addr);
     let page = memcastd::metrics::scrape(&addr, Duration::from_secs(3)).expect("scrape");
-    memcastd::metrics::parse(&page)
-        .into_iter()
-        .filter(|s| s.name == "memcast_replication_lag_seconds_bucket")
-        .filter_map(|s| {
-            let le = &s.labels.iter().find(|(k, _)| k == "le")?.1;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, s.value))
-        })
-        .collect()
-}
-
-/// Bucket bounds (ms) for quantiles `qs` of what was observed between two
-/// scrapes of each receiver, pooled.
-fn quantiles(before: &[Vec<(f64, f64)>], after: &[Vec<(f64, f64)>], qs: &[f64]) -> Vec<f64> {
-    let n = after[0].len();
-    let mut cum = vec![0.0; n];
-    for (b, a) in before.iter().zip(after) {
-        for k in 0..n {
-            cum[k] += a[k].1 - b[k].1;
-        }
-    }
-    let total = cum[n - 1];
-    qs.iter()
-        .map(|q| {
-            (0..n)
-                .find(|&k| cum[k] >= q * total - 1e-9 && cum[k] > 0.0)
-                .map_or(f64::NAN, |k| after[0][k].0 * 1000.0)
-        })
-        .collect()
+    memcastd::metrics::histogram_buckets(&page, "memcast_replication_lag_seconds")
 }
 
 pub fn run(cluster: &Cluster) -> Vec<Lag> {
@@ -109,7 +77,10 @@ pub fn run(cluster: &Cluster) -> Vec<Lag> {
         let achieved = sent as f64 / start.elapsed().as_secs_f64();
         std::thread::sleep(Duration::from_secs(2));
         let after: Vec<_> = (1..3).map(|i| buckets(cluster, i)).collect();
-        let q = quantiles(&before, &after, &[0.5, 0.99, 1.0]);
+        let q: Vec<f64> = memcastd::metrics::quantiles_between(&before, &after, &[0.5, 0.99, 1.0])
+            .into_iter()
+            .map(|s| s * 1000.0)
+            .collect();
         eprintln!(
             "bench: lag at {rate}/s (achieved {achieved:.0}/s): p50 ≤ {} ms, p99 ≤ {} ms, max ≤ {} ms",
             q[0], q[1], q[2]

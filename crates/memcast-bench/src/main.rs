@@ -66,6 +66,15 @@ pub fn children(pid: u32) -> Vec<u32> {
     out
 }
 
+/// `-d` lines loading a Debian PECL extension (php8.2-memcached,
+/// php8.2-redis) with `php -n`: its serializer dependencies first.
+pub fn pecl(extension: &str) -> Vec<String> {
+    ["igbinary", "msgpack", extension]
+        .iter()
+        .map(|e| format!("extension={e}"))
+        .collect()
+}
+
 pub fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;

@@ -162,16 +162,8 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
             ),
         ]
     };
-    let memcached_ext = vec![
-        "extension=igbinary".to_string(),
-        "extension=msgpack".to_string(),
-        "extension=memcached".to_string(),
-    ];
-    let redis_ext = vec![
-        "extension=igbinary".to_string(),
-        "extension=msgpack".to_string(),
-        "extension=redis".to_string(),
-    ];
+    let memcached_ext = super::pecl("memcached");
+    let redis_ext = super::pecl("redis");
     let all_three = format!("127.0.0.1:11211,{}", others.join(",").replace(' ', ""));
     let direct = format!(
         "epgm://{};{}:5555",

@@ -1,8 +1,9 @@
 //! A memcast cluster for tests: hosts (namespaces on a bridge), each with its
 //! own memcached, memcastd and PHP, replicating over real PGM multicast.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::{eventually, raw_get, wait_for_tcp, Host, Network, Proc, TempDir, MEMCACHED_ARGS};
@@ -80,6 +81,42 @@ pub struct Cluster {
 }
 
 pub const REPAIR_PORT: u16 = 7711;
+
+/// PHP that writes sessions `{tag}{host}-0..n` (host from 1), each once, its
+/// value its number and host (see [`Cluster::assert_unique_writes_everywhere`]),
+/// `pause_us` apart, and prints `written=N`: how many were stored.
+pub fn unique_writes(tag: &str, host: usize, n: usize, pause_us: u64) -> String {
+    format!(
+        r#"$ok = 0;
+        for ($i = 0; $i < {n}; $i++) {{
+            session_id("{tag}{host}-$i");
+            session_start();
+            $_SESSION["i"] = $i;
+            $_SESSION["host"] = {host};
+            if (session_write_close()) {{ $ok++; }}
+            usleep({pause_us});
+        }}
+        echo "written=$ok\n";"#
+    )
+}
+
+/// The `written=N` a writer printed.
+pub fn written(out: &Output) -> usize {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("written="))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("writer output: {text}"))
+}
+
+/// Waits for writers started with [`Cluster::spawn_php`]; the sum of what
+/// they wrote.
+pub fn finish_writers(children: Vec<Child>) -> usize {
+    children
+        .into_iter()
+        .map(|c| written(&c.wait_with_output().expect("writer")))
+        .sum()
+}
 
 impl Cluster {
     pub fn start(tag: &str, hosts: u8, publish: Publish, artifacts: Artifacts) -> Cluster {
@@ -386,6 +423,46 @@ impl Cluster {
         c
     }
 
+    /// Starts PHP on host `i` without waiting, its stdout piped.
+    pub fn spawn_php(&self, i: usize, code: &str) -> Child {
+        self.php_command(i, code)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start php")
+    }
+
+    /// One [`unique_writes`] writer per host, started at once.
+    pub fn start_unique_writers(&self, tag: &str, n: usize, pause_us: u64) -> Vec<Child> {
+        (0..self.sites.len())
+            .map(|i| self.spawn_php(i, &unique_writes(tag, i + 1, n, pause_us)))
+            .collect()
+    }
+
+    /// Every session the [`unique_writes`] writers of `hosts` (from 1)
+    /// wrote is on every host with its own value.
+    pub fn assert_unique_writes_everywhere(&self, tag: &str, hosts: &[usize], n: usize) {
+        let mut missing = Vec::new();
+        for &host in hosts {
+            for i in 0..n {
+                let key = format!("memcast.sess.{tag}{host}-{i}");
+                let want = format!("i|i:{i};host|i:{host};");
+                for at in 0..self.sites.len() {
+                    let raw = self.raw(at, &key).unwrap_or_default();
+                    if !raw.ends_with(want.as_bytes()) {
+                        missing.push(format!("{key} on host {}", at + 1));
+                    }
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "{} writes missing or wrong, e.g. {:?}\n{}",
+            missing.len(),
+            &missing[..missing.len().min(5)],
+            self.logs()
+        );
+    }
+
     /// What host `i`'s memcached holds for `key`, read directly.
     pub fn raw(&self, i: usize, key: &str) -> Option<Vec<u8>> {
         raw_get(&format!("{}:11211", self.sites[i].host.addr), key)
@@ -417,24 +494,37 @@ impl Cluster {
 
     /// Stops every memcastd (SIGTERM: each logs its final counters) and
     /// returns the sum of every counter, with the logs.
-    pub fn stop_and_count(&mut self) -> (std::collections::BTreeMap<String, u64>, String) {
+    pub fn stop_and_count(&mut self) -> (BTreeMap<String, u64>, String) {
+        let (hosts, logs) = self.stop_and_count_by_host();
+        let mut sums = BTreeMap::new();
+        for counters in hosts {
+            for (k, n) in counters {
+                *sums.entry(k).or_insert(0) += n;
+            }
+        }
+        (sums, logs)
+    }
+
+    /// Like [`Cluster::stop_and_count`], each memcastd's counters apart
+    /// (in the order of their final log lines).
+    pub fn stop_and_count_by_host(&mut self) -> (Vec<BTreeMap<String, u64>>, String) {
         for s in &mut self.sites {
             if let Some(p) = s.memcastd.as_mut() {
                 p.signal("TERM", Duration::from_secs(5));
             }
         }
         let logs = self.logs();
-        let mut sums = std::collections::BTreeMap::new();
-        for line in logs.lines().filter(|l| l.contains("memcastd stopping:")) {
-            for kv in line.split_whitespace() {
-                if let Some((k, v)) = kv.split_once('=') {
-                    if let Ok(n) = v.parse::<u64>() {
-                        *sums.entry(k.to_owned()).or_insert(0) += n;
-                    }
-                }
-            }
-        }
-        (sums, logs)
+        let hosts = logs
+            .lines()
+            .filter(|l| l.contains("memcastd stopping:"))
+            .map(|line| {
+                line.split_whitespace()
+                    .filter_map(|kv| kv.split_once('='))
+                    .filter_map(|(k, v)| Some((k.to_owned(), v.parse::<u64>().ok()?)))
+                    .collect()
+            })
+            .collect();
+        (hosts, logs)
     }
 
     pub fn logs(&self) -> String {

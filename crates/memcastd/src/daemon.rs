@@ -528,7 +528,10 @@ impl Daemon {
         self.shared
             .warm
             .store(matches!(sentinel, Ok(Some(_))), Ordering::Relaxed);
-        *self.shared.origins.lock() = self.origins.stats();
+        if self.settings.metrics.is_some() {
+            // The per-origin table, for scrapes (up to --max-origins rows).
+            *self.shared.origins.lock() = self.origins.stats();
+        }
         match &sentinel {
             Err(e) if e.is_server_failure() => self.memcached_failed(e),
             Ok(_) => {
@@ -694,59 +697,43 @@ impl Daemon {
                 restart.join(", ")
             );
         }
-        let old = &self.settings;
-        let mut changed = Vec::new();
-        if old.max_lag_ms != new.max_lag_ms {
-            changed.push(format!(
-                "max_lag_ms {} -> {}",
-                old.max_lag_ms, new.max_lag_ms
-            ));
-        }
-        if old.max_frame_age_ms != new.max_frame_age_ms {
-            changed.push(format!(
-                "max_frame_age_ms {} -> {}",
-                old.max_frame_age_ms, new.max_frame_age_ms
-            ));
-        }
-        if old.max_key_length != new.max_key_length {
-            changed.push(format!(
-                "max_key_length {} -> {}",
-                old.max_key_length, new.max_key_length
-            ));
-        }
-        if old.max_origins != new.max_origins {
-            changed.push(format!(
-                "max_origins {} -> {}",
-                old.max_origins, new.max_origins
-            ));
+        if self.settings.max_origins != new.max_origins {
             self.origins.set_max(new.max_origins);
         }
-        if old.backlog != new.backlog {
-            changed.push(format!("backlog {} -> {}", old.backlog, new.backlog));
-        }
-        if old.stats_interval != new.stats_interval {
-            changed.push(format!(
-                "stats_interval {} -> {}",
-                old.stats_interval, new.stats_interval
-            ));
-        }
-        if old.log_level != new.log_level {
-            changed.push(format!("log_level {} -> {}", old.log_level, new.log_level));
+        if self.settings.log_level != new.log_level {
             if let Some(r) = &self.reloader {
                 (r.log_level)(&new.log_level);
             }
         }
-        let s = &mut self.settings;
-        s.max_lag_ms = new.max_lag_ms;
-        s.max_frame_age_ms = new.max_frame_age_ms;
-        s.max_key_length = new.max_key_length;
-        s.max_origins = new.max_origins;
-        s.backlog = new.backlog;
-        s.stats_interval = new.stats_interval;
-        s.log_level = new.log_level.clone();
-        s.key_file = new.key_file;
-        s.accept_key_file = new.accept_key_file;
-        s.encrypt = new.encrypt;
+        // The settings that change live: each one that differs is taken
+        // and named in the log.
+        let mut changed = Vec::new();
+        macro_rules! take_live {
+            ($($field:ident),*) => {$(
+                if self.settings.$field != new.$field {
+                    changed.push(format!(
+                        "{} {} -> {}",
+                        stringify!($field),
+                        self.settings.$field,
+                        new.$field
+                    ));
+                    self.settings.$field = new.$field.clone();
+                }
+            )*};
+        }
+        take_live!(
+            max_lag_ms,
+            max_frame_age_ms,
+            max_key_length,
+            max_origins,
+            backlog,
+            stats_interval,
+            log_level
+        );
+        // The key files were read above.
+        self.settings.key_file = new.key_file;
+        self.settings.accept_key_file = new.accept_key_file;
+        self.settings.encrypt = new.encrypt;
         info!(
             "reloaded configuration{}",
             if changed.is_empty() {

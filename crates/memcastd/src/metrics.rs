@@ -303,6 +303,51 @@ pub fn parse(page: &str) -> Vec<Sample> {
     out
 }
 
+/// The cumulative buckets of histogram `name` on a page: (upper bound,
+/// count), as `<name>_bucket{le=...}` lists them.
+pub fn histogram_buckets(page: &str, name: &str) -> Vec<(f64, f64)> {
+    let bucket = format!("{name}_bucket");
+    parse(page)
+        .into_iter()
+        .filter(|s| s.name == bucket)
+        .filter_map(|s| {
+            let le = &s.labels.iter().find(|(k, _)| k == "le")?.1;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, s.value))
+        })
+        .collect()
+}
+
+/// Bucket bounds under which the fractions `qs` of what one histogram
+/// observed between two reads fell, pooled over several copies of it (one
+/// per host): `before` and `after` hold each copy's buckets. NaN when
+/// nothing was observed.
+pub fn quantiles_between(
+    before: &[Vec<(f64, f64)>],
+    after: &[Vec<(f64, f64)>],
+    qs: &[f64],
+) -> Vec<f64> {
+    let n = after.first().map_or(0, Vec::len);
+    let mut cum = vec![0.0; n];
+    for (b, a) in before.iter().zip(after) {
+        for (k, c) in cum.iter_mut().enumerate() {
+            *c += a.get(k).map_or(0.0, |x| x.1) - b.get(k).map_or(0.0, |x| x.1);
+        }
+    }
+    let total = cum.last().copied().unwrap_or(0.0);
+    qs.iter()
+        .map(|q| {
+            (0..n)
+                .find(|&k| cum[k] >= q * total - 1e-9 && cum[k] > 0.0)
+                .map_or(f64::NAN, |k| after[0][k].0)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +405,19 @@ mod tests {
             value("memcast_replication_lag_seconds_count", None),
             Some(1.0)
         );
+        let before = vec![histogram_buckets(&page, "memcast_replication_lag_seconds")];
+        shared.lag.observe(0.0007);
+        shared.lag.observe(0.0007);
+        shared.lag.observe(0.02);
+        let mut page2 = String::new();
+        prometheus_client::encoding::text::encode(&mut page2, &registry(&shared)).unwrap();
+        let after = vec![histogram_buckets(&page2, "memcast_replication_lag_seconds")];
+        assert_eq!(
+            quantiles_between(&before, &after, &[0.5, 1.0]),
+            vec![0.001, 0.032],
+            "p50 in the 1 ms bucket, the max in the 32 ms one"
+        );
+        assert!(quantiles_between(&after, &after, &[0.5])[0].is_nan());
         counters.each(|name, _, _| {
             if !name.starts_with("dropped_") {
                 assert!(page.contains(&format!("memcast_{name}_total")), "{name}");
