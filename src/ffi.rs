@@ -174,6 +174,14 @@ extern "C" fn minfo(module: *mut ModuleEntry) {
             &c.cold_misses.to_string(),
         );
         row("Read-repairs", &c.read_repairs.to_string());
+        row(
+            "Misses no other server could confirm",
+            &c.unconfirmed_misses.to_string(),
+        );
+        row(
+            "Writes that began from a miss and found a session (kept)",
+            &c.conflicts.to_string(),
+        );
         row("Writes", &c.writes.to_string());
         row("Write failures", &c.write_failures.to_string());
         row("Frames published", &c.published.to_string());

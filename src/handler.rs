@@ -6,7 +6,7 @@
 //! requests): connections, the server health table, the publisher socket and
 //! the origin's clock. Only what one request read is reset at close.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -14,8 +14,8 @@ use memcast_bus::{BusOptions, Publisher};
 use memcast_core::ini::ExtensionConfig;
 use memcast_core::store::Expect;
 use memcast_core::{
-    apply_if_newer, FailoverList, Frame, Hlc, Keyring, Memcached, Op, Origin, ServerAddr,
-    SharedKey, StoreError, StoredValue, Version,
+    apply_create, apply_if_newer, Applied, FailoverList, Frame, Hlc, Keyring, Memcached, Op,
+    Origin, ServerAddr, SharedKey, StoreError, StoredValue, Version,
 };
 
 /// Dropped frames are warned about at most this often per process.
@@ -32,6 +32,11 @@ pub struct Counters {
     /// Misses on a cold server that were asked of the next one.
     pub cold_misses: u64,
     pub read_repairs: u64,
+    /// Misses on a server not known complete that no other server could
+    /// confirm: the read failed rather than start an empty session.
+    pub unconfirmed_misses: u64,
+    /// Writes that began from a miss and found a live session: not stored.
+    pub conflicts: u64,
     pub writes: u64,
     pub write_failures: u64,
     pub published: u64,
@@ -68,6 +73,9 @@ struct ReadState {
     server: usize,
     expect: Expect,
     version: Option<Version>,
+    /// The read was a miss: the write creates the session, and is stored
+    /// (here and at every replica) only where no live session exists.
+    created: bool,
 }
 
 /// Which key files, and whether to encrypt: when any differs, the keys are
@@ -139,6 +147,8 @@ pub struct SessionStore {
     list: FailoverList,
     servers: Vec<Memcached>,
     reads: HashMap<Vec<u8>, ReadState>,
+    /// Keys of ids this process created (and found free) in this request.
+    fresh: HashSet<Vec<u8>>,
     locks: Vec<HeldLock>,
     prefetched: Option<Prefetched>,
     origin: Origin,
@@ -167,6 +177,7 @@ impl SessionStore {
             list: FailoverList::new(Vec::new(), Default::default()),
             servers: Vec::new(),
             reads: HashMap::new(),
+            fresh: HashSet::new(),
             locks: Vec::new(),
             prefetched: None,
             origin,
@@ -270,6 +281,7 @@ impl SessionStore {
     pub fn close(&mut self) {
         self.unlock_all();
         self.reads.clear();
+        self.fresh.clear();
     }
 
     /// Takes the session's lock in the first server that answers: `add` of a
@@ -381,24 +393,47 @@ impl SessionStore {
         [prefix.as_bytes(), id].concat()
     }
 
-    /// The session's data, `None` for a miss. A miss on a reachable, warm
-    /// server is a miss, not a reason to ask the next one. A miss on a cold
-    /// server (restarted, not refilled yet: no warm sentinel, checked in the
-    /// same round trip) asks the next servers, and a hit there is written
-    /// back into the cold one with `add` (read-repair).
+    /// The session's data, `None` for a miss.
+    ///
+    /// A miss is not proof that a session does not exist: only a server
+    /// *known complete* (its memcastd vouches for it with the warm sentinel,
+    /// read in the same round trip) may answer a miss alone. A miss on any
+    /// other server (restarted, evicting, its memcastd away or partitioned)
+    /// is confirmed on the next servers, and a hit there is written back
+    /// with `add` into the servers that missed (read-repair). Ids this
+    /// process just created need no confirmation. A miss that no other
+    /// server can confirm is an error, never an empty session that could
+    /// replace the real one elsewhere.
     pub fn read(&mut self, id: &[u8], ttl: u64) -> Result<Option<Vec<u8>>, String> {
         let key = self.key_for(id);
+        let (state, stored) = self.lookup(&key, Some(ttl))?;
+        self.reads.insert(key, state);
+        Ok(stored)
+    }
+
+    /// Walks the servers for `key` as [`SessionStore::read`] describes:
+    /// what the write should expect, and the live session's data if any.
+    /// Read-repair needs the session's TTL; without one it is left to the
+    /// read that follows.
+    fn lookup(
+        &mut self,
+        key: &[u8],
+        ttl: Option<u64>,
+    ) -> Result<(ReadState, Option<Vec<u8>>), String> {
         let warm_check = self.config.as_ref().is_none_or(|c| c.warm_check);
+        // A miss is trusted at once for an id this process just created,
+        // or where no memcastd vouches for anything (warm_check off).
+        let trust_miss = !warm_check || self.fresh.contains(key);
         let mut tried = Vec::new();
-        let mut cold: Option<usize> = None;
+        let mut missed: Vec<usize> = Vec::new();
         let mut prefetched = self.prefetched.take().filter(|p| p.key == key);
         for i in self.list.candidates(Instant::now()) {
             let answer = match prefetched.take() {
-                Some(p) if p.server == i => Ok((p.item, p.warm || !warm_check)),
-                _ if warm_check && cold.is_none() => self.servers[i].gets_checking_warm(&key),
-                _ => self.servers[i].gets(&key).map(|found| (found, true)),
+                Some(p) if p.server == i => Ok((p.item, p.warm)),
+                _ if trust_miss => self.servers[i].gets(key).map(|found| (found, true)),
+                _ => self.servers[i].gets_checking_warm(key),
             };
-            let (found, warm) = match answer {
+            let (found, complete) = match answer {
                 Ok(a) => a,
                 Err(e) => {
                     self.note_failure(i, &e);
@@ -413,55 +448,72 @@ impl SessionStore {
             if let Some(r) = self.counters.reads_by_server.get_mut(i) {
                 r.1 += 1;
             }
-            if !tried.is_empty() {
+            if !tried.is_empty() || !missed.is_empty() {
                 self.counters.failovers += 1;
             }
-            if found.is_none() && !warm {
-                self.counters.cold_misses += 1;
-                cold = Some(i);
-                continue;
-            }
             let Some(item) = found else {
-                // A true miss; the write goes to the first server that answered.
-                let state = ReadState {
-                    server: cold.unwrap_or(i),
-                    expect: Expect::Missing,
-                    version: None,
-                };
-                self.reads.insert(key, state);
-                return Ok(None);
+                if complete || trust_miss {
+                    return Ok((self.miss_state(&missed, i), None));
+                }
+                self.counters.cold_misses += 1;
+                missed.push(i);
+                continue;
             };
             let stored = StoredValue::parse(&item.value);
-            let mut state = ReadState {
-                server: i,
-                expect: Expect::Cas(item.cas),
-                version: stored.map(|s| s.version),
-            };
-            if let Some(c) = cold {
-                // Read-repair: the cold server gets what it missed.
-                if self.servers[c].add(&key, &item.value, ttl).is_ok() {
-                    self.counters.read_repairs += 1;
+            let version = stored.map(|s| s.version);
+            let state = match missed.first() {
+                None => ReadState {
+                    server: i,
+                    expect: Expect::Cas(item.cas),
+                    version,
+                    created: false,
+                },
+                Some(&first) => {
+                    // Read-repair: the servers that missed get what they lacked.
+                    if let Some(ttl) = ttl {
+                        for &m in &missed {
+                            if self.servers[m].add(key, &item.value, ttl).is_ok() {
+                                self.counters.read_repairs += 1;
+                            }
+                        }
+                    }
+                    ReadState {
+                        server: first,
+                        expect: Expect::Unknown,
+                        version,
+                        created: false,
+                    }
                 }
-                state = ReadState {
-                    server: c,
-                    expect: Expect::Unknown,
-                    version: state.version,
-                };
-            }
-            self.reads.insert(key, state);
-            return Ok(stored.filter(|s| !s.tombstone).map(|s| s.data.to_vec()));
-        }
-        if let Some(c) = cold {
-            // Cold, and nobody else could answer: all we know is a miss.
-            let state = ReadState {
-                server: c,
-                expect: Expect::Missing,
-                version: None,
             };
-            self.reads.insert(key, state);
-            return Ok(None);
+            let data = stored.filter(|s| !s.tombstone).map(|s| s.data.to_vec());
+            return Ok((state, data));
         }
-        Err(format!("cannot read session: {}", self.no_server(tried)))
+        match missed.first() {
+            // Two servers agree, or there is no other server to ask.
+            Some(&first) if missed.len() >= 2 || self.servers.len() == 1 => {
+                Ok((self.miss_state(&missed, first), None))
+            }
+            Some(&first) => {
+                self.counters.unconfirmed_misses += 1;
+                Err(format!(
+                    "cannot read session: {} does not hold it but is not known complete (restarted, evicting, or its memcastd is away), and no other server could confirm the miss ({}); not starting an empty session that could replace the real one",
+                    self.servers[first].addr(),
+                    self.no_server(tried)
+                ))
+            }
+            None => Err(format!("cannot read session: {}", self.no_server(tried))),
+        }
+    }
+
+    /// A miss the request may trust: its write creates the session, on the
+    /// first server that answered.
+    fn miss_state(&self, missed: &[usize], answered: usize) -> ReadState {
+        ReadState {
+            server: missed.first().copied().unwrap_or(answered),
+            expect: Expect::Missing,
+            version: None,
+            created: true,
+        }
     }
 
     /// Stores the session in the first server that takes it, then publishes it.
@@ -478,16 +530,21 @@ impl SessionStore {
         }
         let key = self.key_for(id);
         let read = self.reads.get(&key).copied();
+        let created = read.is_some_and(|r| r.created);
         let version = self.clock.next(read.and_then(|r| r.version));
         let value = StoredValue::live(version, data);
-        self.store(&key, &value, ttl, read)?;
+        self.store(&key, &value, ttl, read, created)?;
         let state = ReadState {
             server: usize::MAX,
             expect: Expect::Unknown,
             version: Some(version),
+            created: false,
         };
         self.reads.insert(key.clone(), state);
-        self.publish(Op::Set, key, data.to_vec(), ttl, version);
+        // A write that began from a miss tells every replica so: it is
+        // applied only where no live session exists.
+        let op = if created { Op::Create } else { Op::Set };
+        self.publish(op, key, data.to_vec(), ttl, version);
         Ok(())
     }
 
@@ -525,25 +582,32 @@ impl SessionStore {
         let key = self.key_for(id);
         let read = self.reads.remove(&key);
         let version = self.clock.next(read.and_then(|r| r.version));
-        self.store(&key, &StoredValue::tombstone(version), TOMBSTONE_TTL, read)?;
+        let tombstone = StoredValue::tombstone(version);
+        self.store(&key, &tombstone, TOMBSTONE_TTL, read, false)?;
         self.publish(Op::Delete, key, Vec::new(), TOMBSTONE_TTL, version);
         Ok(())
     }
 
     /// Whether a live session with this id exists (strict mode). An
     /// unreachable cluster answers `Err`.
+    /// A miss is confirmed as for a read, so that a restarted memcached does
+    /// not make strict mode throw a live session away.
     pub fn exists(&mut self, id: &[u8]) -> Result<bool, String> {
-        let raw = self.peek(id)?;
-        Ok(raw
-            .as_deref()
-            .and_then(StoredValue::parse)
-            .is_some_and(|s| !s.tombstone))
+        let key = self.key_for(id);
+        Ok(self.lookup(&key, None)?.1.is_some())
     }
 
     /// Whether an id is taken by a live session or a tombstone (new ids
-    /// must not collide); an unreachable cluster takes nothing.
+    /// must not collide); an unreachable cluster takes nothing. An id found
+    /// free is remembered as created by this process: its first read needs
+    /// no confirmation of the miss.
     pub fn id_taken(&mut self, id: &[u8]) -> bool {
-        self.peek(id).is_ok_and(|raw| raw.is_some())
+        let taken = self.peek(id).is_ok_and(|raw| raw.is_some());
+        if !taken {
+            let key = self.key_for(id);
+            self.fresh.insert(key);
+        }
+        taken
     }
 
     /// What the first server that answers holds for a session id.
@@ -571,6 +635,7 @@ impl SessionStore {
         value: &StoredValue<'_>,
         ttl: u64,
         read: Option<ReadState>,
+        created: bool,
     ) -> Result<(), String> {
         let mut tried = Vec::new();
         for i in self.list.candidates(Instant::now()) {
@@ -578,7 +643,21 @@ impl SessionStore {
                 Some(r) if r.server == i => r.expect,
                 _ => Expect::Unknown,
             };
-            match apply_if_newer(&mut self.servers[i], key, value, ttl, expect) {
+            let applied = if created {
+                apply_create(&mut self.servers[i], key, value, ttl, expect)
+            } else {
+                apply_if_newer(&mut self.servers[i], key, value, ttl, expect)
+            };
+            match applied {
+                Ok(Applied::Conflict { .. }) => {
+                    self.list.mark_ok(i);
+                    self.counters.write_failures += 1;
+                    self.counters.conflicts += 1;
+                    return Err(format!(
+                        "session not stored: this request started it as new (a miss), but {} now holds a session with this id; it is kept and this request's write is dropped",
+                        self.servers[i].addr()
+                    ));
+                }
                 Ok(_) => {
                     self.list.mark_ok(i);
                     self.counters.writes += 1;

@@ -29,6 +29,7 @@ $gets = mc_stat($next['port'], 'cmd_get');
 session_id($id);
 session_start(['read_and_close' => true]);
 var_dump($_SESSION['user']);
+// One round trip to the next server: the session and its warm sentinel (two keys).
 var_dump(mc_stat($next['port'], 'cmd_get') - $gets);
 var_dump(mc_get($local['port'], "memcast.sess.$id") === $raw);
 
@@ -46,7 +47,7 @@ echo "read-repairs=", $m[1], "\n";
 array(0) {
 }
 string(11) "alice|admin"
-int(1)
+int(2)
 bool(true)
 string(11) "alice|admin"
 int(0)

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! magic "MCST" | format u8 (2) | flags u8 (bit 0: encrypted) | op u8 |
+//! (op: 1 set, 2 delete, 3 touch, 4 heartbeat, 5 create: a set that began from a miss)
 //! key id u32 | origin u64 | epoch u64 | seq u64 | sent ms u64 |
 //! version (20) | ttl u32 | key len u16 | value len u32 |
 //! plain:     key | value
@@ -44,6 +45,11 @@ pub enum Op {
     Delete = 2,
     Touch = 3,
     Heartbeat = 4,
+    /// A set whose request began from a miss: it creates the session, so a
+    /// replica applies it only where the key is absent (or a tombstone).
+    /// Where a live session exists it loses: a miss is not proof that a
+    /// session does not exist, and an empty session must never replace it.
+    Create = 5,
 }
 
 impl Op {
@@ -53,8 +59,14 @@ impl Op {
             2 => Op::Delete,
             3 => Op::Touch,
             4 => Op::Heartbeat,
+            5 => Op::Create,
             _ => return None,
         })
+    }
+
+    /// Whether the frame stores a value (live or tombstone) in memcached.
+    pub fn stores(self) -> bool {
+        matches!(self, Op::Set | Op::Create | Op::Delete)
     }
 }
 
@@ -309,6 +321,11 @@ mod tests {
         let f = sample();
         let bytes = f.seal(&key(1));
         assert_eq!(Frame::open(&bytes, &key(1), 1 << 20), Ok(f));
+        for op in [Op::Set, Op::Create, Op::Delete, Op::Touch] {
+            let f = Frame { op, ..sample() };
+            assert_eq!(Frame::open(&f.seal(&key(1)), &key(1), 1 << 20), Ok(f));
+        }
+        assert!(Op::Create.stores() && !Op::Touch.stores() && !Op::Heartbeat.stores());
     }
 
     fn encrypting(b: u8) -> Keyring {

@@ -34,7 +34,7 @@ pub use failover::{FailoverList, ServerAddr};
 pub use frame::{Frame, FrameError, Op};
 pub use origin::Origin;
 pub use shared_key::{KeyError, Keyring, Keys, SharedKey};
-pub use store::{apply_if_newer, Applied, Memcached, StoreError, Timeouts};
+pub use store::{apply_create, apply_if_newer, Applied, Memcached, StoreError, Timeouts};
 pub use stored::StoredValue;
 pub use version::{Hlc, Version};
 

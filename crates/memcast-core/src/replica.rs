@@ -3,7 +3,9 @@
 //! path, repairs and snapshots all go through here.
 
 use crate::frame::{Frame, Op};
-use crate::store::{apply_if_newer, Applied, Expect, Memcached, StoreError, StoreOp, Stored};
+use crate::store::{
+    apply_create, apply_if_newer, Applied, Expect, Memcached, StoreError, StoreOp, Stored,
+};
 use crate::stored::StoredValue;
 use crate::version::Version;
 
@@ -19,6 +21,9 @@ pub enum Outcome {
     Stored,
     SkippedOlder,
     Touched,
+    /// A create (a write that began from a miss) found a live session: the
+    /// session is kept, the write lost.
+    Conflict,
     /// A heartbeat: nothing to store.
     Nothing,
 }
@@ -26,7 +31,7 @@ pub enum Outcome {
 /// What a set or delete frame stores: the data, or a tombstone.
 fn stored_value(frame: &Frame) -> Option<StoredValue<'_>> {
     match frame.op {
-        Op::Set => Some(StoredValue::live(frame.version, &frame.value)),
+        Op::Set | Op::Create => Some(StoredValue::live(frame.version, &frame.value)),
         Op::Delete => Some(StoredValue::tombstone(frame.version)),
         Op::Touch | Op::Heartbeat => None,
     }
@@ -39,12 +44,16 @@ pub fn apply_frame(mc: &mut Memcached, frame: &Frame) -> Result<Outcome, StoreEr
         (Op::Touch, None) => return mc.touch(&frame.key, ttl).map(|_| Outcome::Touched),
         (_, None) => return Ok(Outcome::Nothing),
     };
-    Ok(
-        match apply_if_newer(mc, &frame.key, &value, ttl, Expect::Unknown)? {
-            Applied::Stored => Outcome::Stored,
-            Applied::SkippedOlder { .. } => Outcome::SkippedOlder,
-        },
-    )
+    let applied = if frame.op == Op::Create {
+        apply_create(mc, &frame.key, &value, ttl, Expect::Unknown)?
+    } else {
+        apply_if_newer(mc, &frame.key, &value, ttl, Expect::Unknown)?
+    };
+    Ok(match applied {
+        Applied::Stored => Outcome::Stored,
+        Applied::SkippedOlder { .. } => Outcome::SkippedOlder,
+        Applied::Conflict { .. } => Outcome::Conflict,
+    })
 }
 
 /// Frames looked up and stored per round trip by [`apply_batch`].
@@ -105,10 +114,23 @@ pub fn apply_batch(
     let mut out = vec![Outcome::Nothing; frames.len()];
     for (chunk_at, chunk) in frames.chunks(APPLY_BATCH).enumerate() {
         let base = chunk_at * APPLY_BATCH;
+        // Keys with a create among their frames are applied one frame at a
+        // time, in order: whether a create loses depends on what the frames
+        // before it stored. Creates are a session's first write: rare.
+        let created: std::collections::HashSet<&[u8]> = chunk
+            .iter()
+            .filter(|f| f.op == Op::Create)
+            .map(|f| &f.key[..])
+            .collect();
         // The newest frame per key; touches go one by one, heartbeats nowhere.
         let mut newest: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
         for (i, f) in chunk.iter().enumerate() {
+            if f.op.stores() && created.contains(&f.key[..]) {
+                out[base + i] = apply_frame(mc, f)?;
+                continue;
+            }
             match f.op {
+                Op::Create => {} // applied above
                 Op::Set | Op::Delete => {
                     let slot = newest.entry(&f.key[..]).or_insert(i);
                     if chunk[*slot].version < f.version {

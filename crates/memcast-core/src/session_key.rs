@@ -10,6 +10,15 @@ pub fn is_valid(key: &[u8]) -> bool {
     !key.is_empty() && key.len() <= MAX_KEY_LEN && key.iter().all(|&b| b > b' ' && b != 0x7f)
 }
 
+/// A short, stable name for a key in logs: the first 8 bytes of its
+/// SHA-256, in hex. The key holds the session id, a login credential, which
+/// never goes to a log.
+pub fn log_name(key: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key);
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -25,5 +34,14 @@ mod tests {
         assert!(!is_valid(b"a\x7fb"));
         assert!(is_valid(&[b'k'; 250]));
         assert!(!is_valid(&[b'k'; 251]));
+    }
+
+    #[test]
+    fn a_log_name_hides_the_key_and_is_stable() {
+        let name = log_name(b"memcast.sess.secretid");
+        assert_eq!(name.len(), 16);
+        assert!(!name.contains("secretid"));
+        assert_eq!(name, log_name(b"memcast.sess.secretid"));
+        assert_ne!(name, log_name(b"memcast.sess.secretie"));
     }
 }

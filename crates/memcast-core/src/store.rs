@@ -718,6 +718,11 @@ pub enum Applied {
     SkippedOlder {
         held: Version,
     },
+    /// A write that began from a miss ([`apply_create`]) found a live
+    /// session: the session exists, and it is kept.
+    Conflict {
+        held: Version,
+    },
 }
 
 /// What the caller already knows of the key, to save a round trip.
@@ -782,6 +787,53 @@ pub fn apply_if_newer(
         match reply {
             Reply::Stored => return Ok(Applied::Stored),
             // Someone else wrote (or the key expired) in between: look again.
+            Reply::NotStored | Reply::Exists | Reply::NotFound => expect = Expect::Unknown,
+        }
+    }
+    Err(StoreError::Contended {
+        addr: mc.addr().clone(),
+        key: String::from_utf8_lossy(key).into_owned(),
+    })
+}
+
+/// Stores a write whose request began from a miss ("this session is new"):
+/// only where memcached holds nothing, a tombstone older than it, or a
+/// value memcast did not write. A live session there means the miss was
+/// wrong (a restarted or evicting memcached, a write not yet replicated):
+/// the session is kept and the write loses ([`Applied::Conflict`]).
+pub fn apply_create(
+    mc: &mut Memcached,
+    key: &[u8],
+    value: &StoredValue<'_>,
+    ttl: u64,
+    mut expect: Expect,
+) -> Result<Applied, StoreError> {
+    let encoded = value.encode();
+    for _ in 0..16 {
+        let reply = match expect {
+            Expect::Missing => mc.add(key, &encoded, ttl)?,
+            Expect::Cas(cas) => mc.cas(key, &encoded, ttl, cas)?,
+            Expect::Unknown => match mc.gets(key)? {
+                None => {
+                    expect = Expect::Missing;
+                    continue;
+                }
+                Some(item) => match StoredValue::parse(&item.value) {
+                    Some(held) if !held.tombstone => {
+                        return Ok(Applied::Conflict { held: held.version })
+                    }
+                    Some(held) if held.version >= value.version => {
+                        return Ok(Applied::SkippedOlder { held: held.version })
+                    }
+                    _ => {
+                        expect = Expect::Cas(item.cas);
+                        continue;
+                    }
+                },
+            },
+        };
+        match reply {
+            Reply::Stored => return Ok(Applied::Stored),
             Reply::NotStored | Reply::Exists | Reply::NotFound => expect = Expect::Unknown,
         }
     }

@@ -425,3 +425,117 @@ fn a_batch_applies_the_newest_write_per_key_in_two_round_trips() {
         );
     }
 }
+
+#[test]
+fn a_write_that_began_from_a_miss_never_replaces_a_live_session() {
+    use memcast_core::apply_create;
+    let server = kit::Memcached::start();
+    let mut mc = client(&server);
+    let key = b"memcast.sess.real";
+    let real = StoredValue::live(v(100, 1), b"user|s:5:\"alice\";");
+    apply_if_newer(&mut mc, key, &real, 60, Expect::Unknown).unwrap();
+    // An empty session started from a wrong miss, newer by the clock: it loses.
+    let empty = StoredValue::live(v(200, 2), b"");
+    assert_eq!(
+        apply_create(&mut mc, key, &empty, 60, Expect::Missing).unwrap(),
+        Applied::Conflict { held: v(100, 1) }
+    );
+    assert_eq!(
+        StoredValue::parse(&mc.get(key).unwrap().unwrap())
+            .unwrap()
+            .data,
+        b"user|s:5:\"alice\";"
+    );
+    // Where nothing is held, it is stored.
+    let fresh = b"memcast.sess.fresh";
+    assert_eq!(
+        apply_create(&mut mc, fresh, &empty, 60, Expect::Unknown).unwrap(),
+        Applied::Stored
+    );
+    // Over a tombstone: only a newer create, so a late, older one cannot
+    // bring a destroyed session back.
+    let gone = b"memcast.sess.gone";
+    apply_if_newer(
+        &mut mc,
+        gone,
+        &StoredValue::tombstone(v(150, 1)),
+        60,
+        Expect::Unknown,
+    )
+    .unwrap();
+    assert_eq!(
+        apply_create(
+            &mut mc,
+            gone,
+            &StoredValue::live(v(120, 2), b"old"),
+            60,
+            Expect::Unknown
+        )
+        .unwrap(),
+        Applied::SkippedOlder { held: v(150, 1) }
+    );
+    assert_eq!(
+        apply_create(
+            &mut mc,
+            gone,
+            &StoredValue::live(v(160, 2), b"new"),
+            60,
+            Expect::Unknown
+        )
+        .unwrap(),
+        Applied::Stored
+    );
+}
+
+#[test]
+fn a_batch_applies_creates_in_order_and_counts_the_ones_that_lose() {
+    use memcast_core::replica::{apply_batch, CasCache, Outcome};
+    use memcast_core::{Frame, Op};
+    let server = kit::Memcached::start();
+    let mut mc = client(&server);
+    let frame = |op, key: &str, value: &[u8], millis| Frame {
+        op,
+        origin: 1,
+        epoch: 1,
+        seq: 0,
+        version: v(millis, 1),
+        ttl: 600,
+        key: key.as_bytes().to_vec(),
+        value: value.to_vec(),
+    };
+    apply_if_newer(
+        &mut mc,
+        b"real",
+        &StoredValue::live(v(10, 1), b"held"),
+        600,
+        Expect::Unknown,
+    )
+    .unwrap();
+    let frames = vec![
+        frame(Op::Create, "real", b"empty", 50), // a live session is there: loses
+        frame(Op::Create, "new", b"n1", 20),     // nothing there: stored
+        frame(Op::Set, "new", b"n2", 30),        // the same session's next write
+        frame(Op::Set, "other", b"o1", 20),
+        frame(Op::Create, "other", b"o2", 40), // after a live write in the batch: loses
+    ];
+    let out = apply_batch(&mut mc, &frames, &mut CasCache::new(100)).unwrap();
+    assert_eq!(
+        out,
+        vec![
+            Outcome::Conflict,
+            Outcome::Stored,
+            Outcome::Stored,
+            Outcome::Stored,
+            Outcome::Conflict
+        ]
+    );
+    let data = |mc: &mut Memcached, k: &[u8]| {
+        StoredValue::parse(&mc.get(k).unwrap().unwrap())
+            .unwrap()
+            .data
+            .to_vec()
+    };
+    assert_eq!(data(&mut mc, b"real"), b"held");
+    assert_eq!(data(&mut mc, b"new"), b"n2");
+    assert_eq!(data(&mut mc, b"other"), b"o1");
+}

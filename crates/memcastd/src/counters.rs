@@ -38,6 +38,7 @@ counters! {
     applied: "Frames stored in memcached (newer than what it held).",
     skipped_older: "Frames memcached already held in this or a newer version.",
     touched: "Touch frames applied.",
+    conflicts: "Writes that began from a miss (creates) and found a live session here: the session was kept, the write lost.",
     relayed: "Frames taken from this host's PHP workers and sent to the group.",
     heartbeats_sent: "Heartbeats sent as the host's relay.",
     gaps: "Gaps noticed in an origin's sequence numbers.",

@@ -501,7 +501,7 @@ impl Daemon {
         self.shared
             .apply_latency
             .observe(started.elapsed().as_secs_f64());
-        if matches!(frame.op, Op::Set | Op::Delete) {
+        if frame.op.stores() {
             let lag = unix_millis().saturating_sub(frame.version.millis);
             self.shared.lag.observe(lag as f64 / 1000.0);
         }
@@ -513,6 +513,17 @@ impl Daemon {
             Outcome::Stored => Counters::inc(&self.counters.applied),
             Outcome::SkippedOlder => Counters::inc(&self.counters.skipped_older),
             Outcome::Touched => Counters::inc(&self.counters.touched),
+            Outcome::Conflict => {
+                Counters::inc(&self.counters.conflicts);
+                self.warn_rate_limited(
+                    "conflict",
+                    &format!(
+                        "kept the session at key {} (sha256 prefix): a write from origin {:016x} began from a miss but the session exists here (counted in conflicts)",
+                        memcast_core::session_key::log_name(&frame.key),
+                        frame.origin
+                    ),
+                );
+            }
             Outcome::Nothing => {}
         }
     }

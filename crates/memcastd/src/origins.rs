@@ -236,7 +236,7 @@ impl Origins {
         };
         let state = self.entry(frame);
         state.seen = Instant::now();
-        if matches!(frame.op, Op::Set | Op::Delete) {
+        if frame.op.stores() {
             state.lag_ms = memcast_core::unix_millis().saturating_sub(frame.version.millis);
         }
         if heartbeat {

@@ -452,6 +452,7 @@ impl RepairWorker {
             match apply_frame(mc, frame) {
                 Ok(Outcome::Stored) => Counters::inc(&self.counters.applied),
                 Ok(Outcome::SkippedOlder) => Counters::inc(&self.counters.skipped_older),
+                Ok(Outcome::Conflict) => Counters::inc(&self.counters.conflicts),
                 Ok(_) => {}
                 Err(e) if e.is_server_failure() && attempt < 49 => {
                     Counters::inc(&self.counters.memcached_errors);
