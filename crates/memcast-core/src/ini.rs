@@ -94,7 +94,7 @@ pub const SETTINGS: &[IniSetting] = &[
     IniSetting {
         name: WARM_CHECK,
         default: c"1",
-        doc: "Treat a miss on a memcached without memcastd's warm sentinel (restarted, not refilled yet) as \"ask the next server\", and write a hit from there back (read-repair). Turn off only when no memcastd runs.",
+        doc: "Confirm a miss on a memcached its memcastd does not vouch for as complete (no warm sentinel: restarted, evicting, memcastd away) on the next servers before the session counts as new, and write a hit from there back (read-repair). Off: every miss is trusted; only for a single server where no memcastd runs.",
     },
     IniSetting {
         name: LOCKING,
