@@ -74,6 +74,9 @@ pub struct Cluster {
     pub memcastd_args: Vec<String>,
     /// Added to every PHP command line as `-d name=value`.
     pub php_ini: Vec<(String, String)>,
+    /// memcastd serves repairs (`--listen`) and knows its peers (`--peer`);
+    /// false for the README's minimal setup.
+    pub peers: bool,
     pub dir: TempDir,
     artifacts: Artifacts,
     // Dropped last: removes the namespaces and the bridge.
@@ -141,6 +144,20 @@ impl Cluster {
         )
     }
 
+    /// The README's minimal setup: PHP publishes straight to the group,
+    /// memcastd only subscribes (no relay, no `--listen`, no `--peer`).
+    pub fn start_minimal(tag: &str, hosts: u8, artifacts: Artifacts) -> Cluster {
+        Cluster::start_full(
+            tag,
+            hosts,
+            Publish::Direct,
+            Transport::Pgm,
+            artifacts,
+            Vec::new(),
+            false,
+        )
+    }
+
     /// TCP mode on a network without multicast (PHP hands frames to the
     /// host relay, which fans them out over TCP).
     pub fn start_tcp(tag: &str, hosts: u8, artifacts: Artifacts, args: Vec<String>) -> Cluster {
@@ -154,6 +171,26 @@ impl Cluster {
         transport: Transport,
         artifacts: Artifacts,
         memcastd_args: Vec<String>,
+    ) -> Cluster {
+        Cluster::start_full(
+            tag,
+            hosts,
+            publish,
+            transport,
+            artifacts,
+            memcastd_args,
+            true,
+        )
+    }
+
+    fn start_full(
+        tag: &str,
+        hosts: u8,
+        publish: Publish,
+        transport: Transport,
+        artifacts: Artifacts,
+        memcastd_args: Vec<String>,
+        peers: bool,
     ) -> Cluster {
         let mut net = Network::new(tag);
         let dir = TempDir::new(tag);
@@ -199,6 +236,7 @@ impl Cluster {
             transport,
             memcastd_args,
             php_ini: Vec::new(),
+            peers,
             dir,
             artifacts,
             net,
@@ -278,8 +316,10 @@ impl Cluster {
         d.arg("--key-file")
             .arg(self.key_file_of(i))
             .arg("--accept-key-file")
-            .arg(self.accept_key_file_of(i))
-            .args(["--listen", &self.repair_addr(i)]);
+            .arg(self.accept_key_file_of(i));
+        if self.peers {
+            d.args(["--listen", &self.repair_addr(i)]);
+        }
         // Quick defaults for tests; `memcastd_args` may set any of them
         // instead (the benchmark runs with production intervals).
         for (flag, value) in [
@@ -299,13 +339,23 @@ impl Cluster {
                 d.args(["--publish", &epgm]);
             }
         }
-        for j in (0..self.sites.len()).filter(|&j| j != i) {
+        for j in (0..self.sites.len()).filter(|&j| j != i && self.peers) {
             d.args(["--peer", &self.repair_addr(j)]);
         }
         d.stdout(Stdio::null()).stderr(log);
         self.sites[i].memcastd = Some(Proc::spawn("memcastd", &mut d));
+        let started = if self.peers {
+            wait_for_tcp(&self.repair_addr(i), Duration::from_secs(5))
+        } else {
+            eventually(Duration::from_secs(5), || {
+                std::fs::read_to_string(&log_path)
+                    .ok()
+                    .filter(|l| l.contains("memcastd started"))
+            })
+            .is_some()
+        };
         assert!(
-            wait_for_tcp(&self.repair_addr(i), Duration::from_secs(5)),
+            started,
             "memcastd on host {} did not listen; log:\n{}",
             i + 1,
             std::fs::read_to_string(&log_path).unwrap_or_default()
@@ -324,11 +374,18 @@ impl Cluster {
 
     /// kill -9 host `i`'s memcached and start it again, empty.
     pub fn restart_memcached(&mut self, i: usize) {
+        self.restart_memcached_with(i, &[]);
+    }
+
+    /// kill -9 host `i`'s memcached and start it again, empty, with `extra`
+    /// arguments after the usual ones (`-m 8 -I 1m`: a small one that evicts).
+    pub fn restart_memcached_with(&mut self, i: usize, extra: &[&str]) {
         self.sites[i].memcached.kill();
         let host = &self.sites[i].host;
         let mut mc = host.command(crate::memcached_binary());
         mc.args(["-l", "0.0.0.0", "-p", "11211"])
             .args(MEMCACHED_ARGS)
+            .args(extra)
             .args(crate::user_arg())
             .stdout(Stdio::null());
         let (addr, netns) = (format!("{}:11211", host.addr), host.netns.clone());
