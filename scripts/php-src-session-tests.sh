@@ -70,7 +70,7 @@ fetch_tests() {
             rm -rf "$CACHE/src" && mkdir -p "$CACHE/src"
             tar -xf "$tarball" -C "$CACHE/src" --strip-components=1 --wildcards '*/ext/session/tests/*' '*/sapi/cgi/tests/include.inc'
             echo "${v%%-*}" > "$CACHE/VERSION"
-            rm -rf "$apt_dir/download"
+            rm -rf "$apt_dir"
             return 0
         fi
         say "php$series $v: source not downloadable here ($(grep -m1 -E '^E:' "$apt_dir/source.log" || true)); trying the next"
