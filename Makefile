@@ -6,7 +6,7 @@ RUN_TESTS  ?= $(shell $(PHP_CONFIG) --extension-dir 2>/dev/null)/build/run-tests
 SO         := $(CURDIR)/target/release/libmemcast.so
 MEMCASTD   := $(CURDIR)/target/release/memcastd
 
-.PHONY: all build deps bench-deps bench test test-rust test-phpt test-packaging lint fuzz install uninstall deb demo clean
+.PHONY: all build deps bench-deps bench test test-rust test-phpt test-php-src test-packaging lint fuzz install uninstall deb demo clean
 
 all: build
 
@@ -17,8 +17,9 @@ deps:
 	bash scripts/install-deps.sh
 
 # Unit tests, integration tests against real memcached, the three-host PGM
-# test (root: network namespaces), then PHP's own run-tests.php on tests/phpt.
-test: build test-rust test-phpt test-packaging
+# test (root: network namespaces), then PHP's own run-tests.php on tests/phpt
+# and on php-src's own ext/session tests.
+test: build test-rust test-phpt test-php-src test-packaging
 
 test-rust: build
 	cargo test --release --workspace
@@ -26,6 +27,13 @@ test-rust: build
 test-phpt: build
 	MEMCAST_SO=$(SO) REPORT_EXIT_STATUS=1 NO_INTERACTION=1 \
 	  $(PHP) $(RUN_TESTS) -q -n -d extension=$(SO) --show-diff tests/phpt
+
+# php-src's ext/session tests (from Debian's php source package, cached in
+# target/php-src) run on memcast against a real memcached, locking on; the
+# ones that do not apply are listed with a reason in
+# tests/php-src-session-excluded.txt.
+test-php-src: build
+	MEMCAST_SO=$(SO) PHP=$(PHP) RUN_TESTS=$(RUN_TESTS) bash scripts/php-src-session-tests.sh
 
 lint:
 	cargo fmt --all -- --check

@@ -4,6 +4,7 @@
 set -euo pipefail
 packages=(
     php8.2-dev php8.2-cli   # php-config, headers, run-tests.php, the CLI
+    php8.2-cgi              # php-src's session tests that need a CGI request (uploads, cookies)
     libclang-dev            # bindgen (the ps_module bindings)
     libzmq3-dev             # ZeroMQ built with OpenPGM (epgm://)
     memcached iproute2      # the store; network namespaces for multi-host tests

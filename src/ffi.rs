@@ -486,6 +486,29 @@ unsafe extern "C" fn ps_close(mod_data: *mut *mut c_void) -> zend_result {
     SUCCESS
 }
 
+/// PHP's own rule for a session id (`php_session_valid_key`, applied by the
+/// files handler to every id it reads): `A-Z a-z 0-9 , -`, 1 to 256 of them.
+/// Checked on all the bytes, so an embedded NUL is refused too.
+fn valid_session_id(id: &[u8]) -> bool {
+    (1..=256).contains(&id.len())
+        && id
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b',' || b == b'-')
+}
+
+/// The files handler's warning for an id it refuses, word for word.
+fn warn_invalid_id() {
+    // SAFETY: a "%s" format with one NUL-terminated argument.
+    unsafe {
+        php_error_docref(
+            ptr::null(),
+            E_WARNING as c_int,
+            c"%s".as_ptr(),
+            c"Session ID is too long or contains illegal characters. Only the A-Z, a-z, 0-9, \"-\", and \",\" characters are allowed".as_ptr(),
+        )
+    };
+}
+
 unsafe extern "C" fn ps_read(
     _: *mut *mut c_void,
     key: *mut zend_string,
@@ -494,6 +517,12 @@ unsafe extern "C" fn ps_read(
 ) -> zend_result {
     // SAFETY: key is the session id PHP owns for this call.
     let id = unsafe { zstr_bytes(key) };
+    if !valid_session_id(id) {
+        // As the files handler: such an id (from a cookie, or session_id())
+        // never reaches the store, and the session does not start.
+        warn_invalid_id();
+        return FAILURE;
+    }
     let read_only = READ_ONLY.with(|f| f.get());
     let read = |s: &mut SessionStore| {
         if !read_only {
@@ -557,6 +586,9 @@ unsafe extern "C" fn ps_write(
 ) -> zend_result {
     // SAFETY: PHP owns both strings for the duration of the call.
     let (id, data) = unsafe { (zstr_bytes(key), zstr_bytes(val)) };
+    if !valid_session_id(id) {
+        return FAILURE; // as the files handler; read warned about this id
+    }
     store_session("write", id, data, maxlifetime, SessionStore::write)
 }
 
@@ -568,6 +600,9 @@ unsafe extern "C" fn ps_update_timestamp(
 ) -> zend_result {
     // SAFETY: PHP owns both strings for the duration of the call.
     let (id, data) = unsafe { (zstr_bytes(key), zstr_bytes(val)) };
+    if !valid_session_id(id) {
+        return FAILURE;
+    }
     store_session(
         "update_timestamp",
         id,
@@ -626,6 +661,9 @@ unsafe extern "C" fn ps_create_sid(mod_data: *mut *mut c_void) -> *mut zend_stri
 unsafe extern "C" fn ps_validate_sid(_: *mut *mut c_void, key: *mut zend_string) -> zend_result {
     // SAFETY: PHP owns the id for the duration of the call.
     let id = unsafe { zstr_bytes(key) };
+    if !valid_session_id(id) {
+        return FAILURE; // strict mode then makes a new id, as with files
+    }
     match guarded("validate_sid", Ok(false), |s| s.exists(id)) {
         Ok(true) => SUCCESS,
         Ok(false) => FAILURE,

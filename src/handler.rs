@@ -296,6 +296,12 @@ impl SessionStore {
         }
         let session_key = self.key_for(id);
         let key = [session_key.as_slice(), b".lock"].concat();
+        if self.locks.iter().any(|held| held.key == key) {
+            // PHP reads the same session again without closing it
+            // (session_reset()): the lock is ours already, and waiting for
+            // it would be waiting on ourselves.
+            return Ok(Duration::ZERO);
+        }
         let token = format!("{:016x}", memcast_core::origin::random_u64()).into_bytes();
         let started = Instant::now();
         let mut wait = cfg.lock_wait_min;
