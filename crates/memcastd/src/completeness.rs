@@ -127,7 +127,10 @@ pub enum Event {
     EvictionsStopped {
         quiet: Duration,
     },
-    Complete,
+    /// Known complete again; why it was not.
+    Complete {
+        was: Reason,
+    },
     Incomplete(Reason),
 }
 
@@ -215,7 +218,7 @@ impl Completeness {
         };
         if reason != self.reason {
             match (self.reason, reason) {
-                (Some(_), None) => step.events.push(Event::Complete),
+                (Some(was), None) => step.events.push(Event::Complete { was }),
                 (None, Some(r)) => step.events.push(Event::Incomplete(r)),
                 _ => {}
             }
@@ -319,7 +322,12 @@ mod tests {
         assert_eq!(c.reason(), Some(Reason::Warming));
         c.warmed_up(warmed(evictions));
         let step = c.tick(stats(RUN, evictions), t);
-        assert_eq!(step.events, vec![Event::Complete]);
+        assert_eq!(
+            step.events,
+            vec![Event::Complete {
+                was: Reason::Warming
+            }]
+        );
         assert!(c.is_complete());
         c
     }
@@ -381,7 +389,12 @@ mod tests {
         c.tick(stats(RUN, 0), t);
         assert_eq!(c.reason(), Some(Reason::Warming));
         c.warmed_up(warmed(0));
-        assert_eq!(c.tick(stats(RUN, 0), t).events, vec![Event::Complete]);
+        assert_eq!(
+            c.tick(stats(RUN, 0), t).events,
+            vec![Event::Complete {
+                was: Reason::Warming
+            }]
+        );
     }
 
     #[test]
@@ -472,6 +485,11 @@ mod tests {
         };
         c.tick(down, t);
         assert_eq!(c.reason(), Some(Reason::MemcachedDown));
-        assert_eq!(c.tick(stats(RUN, 0), t).events, vec![Event::Complete]);
+        assert_eq!(
+            c.tick(stats(RUN, 0), t).events,
+            vec![Event::Complete {
+                was: Reason::MemcachedDown
+            }]
+        );
     }
 }

@@ -662,7 +662,10 @@ impl Daemon {
                 Event::EvictionsStopped { quiet } => {
                     info!("no evictions for {} s", quiet.as_secs())
                 }
-                Event::Complete => info!("memcached is known complete (warm)"),
+                Event::Complete {
+                    was: Reason::Gap | Reason::SilentOrigin,
+                } => debug!("memcached is known complete again"),
+                Event::Complete { .. } => info!("memcached is known complete (warm)"),
                 Event::Incomplete(reason @ (Reason::Gap | Reason::SilentOrigin)) => {
                     debug!(reason = reason.label(), "memcached is not known complete")
                 }

@@ -62,6 +62,10 @@ pub struct Silent {
     pub repair_addr: String,
 }
 
+/// Added to two heartbeat intervals before an origin counts as silent: a
+/// heartbeat a busy host sends a little late is not silence.
+pub const SILENT_SLACK: Duration = Duration::from_millis(200);
+
 /// A silent origin stops counting after this long, provided another origin
 /// is heard meanwhile (so it is gone, not this host cut off): see
 /// [`Origins::silent`].
@@ -339,7 +343,8 @@ impl Origins {
     }
 
     /// Origins that serve repairs and have not been heard for two of their
-    /// heartbeat intervals (`default_heartbeat` until two were seen). One
+    /// heartbeat intervals (`default_heartbeat` until two were seen) and
+    /// [`SILENT_SLACK`]. One
     /// silent for [`SILENT_GIVE_UP`] while another origin is heard is gone
     /// (its host died, or left): it is given up, with its repair address
     /// (returned once in the second list), until it is heard again. When
@@ -352,7 +357,7 @@ impl Origins {
             } else {
                 default_heartbeat
             };
-            2 * beat
+            2 * beat + SILENT_SLACK
         };
         let current = |id: &(u64, u64), s: &OriginState| {
             s.repair_addr.is_some()
@@ -654,7 +659,7 @@ mod tests {
         let beat = Duration::from_secs(3600);
         assert!(o.silent(beat).0.is_empty(), "heard just now");
         // Its measured interval (50 ms) counts, not the default.
-        std::thread::sleep(Duration::from_millis(120));
+        std::thread::sleep(Duration::from_millis(100) + SILENT_SLACK + Duration::from_millis(20));
         let (silent, given_up) = o.silent(beat);
         assert!(given_up.is_empty());
         assert_eq!(

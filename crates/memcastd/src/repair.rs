@@ -228,6 +228,10 @@ impl RepairWorker {
         let mut next_repair = Instant::now();
         let anti_entropy = !self.anti_entropy_interval.is_zero() && !self.peers.is_empty();
         let mut next_anti_entropy = Instant::now() + self.anti_entropy_interval;
+        // Per (origin, epoch), the highest sequence number caught up: a
+        // request sent before the receive loop heard of the last answer
+        // does not fetch the same frames again.
+        let mut caught_up: HashMap<(u64, u64), u64> = HashMap::new();
         loop {
             let idle = if anti_entropy {
                 next_anti_entropy.saturating_duration_since(Instant::now())
@@ -256,7 +260,13 @@ impl RepairWorker {
                 todo.add(job);
             }
             for ((origin, epoch), (after, addr)) in std::mem::take(&mut todo.catch_ups) {
-                self.catch_up(&mut mc, origin, epoch, after, &addr);
+                let held = caught_up.get(&(origin, epoch)).copied().unwrap_or(0);
+                if let Some(last) = self.catch_up(&mut mc, origin, epoch, after.max(held), &addr) {
+                    caught_up.insert((origin, epoch), last);
+                }
+            }
+            if caught_up.len() > 1024 {
+                caught_up.clear();
             }
             if todo.warm_up && Instant::now() >= next_warm_up {
                 if self.warm_up(&mut mc) {
@@ -316,8 +326,16 @@ impl RepairWorker {
 
     /// Asks a silent origin's ring for everything after `after` and applies
     /// it: when a link returns, this host is whole at once instead of when
-    /// the multicast layer gives up on its own retransmissions.
-    fn catch_up(&self, mc: &mut Memcached, origin: u64, epoch: u64, after: u64, addr: &str) {
+    /// the multicast layer gives up on its own retransmissions. Returns the
+    /// highest sequence number fetched.
+    fn catch_up(
+        &self,
+        mc: &mut Memcached,
+        origin: u64,
+        epoch: u64,
+        after: u64,
+        addr: &str,
+    ) -> Option<u64> {
         Counters::inc(&self.counters.catch_up_requests);
         let request = Request::Range {
             origin,
@@ -328,6 +346,7 @@ impl RepairWorker {
         let fetched = self
             .ask(addr, request, CATCH_UP_CONNECT)
             .and_then(|reader| self.apply_stream(addr, reader, mc, Duration::from_secs(10)));
+        let mut fetched_through = None;
         let report = match fetched {
             Ok(Fetch::Done { frames, last_seq }) => {
                 Counters::add(&self.counters.frames_caught_up, frames);
@@ -337,6 +356,7 @@ impl RepairWorker {
                         frames, "caught up with a silent origin from its ring"
                     );
                 }
+                fetched_through = last_seq;
                 Report::Heard {
                     origin,
                     epoch,
@@ -350,10 +370,11 @@ impl RepairWorker {
                     origin = format!("{origin:016x}"),
                     "silent origin unreachable: {e}"
                 );
-                return;
+                return None;
             }
         };
         let _ = self.reports.send(report);
+        fetched_through
     }
 
     fn repair(&self, mc: &mut Memcached, m: &Missing) -> Result<Fetch, String> {
