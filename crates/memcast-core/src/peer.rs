@@ -29,7 +29,10 @@ pub const MAX_REQUEST_SKEW_MS: u64 = 5 * 60 * 1000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {
-    /// Frames `from..=to` of one origin's epoch.
+    /// Frames `from..=to` of one origin's epoch. `to = u64::MAX` asks for
+    /// everything after `from - 1` (a silent origin's catch-up); nothing
+    /// sent since is an empty answer, a range the ring no longer holds is
+    /// "gone".
     Range {
         origin: u64,
         epoch: u64,

@@ -9,10 +9,13 @@ use crate::store::{
 use crate::stored::StoredValue;
 use crate::version::Version;
 
-/// The key memcastd sets in its memcached once that memcached holds
-/// everything (after a refill from a peer, or at once when there is no peer).
-/// A memcached without it restarted and is still cold: a miss there may be a
-/// session it has not received yet, so readers ask the next server.
+/// Present in a memcached if and only if its memcastd currently knows it
+/// complete: refilled from a peer since it and memcastd started, nothing
+/// evicted since, no gap outstanding, no origin silent. memcastd sets it with
+/// a 3 s TTL and refreshes it every second, so a dead or cut-off memcastd
+/// stops vouching within seconds; with no peer it is never set. A miss on a
+/// memcached without it may be a session it does not hold: readers confirm
+/// it on the next server.
 pub const WARM_SENTINEL: &[u8] = b"memcast:warm";
 
 /// What applying a frame did.

@@ -144,9 +144,10 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise: Option<String>,
 
-    /// A peer memcastd's --listen address to resync from when a gap cannot
-    /// be repaired, at startup, or when this host falls behind. Repeatable;
-    /// tried in order.
+    /// A peer memcastd's --listen address to refill from (warm-up at
+    /// startup, after a memcached restart or evictions) and resync from when
+    /// a gap cannot be repaired or this host falls behind. Repeatable; tried
+    /// in order. Without any, the memcached is never known complete.
     #[arg(long, value_name = "HOST:PORT")]
     pub peer: Vec<String>,
 
@@ -178,7 +179,8 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "MBPS")]
     pub transfer_mbps: Option<u64>,
 
-    /// Resync from --peer at startup [default: true when peers are given].
+    /// Warm up (a snapshot) from --peer at startup; the memcached is known
+    /// complete only after one [default: true when peers are given].
     #[arg(long, value_name = "BOOL")]
     pub resync_on_start: Option<bool>,
 

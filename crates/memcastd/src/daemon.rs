@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,13 +17,14 @@ use memcast_core::{
 use parking_lot::Mutex;
 use tracing::{debug, error, info, warn};
 
+use crate::completeness::{Completeness, Event, MemcachedStats, Observed, Reason, SENTINEL_TTL_S};
 use crate::config::Settings;
 use crate::counters::Counters;
 use crate::keys::{describe, KeyStore};
 use crate::metrics::Shared;
 use crate::origins::{Missing, Origins, Replay};
 use crate::peer_server::PeerServer;
-use crate::repair::{Job, RepairWorker};
+use crate::repair::{Job, RepairQueue, RepairWorker, Report};
 use crate::ring::ReplayRing;
 
 /// Warnings about bad frames: at most one per reason per this interval.
@@ -31,8 +32,11 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// A gap from an origin whose repair address is unknown waits this long for
 /// a heartbeat naming it before a resync is asked for instead.
 const UNADDRESSED_WAIT: Duration = Duration::from_secs(3);
-/// How often the warm sentinel is checked (a restarted memcached lost it).
-const WARM_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often memcached's stats are read and the warm sentinel refreshed
+/// (see [`crate::completeness`]).
+const COMPLETE_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often silent origins are asked where their sequence stands.
+const CATCH_UP_EVERY: Duration = Duration::from_millis(500);
 /// Origins not heard from for this long are forgotten.
 const ORIGIN_IDLE: Duration = Duration::from_secs(600);
 
@@ -89,12 +93,14 @@ pub struct Daemon {
     next_retry: Instant,
     last_warned: Vec<(&'static str, Instant)>,
     relay: Option<Relay>,
-    repairs: Option<Sender<Job>>,
+    repairs: Option<RepairQueue>,
+    reports: Option<Receiver<Report>>,
     out_of_sync: bool,
-    /// A warm-up is under way (the memcached lacked its warm sentinel).
-    warming: Arc<AtomicBool>,
-    /// Cold was reported and "warm" not yet.
-    announced_cold: bool,
+    completeness: Completeness,
+    /// The warm sentinel may be in memcached (set, not deleted since).
+    sentinel_set: bool,
+    /// Origins silent at the last look.
+    silent_origins: usize,
 }
 
 impl Daemon {
@@ -102,6 +108,8 @@ impl Daemon {
         let addr =
             ServerAddr::parse(&settings.memcached).map_err(|e| format!("--memcached: {e}"))?;
         let counters = Arc::new(Counters::default());
+        let has_peers = !settings.peers.is_empty();
+        let warm_up_at_start = settings.resync_on_start;
         Ok(Daemon {
             reloader: None,
             memcached: Memcached::new(addr, settings.timeouts()),
@@ -118,9 +126,11 @@ impl Daemon {
             last_warned: Vec::new(),
             relay: None,
             repairs: None,
+            reports: None,
             out_of_sync: false,
-            warming: Arc::new(AtomicBool::new(false)),
-            announced_cold: false,
+            completeness: Completeness::new(has_peers, warm_up_at_start),
+            sentinel_set: false,
+            silent_origins: 0,
         })
     }
 
@@ -187,7 +197,8 @@ impl Daemon {
                 .spawn(listen)
                 .map_err(|e| format!("--listen {listen}: {e}"))?;
         }
-        let repairs = RepairWorker {
+        let (report_tx, reports) = std::sync::mpsc::channel();
+        let mut repairs = RepairWorker {
             keys: Arc::clone(&self.keys),
             memcached: self.memcached.addr().clone(),
             timeouts: s.timeouts(),
@@ -197,27 +208,23 @@ impl Daemon {
             resync_interval: Duration::from_secs(s.resync_interval_s),
             anti_entropy_interval: Duration::from_secs(s.anti_entropy_s),
             counters: Arc::clone(&self.counters),
-            warming: Arc::clone(&self.warming),
+            reports: report_tx,
         }
         .spawn();
-        // A cold memcached (no warm sentinel) is refilled; a warm one only
-        // catches up on what this daemon missed while it was away.
-        match self.memcached.get(WARM_SENTINEL) {
-            Ok(Some(_)) if s.resync_on_start => {
-                let _ = repairs.send(Job::Resync(
-                    "startup: fill in what was written while this host was away".into(),
-                ));
-            }
-            Ok(Some(_)) => {}
-            _ => {
-                info!("memcached is cold (new or restarted): refilling it from peers");
-                Counters::inc(&self.counters.cold_detected);
-                self.warming.store(true, Ordering::SeqCst);
-                self.announced_cold = true;
-                let _ = repairs.send(Job::WarmUp);
-            }
+        // Nothing is known about the memcached yet (frames were missed while
+        // this daemon was away): it is not vouched for until a warm-up.
+        self.sentinel_set = true;
+        self.delete_sentinel();
+        if s.peers.is_empty() {
+            warn!("no --peer configured: a restarted or evicting memcached cannot be refilled, so this memcached is never known complete (no {} sentinel) and PHP confirms every miss here on the next server; give every host --listen and each memcastd its peers with --peer to fix this", String::from_utf8_lossy(WARM_SENTINEL));
+        } else if s.resync_on_start {
+            info!("refilling memcached from peers before vouching for it (warm-up)");
+            repairs.send(Job::WarmUp);
+        } else {
+            warn!("--resync-on-start false: memcached is not refilled at startup, so it is not known complete and PHP confirms every miss here on the next server");
         }
         self.repairs = Some(repairs);
+        self.reports = Some(reports);
         info!(
             memcached = %s.memcached,
             subscribe = ?s.subscribe,
@@ -237,7 +244,8 @@ impl Daemon {
         let mut next_stats = Instant::now() + interval;
         let mut next_forget = Instant::now() + ORIGIN_IDLE;
         let mut next_unaddressed = Instant::now();
-        let mut next_warm_check = Instant::now() + WARM_CHECK_EVERY;
+        let mut next_complete_check = Instant::now();
+        let mut next_catch_up = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             match subscriber.recv(Duration::from_millis(50)) {
                 Ok(Some((source, bytes))) => {
@@ -279,9 +287,14 @@ impl Daemon {
                     self.report_gap(missing);
                 }
             }
-            if now >= next_warm_check {
-                next_warm_check = now + WARM_CHECK_EVERY;
-                self.check_warm();
+            self.take_reports();
+            if now >= next_catch_up {
+                next_catch_up = now + CATCH_UP_EVERY;
+                self.ask_silent_origins();
+            }
+            if now >= next_complete_check {
+                next_complete_check = now + COMPLETE_CHECK_EVERY;
+                self.check_complete();
             }
             if now >= next_forget {
                 self.origins.forget_idle(ORIGIN_IDLE);
@@ -293,6 +306,8 @@ impl Daemon {
             }
         }
         self.flush_pending();
+        // Nobody vouches for this memcached any more.
+        self.delete_sentinel();
         if self.relay.is_some() {
             // A last heartbeat tells peers the final sequence number.
             self.heartbeat();
@@ -416,6 +431,10 @@ impl Daemon {
         } else {
             self.origins.admit(&frame, envelope.sent_ms)
         };
+        if let Err(Replay::Repaired) = admitted {
+            Counters::inc(&self.counters.duplicates);
+            return;
+        }
         if let Err(replay) = admitted {
             Counters::inc(&self.counters.dropped_replay);
             self.warn_rate_limited(
@@ -441,9 +460,7 @@ impl Daemon {
             .origins_evicted
             .store(self.origins.evicted(), Ordering::Relaxed);
         if let Some(addr) = self.origins.newly_started_relay(&frame) {
-            if let Some(tx) = &self.repairs {
-                let _ = tx.send(Job::PullFrom(addr));
-            }
+            self.send_job(Job::PullFrom(addr));
         }
         if frame.op == Op::Heartbeat {
             return;
@@ -528,22 +545,87 @@ impl Daemon {
         }
     }
 
-    /// Notices a memcached that restarted while we ran: it lost the warm
-    /// sentinel along with everything else.
-    fn check_warm(&mut self) {
-        let warming = self.warming.load(Ordering::SeqCst);
-        let sentinel = self.memcached.get(WARM_SENTINEL);
+    /// Sends the repair worker a job. Until it is done the memcached is not
+    /// known complete: the sentinel goes at once.
+    fn send_job(&mut self, job: Job) {
+        if let Some(repairs) = self.repairs.as_mut() {
+            repairs.send(job);
+        }
+        self.delete_sentinel();
+    }
+
+    fn delete_sentinel(&mut self) {
+        if self.sentinel_set {
+            match self.memcached.delete(WARM_SENTINEL) {
+                Ok(_) => self.sentinel_set = false,
+                // Unreachable: it expires on its own within its TTL.
+                Err(e) => debug!("cannot delete the warm sentinel: {e}"),
+            }
+        }
+    }
+
+    /// What the repair worker learnt: origins heard over TCP, rings gone,
+    /// warm-ups completed.
+    fn take_reports(&mut self) {
+        let Some(reports) = &self.reports else {
+            return;
+        };
+        let taken: Vec<Report> = reports.try_iter().collect();
+        for report in taken {
+            match report {
+                Report::Heard {
+                    origin,
+                    epoch,
+                    from,
+                    through,
+                } => self.origins.heard(origin, epoch, from, through),
+                Report::Gone { origin, epoch } => {
+                    self.origins.give_up(origin, epoch);
+                    if self.origins.newest_epoch(origin).is_none_or(|e| e <= epoch) {
+                        // Not a restart (whose host is pulled from anyway):
+                        // what it sent is out of its ring.
+                        self.send_job(Job::Resync(format!(
+                            "a silent origin's ring no longer holds what this host missed (origin {origin:016x})"
+                        )));
+                    }
+                }
+                Report::WarmedUp(mark) => self.completeness.warmed_up(mark),
+            }
+        }
+    }
+
+    /// Asks every origin silent for two heartbeats, over its repair
+    /// connection, for what it sent since; logs the ones given up.
+    fn ask_silent_origins(&mut self) {
+        let beat = Duration::from_millis(self.settings.heartbeat_ms);
+        let (silent, given_up) = self.origins.silent(beat);
+        for addr in given_up {
+            warn!(%addr, "an origin has been silent and unreachable for {} s while others are heard: no longer waiting for it; what it sent last may be missing here until it returns", crate::origins::SILENT_GIVE_UP.as_secs());
+        }
+        self.silent_origins = silent.len();
+        for o in silent {
+            self.send_job(Job::CatchUp {
+                origin: o.origin,
+                epoch: o.epoch,
+                after: o.last_seq,
+                addr: o.repair_addr,
+            });
+        }
+    }
+
+    /// Once a second: memcached's stats (up, restarted, evicting), whether it
+    /// is known complete, and the warm sentinel set (short TTL) or deleted
+    /// to match (see [`crate::completeness`]).
+    fn check_complete(&mut self) {
+        let stats = self.memcached.stats();
         self.shared
             .memcached_up
-            .store(sentinel.is_ok(), Ordering::Relaxed);
-        self.shared
-            .warm
-            .store(matches!(sentinel, Ok(Some(_))), Ordering::Relaxed);
+            .store(stats.is_ok(), Ordering::Relaxed);
         if self.settings.metrics.is_some() {
             // The per-origin table, for scrapes (up to --max-origins rows).
             *self.shared.origins.lock() = self.origins.stats();
         }
-        match &sentinel {
+        match &stats {
             Err(e) if e.is_server_failure() => self.memcached_failed(e),
             Ok(_) => {
                 if let Some(since) = self.memcached_down_since.take() {
@@ -556,22 +638,74 @@ impl Daemon {
             self.memcached.connects().saturating_sub(1),
             Ordering::Relaxed,
         );
-        match sentinel {
-            Ok(Some(_)) if self.announced_cold && !warming => {
-                self.announced_cold = false;
-                info!("memcached is warm");
-            }
-            Ok(None) if !warming => {
-                self.cas_cache.clear();
-                self.warming.store(true, Ordering::SeqCst);
-                self.announced_cold = true;
-                Counters::inc(&self.counters.cold_detected);
-                warn!("memcached lost its warm sentinel (it restarted): refilling it from peers; readers ask other servers meanwhile");
-                if let Some(tx) = &self.repairs {
-                    let _ = tx.send(Job::WarmUp);
+        let stats = stats.ok().and_then(|s| MemcachedStats::parse(&s));
+        let repairs_idle = self.repairs.as_ref().is_some_and(RepairQueue::is_idle)
+            && self.backlog.is_empty()
+            && !self.origins.has_unaddressed();
+        let step = self.completeness.tick(
+            Observed {
+                stats,
+                repairs_idle,
+                silent_origins: self.silent_origins,
+            },
+            Instant::now(),
+        );
+        let has_peers = !self.settings.peers.is_empty();
+        for event in step.events {
+            match event {
+                Event::Restarted => {
+                    self.cas_cache.clear();
+                    Counters::inc(&self.counters.cold_detected);
+                    if has_peers {
+                        warn!("memcached restarted (it is empty): refilling it from peers; PHP confirms misses here on the next server meanwhile");
+                    } else {
+                        warn!("memcached restarted (it is empty) and there is no --peer to refill it from: PHP confirms every miss here on the next server");
+                    }
                 }
+                Event::EvictionsStarted { evictions } => warn!(
+                    evictions,
+                    "memcached is evicting ({evictions} evictions so far): it dropped entries to make room, so it no longer holds every session and is not known complete; PHP confirms misses here on the next server; give it more memory (memcached -m)"
+                ),
+                Event::EvictionsStopped { quiet } if has_peers => info!(
+                    "no evictions for {} s: refilling memcached from peers",
+                    quiet.as_secs()
+                ),
+                Event::EvictionsStopped { quiet } => {
+                    info!("no evictions for {} s", quiet.as_secs())
+                }
+                Event::Complete {
+                    was: Reason::Gap | Reason::SilentOrigin,
+                } => debug!("memcached is known complete again"),
+                Event::Complete { .. } => info!("memcached is known complete (warm)"),
+                Event::Incomplete(reason @ (Reason::Gap | Reason::SilentOrigin)) => {
+                    debug!(reason = reason.label(), "memcached is not known complete")
+                }
+                Event::Incomplete(reason) => info!(
+                    reason = reason.label(),
+                    "memcached is no longer known complete"
+                ),
             }
-            _ => {}
+        }
+        if step.warm_up {
+            self.send_job(Job::WarmUp);
+        }
+        let complete = self.completeness.is_complete();
+        self.shared.warm.store(complete, Ordering::Relaxed);
+        self.shared
+            .evictions
+            .store(self.completeness.evictions(), Ordering::Relaxed);
+        *self.shared.incomplete.lock() = self.completeness.reason().map(Reason::label);
+        if complete {
+            let stamp = unix_millis().to_string();
+            match self
+                .memcached
+                .set(WARM_SENTINEL, stamp.as_bytes(), SENTINEL_TTL_S)
+            {
+                Ok(_) => self.sentinel_set = true,
+                Err(e) => debug!("cannot refresh the warm sentinel: {e}"),
+            }
+        } else {
+            self.delete_sentinel();
         }
     }
 
@@ -579,9 +713,7 @@ impl Daemon {
         debug!(?missing, "gap");
         Counters::inc(&self.counters.gaps);
         Counters::add(&self.counters.missing_frames, missing.to - missing.from + 1);
-        if let Some(tx) = &self.repairs {
-            let _ = tx.send(Job::Repair(missing));
-        }
+        self.send_job(Job::Repair(missing));
     }
 
     /// A subscriber applying writes much older than now has fallen behind:
@@ -600,9 +732,7 @@ impl Daemon {
                 max_lag_ms = max,
                 "out of sync: applying writes older than --max-lag-ms; resyncing from peers"
             );
-            if let Some(tx) = &self.repairs {
-                let _ = tx.send(Job::Resync(format!("fell {lag} ms behind")));
-            }
+            self.send_job(Job::Resync(format!("fell {lag} ms behind")));
         } else if self.out_of_sync && lag <= max / 2 {
             self.out_of_sync = false;
             info!(lag_ms = lag, "caught up: back in sync");

@@ -6,10 +6,13 @@
 //! its PHP workers.
 //!
 //! Layout: `config` (flags and TOML, declared once), `daemon` (the receive,
-//! relay and apply loop), `origins` (gap detection), `repair` (the repair and
-//! resync worker), `peer_server` (repairs and snapshots for peers), `ring`
-//! (the relay's replay ring), `counters`, `verify` (the convergence check).
+//! relay and apply loop), `completeness` (whether the memcached is known
+//! complete: the warm sentinel), `origins` (gap detection, silent origins),
+//! `repair` (the repair, catch-up, resync and warm-up worker), `peer_server`
+//! (repairs and snapshots for peers), `ring` (the relay's replay ring),
+//! `counters`, `verify` (the convergence check).
 
+pub mod completeness;
 pub mod config;
 pub mod counters;
 pub mod daemon;

@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +38,12 @@ pub struct OriginStat {
 pub struct Shared {
     pub counters: Arc<Counters>,
     pub memcached_up: AtomicBool,
+    /// The memcached is known complete (the warm sentinel is set).
     pub warm: AtomicBool,
+    /// memcached's `stats evictions` (of its current run).
+    pub evictions: AtomicU64,
+    /// Why it is not known complete (a [`crate::completeness::Reason`] label).
+    pub incomplete: Mutex<Option<&'static str>>,
     pub origins: Mutex<Vec<OriginStat>>,
     /// Seconds from a frame's arrival to memcached's answer.
     pub apply_latency: Histogram,
@@ -52,6 +57,8 @@ impl Shared {
             counters,
             memcached_up: AtomicBool::new(true),
             warm: AtomicBool::new(false),
+            evictions: AtomicU64::new(0),
+            incomplete: Mutex::new(Some("warming")),
             origins: Mutex::new(Vec::new()),
             // 50 µs to ~0.8 s.
             apply_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 15)),
@@ -105,13 +112,36 @@ impl Collector for Collect {
                 shared.memcached_up.load(Ordering::Relaxed),
             ),
             (
+                "memcast_memcached_complete",
+                "1 while the local memcached is known complete (refilled from a peer since it and memcastd started, no eviction since, no gap outstanding, no origin silent): a miss there proves a session does not exist.",
+                shared.warm.load(Ordering::Relaxed),
+            ),
+            (
                 "memcast_memcached_warm",
-                "1 while the local memcached holds the warm sentinel (refilled, trusted); 0 while cold.",
+                "The same as memcast_memcached_complete: 1 while memcastd keeps the warm sentinel in the local memcached.",
                 shared.warm.load(Ordering::Relaxed),
             ),
         ] {
             let gauge = ConstGauge::new(i64::from(on));
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        let evictions = ConstGauge::new(shared.evictions.load(Ordering::Relaxed) as i64);
+        evictions.encode(encoder.encode_descriptor(
+            "memcast_memcached_evictions",
+            "Evictions of the local memcached (its stats, since it started): any after a warm-up means it no longer holds every session.",
+            None,
+            evictions.metric_type(),
+        )?)?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "memcast_memcached_incomplete",
+                "1 with the reason the local memcached is not known complete: memcached_down, no_peer, evicting, warming, not_refilled, gap, silent_origin (no sample while complete).",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            if let Some(reason) = *shared.incomplete.lock() {
+                ConstGauge::new(1).encode(family.encode_family(&[("reason", reason)])?)?;
+            }
         }
         let origins = shared.origins.lock().clone();
         let count = ConstGauge::new(origins.len() as i64);
@@ -397,6 +427,12 @@ mod tests {
             Some(42.0)
         );
         assert_eq!(value("memcast_memcached_up", None), Some(1.0));
+        assert_eq!(value("memcast_memcached_complete", None), Some(0.0));
+        assert_eq!(
+            value("memcast_memcached_incomplete", Some(("reason", "warming"))),
+            Some(1.0)
+        );
+        assert_eq!(value("memcast_memcached_evictions", None), Some(0.0));
         assert_eq!(
             value("memcast_apply_latency_seconds_count", None),
             Some(1.0)

@@ -34,6 +34,9 @@ pub enum Replay {
     OldEpoch,
     /// This host's own relay origin, which it never hears on the group.
     OwnOrigin,
+    /// Already fetched over TCP from the origin's ring (the group delivered
+    /// it late): a duplicate, not an attack.
+    Repaired,
 }
 
 impl std::fmt::Display for Replay {
@@ -43,9 +46,30 @@ impl std::fmt::Display for Replay {
             Replay::BelowWindow => "sequence number below the replay window",
             Replay::OldEpoch => "epoch older than the origin's current one",
             Replay::OwnOrigin => "this host's own origin, heard from someone else",
+            Replay::Repaired => "already repaired from the origin's ring",
         })
     }
 }
+
+/// An origin that serves repairs and has not been heard for two of its
+/// heartbeat intervals: asked directly where its sequence stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Silent {
+    pub origin: u64,
+    pub epoch: u64,
+    /// The last sequence number this host holds from it.
+    pub last_seq: u64,
+    pub repair_addr: String,
+}
+
+/// Added to two heartbeat intervals before an origin counts as silent: a
+/// heartbeat a busy host sends a little late is not silence.
+pub const SILENT_SLACK: Duration = Duration::from_millis(200);
+
+/// A silent origin stops counting after this long, provided another origin
+/// is heard meanwhile (so it is gone, not this host cut off): see
+/// [`Origins::silent`].
+pub const SILENT_GIVE_UP: Duration = Duration::from_secs(60);
 
 /// A run of frames an origin sent that this host never received.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +91,14 @@ struct OriginState {
     window: u128,
     /// Send time of the latest heartbeat accepted.
     last_heartbeat_ms: u64,
+    /// Between its last two heartbeats, ms (0: not known yet).
+    heartbeat_ms: u64,
+    /// Sequence numbers fetched over TCP (repair, catch-up): when the group
+    /// delivers them late they are duplicates.
+    repaired: Option<(u64, u64)>,
+    /// Silent so long that it no longer counts (see [`Origins::silent`]), or
+    /// its epoch ended (the origin restarted): not asked any more.
+    given_up: bool,
     /// How old its last write (set, delete) was when it arrived, ms.
     lag_ms: u64,
     repair_addr: Option<String>,
@@ -138,11 +170,20 @@ impl Origins {
             if sent_ms <= state.last_heartbeat_ms {
                 return Err(Replay::Duplicate);
             }
+            if state.last_heartbeat_ms > 0 {
+                state.heartbeat_ms = (sent_ms - state.last_heartbeat_ms).clamp(10, 60_000);
+            }
             state.last_heartbeat_ms = sent_ms;
             return Ok(());
         }
         if frame.seq == 0 {
             return Err(Replay::BelowWindow); // numbers start at 1
+        }
+        if state
+            .repaired
+            .is_some_and(|(from, to)| (from..=to).contains(&frame.seq))
+        {
+            return Err(Replay::Repaired);
         }
         if frame.seq > state.high {
             let shift = frame.seq - state.high;
@@ -183,6 +224,9 @@ impl Origins {
             high: 0,
             window: 0,
             last_heartbeat_ms: 0,
+            heartbeat_ms: 0,
+            repaired: None,
+            given_up: false,
             lag_ms: 0,
             // An origin that started after us sent us everything from 1; one
             // that started before we did is covered by our startup resync.
@@ -236,6 +280,7 @@ impl Origins {
         };
         let state = self.entry(frame);
         state.seen = Instant::now();
+        state.given_up = false;
         if frame.op.stores() {
             state.lag_ms = memcast_core::unix_millis().saturating_sub(frame.version.millis);
         }
@@ -290,6 +335,93 @@ impl Origins {
             }
         }
         out
+    }
+
+    /// Ranges held back until their origin names a repair address.
+    pub fn has_unaddressed(&self) -> bool {
+        self.map.values().any(|s| s.unaddressed.is_some())
+    }
+
+    /// Origins that serve repairs and have not been heard for two of their
+    /// heartbeat intervals (`default_heartbeat` until two were seen) and
+    /// [`SILENT_SLACK`]. One
+    /// silent for [`SILENT_GIVE_UP`] while another origin is heard is gone
+    /// (its host died, or left): it is given up, with its repair address
+    /// (returned once in the second list), until it is heard again. When
+    /// every origin is silent, this host is the one cut off: none is given up.
+    pub fn silent(&mut self, default_heartbeat: Duration) -> (Vec<Silent>, Vec<String>) {
+        let newest = &self.newest_epoch;
+        let limit = |s: &OriginState| {
+            let beat = if s.heartbeat_ms > 0 {
+                Duration::from_millis(s.heartbeat_ms)
+            } else {
+                default_heartbeat
+            };
+            2 * beat + SILENT_SLACK
+        };
+        let current = |id: &(u64, u64), s: &OriginState| {
+            s.repair_addr.is_some()
+                && !s.given_up
+                && newest.get(&id.0).is_none_or(|(e, _)| *e == id.1)
+        };
+        let any_heard = self
+            .map
+            .iter()
+            .any(|(id, s)| current(id, s) && s.seen.elapsed() <= limit(s));
+        let mut silent = Vec::new();
+        let mut given_up = Vec::new();
+        for (id, s) in self.map.iter_mut() {
+            if !current(id, s) || s.seen.elapsed() <= limit(s) {
+                continue;
+            }
+            let addr = s.repair_addr.clone().unwrap_or_default();
+            if any_heard && s.seen.elapsed() > SILENT_GIVE_UP {
+                s.given_up = true;
+                given_up.push(addr);
+                continue;
+            }
+            silent.push(Silent {
+                origin: id.0,
+                epoch: id.1,
+                last_seq: s.last_seq,
+                repair_addr: addr,
+            });
+        }
+        (silent, given_up)
+    }
+
+    /// The origin answered over TCP: frames `from..=through` (when any) were
+    /// fetched from its ring and applied, so they are neither missing nor,
+    /// when the group delivers them late, new.
+    pub fn heard(&mut self, origin: u64, epoch: u64, from: u64, through: Option<u64>) {
+        let Some(state) = self.map.get_mut(&(origin, epoch)) else {
+            return;
+        };
+        state.seen = Instant::now();
+        state.given_up = false;
+        let Some(through) = through.filter(|t| *t >= from) else {
+            return;
+        };
+        if from <= state.last_seq + 1 {
+            state.last_seq = state.last_seq.max(through);
+        }
+        state.repaired = Some(match state.repaired {
+            Some((f, t)) if from <= t + 1 && through + 1 >= f => (f.min(from), t.max(through)),
+            _ => (from, through),
+        });
+    }
+
+    /// Stops asking an (origin, epoch) whose ring is gone: the origin
+    /// restarted (its newer epoch is known) or this host resyncs instead.
+    pub fn give_up(&mut self, origin: u64, epoch: u64) {
+        if let Some(state) = self.map.get_mut(&(origin, epoch)) {
+            state.given_up = true;
+        }
+    }
+
+    /// The newest epoch seen of an origin.
+    pub fn newest_epoch(&self, origin: u64) -> Option<u64> {
+        self.newest_epoch.get(&origin).map(|(e, _)| *e)
     }
 
     /// The repair address of a relay whose first heartbeat this is, when it
@@ -511,6 +643,74 @@ mod tests {
         assert_eq!(o.len(), 10);
         assert_eq!(o.evicted(), 990);
         assert!(o.newest_epoch.len() <= 10 + 1);
+    }
+
+    #[test]
+    fn an_origin_unheard_for_two_heartbeats_is_silent_until_it_answers() {
+        let mut o = Origins::new(0, 100);
+        o.admit(&frame(Op::Heartbeat, 5, 0), 1000).unwrap();
+        o.observe(&frame(Op::Heartbeat, 5, 0));
+        o.admit(&frame(Op::Heartbeat, 5, 0), 1050).unwrap();
+        o.observe(&frame(Op::Heartbeat, 5, 0));
+        for seq in 1..=3 {
+            o.admit(&frame(Op::Set, 5, seq), 1060).unwrap();
+            o.observe(&frame(Op::Set, 5, seq));
+        }
+        let beat = Duration::from_secs(3600);
+        assert!(o.silent(beat).0.is_empty(), "heard just now");
+        // Its measured interval (50 ms) counts, not the default.
+        std::thread::sleep(Duration::from_millis(100) + SILENT_SLACK + Duration::from_millis(20));
+        let (silent, given_up) = o.silent(beat);
+        assert!(given_up.is_empty());
+        assert_eq!(
+            silent,
+            vec![Silent {
+                origin: 1,
+                epoch: 5,
+                last_seq: 3,
+                repair_addr: "10.0.0.1:7711".into()
+            }]
+        );
+        // It answers over TCP with frames 4..=9: held, and not silent.
+        o.heard(1, 5, 4, Some(9));
+        assert!(o.silent(beat).0.is_empty());
+        // The group delivers them late: duplicates, not gaps, not applied.
+        for seq in 4..=9 {
+            assert_eq!(
+                o.admit(&frame(Op::Set, 5, seq), 1070),
+                Err(Replay::Repaired)
+            );
+        }
+        assert_eq!(o.admit(&frame(Op::Set, 5, 10), 1070), Ok(()));
+        assert_eq!(o.observe(&frame(Op::Set, 5, 10)), None, "no gap");
+        assert_eq!(o.observe(&frame(Op::Heartbeat, 5, 10)), None);
+    }
+
+    #[test]
+    fn a_silent_origin_is_given_up_only_while_others_are_heard() {
+        let mut o = Origins::new(0, 100);
+        let mut other = frame(Op::Heartbeat, 5, 0);
+        other.origin = 2;
+        for f in [frame(Op::Heartbeat, 5, 0), other.clone()] {
+            o.admit(&f, 1000).unwrap();
+            o.observe(&f);
+        }
+        let long_ago = Instant::now() - SILENT_GIVE_UP * 2;
+        o.map.get_mut(&(1, 5)).unwrap().seen = long_ago;
+        o.map.get_mut(&(2, 5)).unwrap().seen = long_ago;
+        let beat = Duration::from_millis(100);
+        assert_eq!(
+            o.silent(beat).0.len(),
+            2,
+            "all silent: this host is cut off"
+        );
+        o.observe(&other);
+        let (silent, given_up) = o.silent(beat);
+        assert!(silent.is_empty());
+        assert_eq!(given_up, vec!["10.0.0.1:7711".to_string()]);
+        assert_eq!(o.silent(beat), (vec![], vec![]), "logged once");
+        o.observe(&frame(Op::Heartbeat, 5, 0));
+        assert!(!o.map[&(1, 5)].given_up, "heard again");
     }
 
     #[test]

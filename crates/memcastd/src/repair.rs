@@ -1,22 +1,25 @@
 //! The repair worker: fetches ranges this host missed from the origin's
 //! replay ring, and falls back to a full resync from a peer when a range is
 //! gone, the origin serves no repairs, at startup, or when this host fell
-//! behind. Requests are rate-limited and merged, so a lossy network cannot
-//! turn into a storm of them.
+//! behind; asks a silent origin directly for what it sent since (catch-up);
+//! refills a memcached that is not known complete (warm-up). Requests are
+//! rate-limited and merged, so a lossy network cannot turn into a storm of
+//! them. What it learns goes back to the receive loop as [`Report`]s.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use memcast_core::peer::{self, Digests, Record, Request};
-use memcast_core::replica::{apply_frame, Outcome, WARM_SENTINEL};
+use memcast_core::replica::{apply_frame, Outcome};
 use memcast_core::{unix_millis, Frame, Memcached, ServerAddr, Timeouts};
 use tracing::{debug, info, warn};
 
+use crate::completeness::{MemcachedStats, WarmMark};
 use crate::counters::Counters;
 use crate::keys::KeyStore;
 use crate::origins::Missing;
@@ -25,8 +28,11 @@ use crate::peer_server::local_digests;
 /// A warm-up that found no peer to serve it tries again this soon: readers
 /// are sent elsewhere until it completes.
 const WARM_UP_RETRY: Duration = Duration::from_secs(2);
-/// Set while a warm-up fills memcached; see [`RepairWorker::warm_up`].
-const WARMING_MARKER: &[u8] = b"memcast:warming";
+/// A silent origin may be cut off: its connection attempt gives up this
+/// soon, so the next try (every 500 ms) finds the link as soon as it returns.
+const CATCH_UP_CONNECT: Duration = Duration::from_millis(500);
+/// Other peer connections.
+const CONNECT: Duration = Duration::from_secs(2);
 /// Progress of a long snapshot is logged every this many entries.
 const PROGRESS_EVERY: u64 = 10_000;
 
@@ -43,9 +49,55 @@ pub enum Job {
     Resync(String),
     /// A snapshot from one peer (a relay that just started).
     PullFrom(String),
-    /// The local memcached is cold (restarted, or new): refill it from the
-    /// first peer that can serve a snapshot, then mark it warm.
+    /// The local memcached is not known complete (memcastd started, it
+    /// restarted or evicted): refill it from the first peer that can serve a
+    /// snapshot, then report [`Report::WarmedUp`].
     WarmUp,
+    /// An origin fell silent: ask its ring for everything after `after`.
+    CatchUp {
+        origin: u64,
+        epoch: u64,
+        after: u64,
+        addr: String,
+    },
+}
+
+/// What the worker tells the receive loop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Report {
+    /// The origin answered a repair or catch-up: frames `from..=through`
+    /// (when any) were fetched from its ring and applied.
+    Heard {
+        origin: u64,
+        epoch: u64,
+        from: u64,
+        through: Option<u64>,
+    },
+    /// A catch-up found the origin's ring without that epoch or range.
+    Gone { origin: u64, epoch: u64 },
+    /// A warm-up completed.
+    WarmedUp(WarmMark),
+}
+
+/// The receive loop's end of the worker: jobs go in, and it can tell whether
+/// every job sent so far has been done (the worker idle), which a memcached
+/// known complete requires.
+pub struct RepairQueue {
+    jobs: Sender<Job>,
+    sent: u64,
+    settled: Arc<AtomicU64>,
+}
+
+impl RepairQueue {
+    pub fn send(&mut self, job: Job) {
+        self.sent += 1;
+        let _ = self.jobs.send(job);
+    }
+
+    /// Every job sent was taken and nothing is left to do.
+    pub fn is_idle(&self) -> bool {
+        self.settled.load(Ordering::SeqCst) == self.sent
+    }
 }
 
 pub struct RepairWorker {
@@ -59,10 +111,7 @@ pub struct RepairWorker {
     /// Zero: no anti-entropy.
     pub anti_entropy_interval: Duration,
     pub counters: Arc<Counters>,
-    /// Set by the receive loop when it asks for a warm-up, cleared here when
-    /// one completes: a memcached that restarts right after a warm-up is
-    /// then noticed as cold again.
-    pub warming: Arc<AtomicBool>,
+    pub reports: Sender<Report>,
 }
 
 /// Entries, megabytes and rate of a transfer so far.
@@ -87,9 +136,20 @@ struct Todo {
     resync_all: bool,
     pulls: Vec<String>,
     warm_up: bool,
+    /// Per silent (origin, epoch): the last sequence number held, and where
+    /// to ask.
+    catch_ups: HashMap<(u64, u64), (u64, String)>,
 }
 
 impl Todo {
+    fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+            && self.resync.is_none()
+            && self.pulls.is_empty()
+            && !self.warm_up
+            && self.catch_ups.is_empty()
+    }
+
     fn add(&mut self, job: Job) {
         match job {
             Job::PullFrom(peer) => {
@@ -112,6 +172,14 @@ impl Todo {
             }
             Job::Resync(reason) => self.need_resync(&reason, false),
             Job::WarmUp => self.warm_up = true,
+            Job::CatchUp {
+                origin,
+                epoch,
+                after,
+                addr,
+            } => {
+                self.catch_ups.insert((origin, epoch), (after, addr));
+            }
         }
     }
 
@@ -123,24 +191,35 @@ impl Todo {
 
 #[derive(Debug)]
 enum Fetch {
-    /// Frames received (and applied).
-    Done(u64),
+    /// Frames received (and applied), and the highest sequence number among
+    /// them of the origin asked (repairs).
+    Done {
+        frames: u64,
+        last_seq: Option<u64>,
+    },
     Gone,
 }
 
 impl RepairWorker {
-    pub fn spawn(self) -> Sender<Job> {
+    pub fn spawn(self) -> RepairQueue {
         let (tx, rx) = std::sync::mpsc::channel();
+        let settled = Arc::new(AtomicU64::new(0));
+        let done = Arc::clone(&settled);
         let spawned = std::thread::Builder::new()
             .name("repair".into())
-            .spawn(move || self.run(rx));
+            .spawn(move || self.run(rx, &done));
         if let Err(e) = spawned {
             warn!("cannot start the repair worker: {e}; gaps will only be counted");
         }
-        tx
+        RepairQueue {
+            jobs: tx,
+            sent: 0,
+            settled,
+        }
     }
 
-    fn run(self, rx: Receiver<Job>) {
+    fn run(self, rx: Receiver<Job>, settled: &AtomicU64) {
+        let mut taken = 0u64;
         let mut mc = Memcached::new(self.memcached.clone(), self.timeouts);
         let mut todo = Todo::default();
         let mut next_resync = Instant::now();
@@ -149,31 +228,49 @@ impl RepairWorker {
         let mut next_repair = Instant::now();
         let anti_entropy = !self.anti_entropy_interval.is_zero() && !self.peers.is_empty();
         let mut next_anti_entropy = Instant::now() + self.anti_entropy_interval;
+        // Per (origin, epoch), the highest sequence number caught up: a
+        // request sent before the receive loop heard of the last answer
+        // does not fetch the same frames again.
+        let mut caught_up: HashMap<(u64, u64), u64> = HashMap::new();
         loop {
             let idle = if anti_entropy {
                 next_anti_entropy.saturating_duration_since(Instant::now())
             } else {
                 Duration::from_secs(3600)
             };
-            let wait = if !todo.pulls.is_empty() || todo.warm_up {
-                Duration::from_millis(if todo.warm_up { 100 } else { 0 })
+            let wait = if !todo.pulls.is_empty() || !todo.catch_ups.is_empty() {
+                Duration::ZERO
+            } else if todo.warm_up {
+                Duration::from_millis(100)
             } else if todo.ranges.is_empty() && todo.resync.is_none() {
                 idle
             } else {
                 Duration::from_millis(20)
             };
             match rx.recv_timeout(wait) {
-                Ok(job) => todo.add(job),
+                Ok(job) => {
+                    taken += 1;
+                    todo.add(job);
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             while let Ok(job) = rx.try_recv() {
+                taken += 1;
                 todo.add(job);
+            }
+            for ((origin, epoch), (after, addr)) in std::mem::take(&mut todo.catch_ups) {
+                let held = caught_up.get(&(origin, epoch)).copied().unwrap_or(0);
+                if let Some(last) = self.catch_up(&mut mc, origin, epoch, after.max(held), &addr) {
+                    caught_up.insert((origin, epoch), last);
+                }
+            }
+            if caught_up.len() > 1024 {
+                caught_up.clear();
             }
             if todo.warm_up && Instant::now() >= next_warm_up {
                 if self.warm_up(&mut mc) {
                     todo.warm_up = false;
-                    self.warming.store(false, Ordering::SeqCst);
                 } else {
                     next_warm_up = Instant::now() + WARM_UP_RETRY;
                 }
@@ -189,7 +286,15 @@ impl RepairWorker {
                     };
                     next_repair = Instant::now() + spacing;
                     match self.repair(&mut mc, &missing) {
-                        Ok(Fetch::Done(n)) => Counters::add(&self.counters.frames_repaired, n),
+                        Ok(Fetch::Done { frames, last_seq }) => {
+                            Counters::add(&self.counters.frames_repaired, frames);
+                            let _ = self.reports.send(Report::Heard {
+                                origin: missing.origin,
+                                epoch: missing.epoch,
+                                from: missing.from,
+                                through: last_seq,
+                            });
+                        }
                         Ok(Fetch::Gone) => {
                             Counters::inc(&self.counters.repairs_gone);
                             todo.need_resync("a missed range left the origin's replay ring", false);
@@ -213,7 +318,63 @@ impl RepairWorker {
                 next_resync = Instant::now() + self.resync_interval;
                 self.resync(&mut mc, &reason, all);
             }
+            if todo.is_empty() {
+                settled.store(taken, Ordering::SeqCst);
+            }
         }
+    }
+
+    /// Asks a silent origin's ring for everything after `after` and applies
+    /// it: when a link returns, this host is whole at once instead of when
+    /// the multicast layer gives up on its own retransmissions. Returns the
+    /// highest sequence number fetched.
+    fn catch_up(
+        &self,
+        mc: &mut Memcached,
+        origin: u64,
+        epoch: u64,
+        after: u64,
+        addr: &str,
+    ) -> Option<u64> {
+        Counters::inc(&self.counters.catch_up_requests);
+        let request = Request::Range {
+            origin,
+            epoch,
+            from: after + 1,
+            to: u64::MAX,
+        };
+        let fetched = self
+            .ask(addr, request, CATCH_UP_CONNECT)
+            .and_then(|reader| self.apply_stream(addr, reader, mc, Duration::from_secs(10)));
+        let mut fetched_through = None;
+        let report = match fetched {
+            Ok(Fetch::Done { frames, last_seq }) => {
+                Counters::add(&self.counters.frames_caught_up, frames);
+                if frames > 0 {
+                    info!(
+                        origin = format!("{origin:016x}"),
+                        frames, "caught up with a silent origin from its ring"
+                    );
+                }
+                fetched_through = last_seq;
+                Report::Heard {
+                    origin,
+                    epoch,
+                    from: after + 1,
+                    through: last_seq,
+                }
+            }
+            Ok(Fetch::Gone) => Report::Gone { origin, epoch },
+            Err(e) => {
+                debug!(
+                    origin = format!("{origin:016x}"),
+                    "silent origin unreachable: {e}"
+                );
+                return None;
+            }
+        };
+        let _ = self.reports.send(report);
+        fetched_through
     }
 
     fn repair(&self, mc: &mut Memcached, m: &Missing) -> Result<Fetch, String> {
@@ -290,7 +451,9 @@ impl RepairWorker {
                 mc,
                 Duration::from_secs(120),
             ) {
-                Ok(Fetch::Done(n)) => Counters::add(&self.counters.anti_entropy_entries, n),
+                Ok(Fetch::Done { frames, .. }) => {
+                    Counters::add(&self.counters.anti_entropy_entries, frames)
+                }
                 Ok(Fetch::Gone) => {}
                 Err(e) => warn!(%peer, "anti-entropy: fetching {} buckets: {e}", differing.len()),
             }
@@ -298,7 +461,7 @@ impl RepairWorker {
     }
 
     fn fetch_digests(&self, addr: &str, cutoff_ms: u64) -> Result<Digests, String> {
-        let mut reader = self.ask(addr, Request::Digest { cutoff_ms })?;
+        let mut reader = self.ask(addr, Request::Digest { cutoff_ms }, CONNECT)?;
         let max = peer::max_record_len(self.max_value_bytes);
         match peer::read_record(&mut reader, max).map_err(|e| format!("{addr}: {e}"))? {
             Record::Frame(bytes) => {
@@ -312,14 +475,19 @@ impl RepairWorker {
     }
 
     /// Connects to a peer and sends a signed request.
-    fn ask(&self, addr: &str, request: Request) -> Result<std::io::BufReader<TcpStream>, String> {
+    fn ask(
+        &self,
+        addr: &str,
+        request: Request,
+        connect: Duration,
+    ) -> Result<std::io::BufReader<TcpStream>, String> {
         let sockaddr = addr
             .to_socket_addrs()
             .map_err(|e| format!("{addr}: {e}"))?
             .next()
             .ok_or_else(|| format!("{addr}: no address"))?;
-        let mut conn = TcpStream::connect_timeout(&sockaddr, Duration::from_secs(2))
-            .map_err(|e| format!("{addr}: {e}"))?;
+        let mut conn =
+            TcpStream::connect_timeout(&sockaddr, connect).map_err(|e| format!("{addr}: {e}"))?;
         conn.set_read_timeout(Some(Duration::from_secs(30)))
             .map_err(|e| e.to_string())?;
         conn.write_all(&request.encode(&*self.keys.get(), unix_millis()))
@@ -327,26 +495,28 @@ impl RepairWorker {
         Ok(std::io::BufReader::with_capacity(256 * 1024, conn))
     }
 
-    /// Refills a cold memcached from the first peer that completes a
-    /// snapshot (live frames keep being applied meanwhile, and both go
-    /// through "only if newer"), then sets the warm sentinel so readers trust
-    /// its misses again. Without peers there is nothing to refill from: it is
-    /// warm at once.
+    /// Refills the memcached from the first peer that completes a snapshot
+    /// (live frames keep being applied meanwhile, and both go through "only
+    /// if newer"), then reports which memcached run it filled, as of its
+    /// eviction count when the warm-up began: the receive loop vouches for
+    /// it only while that run evicts nothing more.
     fn warm_up(&self, mc: &mut Memcached) -> bool {
         let started = Instant::now();
-        // A marker with a token of ours: if memcached restarts during the
-        // transfer, the marker is gone with everything else, and this
-        // warm-up must not declare the new, empty memcached warm.
-        let token = format!("{:016x}", memcast_core::origin::random_u64());
-        if let Err(e) = mc.set(WARMING_MARKER, token.as_bytes(), 0) {
-            warn!("warm-up: memcached unreachable: {e}");
-            return false;
-        }
-        let done = self.peers.is_empty()
-            || self
-                .peers
-                .iter()
-                .any(|peer| self.pull(mc, peer, "warm-up: the local memcached is cold"));
+        let before = match mc.stats().map(|s| MemcachedStats::parse(&s)) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                warn!("warm-up: memcached's stats lack pid, uptime or evictions");
+                return false;
+            }
+            Err(e) => {
+                warn!("warm-up: memcached unreachable: {e}");
+                return false;
+            }
+        };
+        let done = self
+            .peers
+            .iter()
+            .any(|peer| self.pull(mc, peer, "warm-up: refilling the local memcached"));
         if !done {
             warn!(
                 "warm-up: no peer could serve a snapshot; retrying in {} s",
@@ -354,29 +524,23 @@ impl RepairWorker {
             );
             return false;
         }
-        match mc.get(WARMING_MARKER) {
-            Ok(Some(t)) if t == token.as_bytes() => {}
+        match mc.stats().map(|s| MemcachedStats::parse(&s)) {
+            Ok(Some(after)) if after.instance.same(&before.instance) => {}
             _ => {
                 warn!("warm-up: memcached restarted during the transfer; starting over");
                 return false;
             }
         }
-        let stamp = unix_millis().to_string();
-        match mc.set(WARM_SENTINEL, stamp.as_bytes(), 0) {
-            Ok(_) => {
-                let _ = mc.delete(WARMING_MARKER);
-                Counters::inc(&self.counters.warmups);
-                info!(
-                    seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
-                    "warm-up complete: memcached is warm"
-                );
-                true
-            }
-            Err(e) => {
-                warn!("warm-up: cannot mark memcached warm: {e}");
-                false
-            }
-        }
+        Counters::inc(&self.counters.warmups);
+        info!(
+            seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+            "warm-up complete"
+        );
+        let _ = self.reports.send(Report::WarmedUp(WarmMark {
+            instance: before.instance,
+            evictions: before.evictions,
+        }));
+        true
     }
 
     /// A snapshot from `peer`, applied if newer; true when it completed.
@@ -384,7 +548,7 @@ impl RepairWorker {
         info!(%peer, "resyncing: {reason}");
         let started = Instant::now();
         match self.fetch(peer, Request::Snapshot, mc, Duration::from_secs(600)) {
-            Ok(Fetch::Done(n)) => {
+            Ok(Fetch::Done { frames: n, .. }) => {
                 Counters::inc(&self.counters.resyncs);
                 Counters::add(&self.counters.resync_entries, n);
                 let secs = started.elapsed().as_secs_f64().max(0.001);
@@ -410,12 +574,25 @@ impl RepairWorker {
         mc: &mut Memcached,
         budget: Duration,
     ) -> Result<Fetch, String> {
-        let mut reader = self.ask(addr, request)?;
+        let reader = self.ask(addr, request, CONNECT)?;
+        self.apply_stream(addr, reader, mc, budget)
+    }
+
+    /// Applies every frame of a response; the highest sequence number is
+    /// taken of the frames of the origin a range request named.
+    fn apply_stream(
+        &self,
+        addr: &str,
+        mut reader: std::io::BufReader<TcpStream>,
+        mc: &mut Memcached,
+        budget: Duration,
+    ) -> Result<Fetch, String> {
         let max = peer::max_record_len(self.max_value_bytes);
         let started = Instant::now();
         let deadline = started + budget;
         let mut n = 0u64;
         let mut bytes_in = 0u64;
+        let mut last_seq: Option<u64> = None;
         loop {
             if Instant::now() > deadline {
                 return Err(format!("{addr}: took longer than {} s", budget.as_secs()));
@@ -425,7 +602,10 @@ impl RepairWorker {
                     if n >= PROGRESS_EVERY {
                         log_transfer(addr, n, bytes_in, started, "transfer done");
                     }
-                    return Ok(Fetch::Done(n));
+                    return Ok(Fetch::Done {
+                        frames: n,
+                        last_seq,
+                    });
                 }
                 Record::Gone => return Ok(Fetch::Gone),
                 Record::Frame(bytes) => {
@@ -437,6 +617,9 @@ impl RepairWorker {
                         }
                     };
                     self.apply(mc, &frame)?;
+                    if frame.seq > 0 {
+                        last_seq = Some(last_seq.map_or(frame.seq, |s| s.max(frame.seq)));
+                    }
                     n += 1;
                     bytes_in += bytes.len() as u64;
                     if n.is_multiple_of(PROGRESS_EVERY) {

@@ -8,6 +8,8 @@ pub struct ReplayRing {
     pub origin: u64,
     pub epoch: u64,
     frames: VecDeque<(u64, Vec<u8>)>,
+    /// The highest sequence number pushed (0: none yet).
+    last_seq: u64,
     bytes: usize,
     max_bytes: usize,
 }
@@ -22,6 +24,7 @@ impl ReplayRing {
             origin,
             epoch,
             frames: VecDeque::new(),
+            last_seq: 0,
             bytes: 0,
             max_bytes,
         }
@@ -29,6 +32,7 @@ impl ReplayRing {
 
     pub fn push(&mut self, seq: u64, sealed: Vec<u8>) {
         self.bytes += sealed.len();
+        self.last_seq = self.last_seq.max(seq);
         self.frames.push_back((seq, sealed));
         while self.bytes > self.max_bytes {
             match self.frames.pop_front() {
@@ -39,8 +43,12 @@ impl ReplayRing {
     }
 
     /// Frames `from..=to` (those sent so far), or [`Gone`] when the ring no
-    /// longer reaches back to `from`.
+    /// longer reaches back to `from`. Nothing sent after `from - 1` is an
+    /// empty answer: a silent origin's "nothing new" (`to` may be `u64::MAX`).
     pub fn range(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, Gone> {
+        if from > self.last_seq {
+            return Ok(Vec::new());
+        }
         match self.frames.front() {
             Some((oldest, _)) if from >= *oldest => Ok(self
                 .frames
@@ -70,8 +78,14 @@ mod tests {
     }
 
     #[test]
-    fn empty_ring_has_nothing_to_repair() {
-        let r = ReplayRing::new(1, 1, 30);
-        assert_eq!(r.range(1, 2), Err(Gone));
+    fn nothing_sent_after_the_range_start_is_an_empty_answer() {
+        let mut r = ReplayRing::new(1, 1, 30);
+        assert_eq!(r.range(1, u64::MAX), Ok(Vec::new()));
+        for seq in 1..=5u64 {
+            r.push(seq, vec![seq as u8; 10]);
+        }
+        assert_eq!(r.range(6, u64::MAX), Ok(Vec::new()));
+        assert_eq!(r.range(4, u64::MAX).unwrap().len(), 2);
+        assert_eq!(r.range(1, u64::MAX), Err(Gone));
     }
 }

@@ -1,8 +1,10 @@
 //! `memcastd status`: asks the running daemon (its `--metrics` page) and
 //! prints a short table: memcached health, frames, drops by reason, repairs,
-//! and the origins seen with their lag. Exit status: 0 healthy, 1 when the
-//! daemon's memcached is down, 2 when the daemon cannot be reached, so it
-//! serves as a health check.
+//! and the origins seen with their lag. Exit status: 0 healthy (memcached up
+//! and known complete), 1 when the daemon's memcached is down, 2 when the
+//! daemon cannot be reached, 3 degraded (up, but not known complete:
+//! evicting, warming, no peer to refill from...), so it serves as a health
+//! check.
 
 use std::time::Duration;
 
@@ -18,10 +20,46 @@ pub fn run(addr: &str) -> i32 {
     };
     let samples = parse(&page);
     print!("{}", render(addr, &samples));
-    if value(&samples, "memcast_memcached_up", None) == Some(1.0) {
-        0
-    } else {
+    exit_status(&samples)
+}
+
+/// 0 healthy, 1 memcached down, 3 up but not known complete.
+pub fn exit_status(samples: &[Sample]) -> i32 {
+    if value(samples, "memcast_memcached_up", None) != Some(1.0) {
         1
+    } else if !complete(samples) {
+        3
+    } else {
+        0
+    }
+}
+
+/// A daemon from before `memcast_memcached_complete` said it as "warm".
+fn complete(samples: &[Sample]) -> bool {
+    value(samples, "memcast_memcached_complete", None)
+        .or_else(|| value(samples, "memcast_memcached_warm", None))
+        == Some(1.0)
+}
+
+/// Why the memcached is not known complete, in words.
+fn incomplete(samples: &[Sample]) -> String {
+    let reason = samples
+        .iter()
+        .find(|s| s.name == "memcast_memcached_incomplete" && s.value == 1.0)
+        .and_then(|s| s.labels.iter().find(|(k, _)| k == "reason"))
+        .map(|(_, r)| r.as_str());
+    let evictions = value(samples, "memcast_memcached_evictions", None).unwrap_or(0.0) as u64;
+    match reason {
+        Some("evicting") => format!("evicting: {evictions} evictions; give it more memory"),
+        Some("warming") => "warming: refilling from a peer".into(),
+        Some("no_peer") => "no peer to refill from: add --listen and --peer".into(),
+        Some("not_refilled") => {
+            "not refilled since memcastd started: --resync-on-start false".into()
+        }
+        Some("gap") => "repairing a gap".into(),
+        Some("silent_origin") => "an origin is silent: catching up".into(),
+        Some(other) => other.to_owned(),
+        None => "refilling from peers".into(),
     }
 }
 
@@ -42,11 +80,10 @@ fn n(samples: &[Sample], name: &str) -> u64 {
 pub fn render(addr: &str, samples: &[Sample]) -> String {
     let mut out = format!("memcastd at {addr}\n");
     let up = value(samples, "memcast_memcached_up", None) == Some(1.0);
-    let warm = value(samples, "memcast_memcached_warm", None) == Some(1.0);
-    let health = match (up, warm) {
-        (false, _) => "DOWN",
-        (true, true) => "up, warm",
-        (true, false) => "up, cold (refilling from peers)",
+    let health = match (up, complete(samples)) {
+        (false, _) => "DOWN".to_owned(),
+        (true, true) => "up, warm (known complete)".to_owned(),
+        (true, false) => format!("up, NOT complete ({})", incomplete(samples)),
     };
     out.push_str(&format!("{:<12} {health}\n", "memcached"));
     out.push_str(&format!(
@@ -69,10 +106,11 @@ pub fn render(addr: &str, samples: &[Sample]) -> String {
     let drops: Vec<String> = drops.iter().map(|(r, v)| format!("{r} {v}")).collect();
     out.push_str(&format!("{:<12} {}\n", "dropped", drops.join("  ")));
     out.push_str(&format!(
-        "{:<12} gaps {}  repaired {}  resyncs {}  warmups {}  memcached errors {}\n",
+        "{:<12} gaps {}  repaired {}  caught up {}  resyncs {}  warmups {}  memcached errors {}\n",
         "repairs",
         n(samples, "gaps"),
         n(samples, "frames_repaired"),
+        n(samples, "frames_caught_up"),
         n(samples, "resyncs"),
         n(samples, "warmups"),
         n(samples, "memcached_errors"),
@@ -120,4 +158,40 @@ pub fn render(addr: &str, samples: &[Sample]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(lines: &str) -> Vec<Sample> {
+        parse(lines)
+    }
+
+    #[test]
+    fn exit_status_says_healthy_down_or_degraded() {
+        let healthy = page("memcast_memcached_up 1\nmemcast_memcached_complete 1\n");
+        assert_eq!(exit_status(&healthy), 0);
+        assert!(render("x", &healthy).contains("memcached    up, warm (known complete)"));
+        let down = page("memcast_memcached_up 0\nmemcast_memcached_complete 0\n");
+        assert_eq!(exit_status(&down), 1);
+        let evicting = page(
+            "memcast_memcached_up 1\nmemcast_memcached_complete 0\nmemcast_memcached_evictions 3016\nmemcast_memcached_incomplete{reason=\"evicting\"} 1\n",
+        );
+        assert_eq!(exit_status(&evicting), 3);
+        let text = render("x", &evicting);
+        assert!(
+            text.contains("up, NOT complete (evicting: 3016 evictions"),
+            "{text}"
+        );
+        let no_peer = page(
+            "memcast_memcached_up 1\nmemcast_memcached_complete 0\nmemcast_memcached_incomplete{reason=\"no_peer\"} 1\n",
+        );
+        assert!(render("x", &no_peer).contains("no peer to refill from"));
+        // An older daemon says it as "warm".
+        assert_eq!(
+            exit_status(&page("memcast_memcached_up 1\nmemcast_memcached_warm 1\n")),
+            0
+        );
+    }
 }
