@@ -27,6 +27,38 @@ pub enum Transport {
     Tcp,
 }
 
+/// The two setups the README documents ("Running a cluster").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Setup {
+    pub publish: Publish,
+    /// memcastd serves repairs and snapshots (`--listen`) and knows its
+    /// peers (`--peer`): resyncs, warm-up, anti-entropy.
+    pub repair: bool,
+}
+
+impl Setup {
+    /// PHP publishes straight to the group; memcastd only subscribes.
+    pub const MINIMAL: Setup = Setup {
+        publish: Publish::Direct,
+        repair: false,
+    };
+    /// The host relay, `--listen` and `--peer`.
+    pub const RECOMMENDED: Setup = Setup {
+        publish: Publish::Relay,
+        repair: true,
+    };
+
+    pub fn name(&self) -> String {
+        match (self.publish, self.repair) {
+            (Publish::Direct, false) => "minimal".into(),
+            (Publish::Relay, true) => "recommended".into(),
+            (publish, repair) => {
+                format!("{publish:?}{}", if repair { "+peers" } else { "" }).to_lowercase()
+            }
+        }
+    }
+}
+
 /// The TCP fan-out port in TCP mode.
 pub const FANOUT_PORT: u16 = 5556;
 
@@ -70,6 +102,9 @@ pub struct Cluster {
     pub group: String,
     pub publish: Publish,
     pub transport: Transport,
+    /// memcastd listens for peers and is given every other host as `--peer`
+    /// (false only in [`Setup::MINIMAL`]).
+    pub repair: bool,
     /// Added to every memcastd's command line (tests and benchmarks tune it).
     pub memcastd_args: Vec<String>,
     /// Added to every PHP command line as `-d name=value`.
@@ -147,11 +182,44 @@ impl Cluster {
         Cluster::start_on(tag, hosts, Publish::Relay, Transport::Tcp, artifacts, args)
     }
 
+    /// One of the README's setups, with extra memcastd arguments.
+    pub fn start_setup(
+        tag: &str,
+        hosts: u8,
+        setup: Setup,
+        artifacts: Artifacts,
+        memcastd_args: Vec<String>,
+    ) -> Cluster {
+        Cluster::start_full(
+            tag,
+            hosts,
+            (setup.publish, Transport::Pgm, setup.repair),
+            artifacts,
+            memcastd_args,
+        )
+    }
+
     fn start_on(
         tag: &str,
         hosts: u8,
         publish: Publish,
         transport: Transport,
+        artifacts: Artifacts,
+        memcastd_args: Vec<String>,
+    ) -> Cluster {
+        Cluster::start_full(
+            tag,
+            hosts,
+            (publish, transport, true),
+            artifacts,
+            memcastd_args,
+        )
+    }
+
+    fn start_full(
+        tag: &str,
+        hosts: u8,
+        (publish, transport, repair): (Publish, Transport, bool),
         artifacts: Artifacts,
         memcastd_args: Vec<String>,
     ) -> Cluster {
@@ -197,6 +265,7 @@ impl Cluster {
             group,
             publish,
             transport,
+            repair,
             memcastd_args,
             php_ini: Vec::new(),
             dir,
@@ -278,8 +347,10 @@ impl Cluster {
         d.arg("--key-file")
             .arg(self.key_file_of(i))
             .arg("--accept-key-file")
-            .arg(self.accept_key_file_of(i))
-            .args(["--listen", &self.repair_addr(i)]);
+            .arg(self.accept_key_file_of(i));
+        if self.repair {
+            d.args(["--listen", &self.repair_addr(i)]);
+        }
         // Quick defaults for tests; `memcastd_args` may set any of them
         // instead (the benchmark runs with production intervals).
         for (flag, value) in [
@@ -299,11 +370,26 @@ impl Cluster {
                 d.args(["--publish", &epgm]);
             }
         }
-        for j in (0..self.sites.len()).filter(|&j| j != i) {
+        for j in (0..self.sites.len()).filter(|&j| j != i && self.repair) {
             d.args(["--peer", &self.repair_addr(j)]);
         }
         d.stdout(Stdio::null()).stderr(log);
         self.sites[i].memcastd = Some(Proc::spawn("memcastd", &mut d));
+        if !self.repair {
+            // Nothing to connect to: it is up when it has not exited at once.
+            std::thread::sleep(Duration::from_millis(200));
+            let running = self.sites[i]
+                .memcastd
+                .as_mut()
+                .is_some_and(|p| p.is_running());
+            assert!(
+                running,
+                "memcastd on host {} exited; log:\n{}",
+                i + 1,
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+            return;
+        }
         assert!(
             wait_for_tcp(&self.repair_addr(i), Duration::from_secs(5)),
             "memcastd on host {} did not listen; log:\n{}",
@@ -564,5 +650,40 @@ impl Cluster {
     /// The second key file host `i` accepts (at first the same key).
     pub fn accept_key_file_of(&self, i: usize) -> PathBuf {
         self.dir.path.join(format!("host{}.accept", i + 1))
+    }
+
+    /// kill -9 host `i`'s memcached and start it again, empty, with
+    /// `memory_mb` of memory (`-m`) instead of the tests' 1 GB: a small one
+    /// evicts.
+    pub fn restart_memcached_with_memory(&mut self, i: usize, memory_mb: u32) {
+        self.sites[i].memcached.kill();
+        let memory = memory_mb.to_string();
+        let args = MEMCACHED_ARGS
+            .iter()
+            .zip(std::iter::once(&"").chain(MEMCACHED_ARGS))
+            .map(|(arg, before)| {
+                if *before == "-m" {
+                    memory.as_str()
+                } else {
+                    arg
+                }
+            });
+        let host = &self.sites[i].host;
+        let mut mc = host.command(crate::memcached_binary());
+        mc.args(["-l", "0.0.0.0", "-p", "11211"])
+            .args(args)
+            .args(crate::user_arg())
+            .stdout(Stdio::null());
+        let (addr, netns) = (format!("{}:11211", host.addr), host.netns.clone());
+        self.sites[i].memcached = Proc::spawn("memcached", &mut mc);
+        assert!(
+            wait_for_tcp(&addr, Duration::from_secs(5)),
+            "memcached on {netns} did not restart"
+        );
+    }
+
+    /// Host `i`'s memcached address, as the other hosts and the test reach it.
+    pub fn memcached_addr(&self, i: usize) -> String {
+        format!("{}:11211", self.sites[i].host.addr)
     }
 }
