@@ -12,13 +12,13 @@ pub enum FaultKind {
     /// memcached killed by PID and started again, empty, on the same port.
     MemcachedRestart,
     /// memcached restarted with `-m 8`, so it evicts; restored (restarted
-    /// again, empty, full size) 10-20 s later.
+    /// again, empty, full size) 8-15 s later.
     MemcachedSmall,
     /// memcastd SIGKILLed, started again 1-3 s later.
     MemcastdKill,
     /// The host's link down for 5-10 s.
     LinkDown,
-    /// 5% of the host's packets dropped (nftables), both ways, for 10-20 s.
+    /// 5% of the host's packets dropped (nftables), both ways, for 8-15 s.
     Loss,
     /// A PHP writer SIGKILLed while it holds a session (after
     /// `session_start()`, before `session_write_close()`).
@@ -100,7 +100,7 @@ pub fn inject(shared: &Shared, kind: FaultKind, i: usize, rng: &mut Rng) -> Stri
             "killed, started again empty".into()
         }
         FaultKind::MemcachedSmall => {
-            let secs = rng.between(10, 20);
+            let secs = rng.between(8, 15);
             shared.cluster().restart_memcached_with_memory(i, 8);
             sleep_s(secs);
             let addr = shared.cluster_read().memcached_addr(i);
@@ -129,7 +129,7 @@ pub fn inject(shared: &Shared, kind: FaultKind, i: usize, rng: &mut Rng) -> Stri
             format!("down {secs} s")
         }
         FaultKind::Loss => {
-            let secs = rng.between(10, 20);
+            let secs = rng.between(8, 15);
             shared.cluster_read().net().set_loss(net_host, 5);
             sleep_s(secs);
             shared.cluster_read().net().clear_loss(net_host);

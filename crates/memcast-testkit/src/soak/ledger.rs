@@ -89,11 +89,27 @@ pub struct Seen {
     pub crc: u32,
 }
 
+/// One stale read, kept to tell which fault it followed.
+#[derive(Clone, Copy, Debug)]
+pub struct StaleRead {
+    pub at: Instant,
+    pub host: usize,
+    pub place: Where,
+    pub empty: bool,
+}
+
 #[derive(Default)]
 pub struct Ledger {
     pub sessions: Vec<Session>,
     pub next_gid: u64,
     pub reads: BTreeMap<(Where, ReadKind), ReadStats>,
+    pub stale_reads: Vec<StaleRead>,
+    /// How long each read-modify-write and each read-only request took.
+    pub write_ms: Vec<u64>,
+    pub read_ms: Vec<u64>,
+    /// The same measured inside PHP, in µs: the session calls only.
+    pub php_write_us: Vec<u64>,
+    pub php_read_us: Vec<u64>,
     /// Reads that returned an acknowledged write's id with other bytes.
     pub corrupt_reads: u64,
     pub writes_acked: u64,
@@ -154,6 +170,12 @@ impl Ledger {
         let stats = self.reads.entry((place, kind)).or_default();
         stats.reads += 1;
         if let Some(missed_at) = missed {
+            self.stale_reads.push(StaleRead {
+                at: started,
+                host,
+                place,
+                empty: seen.gid == 0,
+            });
             stats.stale += 1;
             stats.empty += u64::from(seen.gid == 0);
             stats

@@ -84,7 +84,7 @@ impl SoakConfig {
             seed,
             sessions_per_host: 500,
             settle: Duration::from_secs(30),
-            whole_watch: Duration::from_secs(10),
+            whole_watch: Duration::from_secs(6),
             pace: Duration::from_millis(20),
             handoff: 0.1,
             // Production intervals: healing must not come from test-only
@@ -110,6 +110,7 @@ pub struct FaultRecord {
     pub host: usize,
     /// Since the first fault's run began.
     pub at: Duration,
+    pub began: Instant,
     pub lasted: Duration,
     pub detail: String,
     /// From the fault's end until every host held every write acknowledged
@@ -249,6 +250,7 @@ pub fn run(config: &SoakConfig, artifacts: Artifacts) -> SoakReport {
     let mut faults = Vec::new();
     let mut prefill = Duration::ZERO;
     let mut ran = Duration::ZERO;
+    let mut t0 = Instant::now();
     std::thread::scope(|s| {
         let _stop = StopOnDrop(&shared.stop);
         for i in 0..hosts {
@@ -272,13 +274,14 @@ pub fn run(config: &SoakConfig, artifacts: Artifacts) -> SoakReport {
         prefill = began.elapsed();
         shared.running.store(true, Ordering::SeqCst);
         let started = Instant::now();
+        t0 = started;
         let mut rng = Rng::new(config.seed);
         // Every kind once first (in a seeded order), then at random.
         let mut first_round = FaultKind::ALL;
         rng.shuffle(&mut first_round);
         let mut first_round = first_round.to_vec();
         while started.elapsed() < Duration::from_secs(config.seconds) {
-            std::thread::sleep(Duration::from_millis(rng.between(1000, 3000)));
+            std::thread::sleep(Duration::from_millis(rng.between(1000, 2000)));
             let kind = first_round
                 .pop()
                 .unwrap_or_else(|| FaultKind::ALL[rng.below(FaultKind::ALL.len())]);
@@ -301,6 +304,7 @@ pub fn run(config: &SoakConfig, artifacts: Artifacts) -> SoakReport {
                 kind,
                 host,
                 at,
+                began: fault_began,
                 lasted,
                 detail,
                 whole_after,
@@ -308,7 +312,7 @@ pub fn run(config: &SoakConfig, artifacts: Artifacts) -> SoakReport {
         }
         ran = started.elapsed();
     });
-    finish(config, shared, replicas, faults, prefill, ran)
+    finish(config, shared, replicas, faults, prefill, ran, t0)
 }
 
 fn whole_text(w: &Result<Duration, usize>) -> String {
@@ -421,7 +425,9 @@ fn writer(shared: &Shared, i: usize) {
             &format!("W {id} {gid} {len} {}", u8::from(kill)),
             REQUEST_TIMEOUT,
         );
+        let took = ledger::ms(started.elapsed());
         let mut ledger = shared.ledger();
+        ledger.write_ms.push(took);
         ledger.sessions[s].busy = false;
         ledger.sessions[s].last_write_end = Some(Instant::now());
         match answer {
@@ -443,8 +449,10 @@ fn writer(shared: &Shared, i: usize) {
                         acked,
                         len,
                         crc,
+                        php_us,
                         ..
                     } => {
+                        ledger.php_write_us.push(php_us);
                         ledger.judge_read(s, i, ReadKind::ReadModifyWrite, started, seen);
                         if acked {
                             let at = Instant::now();
@@ -473,7 +481,9 @@ fn writer(shared: &Shared, i: usize) {
                 php = shared.spawn_worker(i, "writer");
             }
         }
-        std::thread::sleep(shared.pace);
+        if shared.running.load(Ordering::SeqCst) {
+            std::thread::sleep(shared.pace);
+        }
     }
 }
 
@@ -510,9 +520,12 @@ fn reader(shared: &Shared, i: usize) {
         };
         let started = Instant::now();
         let answer = php.request(&format!("R {id}"), REQUEST_TIMEOUT);
+        let took = ledger::ms(started.elapsed());
         let mut ledger = shared.ledger();
+        ledger.read_ms.push(took);
         match answer {
-            Ok((Reply::Read { ok, seen }, printed)) => {
+            Ok((Reply::Read { ok, seen, php_us }, printed)) => {
+                ledger.php_read_us.push(php_us);
                 for w in &printed {
                     ledger.warning(w);
                 }
@@ -541,7 +554,7 @@ fn php_read_all(shared: &Shared, i: usize, wanted: &[(String, Ack)]) -> Vec<Stri
     let mut bad = Vec::new();
     for (id, ack) in wanted {
         match php.request(&format!("R {id}"), REQUEST_TIMEOUT) {
-            Ok((Reply::Read { ok: true, seen }, _))
+            Ok((Reply::Read { ok: true, seen, .. }, _))
                 if seen.gid > ack.gid || (seen.gid == ack.gid && seen.crc == ack.crc) => {}
             Ok((reply, _)) => bad.push(format!("{id}: {reply:?}, want write {}", ack.gid)),
             Err(gone) => {
@@ -560,6 +573,7 @@ fn finish(
     faults: Vec<FaultRecord>,
     prefill: Duration,
     ran: Duration,
+    t0: Instant,
 ) -> SoakReport {
     let hosts = config.hosts as usize;
     // Settle: faults and writers have stopped.
@@ -665,16 +679,34 @@ fn finish(
         faults.len(),
         kinds.join(", ")
     );
-    for f in &faults {
+    let _ = writeln!(
+        t,
+        "  (stale: reads older than the last acknowledged write, from this fault's start to the next's; \
+         on the writing host / elsewhere, empty in brackets)"
+    );
+    for (k, f) in faults.iter().enumerate() {
+        let until = faults.get(k + 1).map(|n| n.began);
+        let window: Vec<_> = ledger
+            .stale_reads
+            .iter()
+            .filter(|r| r.at >= f.began && until.is_none_or(|u| r.at < u))
+            .collect();
+        let count = |place: Where| {
+            let of: Vec<_> = window.iter().filter(|r| r.place == place).collect();
+            let empty = of.iter().filter(|r| r.empty).count();
+            format!("{} ({empty})", of.len())
+        };
         let _ = writeln!(
             t,
-            "  {:>6.1} s  {:<17} host {}  lasted {:>5.1} s  {:<55} {}",
+            "  {:>6.1} s  {:<17} host {}  lasted {:>5.1} s  {:<55} {:<34} stale {} / {}",
             f.at.as_secs_f64(),
             f.kind.name(),
             f.host + 1,
             f.lasted.as_secs_f64(),
             f.detail,
-            whole_text(&f.whole_after)
+            whole_text(&f.whole_after),
+            count(Where::WriterHost),
+            count(Where::OtherHost)
         );
     }
     let whole_ms: Vec<u64> = faults
@@ -735,6 +767,26 @@ fn finish(
             }
         }
     }
+    let q3 = |v: &[u64], div: f64| {
+        format!(
+            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            quantile(v, 0.5) as f64 / div,
+            quantile(v, 0.99) as f64 / div,
+            quantile(v, 1.0) as f64 / div
+        )
+    };
+    let _ = writeln!(
+        t,
+        "request time seen by the harness: read-modify-write {}; read-only {}",
+        q3(&ledger.write_ms, 1.0),
+        q3(&ledger.read_ms, 1.0)
+    );
+    let _ = writeln!(
+        t,
+        "time in session_start..session_write_close inside PHP: read-modify-write {}; read-only {}",
+        q3(&ledger.php_write_us, 1000.0),
+        q3(&ledger.php_read_us, 1000.0)
+    );
     let _ = writeln!(
         t,
         "reads that failed (session_start false): {}; corrupt reads (right write id, other bytes): {}",
@@ -806,6 +858,41 @@ fn finish(
                 bad.len()
             );
         }
+    }
+    // The story of a few lost sessions: their last writes, what each host holds.
+    for id in lost.iter().take(5) {
+        let Some(session) = ledger.sessions.iter().find(|s| s.id == *id) else {
+            continue;
+        };
+        let writes: Vec<String> = session.acks[session.acks.len().saturating_sub(4)..]
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} on host {} at {:+.1} s",
+                    a.gid,
+                    a.host + 1,
+                    signed_secs(a.at, t0)
+                )
+            })
+            .collect();
+        let key = replicas::key_of(id);
+        let holds: Vec<String> = held
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let what = match Held::of(h.get(&key).map(|v| v.as_slice())) {
+                    Held::Write { gid, .. } => gid.to_string(),
+                    other => format!("{other:?}").to_lowercase(),
+                };
+                format!("host{} {what}", i + 1)
+            })
+            .collect();
+        let _ = writeln!(
+            t,
+            "    lost {id}: last acknowledged writes {}; hosts hold {}",
+            writes.join(", "),
+            holds.join(", ")
+        );
     }
     let _ = writeln!(
         t,
@@ -893,6 +980,14 @@ fn finish(
         writes_acked: ledger.writes_acked,
         sessions_lost: lost.len(),
         writer_host_stale: writer_host.stale,
+    }
+}
+
+/// Seconds from `t0` to `t`, negative before it.
+fn signed_secs(t: Instant, t0: Instant) -> f64 {
+    match t.checked_duration_since(t0) {
+        Some(d) => d.as_secs_f64(),
+        None => -t0.duration_since(t).as_secs_f64(),
     }
 }
 

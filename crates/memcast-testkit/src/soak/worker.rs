@@ -3,11 +3,17 @@
 //!
 //! ```text
 //! R <id>                      read only (read_and_close)
-//!   -> R <ok> <gid> <crc>     the write id it found (0: none), CRC-32 of the session
+//!   -> R <ok> <gid> <crc> <us>  the write id it found (0: none), CRC-32 of the
+//!                             session, µs spent in the session calls
 //! W <id> <gid> <len> <hold>   session_start, read, modify, session_write_close
-//!   -> W <started> <seen gid> <seen crc> <acked> <len> <crc>
+//!   -> W <started> <seen gid> <seen crc> <acked> <len> <crc> <us>
 //!   -> H                      (hold = 1) holding the session: about to be killed
 //! E <text>                    anything PHP printed (warnings), before the answer
+//! ```
+//!
+//! Any other line on stdout (OpenPGM logs there) is kept like an `E` line.
+//!
+//! ```text
 //! ```
 //!
 //! The session PHP writes begins `n|i:N;g|i:GID;` (a counter it increments,
@@ -50,13 +56,16 @@ while (($line = fgets(STDIN)) !== false) {
     $_SESSION = [];
     session_id($a[1]);
     if ($a[0] === 'R') {
+        $t = hrtime(true);
         $ok = session_start(['read_and_close' => true]);
+        $t = intdiv(hrtime(true) - $t, 1000);
         $s = $ok ? $_SESSION : [];
-        say(sprintf('R %d %d %s', $ok ? 1 : 0, $s['g'] ?? 0, hash('crc32b', enc($s))));
+        say(sprintf('R %d %d %s %d', $ok ? 1 : 0, $s['g'] ?? 0, hash('crc32b', enc($s)), $t));
         continue;
     }
     $gid = (int)$a[2];
-    if (!session_start()) { say('W 0 0 0 0 0 0'); continue; }
+    $t = hrtime(true);
+    if (!session_start()) { say('W 0 0 0 0 0 0 0'); continue; }
     $seen = $_SESSION['g'] ?? 0;
     $seen_crc = hash('crc32b', enc($_SESSION));
     $_SESSION['n'] = ($_SESSION['n'] ?? 0) + 1;
@@ -66,7 +75,8 @@ while (($line = fgets(STDIN)) !== false) {
     if ($a[4] === '1') { say('H'); sleep(3600); }
     $e = enc($_SESSION);
     $ok = session_write_close();
-    say(sprintf('W 1 %d %s %d %d %s', $seen, $seen_crc, $ok ? 1 : 0, strlen($e), hash('crc32b', $e)));
+    $t = intdiv(hrtime(true) - $t, 1000);
+    say(sprintf('W 1 %d %s %d %d %s %d', $seen, $seen_crc, $ok ? 1 : 0, strlen($e), hash('crc32b', $e), $t));
 }
 "#;
 
@@ -75,6 +85,7 @@ pub enum Reply {
     Read {
         ok: bool,
         seen: Seen,
+        php_us: u64,
     },
     Write {
         /// `session_start()` succeeded (else nothing below is meaningful).
@@ -83,6 +94,7 @@ pub enum Reply {
         acked: bool,
         len: usize,
         crc: u32,
+        php_us: u64,
     },
     Holding,
 }
@@ -161,9 +173,10 @@ impl PhpWorker {
                 printed.push(text.to_string());
                 continue;
             }
-            return parse(&line)
-                .map(|r| (r, printed))
-                .ok_or_else(|| Gone(format!("bad answer {line:?}")));
+            match parse(&line) {
+                Some(reply) => return Ok((reply, printed)),
+                None => printed.push(format!("stdout: {line}")),
+            }
         }
     }
 
@@ -192,6 +205,7 @@ fn parse(line: &str) -> Option<Reply> {
                 gid: num(2)?,
                 crc: crc(3)?,
             },
+            php_us: num(4)?,
         }),
         "W" => Some(Reply::Write {
             started: num(1)? == 1,
@@ -202,6 +216,7 @@ fn parse(line: &str) -> Option<Reply> {
             acked: num(4)? == 1,
             len: num(5)? as usize,
             crc: crc(6)?,
+            php_us: num(7)?,
         }),
         _ => None,
     }
@@ -214,17 +229,18 @@ mod tests {
     #[test]
     fn answers_are_parsed() {
         assert!(matches!(
-            parse("R 1 42 0000abcd"),
+            parse("R 1 42 0000abcd 120"),
             Some(Reply::Read {
                 ok: true,
                 seen: Seen {
                     gid: 42,
                     crc: 0xabcd
-                }
+                },
+                php_us: 120
             })
         ));
         assert!(matches!(
-            parse("W 1 3 ffffffff 1 2100 00000001"),
+            parse("W 1 3 ffffffff 1 2100 00000001 900"),
             Some(Reply::Write {
                 started: true,
                 acked: true,
@@ -235,5 +251,6 @@ mod tests {
         ));
         assert!(matches!(parse("H"), Some(Reply::Holding)));
         assert!(parse("W 1").is_none());
+        assert!(parse("Warn: sendto() failed").is_none());
     }
 }
