@@ -20,6 +20,26 @@ pub struct Ack {
     pub at: Instant,
     pub len: usize,
     pub crc: u32,
+    /// The request read no session although one had been acknowledged: a
+    /// write that began from a miss (it forks the session's history).
+    pub from_miss: bool,
+}
+
+/// What a host must hold for one session at the end.
+#[derive(Clone, Debug)]
+pub struct Expect {
+    pub last: Ack,
+    /// When the session forked (a write began from a miss): every
+    /// acknowledged write from the last one before the fork on, since memcast
+    /// may rightly keep the session the miss did not see.
+    pub also: Vec<(u64, u32)>,
+}
+
+impl Expect {
+    pub fn accepts(&self, held: &Held) -> bool {
+        held.has(&self.last)
+            || matches!(*held, Held::Write { gid, crc } if self.also.contains(&(gid, crc)))
+    }
 }
 
 pub struct Session {
@@ -42,6 +62,22 @@ impl Session {
 
     pub fn last_ack(&self) -> Option<&Ack> {
         self.acks.last()
+    }
+
+    pub fn forked(&self) -> bool {
+        self.acks.iter().any(|a| a.from_miss)
+    }
+
+    pub fn expect_at_end(&self) -> Option<Expect> {
+        let last = *self.last_ack()?;
+        let also = match self.acks.iter().rposition(|a| a.from_miss) {
+            Some(fork) => self.acks[fork.saturating_sub(1)..]
+                .iter()
+                .map(|a| (a.gid, a.crc))
+                .collect(),
+            None => Vec::new(),
+        };
+        Some(Expect { last, also })
     }
 
     fn ack_of(&self, gid: u64) -> Option<&Ack> {
@@ -104,9 +140,9 @@ pub struct Ledger {
     pub next_gid: u64,
     pub reads: BTreeMap<(Where, ReadKind), ReadStats>,
     pub stale_reads: Vec<StaleRead>,
-    /// How long each read-modify-write and each read-only request took.
-    pub write_ms: Vec<u64>,
-    pub read_ms: Vec<u64>,
+    /// How long each read-modify-write and each read-only request took, µs.
+    pub write_us: Vec<u64>,
+    pub read_us: Vec<u64>,
     /// The same measured inside PHP, in µs: the session calls only.
     pub php_write_us: Vec<u64>,
     pub php_read_us: Vec<u64>,
@@ -347,6 +383,7 @@ mod tests {
             at: Instant::now(),
             len: data.len(),
             crc,
+            from_miss: false,
         };
         assert!(held.is(&ack(7, crc32(data))));
         assert!(!held.has(&ack(7, 1)), "same write id, other bytes");
@@ -370,6 +407,7 @@ mod tests {
             at,
             len: 0,
             crc: 9,
+            from_miss: false,
         };
         l.ack(0, ack(1, 0, t0));
         l.ack(0, ack(5, 1, t0 + Duration::from_millis(100)));
@@ -393,6 +431,39 @@ mod tests {
         assert_eq!((other.reads, other.stale, other.empty), (2, 1, 1));
         assert_eq!(other.staleness_ms, vec![400]);
         assert_eq!(l.corrupt_reads, 1);
+    }
+
+    #[test]
+    fn after_a_fork_either_side_of_it_is_accepted_at_the_end() {
+        let mut l = Ledger::new(vec![("s".into(), 0, 0)]);
+        let t = Instant::now();
+        let ack = |gid, from_miss| Ack {
+            gid,
+            host: 0,
+            at: t,
+            len: 0,
+            crc: gid as u32,
+            from_miss,
+        };
+        let held = |gid: u64| Held::Write {
+            gid,
+            crc: gid as u32,
+        };
+        l.ack(0, ack(1, false));
+        l.ack(0, ack(2, false));
+        let plain = l.sessions[0].expect_at_end().unwrap();
+        assert!(plain.accepts(&held(2)) && !plain.accepts(&held(1)));
+        l.ack(0, ack(3, true)); // read nothing although 2 was acknowledged
+        l.ack(0, ack(4, false));
+        let forked = l.sessions[0].expect_at_end().unwrap();
+        assert!(l.sessions[0].forked());
+        assert!(forked.accepts(&held(4)) && forked.accepts(&held(2)));
+        assert!(!forked.accepts(&held(1)), "older than the fork");
+        assert!(
+            !forked.accepts(&Held::Write { gid: 2, crc: 7 }),
+            "not whole"
+        );
+        assert!(!forked.accepts(&Held::Absent));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::{Artifacts, Cluster, Setup};
 use faults::{FaultKind, Rng, KILL_DONE, KILL_REQUESTED};
-use ledger::{quantile, Ack, Held, Ledger, ReadKind, ReadStats, Where};
+use ledger::{quantile, Ack, Expect, Held, Ledger, ReadKind, ReadStats, Where};
 use replicas::{not_held, Replica};
 use worker::{PhpWorker, Reply};
 
@@ -346,7 +346,7 @@ fn time_to_whole(
     loop {
         for (replica, wanted) in replicas.iter_mut().zip(pending.iter_mut()) {
             if !wanted.is_empty() {
-                *wanted = not_held(replica, wanted)
+                *wanted = not_held(replica, wanted, |ack, held| held.has(ack))
                     .into_iter()
                     .map(|(id, ack, _)| (id, ack))
                     .collect();
@@ -425,9 +425,9 @@ fn writer(shared: &Shared, i: usize) {
             &format!("W {id} {gid} {len} {}", u8::from(kill)),
             REQUEST_TIMEOUT,
         );
-        let took = ledger::ms(started.elapsed());
+        let took = started.elapsed().as_micros() as u64;
         let mut ledger = shared.ledger();
-        ledger.write_ms.push(took);
+        ledger.write_us.push(took);
         ledger.sessions[s].busy = false;
         ledger.sessions[s].last_write_end = Some(Instant::now());
         match answer {
@@ -455,6 +455,8 @@ fn writer(shared: &Shared, i: usize) {
                         ledger.php_write_us.push(php_us);
                         ledger.judge_read(s, i, ReadKind::ReadModifyWrite, started, seen);
                         if acked {
+                            let from_miss =
+                                seen.gid == 0 && ledger.sessions[s].acked_by(started).is_some();
                             let at = Instant::now();
                             ledger.ack(
                                 s,
@@ -464,6 +466,7 @@ fn writer(shared: &Shared, i: usize) {
                                     at,
                                     len,
                                     crc,
+                                    from_miss,
                                 },
                             );
                         } else {
@@ -520,9 +523,9 @@ fn reader(shared: &Shared, i: usize) {
         };
         let started = Instant::now();
         let answer = php.request(&format!("R {id}"), REQUEST_TIMEOUT);
-        let took = ledger::ms(started.elapsed());
+        let took = started.elapsed().as_micros() as u64;
         let mut ledger = shared.ledger();
-        ledger.read_ms.push(took);
+        ledger.read_us.push(took);
         match answer {
             Ok((Reply::Read { ok, seen, php_us }, printed)) => {
                 ledger.php_read_us.push(php_us);
@@ -547,16 +550,19 @@ fn reader(shared: &Shared, i: usize) {
     }
 }
 
-/// Every session's last acknowledged write, read through PHP on host `i`:
-/// the sessions it did not return whole (or newer).
-fn php_read_all(shared: &Shared, i: usize, wanted: &[(String, Ack)]) -> Vec<String> {
+/// Every session read through PHP on host `i`: those it did not return as
+/// expected at the end.
+fn php_read_all(shared: &Shared, i: usize, wanted: &[(String, Expect)]) -> Vec<String> {
     let mut php = shared.spawn_worker(i, "check");
     let mut bad = Vec::new();
-    for (id, ack) in wanted {
+    for (id, expect) in wanted {
         match php.request(&format!("R {id}"), REQUEST_TIMEOUT) {
             Ok((Reply::Read { ok: true, seen, .. }, _))
-                if seen.gid > ack.gid || (seen.gid == ack.gid && seen.crc == ack.crc) => {}
-            Ok((reply, _)) => bad.push(format!("{id}: {reply:?}, want write {}", ack.gid)),
+                if expect.accepts(&Held::Write {
+                    gid: seen.gid,
+                    crc: seen.crc,
+                }) => {}
+            Ok((reply, _)) => bad.push(format!("{id}: {reply:?}, want write {}", expect.last.gid)),
             Err(gone) => {
                 bad.push(format!("{id}: {}", gone.0));
                 php = shared.spawn_worker(i, "check");
@@ -578,18 +584,19 @@ fn finish(
     let hosts = config.hosts as usize;
     // Settle: faults and writers have stopped.
     let ledger = shared.ledger();
-    let final_acks: Vec<(String, Ack)> = ledger
+    let final_acks: Vec<(String, Expect)> = ledger
         .sessions
         .iter()
-        .filter_map(|s| s.last_ack().map(|a| (s.id.clone(), *a)))
+        .filter_map(|s| s.expect_at_end().map(|e| (s.id.clone(), e)))
         .collect();
+    let forked = ledger.sessions.iter().filter(|s| s.forked()).count();
     drop(ledger);
-    let wanted: Vec<(&str, Ack)> = final_acks.iter().map(|(id, a)| (id.as_str(), *a)).collect();
+    let wanted: Vec<(&str, &Expect)> = final_acks.iter().map(|(id, e)| (id.as_str(), e)).collect();
     let settle_began = Instant::now();
-    let mut missing: Vec<Vec<(&str, Ack, Held)>> = vec![Vec::new(); hosts];
+    let mut missing: Vec<Vec<(&str, &Expect, Held)>> = vec![Vec::new(); hosts];
     let settled = crate::eventually(config.settle, || {
         for (replica, missing) in replicas.iter_mut().zip(missing.iter_mut()) {
-            *missing = not_held(replica, &wanted);
+            *missing = not_held(replica, &wanted, |e, held| e.accepts(held));
         }
         missing
             .iter()
@@ -778,8 +785,8 @@ fn finish(
     let _ = writeln!(
         t,
         "request time seen by the harness: read-modify-write {}; read-only {}",
-        q3(&ledger.write_ms, 1.0),
-        q3(&ledger.read_ms, 1.0)
+        q3(&ledger.write_us, 1000.0),
+        q3(&ledger.read_us, 1000.0)
     );
     let _ = writeln!(
         t,
@@ -830,12 +837,12 @@ fn finish(
             continue;
         }
         let mut how: BTreeMap<String, usize> = BTreeMap::new();
-        for (_, ack, held) in m {
+        for (_, expect, held) in m {
             let what = match held {
                 Held::Absent => "absent".to_string(),
                 Held::Tombstone => "tombstone".to_string(),
                 Held::Unreadable => "not a memcast session".to_string(),
-                Held::Write { gid, .. } if *gid == ack.gid => "other bytes".to_string(),
+                Held::Write { gid, .. } if *gid == expect.last.gid => "other bytes".to_string(),
                 Held::Write { .. } => "an older write".to_string(),
             };
             *how.entry(what).or_default() += 1;
@@ -896,7 +903,9 @@ fn finish(
     }
     let _ = writeln!(
         t,
-        "sessions whose replicas hold different writes at the end: {differing}"
+        "sessions whose replicas hold different writes at the end: {differing}; \
+         sessions forked by a write that began from a miss of an acknowledged session: {forked} \
+         (either side of the fork is accepted at the end)"
     );
     let rss: Vec<String> = (0..hosts)
         .map(|i| format!("host{} {:.1} MB", i + 1, kb(i) as f64 / 1024.0))

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use super::ledger::{Ack, Held};
+use super::ledger::Held;
 
 /// One connection to one memcached, made again after any error (the
 /// memcached was restarted, the link is down).
@@ -111,17 +111,21 @@ pub fn key_of(id: &str) -> String {
     format!("memcast.sess.{id}")
 }
 
-/// Of `wanted` (session id, write), those `replica` does not hold: whole,
-/// or a newer write. An unreachable replica holds nothing.
-pub fn not_held<'a>(replica: &mut Replica, wanted: &[(&'a str, Ack)]) -> Vec<(&'a str, Ack, Held)> {
+/// Of `wanted` (session id, what it must hold), those `replica` does not
+/// hold acceptably (`accepts`). An unreachable replica holds nothing.
+pub fn not_held<'a, W: Copy>(
+    replica: &mut Replica,
+    wanted: &[(&'a str, W)],
+    accepts: impl Fn(&W, &Held) -> bool,
+) -> Vec<(&'a str, W, Held)> {
     let keys: Vec<String> = wanted.iter().map(|(id, _)| key_of(id)).collect();
     let values = replica.get_many(&keys).unwrap_or_default();
     wanted
         .iter()
         .zip(&keys)
-        .filter_map(|((id, ack), key)| {
+        .filter_map(|((id, want), key)| {
             let held = Held::of(values.get(key).map(|v| v.as_slice()));
-            (!held.has(ack)).then_some((*id, *ack, held))
+            (!accepts(want, &held)).then_some((*id, *want, held))
         })
         .collect()
 }
