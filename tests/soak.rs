@@ -7,7 +7,9 @@
 //! `SOAK_SECONDS` (default 90) per setup, `SOAK_SEED` (hex) replays the
 //! faults. Needs root and `make build`; run under the namespace lock:
 //! `flock /tmp/memcast-netns.lock cargo test --release --test soak -- --test-threads=1 --nocapture`.
-//! The summary is printed and written to `target/soak-<setup>.txt`.
+//! The summary is printed and written to `target/soak-<setup>.txt`, every
+//! log of the run (memcastd, PHP's stderr, the soak's events) copied to
+//! `target/soak-<setup>-logs/`.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -24,7 +26,8 @@ fn soak(setup: Setup) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     require_root("the fault soak (network namespaces)");
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let config = SoakConfig::from_env(setup);
+    let mut config = SoakConfig::from_env(setup);
+    config.keep_logs = Some(workspace.join(format!("target/soak-{}-logs", setup.name())));
     println!(
         "soak {}: {} s of faults, seed {:x}",
         setup.name(),

@@ -50,6 +50,8 @@ pub struct SoakConfig {
     pub handoff: f64,
     pub memcastd_args: Vec<String>,
     pub php_ini: Vec<(String, String)>,
+    /// Where to copy every log of the run (memcastd, PHP, the soak's events).
+    pub keep_logs: Option<PathBuf>,
 }
 
 /// A session moves to another host only this long after its last write, as
@@ -100,6 +102,7 @@ impl SoakConfig {
             // A killed worker's lock frees after 3 s (php-fpm's would after
             // max_execution_time).
             php_ini: vec![("memcast.lock_expire".into(), "3".into())],
+            keep_logs: None,
         }
     }
 }
@@ -142,9 +145,21 @@ pub struct Shared {
     pace: Duration,
     handoff: f64,
     seed: u64,
+    /// Timestamped events (faults, lost workers) for the kept logs.
+    events: Mutex<Vec<String>>,
+    t0: Mutex<Instant>,
 }
 
 impl Shared {
+    fn event(&self, what: String) {
+        let t0 = *self.t0.lock().unwrap_or_else(|e| e.into_inner());
+        let line = format!("{:+9.3} s  {what}", signed_secs(Instant::now(), t0));
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line);
+    }
+
     fn cluster(&self) -> RwLockWriteGuard<'_, Cluster> {
         self.cluster.write().unwrap_or_else(|e| e.into_inner())
     }
@@ -245,6 +260,8 @@ pub fn run(config: &SoakConfig, artifacts: Artifacts) -> SoakReport {
         pace: config.pace,
         handoff: config.handoff,
         seed: config.seed,
+        events: Mutex::new(Vec::new()),
+        t0: Mutex::new(Instant::now()),
     };
     let mut replicas: Vec<Replica> = addrs.into_iter().map(Replica::new).collect();
     let mut faults = Vec::new();
@@ -275,6 +292,7 @@ pub fn run(config: &SoakConfig, artifacts: Artifacts) -> SoakReport {
         shared.running.store(true, Ordering::SeqCst);
         let started = Instant::now();
         t0 = started;
+        *shared.t0.lock().unwrap_or_else(|e| e.into_inner()) = started;
         let mut rng = Rng::new(config.seed);
         // Every kind once first (in a seeded order), then at random.
         let mut first_round = FaultKind::ALL;
@@ -288,8 +306,14 @@ pub fn run(config: &SoakConfig, artifacts: Artifacts) -> SoakReport {
             let host = rng.below(hosts);
             let at = started.elapsed();
             let fault_began = Instant::now();
+            shared.event(format!("fault {} on host {} begins", kind.name(), host + 1));
             let detail = faults::inject(&shared, kind, host, &mut rng);
             let lasted = fault_began.elapsed();
+            shared.event(format!(
+                "fault {} on host {} over: {detail}",
+                kind.name(),
+                host + 1
+            ));
             let snapshot = shared.ledger().snapshot();
             let whole_after = time_to_whole(&shared, &mut replicas, &snapshot, config.whole_watch);
             println!(
@@ -453,7 +477,15 @@ fn writer(shared: &Shared, i: usize) {
                         ..
                     } => {
                         ledger.php_write_us.push(php_us);
+                        let before = ledger.stale_reads.len();
                         ledger.judge_read(s, i, ReadKind::ReadModifyWrite, started, seen);
+                        if ledger.stale_reads.len() > before {
+                            shared.event(format!(
+                                "host {} read-modify-write of {id} read write {} (stale)",
+                                i + 1,
+                                seen.gid
+                            ));
+                        }
                         if acked {
                             let from_miss =
                                 seen.gid == 0 && ledger.sessions[s].acked_by(started).is_some();
@@ -479,6 +511,7 @@ fn writer(shared: &Shared, i: usize) {
             Err(gone) => {
                 ledger.cut_short += 1;
                 ledger.warning(&format!("soak: writer lost: {}", gone.0));
+                shared.event(format!("host {} writer lost: {}", i + 1, gone.0));
                 drop(ledger);
                 php.kill();
                 php = shared.spawn_worker(i, "writer");
@@ -533,7 +566,15 @@ fn reader(shared: &Shared, i: usize) {
                     ledger.warning(w);
                 }
                 if ok {
+                    let before = ledger.stale_reads.len();
                     ledger.judge_read(s, i, ReadKind::ReadOnly, started, seen);
+                    if ledger.stale_reads.len() > before {
+                        shared.event(format!(
+                            "host {} read of {id} returned write {} (stale)",
+                            i + 1,
+                            seen.gid
+                        ));
+                    }
                 } else {
                     ledger.read_failed += 1;
                 }
@@ -541,6 +582,7 @@ fn reader(shared: &Shared, i: usize) {
             Ok(_) => ledger.warning("soak: a write answer to a read"),
             Err(gone) => {
                 ledger.warning(&format!("soak: reader lost: {}", gone.0));
+                shared.event(format!("host {} reader lost: {}", i + 1, gone.0));
                 drop(ledger);
                 php.kill();
                 php = shared.spawn_worker(i, "reader");
@@ -640,6 +682,9 @@ fn finish(
     }
     let (counters, _logs) = shared.cluster().stop_and_count_by_host();
     let logs = shared.cluster_read().logs();
+    if let Some(dir) = &config.keep_logs {
+        keep_logs(&shared, dir);
+    }
 
     let ledger = shared.ledger();
     let mut t = String::new();
@@ -989,6 +1034,26 @@ fn finish(
         writes_acked: ledger.writes_acked,
         sessions_lost: lost.len(),
         writer_host_stale: writer_host.stale,
+    }
+}
+
+/// Copies every log of the run (memcastd's, PHP's stderr, the soak's own
+/// events) to `dir`, replacing what an earlier run left there.
+fn keep_logs(shared: &Shared, dir: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let events = shared.events.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = std::fs::write(dir.join("soak-events.log"), events.join("\n") + "\n");
+    let from = shared.cluster_read().dir.path.clone();
+    for entry in std::fs::read_dir(from).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "log") {
+            if let Some(name) = path.file_name() {
+                let _ = std::fs::copy(&path, dir.join(name));
+            }
+        }
     }
 }
 

@@ -163,7 +163,10 @@ impl PhpWorker {
             let line = match self.lines.recv_timeout(left) {
                 Ok(l) => l,
                 Err(RecvTimeoutError::Timeout) => {
-                    return Err(Gone(format!("no answer to {line:?} in {within:?}")))
+                    return Err(Gone(format!(
+                        "no answer to {line:?} in {within:?}; blocked in: {}",
+                        blocked_in(self.pid())
+                    )))
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(Gone(format!("exited during {line:?}")))
@@ -191,6 +194,31 @@ impl Drop for PhpWorker {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Where each thread of a process waits (`/proc/PID/task/*/wchan`, and the
+/// syscall number), to tell a hung request's cause.
+fn blocked_in(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return "gone".into();
+    };
+    let mut out: Vec<String> = tasks
+        .filter_map(|t| t.ok())
+        .map(|t| {
+            let p = t.path();
+            let read = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default();
+            let comm = read("comm");
+            let syscall = read("syscall");
+            format!(
+                "{}:{} (syscall {})",
+                comm.trim(),
+                read("wchan").trim(),
+                syscall.split_whitespace().next().unwrap_or("?")
+            )
+        })
+        .collect();
+    out.sort();
+    out.join(", ")
 }
 
 fn parse(line: &str) -> Option<Reply> {
