@@ -458,6 +458,7 @@ fn writer(shared: &Shared, i: usize) {
             Ok((reply, printed)) => {
                 for w in &printed {
                     ledger.warning(w);
+                    shared.event(format!("host {} PHP printed: {w}", i + 1));
                 }
                 match reply {
                     Reply::Holding => {
@@ -564,6 +565,7 @@ fn reader(shared: &Shared, i: usize) {
                 ledger.php_read_us.push(php_us);
                 for w in &printed {
                     ledger.warning(w);
+                    shared.event(format!("host {} PHP printed: {w}", i + 1));
                 }
                 if ok {
                     let before = ledger.stale_reads.len();
