@@ -142,7 +142,7 @@ fn evicting_memcached(tag: &str, minimal: bool) {
     let n = 6000;
     let mut cluster = cluster(tag, minimal);
     // Host 2's memcached is too small for the sessions: it evicts.
-    cluster.restart_memcached_with(1, &["-m", "8", "-I", "1m"]);
+    cluster.restart_memcached_with_memory(1, 8);
     std::thread::sleep(Duration::from_secs(2));
     write_sessions(&cluster, tag, n);
     assert_eq!(wait_held(&cluster, &[0, 2], tag, n, false), [n, n]);

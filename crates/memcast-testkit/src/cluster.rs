@@ -27,6 +27,38 @@ pub enum Transport {
     Tcp,
 }
 
+/// The two setups the README documents ("Running a cluster").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Setup {
+    pub publish: Publish,
+    /// memcastd serves repairs and snapshots (`--listen`) and knows its
+    /// peers (`--peer`): resyncs, warm-up, anti-entropy.
+    pub repair: bool,
+}
+
+impl Setup {
+    /// PHP publishes straight to the group; memcastd only subscribes.
+    pub const MINIMAL: Setup = Setup {
+        publish: Publish::Direct,
+        repair: false,
+    };
+    /// The host relay, `--listen` and `--peer`.
+    pub const RECOMMENDED: Setup = Setup {
+        publish: Publish::Relay,
+        repair: true,
+    };
+
+    pub fn name(&self) -> String {
+        match (self.publish, self.repair) {
+            (Publish::Direct, false) => "minimal".into(),
+            (Publish::Relay, true) => "recommended".into(),
+            (publish, repair) => {
+                format!("{publish:?}{}", if repair { "+peers" } else { "" }).to_lowercase()
+            }
+        }
+    }
+}
+
 /// The TCP fan-out port in TCP mode.
 pub const FANOUT_PORT: u16 = 5556;
 
@@ -70,13 +102,13 @@ pub struct Cluster {
     pub group: String,
     pub publish: Publish,
     pub transport: Transport,
+    /// memcastd listens for peers and is given every other host as `--peer`
+    /// (false only in [`Setup::MINIMAL`]).
+    pub repair: bool,
     /// Added to every memcastd's command line (tests and benchmarks tune it).
     pub memcastd_args: Vec<String>,
     /// Added to every PHP command line as `-d name=value`.
     pub php_ini: Vec<(String, String)>,
-    /// memcastd serves repairs (`--listen`) and knows its peers (`--peer`);
-    /// false for the README's minimal setup.
-    pub peers: bool,
     pub dir: TempDir,
     artifacts: Artifacts,
     // Dropped last: removes the namespaces and the bridge.
@@ -147,21 +179,30 @@ impl Cluster {
     /// The README's minimal setup: PHP publishes straight to the group,
     /// memcastd only subscribes (no relay, no `--listen`, no `--peer`).
     pub fn start_minimal(tag: &str, hosts: u8, artifacts: Artifacts) -> Cluster {
-        Cluster::start_full(
-            tag,
-            hosts,
-            Publish::Direct,
-            Transport::Pgm,
-            artifacts,
-            Vec::new(),
-            false,
-        )
+        Cluster::start_setup(tag, hosts, Setup::MINIMAL, artifacts, Vec::new())
     }
 
     /// TCP mode on a network without multicast (PHP hands frames to the
     /// host relay, which fans them out over TCP).
     pub fn start_tcp(tag: &str, hosts: u8, artifacts: Artifacts, args: Vec<String>) -> Cluster {
         Cluster::start_on(tag, hosts, Publish::Relay, Transport::Tcp, artifacts, args)
+    }
+
+    /// One of the README's setups, with extra memcastd arguments.
+    pub fn start_setup(
+        tag: &str,
+        hosts: u8,
+        setup: Setup,
+        artifacts: Artifacts,
+        memcastd_args: Vec<String>,
+    ) -> Cluster {
+        Cluster::start_full(
+            tag,
+            hosts,
+            (setup.publish, Transport::Pgm, setup.repair),
+            artifacts,
+            memcastd_args,
+        )
     }
 
     fn start_on(
@@ -175,22 +216,18 @@ impl Cluster {
         Cluster::start_full(
             tag,
             hosts,
-            publish,
-            transport,
+            (publish, transport, true),
             artifacts,
             memcastd_args,
-            true,
         )
     }
 
     fn start_full(
         tag: &str,
         hosts: u8,
-        publish: Publish,
-        transport: Transport,
+        (publish, transport, repair): (Publish, Transport, bool),
         artifacts: Artifacts,
         memcastd_args: Vec<String>,
-        peers: bool,
     ) -> Cluster {
         let mut net = Network::new(tag);
         let dir = TempDir::new(tag);
@@ -234,9 +271,9 @@ impl Cluster {
             group,
             publish,
             transport,
+            repair,
             memcastd_args,
             php_ini: Vec::new(),
-            peers,
             dir,
             artifacts,
             net,
@@ -317,7 +354,7 @@ impl Cluster {
             .arg(self.key_file_of(i))
             .arg("--accept-key-file")
             .arg(self.accept_key_file_of(i));
-        if self.peers {
+        if self.repair {
             d.args(["--listen", &self.repair_addr(i)]);
         }
         // Quick defaults for tests; `memcastd_args` may set any of them
@@ -339,23 +376,28 @@ impl Cluster {
                 d.args(["--publish", &epgm]);
             }
         }
-        for j in (0..self.sites.len()).filter(|&j| j != i && self.peers) {
+        for j in (0..self.sites.len()).filter(|&j| j != i && self.repair) {
             d.args(["--peer", &self.repair_addr(j)]);
         }
         d.stdout(Stdio::null()).stderr(log);
         self.sites[i].memcastd = Some(Proc::spawn("memcastd", &mut d));
-        let started = if self.peers {
-            wait_for_tcp(&self.repair_addr(i), Duration::from_secs(5))
-        } else {
-            eventually(Duration::from_secs(5), || {
-                std::fs::read_to_string(&log_path)
-                    .ok()
-                    .filter(|l| l.contains("memcastd started"))
-            })
-            .is_some()
-        };
+        if !self.repair {
+            // Nothing to connect to: it is up when it has not exited at once.
+            std::thread::sleep(Duration::from_millis(200));
+            let running = self.sites[i]
+                .memcastd
+                .as_mut()
+                .is_some_and(|p| p.is_running());
+            assert!(
+                running,
+                "memcastd on host {} exited; log:\n{}",
+                i + 1,
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+            return;
+        }
         assert!(
-            started,
+            wait_for_tcp(&self.repair_addr(i), Duration::from_secs(5)),
             "memcastd on host {} did not listen; log:\n{}",
             i + 1,
             std::fs::read_to_string(&log_path).unwrap_or_default()
@@ -621,5 +663,18 @@ impl Cluster {
     /// The second key file host `i` accepts (at first the same key).
     pub fn accept_key_file_of(&self, i: usize) -> PathBuf {
         self.dir.path.join(format!("host{}.accept", i + 1))
+    }
+
+    /// kill -9 host `i`'s memcached and start it again, empty, with
+    /// `memory_mb` of memory (`-m`) instead of the tests' 1 GB: a small one
+    /// evicts.
+    pub fn restart_memcached_with_memory(&mut self, i: usize, memory_mb: u32) {
+        // memcached takes the last of repeated options.
+        self.restart_memcached_with(i, &["-m", &memory_mb.to_string()]);
+    }
+
+    /// Host `i`'s memcached address, as the other hosts and the test reach it.
+    pub fn memcached_addr(&self, i: usize) -> String {
+        format!("{}:11211", self.sites[i].host.addr)
     }
 }

@@ -4,6 +4,7 @@
 //! fails.
 
 pub mod cluster;
+pub mod soak;
 pub mod web;
 
 use std::io::{Read, Write};
