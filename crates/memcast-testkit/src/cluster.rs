@@ -27,7 +27,8 @@ pub enum Transport {
     Tcp,
 }
 
-/// The two setups the README documents ("Running a cluster").
+/// The setups the README documents ("Running a cluster"), and the bare
+/// one it warns about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Setup {
     pub publish: Publish,
@@ -37,8 +38,15 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// PHP publishes straight to the group; memcastd only subscribes.
+    /// PHP publishes straight to the group; memcastd subscribes, serves
+    /// repairs and snapshots and knows its peers.
     pub const MINIMAL: Setup = Setup {
+        publish: Publish::Direct,
+        repair: true,
+    };
+    /// PHP publishes straight to the group; memcastd only subscribes (no
+    /// `--listen`, no `--peer`): nothing refills or repairs a host.
+    pub const BARE: Setup = Setup {
         publish: Publish::Direct,
         repair: false,
     };
@@ -50,7 +58,8 @@ impl Setup {
 
     pub fn name(&self) -> String {
         match (self.publish, self.repair) {
-            (Publish::Direct, false) => "minimal".into(),
+            (Publish::Direct, true) => "minimal".into(),
+            (Publish::Direct, false) => "bare".into(),
             (Publish::Relay, true) => "recommended".into(),
             (publish, repair) => {
                 format!("{publish:?}{}", if repair { "+peers" } else { "" }).to_lowercase()
@@ -176,10 +185,10 @@ impl Cluster {
         )
     }
 
-    /// The README's minimal setup: PHP publishes straight to the group,
-    /// memcastd only subscribes (no relay, no `--listen`, no `--peer`).
-    pub fn start_minimal(tag: &str, hosts: u8, artifacts: Artifacts) -> Cluster {
-        Cluster::start_setup(tag, hosts, Setup::MINIMAL, artifacts, Vec::new())
+    /// [`Setup::BARE`]: PHP publishes straight to the group, memcastd only
+    /// subscribes (no relay, no `--listen`, no `--peer`).
+    pub fn start_bare(tag: &str, hosts: u8, artifacts: Artifacts) -> Cluster {
+        Cluster::start_setup(tag, hosts, Setup::BARE, artifacts, Vec::new())
     }
 
     /// TCP mode on a network without multicast (PHP hands frames to the
