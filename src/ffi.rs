@@ -186,6 +186,11 @@ extern "C" fn minfo(module: *mut ModuleEntry) {
         row("Write failures", &c.write_failures.to_string());
         row("Frames published", &c.published.to_string());
         row("Publish drops", &c.publish_drops.to_string());
+        row("Dropped sessions sent again", &c.resent.to_string());
+        row(
+            "Dropped sessions not remembered (over 1024)",
+            &c.unsent_forgotten.to_string(),
+        );
         row("Lock waits", &c.lock_waits.to_string());
         row("Lock failures", &c.lock_failures.to_string());
         row("Lock wait total (ms)", &c.lock_wait_ms_total.to_string());

@@ -21,6 +21,17 @@ use memcast_core::{
 /// Dropped frames are warned about at most this often per process.
 const DROP_WARNING_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Sessions whose dropped frames a process remembers, to send them again.
+const MAX_UNSENT: usize = 1024;
+
+/// A write whose frame the publisher did not take.
+#[derive(Debug)]
+struct Unsent {
+    key: Vec<u8>,
+    op: Op,
+    ttl: u64,
+}
+
 /// How long a destroyed session's tombstone blocks late, older writes.
 pub const TOMBSTONE_TTL: u64 = 300;
 
@@ -41,6 +52,10 @@ pub struct Counters {
     pub write_failures: u64,
     pub published: u64,
     pub publish_drops: u64,
+    /// Sessions sent again (as stored now) after their frame was dropped.
+    pub resent: u64,
+    /// Dropped frames not remembered for sending again (over [`MAX_UNSENT`]).
+    pub unsent_forgotten: u64,
     pub lock_waits: u64,
     pub lock_failures: u64,
     pub lock_wait_ms_total: u64,
@@ -155,6 +170,8 @@ pub struct SessionStore {
     clock: Hlc,
     keys: Option<LoadedKeys>,
     publisher: Option<(String, Result<Publisher, String>)>,
+    /// Writes whose frames were dropped, sent again once sending works.
+    unsent: Vec<Unsent>,
     warned: Vec<String>,
     last_drop_warning: Option<Instant>,
     pending_warning: Option<String>,
@@ -184,6 +201,7 @@ impl SessionStore {
             clock,
             keys: None,
             publisher: None,
+            unsent: Vec::new(),
             warned: Vec::new(),
             last_drop_warning: None,
             pending_warning: None,
@@ -716,14 +734,64 @@ impl SessionStore {
         format!("no memcached server accepted it ({})", parts.join("; "))
     }
 
+    /// Publishes one write. A frame the publisher could not take (the relay
+    /// away, a full send queue) is remembered by its key, and once sending
+    /// works again the session as stored now is sent again: a write is never
+    /// left unreplicated just because it happened while memcastd restarted.
     fn publish(&mut self, op: Op, key: Vec<u8>, value: Vec<u8>, ttl: u64, version: Version) {
-        let Some(config) = &self.config else { return };
-        let Some(endpoint) = config.publish.clone() else {
+        if self
+            .config
+            .as_ref()
+            .and_then(|c| c.publish.as_ref())
+            .is_none()
+        {
             return;
+        }
+        match self.send_frame(op, key.clone(), value, ttl, version) {
+            Ok(()) => {
+                self.counters.published += 1;
+                if !self.unsent.is_empty() {
+                    self.send_unsent();
+                }
+            }
+            Err(e) => {
+                self.counters.publish_drops += 1;
+                self.remember_unsent(Unsent { key, op, ttl });
+                // At most one warning per process per interval: an
+                // absent memcastd must not flood the log.
+                let due = self
+                    .last_drop_warning
+                    .is_none_or(|t| t.elapsed() >= DROP_WARNING_EVERY);
+                if let (true, Some(e)) = (due, e) {
+                    self.last_drop_warning = Some(Instant::now());
+                    self.pending_warning = Some(format!(
+                        "{e} (the session is stored locally and is sent again once the publisher takes frames; {} frames dropped by this process so far)",
+                        self.counters.publish_drops
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Seals and sends one frame; `Err(None)` when there is nothing to send
+    /// with (no usable key, a publisher that failed to connect: warned about
+    /// elsewhere), `Err(Some(why))` when the publisher refused it.
+    fn send_frame(
+        &mut self,
+        op: Op,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        ttl: u64,
+        version: Version,
+    ) -> Result<(), Option<String>> {
+        let Some(config) = &self.config else {
+            return Err(None);
+        };
+        let Some(endpoint) = config.publish.clone() else {
+            return Err(None);
         };
         let Some(Ok(keyring)) = self.keys.as_ref().map(|k| &k.keys) else {
-            self.counters.publish_drops += 1;
-            return;
+            return Err(None);
         };
         let frame = Frame {
             op,
@@ -755,25 +823,60 @@ impl SessionStore {
             self.publisher = Some((endpoint, connected));
         }
         match &self.publisher {
-            Some((_, Ok(p))) => match p.send(&bytes) {
-                Ok(()) => self.counters.published += 1,
-                Err(e) => {
-                    self.counters.publish_drops += 1;
-                    // At most one warning per process per interval: an
-                    // absent memcastd must not flood the log.
-                    let due = self
-                        .last_drop_warning
-                        .is_none_or(|t| t.elapsed() >= DROP_WARNING_EVERY);
-                    if due {
-                        self.last_drop_warning = Some(Instant::now());
-                        self.pending_warning = Some(format!(
-                            "{e} (the session is stored locally; {} frames dropped by this process so far)",
-                            self.counters.publish_drops
-                        ));
-                    }
+            Some((_, Ok(p))) => p.send(&bytes).map_err(|e| Some(e.to_string())),
+            _ => Err(None),
+        }
+    }
+
+    fn remember_unsent(&mut self, entry: Unsent) {
+        if let Some(held) = self.unsent.iter_mut().find(|u| u.key == entry.key) {
+            // A create stays a create until it was sent.
+            let op = if held.op == Op::Create && entry.op != Op::Delete {
+                Op::Create
+            } else {
+                entry.op
+            };
+            *held = Unsent { op, ..entry };
+        } else if self.unsent.len() < MAX_UNSENT {
+            self.unsent.push(entry);
+        } else {
+            // Beyond this, peers' snapshot of a restarted relay and
+            // anti-entropy are what catch up.
+            self.counters.unsent_forgotten += 1;
+        }
+    }
+
+    /// Sends again, as stored now, the sessions whose frames were dropped.
+    fn send_unsent(&mut self) {
+        let mut todo = std::mem::take(&mut self.unsent).into_iter();
+        while let Some(entry) = todo.next() {
+            let raw = self
+                .list
+                .candidates(Instant::now())
+                .into_iter()
+                .find_map(|i| self.servers[i].get(&entry.key).ok());
+            let Some(raw) = raw else {
+                self.unsent.push(entry); // no server answered: later
+                continue;
+            };
+            // Gone since (expired, evicted): nothing to send.
+            let Some(stored) = raw.as_deref().and_then(StoredValue::parse) else {
+                continue;
+            };
+            let (op, value) = match (stored.tombstone, entry.op) {
+                (true, _) => (Op::Delete, Vec::new()),
+                (false, Op::Create) => (Op::Create, stored.data.to_vec()),
+                (false, _) => (Op::Set, stored.data.to_vec()),
+            };
+            let sent = self.send_frame(op, entry.key.clone(), value, entry.ttl, stored.version);
+            match sent {
+                Ok(()) => self.counters.resent += 1,
+                Err(_) => {
+                    self.unsent.push(entry);
+                    self.unsent.extend(todo);
+                    return;
                 }
-            },
-            _ => self.counters.publish_drops += 1,
+            }
         }
     }
 

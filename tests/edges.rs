@@ -192,3 +192,44 @@ fn an_evicting_memcached_never_lets_an_empty_session_replace_the_real_one_withou
 fn an_evicting_memcached_never_lets_an_empty_session_replace_the_real_one_recommended_setup() {
     evicting_memcached("er", false);
 }
+
+/// Writes made on host 2 while its memcastd (the host relay) is killed and
+/// restarted reach every host, with anti-entropy and periodic resyncs out of
+/// the way: PHP remembers what its relay did not take and sends those
+/// sessions again once it takes frames; peers pull a snapshot from the
+/// restarted relay for what was written before that.
+#[test]
+fn writes_made_while_the_relay_restarts_reach_every_host() {
+    memcast_testkit::require_root("the edge tests (network namespaces)");
+    let args = ["--anti-entropy-interval", "0", "--resync-interval", "300"]
+        .map(String::from)
+        .to_vec();
+    let mut cluster = Cluster::start_with("mr", 3, Publish::Relay, artifacts(), args);
+    let n = 800;
+    let writer = cluster.spawn_php(
+        1,
+        &memcast_testkit::cluster::unique_writes("mr", 2, n, 4_000),
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    cluster.kill_memcastd(1);
+    std::thread::sleep(Duration::from_millis(1500));
+    cluster.start_memcastd(1);
+    let written = memcast_testkit::cluster::finish_writers(vec![writer]);
+    assert_eq!(written, n, "every write is stored locally");
+    let held = |at: usize| {
+        (0..n)
+            .filter(|i| {
+                cluster
+                    .raw(at, &format!("memcast.sess.mr2-{i}"))
+                    .is_some_and(|raw| raw.ends_with(format!("i|i:{i};host|i:2;").as_bytes()))
+            })
+            .count()
+    };
+    let counts = eventually(Duration::from_secs(10), || {
+        let c = [held(0), held(1), held(2)];
+        (c == [n, n, n]).then_some(c)
+    })
+    .unwrap_or_else(|| [held(0), held(1), held(2)]);
+    println!("{n} writes on host 2 across its relay's restart; held on hosts 1-3: {counts:?}");
+    assert_eq!(counts, [n, n, n], "{}", cluster.logs());
+}

@@ -30,7 +30,7 @@ var_dump(mc_get($mc['port'], 'memcast.sess.relayabsent0000000000000000000' . '4'
 unlink($key);
 ?>
 --EXPECTF--
-Warning: session_write_close(): memcast: ipc://%s did not take the frame within 30 ms: frame dropped (the session is stored locally; 1 frames dropped by this process so far) in Command line code on line %d
+Warning: session_write_close(): memcast: ipc://%s did not take the frame within 30 ms: frame dropped (the session is stored locally and is sent again once the publisher takes frames; 1 frames dropped by this process so far) in Command line code on line %d
 bool(true)
 bool(true)
 bool(true)
