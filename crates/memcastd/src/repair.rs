@@ -39,6 +39,12 @@ const PROGRESS_EVERY: u64 = 10_000;
 /// Anti-entropy leaves out writes younger than this: they may still be on
 /// their way, and are not a difference yet.
 const ANTI_ENTROPY_SETTLE_MS: u64 = 5_000;
+/// Frames lost from an origin without a ring are looked for by comparing
+/// digests this long after the loss was noticed (past the settle time, so
+/// the lost writes are compared)...
+const LOST_SETTLE: Duration = Duration::from_millis(ANTI_ENTROPY_SETTLE_MS + 500);
+/// ...and such comparisons are this far apart at least.
+const COMPARE_SPACING: Duration = Duration::from_secs(10);
 
 pub enum Job {
     Repair(Missing),
@@ -139,6 +145,10 @@ struct Todo {
     /// Per silent (origin, epoch): the last sequence number held, and where
     /// to ask.
     catch_ups: HashMap<(u64, u64), (u64, String)>,
+    /// Frames were lost from an origin that serves no repairs (a PHP
+    /// process publishing directly), first noticed then: digests are
+    /// compared with every peer once those writes have settled.
+    compare_since: Option<Instant>,
 }
 
 impl Todo {
@@ -148,6 +158,7 @@ impl Todo {
             && self.pulls.is_empty()
             && !self.warm_up
             && self.catch_ups.is_empty()
+            && self.compare_since.is_none()
     }
 
     fn add(&mut self, job: Job) {
@@ -168,7 +179,7 @@ impl Todo {
                     .or_insert(m);
             }
             Job::Repair(_) => {
-                self.need_resync("frames lost from an origin that serves no repairs", true)
+                self.compare_since.get_or_insert_with(Instant::now);
             }
             Job::Resync(reason) => self.need_resync(&reason, false),
             Job::WarmUp => self.warm_up = true,
@@ -228,6 +239,7 @@ impl RepairWorker {
         let mut next_repair = Instant::now();
         let anti_entropy = !self.anti_entropy_interval.is_zero() && !self.peers.is_empty();
         let mut next_anti_entropy = Instant::now() + self.anti_entropy_interval;
+        let mut next_compare = Instant::now();
         // Per (origin, epoch), the highest sequence number caught up: a
         // request sent before the receive loop heard of the last answer
         // does not fetch the same frames again.
@@ -243,7 +255,10 @@ impl RepairWorker {
             } else if todo.warm_up {
                 Duration::from_millis(100)
             } else if todo.ranges.is_empty() && todo.resync.is_none() {
-                idle
+                match todo.compare_since {
+                    Some(_) => idle.min(Duration::from_millis(200)),
+                    None => idle,
+                }
             } else {
                 Duration::from_millis(20)
             };
@@ -306,6 +321,19 @@ impl RepairWorker {
                             todo.need_resync("a repair failed", false);
                         }
                     }
+                }
+            }
+            if let Some(since) = todo.compare_since {
+                if !anti_entropy {
+                    todo.compare_since = None;
+                    todo.need_resync("frames lost from an origin that serves no repairs", true);
+                } else if since.elapsed() >= LOST_SETTLE && Instant::now() >= next_compare {
+                    // What an origin without a ring lost, every peer that
+                    // received it holds: only the buckets that differ move.
+                    todo.compare_since = None;
+                    self.anti_entropy(&mut mc);
+                    next_compare = Instant::now() + COMPARE_SPACING;
+                    next_anti_entropy = Instant::now() + self.anti_entropy_interval;
                 }
             }
             if anti_entropy && Instant::now() >= next_anti_entropy {
@@ -648,5 +676,45 @@ impl RepairWorker {
             return Ok(());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn missing(repair_addr: Option<&str>) -> Missing {
+        Missing {
+            origin: 7,
+            epoch: 1,
+            from: 3,
+            to: 5,
+            repair_addr: repair_addr.map(String::from),
+        }
+    }
+
+    #[test]
+    fn frames_lost_from_an_origin_without_a_ring_are_looked_for_by_digests_not_a_resync() {
+        let mut todo = Todo::default();
+        todo.add(Job::Repair(missing(None)));
+        assert!(todo.compare_since.is_some() && todo.resync.is_none());
+        assert!(!todo.is_empty(), "not settled until compared");
+        let first = todo.compare_since;
+        todo.add(Job::Repair(missing(None)));
+        assert_eq!(todo.compare_since, first, "the first loss sets the time");
+    }
+
+    #[test]
+    fn a_range_from_an_origin_with_a_ring_is_repaired_from_it() {
+        let mut todo = Todo::default();
+        todo.add(Job::Repair(missing(Some("10.0.0.1:7711"))));
+        todo.add(Job::Repair(Missing {
+            from: 9,
+            to: 12,
+            ..missing(Some("10.0.0.1:7711"))
+        }));
+        let merged = &todo.ranges[&(7, 1)];
+        assert_eq!((merged.from, merged.to), (3, 12));
+        assert!(todo.compare_since.is_none() && todo.resync.is_none());
     }
 }
