@@ -695,14 +695,23 @@ impl Daemon {
             .evictions
             .store(self.completeness.evictions(), Ordering::Relaxed);
         *self.shared.incomplete.lock() = self.completeness.reason().map(Reason::label);
-        if complete {
+        if complete && self.sentinel_set {
+            // Only extended, never recreated here: if memcached restarted
+            // since its stats were read, the sentinel is gone with the rest
+            // and the next check sees the restart.
+            match self.memcached.touch(WARM_SENTINEL, SENTINEL_TTL_S) {
+                Ok(true) => {}
+                Ok(false) => self.sentinel_set = false,
+                Err(e) => debug!("cannot refresh the warm sentinel: {e}"),
+            }
+        } else if complete {
             let stamp = unix_millis().to_string();
             match self
                 .memcached
                 .set(WARM_SENTINEL, stamp.as_bytes(), SENTINEL_TTL_S)
             {
                 Ok(_) => self.sentinel_set = true,
-                Err(e) => debug!("cannot refresh the warm sentinel: {e}"),
+                Err(e) => debug!("cannot set the warm sentinel: {e}"),
             }
         } else {
             self.delete_sentinel();
