@@ -44,7 +44,7 @@ pub enum Command {
         config: PathBuf,
     },
     /// Write a new random cluster key to FILE (mode 0600); refuses to
-    /// overwrite an existing file unless --force.
+    /// overwrite an existing file unless forced.
     Keygen {
         #[arg(value_name = "FILE")]
         file: PathBuf,
