@@ -69,7 +69,10 @@ static DEPS: Deps = Deps([
 macro_rules! ini_table {
     ($($i:literal)*) => {
         IniEntryDefs::new([
-            $(IniEntryDef::new(SETTINGS[$i].name, SETTINGS[$i].default, IniEntryPermission::All),)*
+            $(IniEntryDef {
+                on_modify: Some(on_modify_memcast_setting),
+                ..IniEntryDef::new(SETTINGS[$i].name, SETTINGS[$i].default, IniEntryPermission::All)
+            },)*
             IniEntryDef::end(),
         ])
     };
@@ -127,6 +130,10 @@ extern "C" fn minit(_type: i32, module_number: i32) -> i32 {
     }
     // SAFETY: as above; the function table is fully built at MINIT.
     unsafe { wrap_session_functions() };
+    // SAFETY: MINIT, single-threaded; the session module registered its
+    // INI entries before ours (declared dependency).
+    unsafe { wrap_save_path_on_modify() };
+    check_startup_save_path();
     SUCCESS
 }
 
@@ -134,6 +141,8 @@ extern "C" fn mshutdown(_type: i32, _module_number: i32) -> i32 {
     // SAFETY: MSHUTDOWN runs once, single-threaded, before the function
     // table is destroyed.
     unsafe { unwrap_session_functions() };
+    // SAFETY: as above; the session module's entries outlive ours.
+    unsafe { unwrap_save_path_on_modify() };
     let _ = catch_unwind(|| {
         if let Some(mut store) = STORE.lock().take() {
             store.shutdown();
@@ -357,6 +366,204 @@ unsafe fn unwrap_session_functions() {
             }
         }
     }
+}
+
+// --------------------------------------------- settings checked when set ---
+//
+// PHP calls an INI entry's on_modify with every new value: php.ini and -d at
+// start-up, ini_set(), php_value. Returning FAILURE keeps the value it had
+// (at start-up: the default) and makes ini_set() return false; the warning
+// says which value was refused and why, so a bad php.ini line shows at
+// start-up instead of at every session_start().
+
+const ZEND_INI_STAGE_STARTUP: c_int = 1;
+const E_NOTICE_LEVEL: c_int = 8;
+const INI_SUCCESS: c_int = 0;
+const INI_FAILURE: c_int = -1;
+
+type OnModify = unsafe extern "C" fn(
+    *mut ext_php_rs::ffi::zend_ini_entry,
+    *mut ext_php_rs::ffi::zend_string,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    c_int,
+) -> c_int;
+
+/// A PHP string's bytes as text.
+unsafe fn zstr_text(s: *const ext_php_rs::ffi::zend_string) -> String {
+    // SAFETY: the engine's zend_string and ext-php-rs's are the same C struct.
+    String::from_utf8_lossy(unsafe { zstr_bytes(s.cast()) }).into_owned()
+}
+
+fn php_message(level: c_int, message: &str) {
+    let message = cstring(&format!("memcast: {message}"));
+    // SAFETY: a "%s" format with one NUL-terminated argument.
+    unsafe { php_error_docref(ptr::null(), level, c"%s".as_ptr(), message.as_ptr()) };
+}
+
+unsafe extern "C" fn on_modify_memcast_setting(
+    entry: *mut ext_php_rs::ffi::zend_ini_entry,
+    new_value: *mut ext_php_rs::ffi::zend_string,
+    _: *mut c_void,
+    _: *mut c_void,
+    _: *mut c_void,
+    stage: c_int,
+) -> c_int {
+    if entry.is_null() {
+        return INI_FAILURE;
+    }
+    // SAFETY: the engine passes its live entry and the new value (or null).
+    let (name, value, current) = unsafe {
+        (
+            zstr_text((*entry).name),
+            zstr_text(new_value),
+            zstr_text((*entry).value),
+        )
+    };
+    let verdict = catch_unwind(|| {
+        let name = cstring(&name);
+        memcast_core::ini::check(&name, &value).map_err(|e| {
+            let kept = if stage == ZEND_INI_STAGE_STARTUP {
+                format!(
+                    "the default {:?} is used",
+                    memcast_core::ini::default_of(&name)
+                )
+            } else {
+                format!("it stays {current:?}")
+            };
+            format!("{e}; {kept}")
+        })
+    });
+    match verdict {
+        Ok(Ok(())) => INI_SUCCESS,
+        Ok(Err(e)) => {
+            php_message(E_WARNING as c_int, &e);
+            INI_FAILURE
+        }
+        Err(_) => INI_FAILURE,
+    }
+}
+
+/// session.save_path belongs to the session module; memcast puts its own
+/// check in front of the module's on_modify (kept here) while
+/// session.save_handler is memcast: ini_set() and session_save_path() refuse
+/// a save path memcast cannot use, and say why.
+static ORIGINAL_SAVE_PATH_ON_MODIFY: AtomicUsize = AtomicUsize::new(0);
+
+unsafe fn save_path_entry() -> *mut ext_php_rs::ffi::zend_ini_entry {
+    let name = c"session.save_path";
+    // SAFETY: EG(ini_directives) is the engine's table of INI entries, valid
+    // from startup to shutdown; its values are zend_ini_entry pointers.
+    unsafe {
+        let table = ext_php_rs::ffi::executor_globals.ini_directives;
+        if table.is_null() {
+            return ptr::null_mut();
+        }
+        let zv = ext_php_rs::ffi::zend_hash_str_find(table, name.as_ptr(), name.to_bytes().len());
+        if zv.is_null() {
+            return ptr::null_mut();
+        }
+        (*zv).value.ptr.cast()
+    }
+}
+
+unsafe fn wrap_save_path_on_modify() {
+    // SAFETY: MINIT, single-threaded: nothing reads the entry concurrently.
+    unsafe {
+        let entry = save_path_entry();
+        if entry.is_null() {
+            return;
+        }
+        if let Some(original) = (*entry).on_modify {
+            ORIGINAL_SAVE_PATH_ON_MODIFY.store(original as usize, Ordering::Relaxed);
+        }
+        (*entry).on_modify = Some(on_modify_save_path);
+    }
+}
+
+unsafe fn unwrap_save_path_on_modify() {
+    // SAFETY: MSHUTDOWN, single-threaded; puts back what MINIT found.
+    unsafe {
+        let entry = save_path_entry();
+        if entry.is_null() {
+            return;
+        }
+        let original = ORIGINAL_SAVE_PATH_ON_MODIFY.load(Ordering::Relaxed);
+        (*entry).on_modify = if original == 0 {
+            None
+        } else {
+            Some(std::mem::transmute::<usize, OnModify>(original))
+        };
+    }
+}
+
+/// Whether the sessions of this request go through memcast.
+fn memcast_is_the_save_handler() -> bool {
+    ini_string(c"session.save_handler").trim() == "memcast"
+}
+
+/// The save path checked as memcast reads it: an error, or the one notice
+/// about parts written for other handlers that memcast ignores.
+fn report_save_path(save_path: &str) -> Result<(), String> {
+    let parsed = memcast_core::ServerAddr::parse_save_path(save_path)
+        .map_err(|e| format!("session.save_path {save_path:?}: {e}"))?;
+    if let Some(notice) = parsed.notice() {
+        php_message(E_NOTICE_LEVEL, &notice);
+    }
+    Ok(())
+}
+
+unsafe extern "C" fn on_modify_save_path(
+    entry: *mut ext_php_rs::ffi::zend_ini_entry,
+    new_value: *mut ext_php_rs::ffi::zend_string,
+    mh_arg1: *mut c_void,
+    mh_arg2: *mut c_void,
+    mh_arg3: *mut c_void,
+    stage: c_int,
+) -> c_int {
+    // At start-up memcast is not running yet: MINIT checks the value then.
+    if stage != ZEND_INI_STAGE_STARTUP {
+        // SAFETY: the new value PHP passes, or null.
+        let value = unsafe { zstr_text(new_value) };
+        let verdict = catch_unwind(|| {
+            if memcast_is_the_save_handler() {
+                report_save_path(&value)
+            } else {
+                Ok(())
+            }
+        });
+        match verdict {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                php_message(E_WARNING as c_int, &e);
+                return INI_FAILURE;
+            }
+            Err(_) => return INI_FAILURE,
+        }
+    }
+    let original = ORIGINAL_SAVE_PATH_ON_MODIFY.load(Ordering::Relaxed);
+    if original == 0 {
+        return INI_SUCCESS;
+    }
+    // SAFETY: the session module's own handler, read from this entry at
+    // MINIT, called with the engine's own arguments.
+    unsafe {
+        let original = std::mem::transmute::<usize, OnModify>(original);
+        original(entry, new_value, mh_arg1, mh_arg2, mh_arg3, stage)
+    }
+}
+
+/// php.ini's session.save_path, checked once at start-up when memcast is
+/// the handler: a mistake shows in the start-up log, not first at a request.
+fn check_startup_save_path() {
+    let _ = catch_unwind(|| {
+        if memcast_is_the_save_handler() {
+            if let Err(e) = report_save_path(&ini_string(c"session.save_path")) {
+                php_message(E_WARNING as c_int, &e);
+            }
+        }
+    });
 }
 
 // ------------------------------------------------------------ callbacks ---

@@ -18,7 +18,9 @@ pub struct ServerAddr {
 
 impl fmt::Display for ServerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
+        if self.unix_path().is_some() {
+            write!(f, "{}", self.host)
+        } else if self.host.contains(':') {
             write!(f, "[{}]:{}", self.host, self.port)
         } else {
             write!(f, "{}:{}", self.host, self.port)
@@ -26,61 +28,208 @@ impl fmt::Display for ServerAddr {
     }
 }
 
+/// What `session.save_path` takes, shown with every error about it.
+pub const SAVE_PATH_FORMAT: &str =
+    "expected \"host:port, host:port, ...\" (first the local memcached, then the failover list); \
+also [IPv6]:port, /path/to/memcached.sock, unix:///path/to/memcached.sock, \
+and the other handlers' host:port:weight, PERSISTENT=id and tcp://host:port?weight=N&timeout=N";
+
+/// `session.save_path` read: the servers in order, and what was written in
+/// another client's format and is ignored (one notice's worth).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavePath {
+    pub servers: Vec<ServerAddr>,
+    pub ignored: Vec<String>,
+}
+
+impl SavePath {
+    /// The one notice about the ignored parts, if any.
+    pub fn notice(&self) -> Option<String> {
+        if self.ignored.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "session.save_path: {} ignored: memcast tries the servers in the order given \
+             (no weights), keeps its connections open in every process, and takes its timeouts \
+             from memcast.connect_timeout_ms and memcast.io_timeout_ms",
+            self.ignored.join(", ")
+        ))
+    }
+}
+
+/// pecl-memcache's per-server options (`tcp://h:p?weight=1&timeout=2`).
+const PECL_MEMCACHE_OPTIONS: &[&str] = &[
+    "weight",
+    "timeout",
+    "persistent",
+    "retry_interval",
+    "status",
+];
+
 impl ServerAddr {
-    /// `host`, `host:port`, `[v6]:port`; an optional `tcp://` is allowed.
+    /// The socket path of a memcached listening on a unix socket (`-s`).
+    pub fn unix_path(&self) -> Option<&std::path::Path> {
+        self.host
+            .starts_with('/')
+            .then(|| std::path::Path::new(&self.host))
+    }
+
+    /// `host`, `host:port`, `[v6]:port`, `/path.sock`, `unix:///path.sock`;
+    /// an optional `tcp://` is allowed. Other clients' extras (weights,
+    /// options) are refused here: see [`ServerAddr::parse_save_path`].
     pub fn parse(s: &str) -> Result<ServerAddr, String> {
-        let s = s.trim();
-        let s = s.strip_prefix("tcp://").unwrap_or(s);
-        if s.is_empty() {
-            return Err("empty server address".into());
+        let mut ignored = Vec::new();
+        let addr = parse_entry(s, &mut ignored)?;
+        match ignored.first() {
+            Some(extra) => Err(format!("server address {:?}: unexpected {extra}", s.trim())),
+            None => Ok(addr),
         }
-        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (host, after) = rest
-                .split_once(']')
-                .ok_or_else(|| format!("server address {s:?}: missing ']'"))?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => Some(p),
-                None if after.is_empty() => None,
-                None => return Err(format!("server address {s:?}: junk after ']'")),
-            };
-            (host, port)
-        } else {
-            match s.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (s, None),
-            }
-        };
-        let port = match port {
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| format!("server address {s:?}: bad port {p:?}"))?,
-            None => DEFAULT_PORT,
-        };
-        if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!("server address {s:?}: bad host"));
-        }
-        Ok(ServerAddr {
-            host: host.to_owned(),
-            port,
-        })
     }
 
     /// A comma-separated list, as `session.save_path` holds it.
     pub fn parse_list(list: &str) -> Result<Vec<ServerAddr>, String> {
-        let servers: Vec<ServerAddr> = list
-            .split(',')
-            .filter(|s| !s.trim().is_empty())
-            .map(ServerAddr::parse)
-            .collect::<Result<_, _>>()?;
-        if servers.is_empty() {
-            return Err(
-                "no memcached server given (expected \"host:port, host:port, ...\")".into(),
+        ServerAddr::parse_save_path(list).map(|p| p.servers)
+    }
+
+    /// `session.save_path` as memcast and the other memcached handlers write
+    /// it: php-memcached's `host:port:weight` and `PERSISTENT=id`,
+    /// pecl-memcache's `tcp://host:port?weight=1&timeout=1`. What memcast has
+    /// no use for is listed in [`SavePath::ignored`].
+    pub fn parse_save_path(list: &str) -> Result<SavePath, String> {
+        let mut ignored = Vec::new();
+        let mut servers = Vec::new();
+        for entry in list.split(',') {
+            let mut entry = entry.trim();
+            // php-memcached: "PERSISTENT=id host:port, ..."
+            if let Some(rest) = entry.strip_prefix("PERSISTENT=") {
+                let (id, after) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+                ignored.push(format!("PERSISTENT={id}"));
+                entry = after.trim();
+            }
+            if entry.is_empty() {
+                continue;
+            }
+            servers.push(
+                parse_entry(entry, &mut ignored).map_err(|e| format!("{e}; {SAVE_PATH_FORMAT}"))?,
             );
         }
-        Ok(servers)
+        if servers.is_empty() {
+            return Err(format!("no memcached server given; {SAVE_PATH_FORMAT}"));
+        }
+        Ok(SavePath { servers, ignored })
     }
+}
+
+/// One server of a save path; other clients' extras go to `ignored`.
+fn parse_entry(s: &str, ignored: &mut Vec<String>) -> Result<ServerAddr, String> {
+    let s = s.trim();
+    let bad = |what: String| format!("server address {s:?}: {what}");
+    if s.is_empty() {
+        return Err("empty server address".into());
+    }
+    let (rest, query) = match s.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (s, None),
+    };
+    if let Some(query) = query {
+        for option in query.split('&').filter(|o| !o.is_empty()) {
+            let name = option.split_once('=').map_or(option, |(n, _)| n);
+            if !PECL_MEMCACHE_OPTIONS.contains(&name) {
+                return Err(bad(format!(
+                    "unknown option {name:?} (pecl-memcache's are {})",
+                    PECL_MEMCACHE_OPTIONS.join(", ")
+                )));
+            }
+            ignored.push(format!("{option} of {rest}"));
+        }
+    }
+    let unix = rest
+        .strip_prefix("unix://")
+        .or_else(|| rest.strip_prefix("unix:"))
+        .or_else(|| rest.starts_with('/').then_some(rest));
+    if let Some(path) = unix {
+        if !path.starts_with('/') {
+            return Err(bad(
+                "a unix socket path must be absolute (unix:///path/to/memcached.sock)".into(),
+            ));
+        }
+        if path.chars().any(|c| c.is_control()) {
+            return Err(bad("control characters in the socket path".into()));
+        }
+        // php-memcached: "/path/to.sock:weight"
+        let path = match path.rsplit_once(':') {
+            Some((p, w)) if !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()) => {
+                ignored.push(format!("weight {w} of {p}"));
+                p
+            }
+            _ => path,
+        };
+        return Ok(ServerAddr {
+            host: path.to_owned(),
+            port: 0,
+        });
+    }
+    if let Some((scheme, _)) = rest.split_once("://") {
+        if scheme != "tcp" {
+            return Err(bad(format!(
+                "{scheme}:// is not a memcached transport (tcp:// or unix://)"
+            )));
+        }
+    }
+    let rest = rest.strip_prefix("tcp://").unwrap_or(rest);
+    let (host, port, weight) = if let Some(inner) = rest.strip_prefix('[') {
+        let (host, after) = inner
+            .split_once(']')
+            .ok_or_else(|| bad("missing ']'".into()))?;
+        let mut parts = after.split(':');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(""), None, _, _) => (host, None, None),
+            (Some(""), Some(p), w, None) => (host, Some(p), w),
+            _ => return Err(bad("junk after ']'".into())),
+        }
+    } else {
+        let parts: Vec<&str> = rest.split(':').collect();
+        match parts.as_slice() {
+            [h] => (*h, None, None),
+            [h, p] => (*h, Some(*p), None),
+            [h, p, w] if !h.is_empty() && h.parse::<std::net::Ipv6Addr>().is_err() => {
+                (*h, Some(*p), Some(*w))
+            }
+            _ if rest.parse::<std::net::Ipv6Addr>().is_ok() => {
+                return Err(bad(format!(
+                    "write an IPv6 address in brackets: [{rest}]:{DEFAULT_PORT}"
+                )))
+            }
+            _ => return Err(bad("too many ':' (host:port, or host:port:weight)".into())),
+        }
+    };
+    let port = match port {
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| bad(format!("bad port {p:?}")))?,
+        None => DEFAULT_PORT,
+    };
+    if let Some(w) = weight {
+        if w.parse::<u32>().is_err() {
+            return Err(bad(format!("bad weight {w:?} (host:port:weight)")));
+        }
+        ignored.push(format!(
+            "weight {w} of {}",
+            ServerAddr {
+                host: host.to_owned(),
+                port
+            }
+        ));
+    }
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("bad host".into()));
+    }
+    Ok(ServerAddr {
+        host: host.to_owned(),
+        port,
+    })
 }
 
 #[derive(Debug)]
@@ -210,6 +359,93 @@ mod tests {
         assert!(ServerAddr::parse("host:http").is_err());
         assert!(ServerAddr::parse("ho st:1").is_err());
         assert!(ServerAddr::parse("[::1").is_err());
+    }
+
+    fn servers(path: &str) -> (Vec<String>, Vec<String>) {
+        let p = ServerAddr::parse_save_path(path).unwrap();
+        (p.servers.iter().map(|s| s.to_string()).collect(), p.ignored)
+    }
+
+    #[test]
+    fn other_clients_save_paths_are_read_and_their_extras_ignored() {
+        assert_eq!(
+            servers("127.0.0.1:11211:1, 10.0.0.2:11212:3"),
+            (
+                vec!["127.0.0.1:11211".into(), "10.0.0.2:11212".into()],
+                vec![
+                    "weight 1 of 127.0.0.1:11211".into(),
+                    "weight 3 of 10.0.0.2:11212".into()
+                ]
+            )
+        );
+        assert_eq!(
+            servers("PERSISTENT=pool1 127.0.0.1:11211, 10.0.0.2"),
+            (
+                vec!["127.0.0.1:11211".into(), "10.0.0.2:11211".into()],
+                vec!["PERSISTENT=pool1".into()]
+            )
+        );
+        assert_eq!(
+            servers("tcp://h1:5?weight=1&timeout=2.5, tcp://[::1]:6"),
+            (
+                vec!["h1:5".into(), "[::1]:6".into()],
+                vec![
+                    "weight=1 of tcp://h1:5".into(),
+                    "timeout=2.5 of tcp://h1:5".into()
+                ]
+            )
+        );
+        assert_eq!(
+            servers("[::1]:11211, [fe80::1]"),
+            (vec!["[::1]:11211".into(), "[fe80::1]:11211".into()], vec![])
+        );
+        assert_eq!(
+            servers("[::1]:11211:2").1,
+            vec!["weight 2 of [::1]:11211".to_string()]
+        );
+        let p = ServerAddr::parse_save_path("/run/mc.sock, unix:///tmp/b.sock, 127.0.0.1").unwrap();
+        assert_eq!(
+            p.servers[0].unix_path(),
+            Some(std::path::Path::new("/run/mc.sock"))
+        );
+        assert_eq!(
+            p.servers[1].unix_path(),
+            Some(std::path::Path::new("/tmp/b.sock"))
+        );
+        assert_eq!(p.servers[1].to_string(), "/tmp/b.sock");
+        assert_eq!(p.servers[2].unix_path(), None);
+        assert!(p.notice().is_none());
+        let notice = ServerAddr::parse_save_path("PERSISTENT=x h:1:2")
+            .unwrap()
+            .notice()
+            .unwrap();
+        assert!(
+            notice.contains("PERSISTENT=x, weight 2 of h:1 ignored"),
+            "{notice}"
+        );
+    }
+
+    #[test]
+    fn a_bad_save_path_is_one_error_showing_the_format() {
+        for bad in [
+            "udp://h:1",
+            "::1",
+            "h:1:heavy",
+            "tcp://h:1?colour=blue",
+            "unix://relative.sock",
+            "h:1:2:3",
+            "PERSISTENT=x",
+        ] {
+            let e = ServerAddr::parse_save_path(bad).unwrap_err();
+            assert!(e.contains("expected \"host:port, host:port"), "{bad}: {e}");
+        }
+        assert!(ServerAddr::parse_save_path("::1")
+            .unwrap_err()
+            .contains("[::1]:11211"));
+        assert!(
+            ServerAddr::parse("h:1:2").is_err(),
+            "a single address takes no weight"
+        );
     }
 
     #[test]

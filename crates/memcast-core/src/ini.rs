@@ -175,21 +175,37 @@ impl ExtensionConfig {
                 .ok()
                 .filter(|v| (min..=max).contains(v))
                 .ok_or_else(|| {
-                    format!(
-                        "{}={raw:?}: expected a whole number from {min} to {max}",
-                        name.to_string_lossy()
+                    invalid(
+                        name,
+                        &raw,
+                        &format!("expected a whole number from {min} to {max}"),
                     )
                 })
         };
-        let prefix = text(PREFIX);
+        let boolean = |name: &CStr| {
+            parse_bool(&text(name)).ok_or_else(|| {
+                invalid(
+                    name,
+                    &text(name),
+                    "expected 1/0, on/off, yes/no, true/false",
+                )
+            })
+        };
+        // Not trimmed: a prefix of spaces would otherwise become no prefix.
+        let prefix = lookup(PREFIX);
         if !prefix.bytes().all(|b| b > b' ' && b != 0x7f) || prefix.len() > 100 {
-            return Err(format!(
-                "{}={prefix:?}: must be at most 100 bytes without spaces or control characters",
-                PREFIX.to_string_lossy()
+            return Err(invalid(
+                PREFIX,
+                &prefix,
+                "expected at most 100 bytes without spaces or control characters",
             ));
         }
+        let publish = non_empty(PUBLISH);
+        if let Some(problem) = publish.as_deref().and_then(crate::endpoint::problem) {
+            return Err(invalid(PUBLISH, &text(PUBLISH), &problem));
+        }
         Ok(ExtensionConfig {
-            publish: non_empty(PUBLISH),
+            publish,
             key_file: non_empty(KEY_FILE).map(PathBuf::from),
             prefix,
             timeouts: Timeouts {
@@ -197,10 +213,10 @@ impl ExtensionConfig {
                 io: Duration::from_millis(int(IO_TIMEOUT_MS, 1, 60_000)? as u64),
             },
             retry_interval: parse_interval(&text(RETRY_INTERVAL)).ok_or_else(|| {
-                format!(
-                    "{}={:?}: expected seconds (2) or milliseconds (500ms)",
-                    RETRY_INTERVAL.to_string_lossy(),
-                    text(RETRY_INTERVAL)
+                invalid(
+                    RETRY_INTERVAL,
+                    &text(RETRY_INTERVAL),
+                    "expected seconds (2) or milliseconds (500ms)",
                 )
             })?,
             pgm_rate_kbps: int(PGM_RATE_KBPS, 1, i32::MAX as i64)? as i32,
@@ -208,43 +224,56 @@ impl ExtensionConfig {
             send_hwm: int(SEND_HWM, 0, i32::MAX as i64)? as i32,
             linger_ms: int(LINGER_MS, 0, i32::MAX as i64)? as i32,
             relay_timeout_ms: int(RELAY_TIMEOUT_MS, 1, 60_000)? as i32,
-            warm_check: parse_bool(&text(WARM_CHECK)).ok_or_else(|| {
-                format!(
-                    "{}={:?}: expected 1/0, on/off, true/false",
-                    WARM_CHECK.to_string_lossy(),
-                    text(WARM_CHECK)
-                )
-            })?,
-            locking: parse_bool(&text(LOCKING)).ok_or_else(|| {
-                format!(
-                    "{}={:?}: expected 1/0, on/off, true/false",
-                    LOCKING.to_string_lossy(),
-                    text(LOCKING)
-                )
-            })?,
+            warm_check: boolean(WARM_CHECK)?,
+            locking: boolean(LOCKING)?,
             lock_wait_min: Duration::from_millis(int(LOCK_WAIT_MIN, 1, 60_000)? as u64),
             lock_wait_max: Duration::from_millis(int(LOCK_WAIT_MAX, 1, 60_000)? as u64),
             lock_retries: int(LOCK_RETRIES, 0, 1_000_000)? as u32,
             lock_expire: int(LOCK_EXPIRE, 0, 30 * 24 * 3600)? as u64,
             accept_key_file: non_empty(ACCEPT_KEY_FILE).map(PathBuf::from),
-            encrypt: parse_bool(&text(ENCRYPT)).ok_or_else(|| {
-                format!(
-                    "{}={:?}: expected 1/0, on/off, true/false",
-                    ENCRYPT.to_string_lossy(),
-                    text(ENCRYPT)
-                )
-            })?,
+            encrypt: boolean(ENCRYPT)?,
             max_session_size: parse_size(&text(MAX_SESSION_SIZE))
                 .filter(|n| (1..=crate::frame::DEFAULT_MAX_VALUE_LEN).contains(n))
                 .ok_or_else(|| {
-                    format!(
-                        "{}={:?}: expected a size from 1 to 8M (bytes, or with a K or M suffix)",
-                        MAX_SESSION_SIZE.to_string_lossy(),
-                        text(MAX_SESSION_SIZE)
+                    invalid(
+                        MAX_SESSION_SIZE,
+                        &text(MAX_SESSION_SIZE),
+                        "expected a size from 1 to 8M (bytes, or with a K or M suffix)",
                     )
                 })?,
         })
     }
+}
+
+/// The one wording of a bad value, at start-up, `ini_set()` and `session_start()`.
+fn invalid(name: &CStr, raw: &str, why: &str) -> String {
+    format!(
+        "invalid value {raw:?} for {}: {why}",
+        name.to_string_lossy()
+    )
+}
+
+/// Checks one setting's new value as [`ExtensionConfig::from_ini`] would
+/// read it (every other setting at its default): what PHP calls when a
+/// value is set, so a mistake is reported where it is made.
+pub fn check(name: &CStr, value: &str) -> Result<(), String> {
+    ExtensionConfig::from_ini(|n| {
+        if n == name {
+            value.to_owned()
+        } else {
+            default_of(n)
+        }
+    })
+    .map(|_| ())
+}
+
+/// A setting's default, as declared in [`SETTINGS`].
+pub fn default_of(name: &CStr) -> String {
+    SETTINGS
+        .iter()
+        .find(|s| s.name == name)
+        .map(|s| s.default.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// PHP hands booleans over as "1" and "" (On/Off), or as written.
@@ -321,6 +350,30 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.contains("memcast.prefix"), "{err}");
+    }
+
+    #[test]
+    fn each_setting_is_checked_alone_when_set() {
+        let e = check(CONNECT_TIMEOUT_MS, "abc").unwrap_err();
+        assert_eq!(
+            e,
+            "invalid value \"abc\" for memcast.connect_timeout_ms: expected a whole number from 1 to 60000"
+        );
+        assert!(check(CONNECT_TIMEOUT_MS, "250").is_ok());
+        let e = check(PREFIX, "   ").unwrap_err();
+        assert!(e.contains("without spaces"), "{e}");
+        assert!(check(PREFIX, "").is_ok(), "an empty prefix is a choice");
+        let e = check(PUBLISH, "epgm://eth0").unwrap_err();
+        assert!(e.contains("quote the value"), "{e}");
+        assert!(check(PUBLISH, "epgm://eth0;239.192.1.1:5555").is_ok());
+        assert!(check(PUBLISH, "").is_ok());
+        assert!(check(ENCRYPT, "yes").is_ok());
+        assert!(check(LOCKING, "maybe").is_err());
+        assert!(check(MAX_SESSION_SIZE, "9M").is_err());
+        assert!(check(RETRY_INTERVAL, "soon").is_err());
+        for s in SETTINGS {
+            assert!(check(s.name, &default_of(s.name)).is_ok(), "{:?}", s.name);
+        }
     }
 
     #[test]

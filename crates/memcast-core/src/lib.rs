@@ -16,8 +16,11 @@
 //! - [`origin`]: who is writing: origin id, epoch and sequence numbers.
 //! - [`peer`]: the TCP protocol between memcastd peers (repair, resync).
 //! - [`replica`]: how a frame lands in a replica's memcached.
+//! - [`endpoint`]: which part of a ZeroMQ endpoint is wrong, before ZeroMQ
+//!   says only "Invalid argument".
 //! - [`ini`]: the extension's `memcast.*` php.ini settings, declared once.
 
+pub mod endpoint;
 pub mod failover;
 pub mod frame;
 pub mod ini;

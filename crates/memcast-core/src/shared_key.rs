@@ -32,7 +32,7 @@ pub enum KeyError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("key file {path}: holds {len} bytes of key, at least {MIN_KEY_LEN} are needed (make one with: memcastd keygen {path})")]
+    #[error("key file {path}: holds {len} bytes of key, at least {MIN_KEY_LEN} are needed (make a new one with: memcastd keygen --force {path}, then copy that file to every host)")]
     TooShort { path: PathBuf, len: usize },
     #[error(
         "key file {path}: mode {mode:04o} lets other users read or change the cluster key; chmod 600 {path} (or 640, owned by a group PHP and memcastd share)"
@@ -121,6 +121,33 @@ impl SharedKey {
             path: path.to_owned(),
             len: text.len(),
         })
+    }
+
+    /// As [`SharedKey::generate`], over an existing file: the new key is
+    /// written to a private file beside it and renamed over it, so no reader
+    /// ever sees half a key.
+    pub fn generate_replacing(path: &Path) -> Result<SharedKey, KeyError> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = path.with_file_name(format!(".{name}.new-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let key = SharedKey::generate(&tmp).map_err(|e| match e {
+            KeyError::Write { source, .. } => KeyError::Write {
+                path: path.to_owned(),
+                source,
+            },
+            other => other,
+        })?;
+        std::fs::rename(&tmp, path).map_err(|source| {
+            let _ = std::fs::remove_file(&tmp);
+            KeyError::Write {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+        Ok(key)
     }
 
     /// `None` when the secret is shorter than [`MIN_KEY_LEN`].

@@ -7,6 +7,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use crate::failover::ServerAddr;
@@ -89,7 +90,7 @@ pub struct Item {
 pub struct Memcached {
     addr: ServerAddr,
     timeouts: Timeouts,
-    conn: Option<BufReader<TcpStream>>,
+    conn: Option<BufReader<Stream>>,
     line: Vec<u8>,
     connects: u64,
 }
@@ -464,9 +465,19 @@ impl Memcached {
         read(&mut conn)
     }
 
-    fn connect(&self) -> Result<BufReader<TcpStream>, StoreError> {
+    fn connect(&self) -> Result<BufReader<Stream>, StoreError> {
         let addr = &self.addr;
         let connect_ms = self.timeouts.connect.as_millis();
+        if let Some(path) = addr.unix_path() {
+            // A local socket connects at once or not at all: no timeout to set.
+            let stream = UnixStream::connect(path).map_err(|e| io_error(addr, connect_ms, e))?;
+            let io = Some(self.timeouts.io);
+            stream
+                .set_read_timeout(io)
+                .and_then(|_| stream.set_write_timeout(io))
+                .map_err(|e| io_error(addr, connect_ms, e))?;
+            return Ok(BufReader::with_capacity(64 * 1024, Stream::Unix(stream)));
+        }
         let sockaddrs = (addr.host.as_str(), addr.port)
             .to_socket_addrs()
             .map_err(|source| StoreError::Io {
@@ -483,7 +494,7 @@ impl Memcached {
                         .and_then(|_| stream.set_read_timeout(io))
                         .and_then(|_| stream.set_write_timeout(io));
                     setup.map_err(|e| io_error(addr, connect_ms, e))?;
-                    return Ok(BufReader::with_capacity(64 * 1024, stream));
+                    return Ok(BufReader::with_capacity(64 * 1024, Stream::Tcp(stream)));
                 }
                 Err(e) => last = Some(io_error(addr, connect_ms, e)),
             }
@@ -495,9 +506,41 @@ impl Memcached {
     }
 }
 
+/// A connection to memcached over TCP or a unix socket (memcached -s).
+#[derive(Debug)]
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
+        }
+    }
+}
+
 /// A connection in the middle of reading one reply.
 struct Conn<'a> {
-    reader: &'a mut BufReader<TcpStream>,
+    reader: &'a mut BufReader<Stream>,
     addr: &'a ServerAddr,
     io_ms: u128,
     line: &'a mut Vec<u8>,

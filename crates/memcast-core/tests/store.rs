@@ -539,3 +539,39 @@ fn a_batch_applies_creates_in_order_and_counts_the_ones_that_lose() {
     assert_eq!(data(&mut mc, b"new"), b"n2");
     assert_eq!(data(&mut mc, b"other"), b"o1");
 }
+
+#[test]
+fn a_memcached_on_a_unix_socket_is_reached_by_its_path() {
+    let dir = kit::TempDir::new("unix-socket");
+    let socket = dir.path.join("memcached.sock");
+    let mut cmd = std::process::Command::new(kit::memcached_binary());
+    cmd.arg("-s")
+        .arg(&socket)
+        .args(kit::MEMCACHED_ARGS)
+        .args(kit::user_arg())
+        .stdout(std::process::Stdio::null());
+    let _server = kit::Proc::spawn("memcached", &mut cmd);
+    assert!(
+        kit::eventually(Duration::from_secs(5), || socket.exists().then_some(())).is_some(),
+        "memcached did not create {}",
+        socket.display()
+    );
+    let save_path = format!("unix://{}", socket.display());
+    let addr = ServerAddr::parse(&save_path).unwrap();
+    assert_eq!(addr.to_string(), socket.display().to_string());
+    let mut mc = Memcached::new(addr, Timeouts::default());
+    assert_eq!(mc.set(b"k", b"over the socket", 60).unwrap(), Reply::Stored);
+    assert_eq!(
+        mc.get(b"k").unwrap().as_deref(),
+        Some(&b"over the socket"[..])
+    );
+    // A socket nobody listens on is a server failure naming the path.
+    let gone = dir.path.join("nobody.sock");
+    let mut mc = Memcached::new(
+        ServerAddr::parse(&gone.display().to_string()).unwrap(),
+        Timeouts::default(),
+    );
+    let err = mc.get(b"k").unwrap_err();
+    assert!(err.is_server_failure(), "{err}");
+    assert!(err.to_string().contains("nobody.sock"), "{err}");
+}

@@ -44,17 +44,28 @@ pub enum Command {
         config: PathBuf,
     },
     /// Write a new random cluster key to FILE (mode 0600); refuses to
-    /// overwrite an existing file.
+    /// overwrite an existing file unless forced.
     Keygen {
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// Replace FILE if it exists (a new file renamed over it). Every
+        /// host needs the same key: copy the new file to all of them.
+        #[arg(long)]
+        force: bool,
     },
 }
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// A memcached to compare (HOST:PORT); at least two. Repeatable.
-    #[arg(long = "peer", value_name = "HOST:PORT", required = true, num_args = 1)]
+    /// A memcached to compare (HOST:PORT, as the daemon's --memcached); at
+    /// least two. Repeatable. `--peer` is the old spelling, still accepted.
+    #[arg(
+        long = "memcached",
+        visible_alias = "peer",
+        value_name = "HOST:PORT",
+        required = true,
+        num_args = 1
+    )]
     pub peers: Vec<String>,
     /// Only keys starting with this prefix [default: every memcast value].
     #[arg(long, value_name = "PREFIX")]
@@ -100,7 +111,7 @@ pub struct DaemonArgs {
     /// seals (relayed, repaired, snapshots) with XChaCha20-Poly1305
     /// [default: false]. Frames are authenticated either way; encrypted and
     /// plain frames are both accepted.
-    #[arg(long, value_name = "BOOL")]
+    #[arg(long, value_name = "BOOL", value_parser = parse_bool)]
     pub encrypt: Option<bool>,
 
     /// Frames from the group sealed longer ago than this (by the sender's
@@ -181,7 +192,7 @@ pub struct DaemonArgs {
 
     /// Warm up (a snapshot) from --peer at startup; the memcached is known
     /// complete only after one [default: true when peers are given].
-    #[arg(long, value_name = "BOOL")]
+    #[arg(long, value_name = "BOOL", value_parser = parse_bool)]
     pub resync_on_start: Option<bool>,
 
     /// A subscriber applying writes older than this declares itself out of
@@ -365,6 +376,40 @@ fn invalid(message: String) -> ConfigError {
     ConfigError::Invalid(message)
 }
 
+/// A boolean flag spelled as php.ini spells them (memcast.encrypt=yes).
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    memcast_core::ini::parse_bool(s)
+        .filter(|_| !s.trim().is_empty())
+        .ok_or_else(|| format!("{s:?}: expected yes/no, on/off, true/false or 1/0"))
+}
+
+/// An endpoint flag checked part by part: libzmq says only "Invalid
+/// argument" for any mistake.
+fn check_endpoint(flag: &str, endpoint: &str) -> Result<(), ConfigError> {
+    if let Some(problem) = memcast_core::endpoint::problem(endpoint) {
+        return Err(invalid(format!("{flag} {endpoint}: {problem}")));
+    }
+    memcast_bus::check_endpoint(endpoint).map_err(|e| invalid(format!("{flag}: {e}")))
+}
+
+/// A memcastd address (--peer, --listen, --advertise, --metrics): the port
+/// is the daemon's own, so it must be given.
+fn check_daemon_addr(flag: &str, addr: &str) -> Result<(), ConfigError> {
+    let parsed = memcast_core::ServerAddr::parse(addr)
+        .map_err(|e| invalid(format!("{flag} {addr}: {e}")))?;
+    let explicit_port = addr
+        .trim()
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.contains(']'));
+    if parsed.unix_path().is_some() || !explicit_port {
+        return Err(invalid(format!(
+            "{flag} {addr}: give HOST:PORT (the port memcastd listens on, e.g. {}:7711)",
+            addr.trim()
+        )));
+    }
+    Ok(())
+}
+
 impl Settings {
     /// The settings a SIGHUP cannot change (they name sockets, threads or
     /// buffers set up at start), with the names an operator knows them by.
@@ -401,16 +446,23 @@ impl Settings {
             self.anti_entropy_s == new.anti_entropy_s,
         );
         check("transfer_mbps", self.transfer_mbps == new.transfer_mbps);
-        check("pgm, rcvbuf, rcvhwm, sndhwm", self.bus == new.bus);
+        check("pgm_rate_kbps", self.bus.rate_kbps == new.bus.rate_kbps);
+        check(
+            "pgm_recovery_ms",
+            self.bus.recovery_ms == new.bus.recovery_ms,
+        );
+        check("rcvbuf", self.bus.rcvbuf == new.bus.rcvbuf);
+        check("rcvhwm", self.bus.rcvhwm == new.bus.rcvhwm);
+        check("sndhwm", self.bus.sndhwm == new.bus.sndhwm);
         check(
             "max_value_bytes",
             self.max_value_bytes == new.max_value_bytes,
         );
         check(
-            "connect_timeout_ms, io_timeout_ms",
-            self.connect_timeout_ms == new.connect_timeout_ms
-                && self.io_timeout_ms == new.io_timeout_ms,
+            "connect_timeout_ms",
+            self.connect_timeout_ms == new.connect_timeout_ms,
         );
+        check("io_timeout_ms", self.io_timeout_ms == new.io_timeout_ms);
         out
     }
 
@@ -427,8 +479,7 @@ impl Settings {
             ));
         }
         for endpoint in &subscribe {
-            memcast_bus::check_endpoint(endpoint)
-                .map_err(|e| invalid(format!("--subscribe: {e}")))?;
+            check_endpoint("--subscribe", endpoint)?;
         }
         let key_file = cli.key_file.or(file.key_file).ok_or_else(|| {
             invalid("no key file: give --key-file FILE (frames are only ever applied when signed with the cluster key)".into())
@@ -468,7 +519,7 @@ impl Settings {
             }
         }
         if let Some(r) = &relay {
-            memcast_bus::check_endpoint(r).map_err(|e| invalid(format!("--relay: {e}")))?;
+            check_endpoint("--relay", r)?;
             if publish.is_none() && fanout.is_none() {
                 return Err(invalid(
                     "--relay needs --publish (the group to send this host's frames to) or --listen tcp://ADDR:PORT (TCP mode)".into(),
@@ -476,7 +527,7 @@ impl Settings {
             }
         }
         if let Some(p) = &publish {
-            memcast_bus::check_endpoint(p).map_err(|e| invalid(format!("--publish: {e}")))?;
+            check_endpoint("--publish", p)?;
             if relay.is_none() {
                 return Err(invalid(
                     "--publish is what the relay sends to: give --relay too".into(),
@@ -494,9 +545,17 @@ impl Settings {
         } else {
             cli.peer
         };
-        for p in peers.iter().chain(listen.iter()).chain(advertise.iter()) {
-            memcast_core::ServerAddr::parse(p)
-                .map_err(|e| invalid(format!("peer address: {e}")))?;
+        for p in &peers {
+            check_daemon_addr("--peer", p)?;
+        }
+        if let Some(l) = &listen {
+            check_daemon_addr("--listen", l)?;
+        }
+        if let Some(a) = &advertise {
+            check_daemon_addr("--advertise", a)?;
+        }
+        if let Some(f) = &fanout {
+            check_endpoint("--listen", f)?;
         }
         let log_level = cli
             .log_level
@@ -513,7 +572,7 @@ impl Settings {
             .unwrap_or(!peers.is_empty());
         let metrics = cli.metrics.or(file.metrics);
         if let Some(m) = &metrics {
-            memcast_core::ServerAddr::parse(m).map_err(|e| invalid(format!("--metrics: {e}")))?;
+            check_daemon_addr("--metrics", m)?;
         }
         let max_key_length = cli
             .max_key_length
@@ -679,6 +738,120 @@ mod tests {
             s.advertise, None,
             "a wildcard address is not one peers can reach"
         );
+    }
+
+    fn error_of(args: &[&str]) -> String {
+        let base = ["--key-file", "/k"];
+        Settings::resolve(cli(&[&base[..], args].concat()), FileSettings::default())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn each_endpoint_mistake_names_the_part_that_is_wrong() {
+        for (endpoint, says) in [
+            ("epgm://eth0;10.0.0.1:5555", "group 10.0.0.1 is not a multicast address"),
+            ("epgm://eth0;nowhere:5555", "is not an IPv4 address"),
+            ("epgm://239.192.1.1:5555", "no interface: PGM needs the one to send and listen on, epgm://IFACE;239.192.1.1:5555"),
+            ("epgm://eth0;239.192.1.1", "no port after the group"),
+            ("epgm://eth0", "quote the value"),
+            ("tcp://10.0.0.1", "no port: tcp://10.0.0.1:PORT"),
+            ("tcp://:5", "bad address"),
+        ] {
+            let e = error_of(&["--subscribe", endpoint]);
+            assert!(e.starts_with(&format!("--subscribe {endpoint}: ")), "{e}");
+            assert!(e.contains(says), "{endpoint}: {e}");
+        }
+        let e = error_of(&[
+            "--subscribe",
+            "tcp://127.0.0.1:1",
+            "--relay",
+            "ipc:///tmp/r",
+            "--publish",
+            "pgm://eth0;224.0.0.300:5555",
+        ]);
+        assert!(
+            e.contains("--publish") && e.contains("not an IPv4 address"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn daemon_addresses_need_their_port_at_start() {
+        let sub = ["--subscribe", "tcp://127.0.0.1:1"];
+        let e = error_of(&[&sub[..], &["--peer", "127.0.0.1"]].concat());
+        assert_eq!(
+            e,
+            "--peer 127.0.0.1: give HOST:PORT (the port memcastd listens on, e.g. 127.0.0.1:7711)"
+        );
+        let e = error_of(&[&sub[..], &["--peer", "[::1]"]].concat());
+        assert!(e.starts_with("--peer [::1]: give HOST:PORT"), "{e}");
+        let e = error_of(&[&sub[..], &["--metrics", "localhost"]].concat());
+        assert!(e.starts_with("--metrics localhost: give HOST:PORT"), "{e}");
+        let e = error_of(&[&sub[..], &["--listen", "10.0.0.1"]].concat());
+        assert!(e.starts_with("--listen 10.0.0.1: give HOST:PORT"), "{e}");
+        let ok = Settings::resolve(
+            cli(&[
+                &["--key-file", "/k"][..],
+                &sub[..],
+                &["--peer", "[::1]:7711", "--peer", "h:7711"],
+            ]
+            .concat()),
+            FileSettings::default(),
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn booleans_are_spelled_as_in_php_ini() {
+        let base = ["--key-file", "/k", "--subscribe", "tcp://127.0.0.1:1"];
+        for (word, value) in [
+            ("yes", true),
+            ("on", true),
+            ("1", true),
+            ("true", true),
+            ("no", false),
+            ("off", false),
+            ("0", false),
+            ("false", false),
+        ] {
+            let s = Settings::resolve(
+                cli(&[&base[..], &["--encrypt", word, "--resync-on-start", word]].concat()),
+                FileSettings::default(),
+            )
+            .unwrap();
+            assert_eq!((s.encrypt, s.resync_on_start), (value, value), "{word}");
+        }
+        let e = Cli::try_parse_from(["memcastd", "--encrypt", "maybe"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("expected yes/no, on/off, true/false or 1/0"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_reload_names_only_what_changed_by_its_config_key() {
+        let base = ["--key-file", "/k", "--subscribe", "tcp://127.0.0.1:1"];
+        let a = Settings::resolve(cli(&base), FileSettings::default()).unwrap();
+        let b = Settings::resolve(
+            cli(&[&base[..], &["--rcvhwm", "5", "--io-timeout-ms", "7"]].concat()),
+            FileSettings::default(),
+        )
+        .unwrap();
+        assert_eq!(a.needing_restart(&b), ["rcvhwm", "io_timeout_ms"]);
+        assert!(a.needing_restart(&a).is_empty());
+    }
+
+    #[test]
+    fn verify_calls_memcached_addresses_memcached_and_still_takes_peer() {
+        let c = Cli::try_parse_from(["memcastd", "verify", "--memcached", "a:1", "--peer", "b:2"])
+            .unwrap();
+        let Some(Command::Verify(v)) = c.command else {
+            panic!("not verify")
+        };
+        assert_eq!(v.peers, ["a:1", "b:2"]);
     }
 
     #[test]

@@ -36,18 +36,29 @@ fn main() -> ExitCode {
             };
         }
         Some(Command::Status { metrics, config }) => {
-            let addr = match metrics {
-                Some(a) => a.clone(),
+            let (addr, source) = match metrics {
+                Some(a) => (a.clone(), status::MetricsSource::Flag),
                 None if config.exists() => match config::load_file(config) {
-                    Ok(f) => f.metrics.unwrap_or_else(|| DEFAULT_METRICS.into()),
+                    Ok(f) => match f.metrics {
+                        Some(a) => (a, status::MetricsSource::Config(config.clone())),
+                        None => (
+                            DEFAULT_METRICS.into(),
+                            status::MetricsSource::Default(Some(config.clone())),
+                        ),
+                    },
                     Err(e) => return fail(&e.to_string()),
                 },
-                None => DEFAULT_METRICS.into(),
+                None => (DEFAULT_METRICS.into(), status::MetricsSource::Default(None)),
             };
-            return ExitCode::from(status::run(&addr) as u8);
+            return ExitCode::from(status::run_from(&addr, &source) as u8);
         }
-        Some(Command::Keygen { file }) => {
-            return match SharedKey::generate(file) {
+        Some(Command::Keygen { file, force }) => {
+            let made = if *force {
+                SharedKey::generate_replacing(file)
+            } else {
+                SharedKey::generate(file)
+            };
+            return match made {
                 Ok(key) => {
                     println!(
                         "wrote a new key to {} (key id {:08x})",

@@ -10,11 +10,48 @@ use std::time::Duration;
 
 use crate::metrics::{parse, scrape, Sample};
 
+/// Where the metrics address came from, for the hint when it cannot be reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsSource {
+    Flag,
+    Config(std::path::PathBuf),
+    /// Nobody named one; the config file read, if any.
+    Default(Option<std::path::PathBuf>),
+}
+
+/// What to do when the metrics page cannot be reached.
+pub fn unreachable_hint(addr: &str, source: &MetricsSource) -> String {
+    match source {
+        MetricsSource::Default(config) => format!(
+            "no metrics address is configured{} and nothing answers at the default {addr}: \
+             start memcastd with --metrics HOST:PORT (or `metrics = \"HOST:PORT\"` in its config file), \
+             then run memcastd status --metrics HOST:PORT (or --config FILE)",
+            config
+                .as_ref()
+                .map(|c| format!(" (no `metrics` key in {})", c.display()))
+                .unwrap_or_default()
+        ),
+        MetricsSource::Config(config) => format!(
+            "is memcastd running, with the `metrics` of {}?",
+            config.display()
+        ),
+        MetricsSource::Flag => "is memcastd running, with this --metrics?".into(),
+    }
+}
+
 pub fn run(addr: &str) -> i32 {
+    run_from(addr, &MetricsSource::Flag)
+}
+
+/// As [`run`], with a hint saying where the address came from when it fails.
+pub fn run_from(addr: &str, source: &MetricsSource) -> i32 {
     let page = match scrape(addr, Duration::from_secs(3)) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("memcastd status: cannot reach memcastd's metrics at {addr}: {e}");
+            eprintln!(
+                "memcastd status: cannot reach memcastd's metrics at {addr}: {e}; {}",
+                unreachable_hint(addr, source)
+            );
             return 2;
         }
     };

@@ -1,0 +1,139 @@
+//! What is wrong with a ZeroMQ endpoint, said before ZeroMQ sees it: libzmq
+//! answers every mistake with the same "Invalid argument".
+
+use std::net::{IpAddr, Ipv4Addr};
+
+/// The forms memcast speaks, shown with every complaint.
+pub const FORMS: &str =
+    "epgm://IFACE;GROUP:PORT, pgm://IFACE;GROUP:PORT, tcp://HOST:PORT or ipc://PATH";
+
+/// An example of a multicast endpoint, for hints.
+pub const EXAMPLE: &str = "epgm://eth0;239.192.1.1:5555";
+
+/// Which part of `endpoint` is wrong, or `None` when it is well formed.
+/// `bind`: a `tcp://` port may be `*` (any free port).
+pub fn problem(endpoint: &str) -> Option<String> {
+    let (scheme, rest) = match endpoint.split_once("://") {
+        Some(parts) => parts,
+        None => return Some(format!("no transport: expected {FORMS}")),
+    };
+    match scheme {
+        "epgm" | "pgm" => multicast_problem(scheme, rest),
+        "tcp" => tcp_problem(rest),
+        "ipc" if rest.is_empty() => {
+            Some("ipc:// needs a socket path, e.g. ipc:///run/memcast/publish.sock".into())
+        }
+        "ipc" => None,
+        other => Some(format!("unknown transport {other}://: expected {FORMS}")),
+    }
+}
+
+fn multicast_problem(scheme: &str, rest: &str) -> Option<String> {
+    let Some((iface, group_port)) = rest.split_once(';') else {
+        // "epgm://eth0" is what php.ini leaves of an unquoted
+        // "epgm://eth0;239.192.1.1:5555": ';' starts a comment there.
+        if !rest.contains(':') || rest.parse::<IpAddr>().is_ok() {
+            return Some(format!(
+                "no ;GROUP:PORT after the interface {rest:?}; in php.ini an unquoted ';' starts a comment, \
+                 so quote the value: \"{scheme}://{rest};239.192.1.1:5555\""
+            ));
+        }
+        return Some(format!(
+            "no interface: PGM needs the one to send and listen on, {scheme}://IFACE;{rest} \
+             (e.g. {scheme}://eth0;{rest}; an interface name or its address)"
+        ));
+    };
+    if iface.is_empty() || iface.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some(format!(
+            "bad interface {iface:?} before ';': an interface name or its address (e.g. {EXAMPLE})"
+        ));
+    }
+    let Some((group, port)) = group_port.rsplit_once(':') else {
+        return Some(format!(
+            "no port after the group {group_port:?}: {scheme}://{iface};{group_port}:5555"
+        ));
+    };
+    match group.parse::<Ipv4Addr>() {
+        Err(_) => {
+            return Some(format!(
+                "group {group:?} is not an IPv4 address: a multicast group such as 239.192.1.1"
+            ))
+        }
+        Ok(ip) if !ip.is_multicast() => {
+            return Some(format!(
+                "group {ip} is not a multicast address (224.0.0.0 to 239.255.255.255; \
+                 239.192.0.0/14 is for local use, e.g. 239.192.1.1)"
+            ))
+        }
+        Ok(_) => {}
+    }
+    port_problem(port, false)
+}
+
+fn tcp_problem(rest: &str) -> Option<String> {
+    let Some((host, port)) = rest.rsplit_once(':') else {
+        return Some(format!("no port: tcp://{rest}:PORT"));
+    };
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some(format!("bad address {host:?}: tcp://HOST:PORT"));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Some(format!(
+            "write an IPv6 address in brackets: tcp://[{host}]:{port}"
+        ));
+    }
+    port_problem(port, true)
+}
+
+fn port_problem(port: &str, wildcard: bool) -> Option<String> {
+    if wildcard && port == "*" {
+        return None;
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => None,
+        _ => Some(format!("bad port {port:?}: 1 to 65535")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn says(endpoint: &str, words: &str) {
+        let p = problem(endpoint).unwrap_or_else(|| panic!("{endpoint} accepted"));
+        assert!(p.contains(words), "{endpoint}: {p}");
+    }
+
+    #[test]
+    fn good_endpoints_pass() {
+        for e in [
+            EXAMPLE,
+            "pgm://10.0.0.1;239.192.1.1:5555",
+            "tcp://127.0.0.1:7712",
+            "tcp://*:*",
+            "tcp://[::1]:5",
+            "ipc:///run/memcast/publish.sock",
+        ] {
+            assert_eq!(problem(e), None, "{e}");
+        }
+    }
+
+    #[test]
+    fn each_mistake_names_the_part_that_is_wrong() {
+        says(
+            "epgm://eth0",
+            "quote the value: \"epgm://eth0;239.192.1.1:5555\"",
+        );
+        says("epgm://239.192.1.1:5555", "no interface");
+        says("epgm://eth0;10.0.0.1:5555", "not a multicast address");
+        says("epgm://eth0;mygroup:5555", "not an IPv4 address");
+        says("epgm://eth0;239.192.1.1", "no port after the group");
+        says("epgm://;239.192.1.1:5555", "bad interface");
+        says("epgm://eth0;239.192.1.1:0", "bad port");
+        says("tcp://127.0.0.1", "no port");
+        says("tcp://:5", "bad address");
+        says("udp://h:1", "unknown transport udp://");
+        says("127.0.0.1:5555", "no transport");
+        says("ipc://", "socket path");
+    }
+}
