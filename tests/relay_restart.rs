@@ -148,3 +148,53 @@ fn writes_of_a_long_lived_process_reach_every_host_across_a_relay_restart() {
         "acknowledged writes never reached other hosts\n{logs}"
     );
 }
+
+/// A restarted memcastd refills its memcached from the first peer that
+/// serves a snapshot, but that peer may lag (its multicast from some origin
+/// stalled; it catches up from that origin's ring every few seconds), and
+/// what it lacked was sent before this host heard the origin, so it is no
+/// gap here. Host 1 (host 2's first peer) lacks a session host 3 holds:
+/// soon after its warm-up, host 2 must hold it too, with anti-entropy off.
+#[test]
+fn a_warm_up_from_a_lagging_peer_is_completed_from_the_others() {
+    memcast_testkit::require_root("the relay restart test (network namespaces)");
+    let args = ["--anti-entropy-interval", "0", "--resync-interval", "300"]
+        .map(String::from)
+        .to_vec();
+    let mut cluster = Cluster::start_with("rw", 3, Publish::Relay, artifacts(), args);
+    cluster.php(
+        0,
+        r#"session_id("rw-0"); session_start(); $_SESSION["a"] = 1; session_write_close();"#,
+    );
+    // A write host 3 applied and host 1 has not yet: a second old.
+    let version = memcast_core::Version {
+        millis: memcast_core::unix_millis() - 1_000,
+        counter: 0,
+        origin: 7,
+    };
+    let data = b"only|s:12:\"host 3 has it\";";
+    let stored = memcast_core::StoredValue::live(version, data).encode();
+    let addr = memcast_core::ServerAddr::parse(&cluster.memcached_addr(2)).expect("address");
+    memcast_core::Memcached::new(addr, memcast_core::Timeouts::default())
+        .set(b"memcast.sess.rw-1", &stored, 3600)
+        .expect("set on host 3");
+    cluster.kill_memcastd(1);
+    cluster.start_memcastd(1);
+    let restarted = Instant::now();
+    let held = eventually(Duration::from_secs(15), || {
+        cluster
+            .raw(1, "memcast.sess.rw-1")
+            .filter(|raw| raw.ends_with(data))
+            .map(|_| restarted.elapsed())
+    });
+    println!("host 2 held what only host 3 had after its warm-up: {held:?} after its restart");
+    assert!(
+        held.is_some(),
+        "host 2 never got the session only host 3 held\n{}",
+        cluster.logs()
+    );
+    assert!(
+        cluster.raw(1, "memcast.sess.rw-0").is_some(),
+        "the warm-up itself"
+    );
+}
