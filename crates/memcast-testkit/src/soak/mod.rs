@@ -385,6 +385,24 @@ fn time_to_whole(
             return Ok(began.elapsed());
         }
         if began.elapsed() >= within {
+            // What is missing where, for the timeline (a few of them).
+            let t0 = *shared.t0.lock().unwrap_or_else(|e| e.into_inner());
+            let mut told = 0;
+            for (i, (replica, wanted)) in replicas.iter_mut().zip(&pending).enumerate() {
+                for (id, ack, held) in not_held(replica, wanted, |ack, held| held.has(ack)) {
+                    if told < 5 {
+                        told += 1;
+                        shared.event(format!(
+                            "not whole {:.1} s after the fault: host {} lacks {id} write {} (acknowledged on host {} at {:+.3} s), holds {held:?}",
+                            within.as_secs_f64(),
+                            i + 1,
+                            ack.gid,
+                            ack.host + 1,
+                            signed_secs(ack.at, t0)
+                        ));
+                    }
+                }
+            }
             return Err(missing);
         }
         std::thread::sleep(Duration::from_millis(100));
