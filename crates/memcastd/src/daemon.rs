@@ -175,7 +175,11 @@ impl Daemon {
                 publishers,
                 advertise: s.advertise.clone().unwrap_or_default(),
                 interval: Duration::from_millis(s.heartbeat_ms),
-                next_heartbeat: Instant::now(),
+                // Peers pull a snapshot from a relay when they hear its
+                // first heartbeat: by then every local PHP worker has
+                // reconnected, so what they could not hand over while this
+                // relay was away is in memcached, and in that snapshot.
+                next_heartbeat: Instant::now() + memcast_bus::RELAY_RECONNECTED_WITHIN,
             });
         }
         if let Some(addr) = &s.metrics {

@@ -46,6 +46,17 @@ const LOST_SETTLE: Duration = Duration::from_millis(ANTI_ENTROPY_SETTLE_MS + 500
 /// ...and such comparisons are this far apart at least.
 const COMPARE_SPACING: Duration = Duration::from_secs(10);
 
+/// After a warm-up, one anti-entropy round this soon (whatever the periodic
+/// interval, even none). The snapshot is only as complete as the peer that
+/// served it, and a peer may lag seconds behind an origin whose multicast
+/// stalled (it catches up from the origin's ring every few seconds); frames
+/// sent before this host heard that origin are not gaps here, so what the
+/// peer lacked would otherwise stay missing (seen in the soak: a restarted
+/// memcastd lacked 8 sessions written by two hosts within 0.3 s of its start).
+/// Once the round's settle time has passed, that peer has caught up, and
+/// the round compares with every peer.
+const CHECK_AFTER_WARM_UP: Duration = Duration::from_millis(ANTI_ENTROPY_SETTLE_MS + 2_000);
+
 pub enum Job {
     Repair(Missing),
     /// A full resync from the first configured peer that can serve one.
@@ -240,16 +251,20 @@ impl RepairWorker {
         let anti_entropy = !self.anti_entropy_interval.is_zero() && !self.peers.is_empty();
         let mut next_anti_entropy = Instant::now() + self.anti_entropy_interval;
         let mut next_compare = Instant::now();
+        let mut check_after_warm_up: Option<Instant> = None;
         // Per (origin, epoch), the highest sequence number caught up: a
         // request sent before the receive loop heard of the last answer
         // does not fetch the same frames again.
         let mut caught_up: HashMap<(u64, u64), u64> = HashMap::new();
         loop {
-            let idle = if anti_entropy {
+            let mut idle = if anti_entropy {
                 next_anti_entropy.saturating_duration_since(Instant::now())
             } else {
                 Duration::from_secs(3600)
             };
+            if let Some(at) = check_after_warm_up {
+                idle = idle.min(at.saturating_duration_since(Instant::now()));
+            }
             let wait = if !todo.pulls.is_empty() || !todo.catch_ups.is_empty() {
                 Duration::ZERO
             } else if todo.warm_up {
@@ -286,6 +301,9 @@ impl RepairWorker {
             if todo.warm_up && Instant::now() >= next_warm_up {
                 if self.warm_up(&mut mc) {
                     todo.warm_up = false;
+                    if !self.peers.is_empty() {
+                        check_after_warm_up = Some(Instant::now() + CHECK_AFTER_WARM_UP);
+                    }
                 } else {
                     next_warm_up = Instant::now() + WARM_UP_RETRY;
                 }
@@ -335,6 +353,11 @@ impl RepairWorker {
                     next_compare = Instant::now() + COMPARE_SPACING;
                     next_anti_entropy = Instant::now() + self.anti_entropy_interval;
                 }
+            }
+            if check_after_warm_up.is_some_and(|at| Instant::now() >= at) {
+                check_after_warm_up = None;
+                debug!("anti-entropy round after a warm-up");
+                self.anti_entropy(&mut mc);
             }
             if anti_entropy && Instant::now() >= next_anti_entropy {
                 self.anti_entropy(&mut mc);

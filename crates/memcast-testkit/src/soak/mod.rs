@@ -140,6 +140,9 @@ pub struct Shared {
     stop: AtomicBool,
     kill_php: Vec<AtomicU8>,
     peak_rss_kb: Vec<AtomicU64>,
+    /// Each host's last writer process's publisher counters, at the end:
+    /// (published, dropped, sent again).
+    publisher_counters: Mutex<Vec<Option<(u64, u64, u64)>>>,
     worker_restarts: AtomicU64,
     log_dir: PathBuf,
     pace: Duration,
@@ -256,6 +259,7 @@ pub fn run(config: &SoakConfig, artifacts: Artifacts) -> SoakReport {
         stop: AtomicBool::new(false),
         kill_php: (0..hosts).map(|_| AtomicU8::new(0)).collect(),
         peak_rss_kb: (0..hosts).map(|_| AtomicU64::new(0)).collect(),
+        publisher_counters: Mutex::new(vec![None; hosts]),
         worker_restarts: AtomicU64::new(0),
         pace: config.pace,
         handoff: config.handoff,
@@ -381,6 +385,24 @@ fn time_to_whole(
             return Ok(began.elapsed());
         }
         if began.elapsed() >= within {
+            // What is missing where, for the timeline (a few of them).
+            let t0 = *shared.t0.lock().unwrap_or_else(|e| e.into_inner());
+            let mut told = 0;
+            for (i, (replica, wanted)) in replicas.iter_mut().zip(&pending).enumerate() {
+                for (id, ack, held) in not_held(replica, wanted, |ack, held| held.has(ack)) {
+                    if told < 5 {
+                        told += 1;
+                        shared.event(format!(
+                            "not whole {:.1} s after the fault: host {} lacks {id} write {} (acknowledged on host {} at {:+.3} s), holds {held:?}",
+                            within.as_secs_f64(),
+                            i + 1,
+                            ack.gid,
+                            ack.host + 1,
+                            signed_secs(ack.at, t0)
+                        ));
+                    }
+                }
+            }
             return Err(missing);
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -506,7 +528,9 @@ fn writer(shared: &Shared, i: usize) {
                             ledger.close_failed += 1;
                         }
                     }
-                    Reply::Read { .. } => ledger.warning("soak: a read answer to a write"),
+                    Reply::Read { .. } | Reply::Publisher { .. } => {
+                        ledger.warning("soak: a read answer to a write")
+                    }
                 }
             }
             Err(gone) => {
@@ -521,6 +545,20 @@ fn writer(shared: &Shared, i: usize) {
         if shared.running.load(Ordering::SeqCst) {
             std::thread::sleep(shared.pace);
         }
+    }
+    if let Ok((
+        Reply::Publisher {
+            published,
+            drops,
+            sent_again,
+        },
+        _,
+    )) = php.request("I", REQUEST_TIMEOUT)
+    {
+        shared
+            .publisher_counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())[i] = Some((published, drops, sent_again));
     }
 }
 
@@ -958,6 +996,45 @@ fn finish(
         .map(|i| format!("host{} {:.1} MB", i + 1, kb(i) as f64 / 1024.0))
         .collect();
     let _ = writeln!(t, "memcastd peak RSS (VmHWM): {}", rss.join(", "));
+    // What each host's PHP handed its relay against what the relay passed
+    // on (relay setups): acknowledged writes since the host's memcastd last
+    // started, the last writer process's publisher counters, and relayed.
+    let publishers = shared
+        .publisher_counters
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if counters.len() == hosts && counters.iter().any(|c| c.get("relayed").is_some()) {
+        let rows: Vec<String> = (0..hosts)
+            .map(|i| {
+                let since = faults
+                    .iter()
+                    .filter(|f| f.host == i && f.kind == FaultKind::MemcastdKill)
+                    .map(|f| f.began + f.lasted)
+                    .max();
+                let acked = ledger
+                    .sessions
+                    .iter()
+                    .flat_map(|s| &s.acks)
+                    .filter(|a| a.host == i && since.is_none_or(|t| a.at >= t))
+                    .count();
+                let php = publishers[i].map_or("?".into(), |(p, d, r)| {
+                    format!("published {p}, dropped {d}, sent again {r}")
+                });
+                format!(
+                    "host{} acked {acked}{} / relayed {} (last writer: {php})",
+                    i + 1,
+                    if since.is_some() {
+                        " since its memcastd restarted"
+                    } else {
+                        ""
+                    },
+                    counters[i].get("relayed").copied().unwrap_or(0)
+                )
+            })
+            .collect();
+        let _ = writeln!(t, "relay hand-over: {}", rows.join("; "));
+    }
     let mut sums: BTreeMap<&str, u64> = BTreeMap::new();
     for host in &counters {
         for (k, v) in host {

@@ -8,6 +8,8 @@
 //! W <id> <gid> <len> <hold>   session_start, read, modify, session_write_close
 //!   -> W <started> <seen gid> <seen crc> <acked> <len> <crc> <us>
 //!   -> H                      (hold = 1) holding the session: about to be killed
+//! I                           the publisher's counters (phpinfo)
+//!   -> I <published> <drops> <sent again>
 //! E <text>                    anything PHP printed (warnings), before the answer
 //! ```
 //!
@@ -53,6 +55,16 @@ function say(string $line): void {
 fwrite(STDOUT, "READY\n");
 while (($line = fgets(STDIN)) !== false) {
     $a = explode(' ', trim($line));
+    if ($a[0] === 'I') {
+        $c = ['Frames published' => 0, 'Publish drops' => 0, 'Dropped sessions sent again' => 0];
+        phpinfo(INFO_MODULES);
+        foreach (explode("\n", (string)ob_get_contents()) as $l) {
+            if (preg_match('/^(.+?) => (\d+)$/', trim($l), $m) && isset($c[$m[1]])) { $c[$m[1]] = (int)$m[2]; }
+        }
+        ob_clean();
+        fwrite(STDOUT, 'I ' . implode(' ', $c) . "\n");
+        continue;
+    }
     $_SESSION = [];
     session_id($a[1]);
     if ($a[0] === 'R') {
@@ -97,6 +109,12 @@ pub enum Reply {
         php_us: u64,
     },
     Holding,
+    /// The process's publisher counters.
+    Publisher {
+        published: u64,
+        drops: u64,
+        sent_again: u64,
+    },
 }
 
 /// The worker died or stopped answering.
@@ -227,6 +245,11 @@ fn parse(line: &str) -> Option<Reply> {
     let crc = |k: usize| f.get(k).and_then(|v| u32::from_str_radix(v, 16).ok());
     match *f.first()? {
         "H" => Some(Reply::Holding),
+        "I" => Some(Reply::Publisher {
+            published: num(1)?,
+            drops: num(2)?,
+            sent_again: num(3)?,
+        }),
         "R" => Some(Reply::Read {
             ok: num(1)? == 1,
             seen: Seen {
@@ -278,6 +301,14 @@ mod tests {
             })
         ));
         assert!(matches!(parse("H"), Some(Reply::Holding)));
+        assert!(matches!(
+            parse("I 10 2 2"),
+            Some(Reply::Publisher {
+                published: 10,
+                drops: 2,
+                sent_again: 2
+            })
+        ));
         assert!(parse("W 1").is_none());
         assert!(parse("Warn: sendto() failed").is_none());
     }
