@@ -87,6 +87,9 @@ pub struct Daemon {
     backlog: VecDeque<Frame>,
     /// Accepted frames waiting for the next batch.
     pending: Vec<Frame>,
+    /// This host's own writes (relayed frames), applied here too if newer:
+    /// see [`Daemon::handle_relay`].
+    own: Vec<Frame>,
     /// CAS tokens of what this daemon stored, per key (see [`CasCache`]).
     cas_cache: CasCache,
     memcached_down_since: Option<Instant>,
@@ -120,6 +123,7 @@ impl Daemon {
             shared: Arc::new(Shared::new(counters)),
             backlog: VecDeque::new(),
             pending: Vec::new(),
+            own: Vec::new(),
             cas_cache: CasCache::new(200_000),
             memcached_down_since: None,
             next_retry: Instant::now(),
@@ -356,6 +360,13 @@ impl Daemon {
         let sent = relay.send(&sealed);
         // Kept even when the send failed: a peer that notices the gap repairs it.
         relay.ring.lock().push(frame.seq, sealed);
+        // PHP stored the write here first, unless this memcached was being
+        // skipped (it failed moments ago: restarted, say), when it went to
+        // the next server only; then this host would later read its own
+        // older write. Applied if newer, it is a no-op in the usual case.
+        if frame.op.stores() {
+            self.own.push(frame);
+        }
         match sent {
             Ok(()) => Counters::inc(&self.counters.relayed),
             Err(e) => {
@@ -482,6 +493,7 @@ impl Daemon {
     /// one batch; on a memcached failure they wait in the backlog, on any
     /// other error they are applied one by one.
     fn flush_pending(&mut self) {
+        self.flush_own();
         if self.pending.is_empty() {
             return;
         }
@@ -513,6 +525,45 @@ impl Daemon {
                         self.queue(f);
                     }
                 }
+            }
+        }
+    }
+
+    /// Applies this host's own writes where PHP could not store them. Not
+    /// counted as applied frames: in the usual case PHP stored the same
+    /// version here (a create then reads as a conflict, which it is not).
+    fn flush_own(&mut self) {
+        if self.own.is_empty() {
+            return;
+        }
+        let frames = std::mem::take(&mut self.own);
+        if !self.backlog.is_empty() {
+            // Memcached is away: they wait with the others.
+            for f in frames {
+                self.queue(f);
+            }
+            return;
+        }
+        match apply_batch(&mut self.memcached, &frames, &mut self.cas_cache) {
+            Ok(outcomes) => {
+                let stored = outcomes.iter().filter(|o| **o == Outcome::Stored).count();
+                if stored > 0 {
+                    debug!(
+                        stored,
+                        "stored this host's own writes that PHP had stored elsewhere only"
+                    );
+                }
+            }
+            Err(e) if e.is_server_failure() => {
+                self.cas_cache.clear();
+                self.memcached_failed(&e);
+                for f in frames {
+                    self.queue(f);
+                }
+            }
+            Err(e) => {
+                self.cas_cache.clear();
+                debug!("this host's own writes: {e}");
             }
         }
     }
