@@ -87,6 +87,9 @@ pub struct Daemon {
     backlog: VecDeque<Frame>,
     /// Accepted frames waiting for the next batch.
     pending: Vec<Frame>,
+    /// This host's own writes (relayed frames), applied here too if newer:
+    /// see [`Daemon::handle_relay`].
+    own: Vec<Frame>,
     /// CAS tokens of what this daemon stored, per key (see [`CasCache`]).
     cas_cache: CasCache,
     memcached_down_since: Option<Instant>,
@@ -101,6 +104,10 @@ pub struct Daemon {
     sentinel_set: bool,
     /// Origins silent at the last look.
     silent_origins: usize,
+    /// The startup warm-up waits for a heartbeat from every peer's relay
+    /// (by its advertised address) or this deadline: see
+    /// [`Daemon::start_warm_up_when_joined`].
+    warm_up_waits: Option<(Instant, Vec<String>)>,
 }
 
 impl Daemon {
@@ -120,6 +127,7 @@ impl Daemon {
             shared: Arc::new(Shared::new(counters)),
             backlog: VecDeque::new(),
             pending: Vec::new(),
+            own: Vec::new(),
             cas_cache: CasCache::new(200_000),
             memcached_down_since: None,
             next_retry: Instant::now(),
@@ -131,6 +139,7 @@ impl Daemon {
             completeness: Completeness::new(has_peers, warm_up_at_start),
             sentinel_set: false,
             silent_origins: 0,
+            warm_up_waits: None,
         })
     }
 
@@ -202,7 +211,7 @@ impl Daemon {
                 .map_err(|e| format!("--listen {listen}: {e}"))?;
         }
         let (report_tx, reports) = std::sync::mpsc::channel();
-        let mut repairs = RepairWorker {
+        let repairs = RepairWorker {
             keys: Arc::clone(&self.keys),
             memcached: self.memcached.addr().clone(),
             timeouts: s.timeouts(),
@@ -222,8 +231,16 @@ impl Daemon {
         if s.peers.is_empty() {
             warn!("no --peer configured: a restarted or evicting memcached cannot be refilled, so this memcached is never known complete (no {} sentinel) and PHP confirms every miss here on the next server; give every host --listen and each memcastd its peers with --peer to fix this", String::from_utf8_lossy(WARM_SENTINEL));
         } else if s.resync_on_start {
-            info!("refilling memcached from peers before vouching for it (warm-up)");
-            repairs.send(Job::WarmUp);
+            // Frames an origin sent before this host first heard it are not
+            // gaps here: the snapshot must be taken after that, so it holds
+            // them. Every relay heartbeats, so once each peer's relay was
+            // heard its stream is joined (peers that are down: the deadline).
+            let wait = Duration::from_millis(2 * s.heartbeat_ms + 500);
+            info!(
+                "refilling memcached from peers before vouching for it (warm-up), once every peer's relay was heard (at most {} ms)",
+                wait.as_millis()
+            );
+            self.warm_up_waits = Some((Instant::now() + wait, s.peers.clone()));
         } else {
             warn!("--resync-on-start false: memcached is not refilled at startup, so it is not known complete and PHP confirms every miss here on the next server");
         }
@@ -296,6 +313,7 @@ impl Daemon {
                 next_catch_up = now + CATCH_UP_EVERY;
                 self.ask_silent_origins();
             }
+            self.start_warm_up_when_joined(now);
             if now >= next_complete_check {
                 next_complete_check = now + COMPLETE_CHECK_EVERY;
                 self.check_complete();
@@ -322,6 +340,22 @@ impl Daemon {
             self.origins.len()
         );
         Ok(())
+    }
+
+    /// Starts the startup warm-up once every peer's relay was heard (or at
+    /// the deadline).
+    fn start_warm_up_when_joined(&mut self, now: Instant) {
+        let Some((deadline, waiting)) = &self.warm_up_waits else {
+            return;
+        };
+        if !waiting.is_empty() && now < *deadline {
+            return;
+        }
+        if !waiting.is_empty() {
+            debug!(peers = ?waiting, "warm-up: no heartbeat heard from these peers' relays; refilling anyway");
+        }
+        self.warm_up_waits = None;
+        self.send_job(Job::WarmUp);
     }
 
     fn handle(&mut self, source: Source, bytes: &[u8]) {
@@ -356,6 +390,13 @@ impl Daemon {
         let sent = relay.send(&sealed);
         // Kept even when the send failed: a peer that notices the gap repairs it.
         relay.ring.lock().push(frame.seq, sealed);
+        // PHP stored the write here first, unless this memcached was being
+        // skipped (it failed moments ago: restarted, say), when it went to
+        // the next server only; then this host would later read its own
+        // older write. Applied if newer, it is a no-op in the usual case.
+        if frame.op.stores() {
+            self.own.push(frame);
+        }
         match sent {
             Ok(()) => Counters::inc(&self.counters.relayed),
             Err(e) => {
@@ -463,6 +504,12 @@ impl Daemon {
         self.counters
             .origins_evicted
             .store(self.origins.evicted(), Ordering::Relaxed);
+        if frame.op == Op::Heartbeat {
+            if let Some((_, waiting)) = self.warm_up_waits.as_mut() {
+                let addr = String::from_utf8_lossy(&frame.value);
+                waiting.retain(|peer| *peer != addr);
+            }
+        }
         if let Some(addr) = self.origins.newly_started_relay(&frame) {
             self.send_job(Job::PullFrom(addr));
         }
@@ -482,6 +529,7 @@ impl Daemon {
     /// one batch; on a memcached failure they wait in the backlog, on any
     /// other error they are applied one by one.
     fn flush_pending(&mut self) {
+        self.flush_own();
         if self.pending.is_empty() {
             return;
         }
@@ -513,6 +561,45 @@ impl Daemon {
                         self.queue(f);
                     }
                 }
+            }
+        }
+    }
+
+    /// Applies this host's own writes where PHP could not store them. Not
+    /// counted as applied frames: in the usual case PHP stored the same
+    /// version here (a create then reads as a conflict, which it is not).
+    fn flush_own(&mut self) {
+        if self.own.is_empty() {
+            return;
+        }
+        let frames = std::mem::take(&mut self.own);
+        if !self.backlog.is_empty() {
+            // Memcached is away: they wait with the others.
+            for f in frames {
+                self.queue(f);
+            }
+            return;
+        }
+        match apply_batch(&mut self.memcached, &frames, &mut self.cas_cache) {
+            Ok(outcomes) => {
+                let stored = outcomes.iter().filter(|o| **o == Outcome::Stored).count();
+                if stored > 0 {
+                    debug!(
+                        stored,
+                        "stored this host's own writes that PHP had stored elsewhere only"
+                    );
+                }
+            }
+            Err(e) if e.is_server_failure() => {
+                self.cas_cache.clear();
+                self.memcached_failed(&e);
+                for f in frames {
+                    self.queue(f);
+                }
+            }
+            Err(e) => {
+                self.cas_cache.clear();
+                debug!("this host's own writes: {e}");
             }
         }
     }
