@@ -27,7 +27,7 @@ test-rust: build
 # The fault soak (tests/soak.rs, root: five hosts in network namespaces):
 # seeded random faults for SOAK_SECONDS in each of the README's two setups,
 # one after the other; SOAK_SEED=<hex> replays a run's faults. `make test`
-# runs 90 s per setup, `make soak` 600 s per setup. The summary is printed
+# runs 90 s (recommended setup), `make soak` 600 s per setup. The summary is printed
 # and kept in target/soak-<setup>.txt, the run's logs in target/soak-<setup>-logs.
 SOAK_TEST_SECONDS ?= 90
 SOAK_SECONDS      ?= 600
