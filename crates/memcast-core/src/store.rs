@@ -862,11 +862,13 @@ pub fn apply_create(
                     continue;
                 }
                 Some(item) => match StoredValue::parse(&item.value) {
-                    Some(held) if !held.tombstone => {
-                        return Ok(Applied::Conflict { held: held.version })
-                    }
+                    // This very write, or a newer one (a create sent again,
+                    // a snapshot racing it): old news, not a conflict.
                     Some(held) if held.version >= value.version => {
                         return Ok(Applied::SkippedOlder { held: held.version })
+                    }
+                    Some(held) if !held.tombstone => {
+                        return Ok(Applied::Conflict { held: held.version })
                     }
                     _ => {
                         expect = Expect::Cas(item.cas);

@@ -446,6 +446,12 @@ fn a_write_that_began_from_a_miss_never_replaces_a_live_session() {
             .data,
         b"user|s:5:\"alice\";"
     );
+    // The same create again (sent twice, or met by a snapshot of itself):
+    // old news, not a conflict.
+    assert_eq!(
+        apply_create(&mut mc, key, &real, 60, Expect::Unknown).unwrap(),
+        Applied::SkippedOlder { held: v(100, 1) }
+    );
     // Where nothing is held, it is stored.
     let fresh = b"memcast.sess.fresh";
     assert_eq!(
