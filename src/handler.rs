@@ -673,7 +673,9 @@ impl SessionStore {
                 apply_if_newer(&mut self.servers[i], key, value, ttl, expect)
             };
             match applied {
-                Ok(Applied::Conflict { .. }) => {
+                // A create found a live session, or a newer write than its
+                // own: from this request's view the session was not new.
+                Ok(Applied::Conflict { .. }) | Ok(Applied::SkippedOlder { .. }) if created => {
                     self.list.mark_ok(i);
                     self.counters.write_failures += 1;
                     self.counters.conflicts += 1;
