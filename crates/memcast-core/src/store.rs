@@ -805,37 +805,11 @@ pub fn apply_if_newer(
     key: &[u8],
     value: &StoredValue<'_>,
     ttl: u64,
-    mut expect: Expect,
+    expect: Expect,
 ) -> Result<Applied, StoreError> {
-    let encoded = value.encode();
-    for _ in 0..16 {
-        let reply = match expect {
-            Expect::Missing => mc.add(key, &encoded, ttl)?,
-            Expect::Cas(cas) => mc.cas(key, &encoded, ttl, cas)?,
-            Expect::Unknown => match mc.gets(key)? {
-                None => {
-                    expect = Expect::Missing;
-                    continue;
-                }
-                Some(item) => {
-                    let held = StoredValue::version_of(&item.value);
-                    if held >= value.version {
-                        return Ok(Applied::SkippedOlder { held });
-                    }
-                    expect = Expect::Cas(item.cas);
-                    continue;
-                }
-            },
-        };
-        match reply {
-            Reply::Stored => return Ok(Applied::Stored),
-            // Someone else wrote (or the key expired) in between: look again.
-            Reply::NotStored | Reply::Exists | Reply::NotFound => expect = Expect::Unknown,
-        }
-    }
-    Err(StoreError::Contended {
-        addr: mc.addr().clone(),
-        key: String::from_utf8_lossy(key).into_owned(),
+    store_unless(mc, key, value, ttl, expect, |raw| {
+        let held = StoredValue::version_of(raw);
+        (held >= value.version).then_some(Applied::SkippedOlder { held })
     })
 }
 
@@ -849,36 +823,57 @@ pub fn apply_create(
     key: &[u8],
     value: &StoredValue<'_>,
     ttl: u64,
+    expect: Expect,
+) -> Result<Applied, StoreError> {
+    store_unless(
+        mc,
+        key,
+        value,
+        ttl,
+        expect,
+        |raw| match StoredValue::parse(raw) {
+            // This very write, or a newer one (a create sent again, a snapshot
+            // racing it): old news, not a conflict.
+            Some(held) if held.version >= value.version => {
+                Some(Applied::SkippedOlder { held: held.version })
+            }
+            Some(held) if !held.tombstone => Some(Applied::Conflict { held: held.version }),
+            _ => None,
+        },
+    )
+}
+
+/// The conditional store both rules share: `add` where nothing is held,
+/// otherwise `keep(held value)` decides, `Some(outcome)` leaving memcached
+/// as it is and `None` replacing the value with a `cas` against what was
+/// read; a store that loses a race looks again.
+fn store_unless(
+    mc: &mut Memcached,
+    key: &[u8],
+    value: &StoredValue<'_>,
+    ttl: u64,
     mut expect: Expect,
+    keep: impl Fn(&[u8]) -> Option<Applied>,
 ) -> Result<Applied, StoreError> {
     let encoded = value.encode();
     for _ in 0..16 {
         let reply = match expect {
             Expect::Missing => mc.add(key, &encoded, ttl)?,
             Expect::Cas(cas) => mc.cas(key, &encoded, ttl, cas)?,
-            Expect::Unknown => match mc.gets(key)? {
-                None => {
-                    expect = Expect::Missing;
-                    continue;
-                }
-                Some(item) => match StoredValue::parse(&item.value) {
-                    // This very write, or a newer one (a create sent again,
-                    // a snapshot racing it): old news, not a conflict.
-                    Some(held) if held.version >= value.version => {
-                        return Ok(Applied::SkippedOlder { held: held.version })
-                    }
-                    Some(held) if !held.tombstone => {
-                        return Ok(Applied::Conflict { held: held.version })
-                    }
-                    _ => {
-                        expect = Expect::Cas(item.cas);
-                        continue;
-                    }
-                },
-            },
+            Expect::Unknown => {
+                expect = match mc.gets(key)? {
+                    None => Expect::Missing,
+                    Some(item) => match keep(&item.value) {
+                        Some(outcome) => return Ok(outcome),
+                        None => Expect::Cas(item.cas),
+                    },
+                };
+                continue;
+            }
         };
         match reply {
             Reply::Stored => return Ok(Applied::Stored),
+            // Someone else wrote (or the key expired) in between: look again.
             Reply::NotStored | Reply::Exists | Reply::NotFound => expect = Expect::Unknown,
         }
     }
