@@ -78,7 +78,7 @@ struct Prefetched {
     server: usize,
     key: Vec<u8>,
     item: Option<memcast_core::store::Item>,
-    warm: bool,
+    warm: Option<memcast_core::store::Vouch>,
 }
 
 /// What the last read of a session found, so the write can be conditional
@@ -454,10 +454,10 @@ impl SessionStore {
         for i in self.list.candidates(Instant::now()) {
             let answer = match prefetched.take() {
                 Some(p) if p.server == i => Ok((p.item, p.warm)),
-                _ if trust_miss => self.servers[i].gets(key).map(|found| (found, true)),
+                _ if trust_miss => self.servers[i].gets(key).map(|found| (found, None)),
                 _ => self.servers[i].gets_checking_warm(key),
             };
-            let (found, complete) = match answer {
+            let (found, vouch) = match answer {
                 Ok(a) => a,
                 Err(e) => {
                     self.note_failure(i, &e);
@@ -476,6 +476,13 @@ impl SessionStore {
                 self.counters.failovers += 1;
             }
             let Some(item) = found else {
+                // Vouched for, and nothing evicted since memcastd looked.
+                let complete = vouch.is_some_and(|v| {
+                    self.servers[i].still_complete(v).unwrap_or_else(|e| {
+                        self.note_failure(i, &e);
+                        false
+                    })
+                });
                 if complete || trust_miss {
                     return Ok((self.miss_state(&missed, i), None));
                 }

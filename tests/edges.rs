@@ -158,8 +158,48 @@ fn evicting_memcached(tag: &str, bare: bool) {
     println!(
         "{tag}: {n} sessions, host 2's memcached evicted {evictions}; its requests found {found} and stored {ok}; held whole with the new key on hosts 1 and 3: {held:?}; intact (with or without it): {intact:?}"
     );
+    if held != [n, n] {
+        println!("{}", describe_broken(&cluster, tag, n));
+    }
     assert_eq!((found, ok), (n, n), "{}", cluster.logs());
     assert_eq!(held, [n, n], "{}", cluster.logs());
+}
+
+/// What every host holds for the first sessions not whole on host 1: the
+/// version and the start of the data, to tell an empty write from a lost one.
+fn describe_broken(cluster: &Cluster, tag: &str, n: usize) -> String {
+    let mut out = String::new();
+    let broken = (0..n).filter(|&i| {
+        let key = format!("memcast.sess.{}", id(tag, i));
+        cluster.raw(0, &key).is_none_or(|raw| {
+            StoredValue::parse(&raw).is_none_or(|v| {
+                !String::from_utf8_lossy(v.data).starts_with(&format!("i|i:{i};pad|s:1600:"))
+            })
+        })
+    });
+    for i in broken.take(5) {
+        let key = format!("memcast.sess.{}", id(tag, i));
+        for h in 0..cluster.sites.len() {
+            let shown = match cluster.raw(h, &key) {
+                None => "absent".to_string(),
+                Some(raw) => match StoredValue::parse(&raw) {
+                    None => format!("unparsable ({} bytes)", raw.len()),
+                    Some(v) => {
+                        let data = String::from_utf8_lossy(v.data);
+                        let head: String = data.chars().take(40).collect();
+                        format!(
+                            "version {:?} tombstone {} {} bytes: {head:?}",
+                            v.version,
+                            v.tombstone,
+                            v.data.len()
+                        )
+                    }
+                },
+            };
+            out.push_str(&format!("{key} on host {}: {shown}\n", h + 1));
+        }
+    }
+    out
 }
 
 fn memcached_stat(cluster: &Cluster, at: usize, name: &str) -> u64 {

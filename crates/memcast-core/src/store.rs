@@ -75,6 +75,31 @@ pub enum Reply {
     NotFound,
 }
 
+/// What a present warm sentinel (`memcast:warm`) vouches for: memcastd
+/// knew this memcached complete when it had evicted `evictions` entries.
+/// Its value is `<unix ms> evictions=<n>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vouch {
+    /// None: a sentinel without the count (an older memcastd, or set by hand).
+    pub evictions: Option<u64>,
+}
+
+impl Vouch {
+    pub fn sentinel_value(stamp_ms: u64, evictions: u64) -> String {
+        format!("{stamp_ms} evictions={evictions}")
+    }
+
+    pub fn parse(value: &[u8]) -> Vouch {
+        let text = String::from_utf8_lossy(value);
+        Vouch {
+            evictions: text
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("evictions="))
+                .and_then(|n| n.parse().ok()),
+        }
+    }
+}
+
 /// A key and its value, as `get_multi` returns them.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
@@ -140,9 +165,12 @@ impl Memcached {
     }
 
     /// `gets` of `key` and of the warm sentinel in one round trip: the item,
-    /// and whether this memcached is warm (its memcastd finished refilling
-    /// it since it last started).
-    pub fn gets_checking_warm(&mut self, key: &[u8]) -> Result<(Option<Item>, bool), StoreError> {
+    /// and what the sentinel vouches for if it is there (its memcastd knows
+    /// this memcached complete; see [`Memcached::still_complete`]).
+    pub fn gets_checking_warm(
+        &mut self,
+        key: &[u8],
+    ) -> Result<(Option<Item>, Option<Vouch>), StoreError> {
         check_key(key)?;
         let mut cmd = Vec::with_capacity(key.len() + 32);
         push_gets_checking_warm(&mut cmd, key);
@@ -161,7 +189,7 @@ impl Memcached {
         token: &[u8],
         ttl: u64,
         key: &[u8],
-    ) -> Result<(Option<u64>, Option<Item>, bool), StoreError> {
+    ) -> Result<(Option<u64>, Option<Item>, Option<Vouch>), StoreError> {
         check_key(lock_key)?;
         check_key(key)?;
         let mut cmd = Vec::with_capacity(lock_key.len() + key.len() + token.len() + 64);
@@ -249,6 +277,24 @@ impl Memcached {
     }
 
     /// `stats` as name/value pairs.
+    /// Whether a memcached whose warm sentinel said `vouch` still holds
+    /// everything it held then: memcastd reads `stats` once a second, so
+    /// evictions that began since its last look are not in the sentinel yet,
+    /// but they are in memcached's own count, read here after the miss (on
+    /// the same connection, so after it). Only a miss pays this round trip.
+    pub fn still_complete(&mut self, vouch: Vouch) -> Result<bool, StoreError> {
+        let Some(vouched) = vouch.evictions else {
+            // A sentinel without the count (an older memcastd): as before.
+            return Ok(true);
+        };
+        let stats = self.stats()?;
+        let now = stats
+            .iter()
+            .find(|(name, _)| name == "evictions")
+            .and_then(|(_, v)| v.parse::<u64>().ok());
+        Ok(now == Some(vouched))
+    }
+
     pub fn stats(&mut self) -> Result<Vec<(String, String)>, StoreError> {
         self.round_trip(b"stats\r\n", |c| {
             let mut out = Vec::new();
@@ -388,6 +434,7 @@ impl Memcached {
         let cmd = [verb, b" ", key, b"\r\n"].concat();
         self.round_trip(&cmd, |c| match c.value_or_end()? {
             None => Ok(None),
+            Some((k, _)) if k != key => Err(c.unexpected(b"(a value for another key)")),
             Some((_, item)) => {
                 let end = c.read_line()?;
                 if end == b"END" {
@@ -422,18 +469,21 @@ impl Memcached {
         self.round_trip(&cmd, |c| c.storage_reply())
     }
 
-    /// Sends `cmd`, reads the reply with `read`; any I/O or protocol failure
-    /// drops the connection so the next command starts clean.
+    /// Sends `cmd`, reads the reply with `read`; any failure drops the
+    /// connection so the next command starts clean. That includes a server's
+    /// own error (`SERVER_ERROR out of memory` from a full memcached): when
+    /// it answers one command of a pipeline (a lock taken with a read, a batch
+    /// of stores), the replies after it are still unread, and the next
+    /// command on the connection would take them for its own (a read of one
+    /// session answered with another's miss).
     fn round_trip<T>(
         &mut self,
         cmd: &[u8],
         read: impl FnOnce(&mut Conn<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let result = self.try_round_trip(cmd, read);
-        if let Err(e) = &result {
-            if e.is_server_failure() {
-                self.conn = None;
-            }
+        if result.is_err() {
+            self.conn = None;
         }
         result
     }
@@ -629,13 +679,13 @@ impl Conn<'_> {
         })
     }
 
-    /// The reply to `gets <key> memcast:warm`: the item, and whether the
-    /// warm sentinel was there.
-    fn item_and_warm(&mut self, key: &[u8]) -> Result<(Option<Item>, bool), StoreError> {
-        let (mut item, mut warm) = (None, false);
+    /// The reply to `gets <key> memcast:warm`: the item, and what the warm
+    /// sentinel vouches for if it was there.
+    fn item_and_warm(&mut self, key: &[u8]) -> Result<(Option<Item>, Option<Vouch>), StoreError> {
+        let (mut item, mut warm) = (None, None);
         while let Some((k, found)) = self.value_or_end()? {
             if k == crate::replica::WARM_SENTINEL {
-                warm = true;
+                warm = Some(Vouch::parse(&found.value));
             } else if k == key {
                 item = Some(found);
             }

@@ -206,6 +206,39 @@ fn oversized_value_is_a_server_error_not_a_dead_server() {
     assert_eq!(mc.set(b"small", b"ok", 60).unwrap(), Reply::Stored);
 }
 
+/// A server error that answers one command of a pipeline leaves the replies
+/// after it unread; the next command must not take them for its own.
+#[test]
+fn a_server_error_inside_a_pipeline_does_not_answer_the_next_command() {
+    let server = kit::Memcached::start();
+    let mut mc = client(&server);
+    assert_eq!(mc.set(b"other", b"its value", 60).unwrap(), Reply::Stored);
+    let big = vec![b'x'; 5 * 1024 * 1024];
+    let ops = [
+        memcast_core::store::StoreOp {
+            key: b"big",
+            value: &big,
+            ttl: 60,
+            cas: None,
+        },
+        memcast_core::store::StoreOp {
+            key: b"after",
+            value: b"stored",
+            ttl: 60,
+            cas: None,
+        },
+    ];
+    let err = mc.store_many_returning_cas(&ops).unwrap_err();
+    assert!(matches!(err, StoreError::Server { .. }), "{err}");
+    // Without a clean connection this read got the second store's `HD`.
+    assert_eq!(
+        mc.get(b"other").unwrap().as_deref(),
+        Some(&b"its value"[..])
+    );
+    assert_eq!(mc.gets_checking_warm(b"missing").unwrap(), (None, None));
+    assert_eq!(mc.get(b"after").unwrap().as_deref(), Some(&b"stored"[..]));
+}
+
 #[test]
 fn get_multi_returns_present_keys_only() {
     let server = kit::Memcached::start();
@@ -300,6 +333,42 @@ fn delete_if_unchanged_removes_only_the_value_it_read() {
     assert_eq!(mc.add(b"lock", b"next", 60).unwrap(), Reply::Stored);
 }
 
+/// The warm sentinel carries memcached's eviction count as memcastd last
+/// saw it: a miss is vouched for only while memcached's own count is the
+/// same (evictions since memcastd's last look undo the vouch at once).
+#[test]
+fn the_sentinel_vouches_only_while_the_eviction_count_it_carries_holds() {
+    use memcast_core::store::Vouch;
+    let server = kit::Memcached::start();
+    let mut mc = client(&server);
+    assert_eq!(mc.gets_checking_warm(b"sess").unwrap(), (None, None));
+    let current = |mc: &mut Memcached| -> u64 {
+        mc.stats()
+            .unwrap()
+            .into_iter()
+            .find(|(k, _)| k == "evictions")
+            .unwrap()
+            .1
+            .parse()
+            .unwrap()
+    };
+    let now = current(&mut mc);
+    for (count, holds) in [(now, true), (now + 3, false)] {
+        let value = Vouch::sentinel_value(1_700_000_000_000, count);
+        mc.set(b"memcast:warm", value.as_bytes(), 60).unwrap();
+        let (item, vouch) = mc.gets_checking_warm(b"sess").unwrap();
+        assert_eq!(item, None);
+        let vouch = vouch.expect("the sentinel is there");
+        assert_eq!(vouch.evictions, Some(count));
+        assert_eq!(mc.still_complete(vouch).unwrap(), holds, "{value}");
+    }
+    // Set by an older memcastd, or by hand: no count to check.
+    mc.set(b"memcast:warm", b"1", 60).unwrap();
+    let (_, vouch) = mc.gets_checking_warm(b"sess").unwrap();
+    assert_eq!(vouch, Some(Vouch { evictions: None }));
+    assert!(mc.still_complete(vouch.unwrap()).unwrap());
+}
+
 #[test]
 fn a_lock_and_the_read_take_one_round_trip_and_release_only_our_lock() {
     let server = kit::Memcached::start();
@@ -311,7 +380,7 @@ fn a_lock_and_the_read_take_one_round_trip_and_release_only_our_lock() {
         .unwrap();
     let cas = cas.expect("the lock was free");
     assert_eq!(item.unwrap().value, b"data|x");
-    assert!(!warm, "no sentinel set in this memcached");
+    assert!(warm.is_none(), "no sentinel set in this memcached");
     // Held: a second taker gets no lock (the read still answers).
     let (none, item, _) = other
         .lock_and_gets_checking_warm(b"sess.lock", b"tok2", 30, b"sess")
@@ -328,7 +397,7 @@ fn a_lock_and_the_read_take_one_round_trip_and_release_only_our_lock() {
     let (mine, _, warm) = mc
         .lock_and_gets_checking_warm(b"sess.lock", b"tok3", 30, b"sess")
         .unwrap();
-    assert!(warm);
+    assert!(warm.is_some());
     other.delete(b"sess.lock").unwrap(); // "expired"
     let (theirs, _, _) = other
         .lock_and_gets_checking_warm(b"sess.lock", b"tok4", 30, b"sess")

@@ -796,10 +796,16 @@ impl Daemon {
                 Err(e) => debug!("cannot refresh the warm sentinel: {e}"),
             }
         } else if complete {
-            let stamp = unix_millis().to_string();
+            // With the eviction count it was known complete at: PHP checks
+            // memcached's own count against it before trusting a miss, so
+            // evictions that begin between two checks here are not missed.
+            let value = memcast_core::store::Vouch::sentinel_value(
+                unix_millis(),
+                self.completeness.evictions(),
+            );
             match self
                 .memcached
-                .set(WARM_SENTINEL, stamp.as_bytes(), SENTINEL_TTL_S)
+                .set(WARM_SENTINEL, value.as_bytes(), SENTINEL_TTL_S)
             {
                 Ok(_) => self.sentinel_set = true,
                 Err(e) => debug!("cannot set the warm sentinel: {e}"),
