@@ -100,6 +100,10 @@ impl Vouch {
     }
 }
 
+/// What [`Memcached::lock_and_gets_checking_warm`] learns in one round
+/// trip: the lock's CAS token if it was taken, the session, the sentinel.
+pub type LockedRead = (Option<u64>, Option<Item>, Option<Vouch>);
+
 /// A key and its value, as `get_multi` returns them.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
@@ -189,7 +193,7 @@ impl Memcached {
         token: &[u8],
         ttl: u64,
         key: &[u8],
-    ) -> Result<(Option<u64>, Option<Item>, Option<Vouch>), StoreError> {
+    ) -> Result<LockedRead, StoreError> {
         check_key(lock_key)?;
         check_key(key)?;
         let mut cmd = Vec::with_capacity(lock_key.len() + key.len() + token.len() + 64);
