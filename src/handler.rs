@@ -872,10 +872,14 @@ impl SessionStore {
             let Some(stored) = raw.as_deref().and_then(StoredValue::parse) else {
                 continue;
             };
-            let (op, value) = match (stored.tombstone, entry.op) {
-                (true, _) => (Op::Delete, Vec::new()),
-                (false, Op::Create) => (Op::Create, stored.data.to_vec()),
-                (false, _) => (Op::Set, stored.data.to_vec()),
+            // What the stored value is says how it spreads (a value created
+            // from a miss stays a create until a request writes it again).
+            let (op, value) = if stored.tombstone {
+                (Op::Delete, Vec::new())
+            } else if stored.created {
+                (Op::Create, stored.data.to_vec())
+            } else {
+                (Op::Set, stored.data.to_vec())
             };
             let sent = self.send_frame(op, entry.key.clone(), value, entry.ttl, stored.version);
             match sent {

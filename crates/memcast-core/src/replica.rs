@@ -3,10 +3,8 @@
 //! path, repairs and snapshots all go through here.
 
 use crate::frame::{Frame, Op};
-use crate::store::{
-    apply_create, apply_if_newer, Applied, Expect, Memcached, StoreError, StoreOp, Stored,
-};
-use crate::stored::StoredValue;
+use crate::store::{apply_if_newer, Applied, Expect, Memcached, StoreError, StoreOp, Stored};
+use crate::stored::{Decision, StoredValue};
 use crate::version::Version;
 
 /// Present in a memcached if and only if its memcastd currently knows it
@@ -34,7 +32,8 @@ pub enum Outcome {
 /// What a set or delete frame stores: the data, or a tombstone.
 fn stored_value(frame: &Frame) -> Option<StoredValue<'_>> {
     match frame.op {
-        Op::Set | Op::Create => Some(StoredValue::live(frame.version, &frame.value)),
+        Op::Set => Some(StoredValue::live(frame.version, &frame.value)),
+        Op::Create => Some(StoredValue::created(frame.version, &frame.value)),
         Op::Delete => Some(StoredValue::tombstone(frame.version)),
         Op::Touch | Op::Heartbeat => None,
     }
@@ -47,11 +46,7 @@ pub fn apply_frame(mc: &mut Memcached, frame: &Frame) -> Result<Outcome, StoreEr
         (Op::Touch, None) => return mc.touch(&frame.key, ttl).map(|_| Outcome::Touched),
         (_, None) => return Ok(Outcome::Nothing),
     };
-    let applied = if frame.op == Op::Create {
-        apply_create(mc, &frame.key, &value, ttl, Expect::Unknown)?
-    } else {
-        apply_if_newer(mc, &frame.key, &value, ttl, Expect::Unknown)?
-    };
+    let applied = apply_if_newer(mc, &frame.key, &value, ttl, Expect::Unknown)?;
     Ok(match applied {
         Applied::Stored => Outcome::Stored,
         Applied::SkippedOlder { .. } => Outcome::SkippedOlder,
@@ -178,12 +173,14 @@ pub fn apply_batch(
             }
             match held.get(&f.key) {
                 Some(item) => {
-                    let held_version = StoredValue::version_of(&item.value);
-                    if held_version >= f.version {
+                    let held_value = StoredValue::parse(&item.value);
+                    if value.decide(held_value.as_ref()) == Decision::Replace {
+                        values.push((i, value.encode(), Some(item.cas)));
+                    } else {
+                        // Only sets and deletes here: never a conflict.
+                        let held_version = held_value.map_or(Version::ZERO, |h| h.version);
                         cache.insert(&f.key, held_version, item.cas);
                         out[base + i] = Outcome::SkippedOlder;
-                    } else {
-                        values.push((i, value.encode(), Some(item.cas)));
                     }
                 }
                 None => values.push((i, value.encode(), None)),
@@ -229,6 +226,9 @@ pub fn frame_for_stored(
     Some(Frame {
         op: if stored.tombstone {
             Op::Delete
+        } else if stored.created {
+            // Spread as what it is: it must not replace a real session.
+            Op::Create
         } else {
             Op::Set
         },

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::failover::ServerAddr;
 use crate::session_key;
-use crate::stored::StoredValue;
+use crate::stored::{Decision, StoredValue};
 use crate::version::Version;
 
 /// memcached reads a TTL above 30 days as an absolute Unix time.
@@ -850,10 +850,11 @@ pub struct StoreOp<'a> {
     pub cas: Option<u64>,
 }
 
-/// Stores `value` under `key` only if memcached holds nothing, a foreign
-/// value, or an older version. Conditional writes (`add`, `cas`) make the
-/// check and the store one atomic step, so concurrent writers converge on the
-/// greatest version whatever the order.
+/// Stores `value` under `key` where [`StoredValue::decide`] says it
+/// replaces what memcached holds (nothing, a foreign value, an older
+/// version; for a created value only nothing, a tombstone or another
+/// create). Conditional writes (`add`, `cas`) make the check and the store
+/// one atomic step, so concurrent writers converge whatever the order.
 pub fn apply_if_newer(
     mc: &mut Memcached,
     key: &[u8],
@@ -862,16 +863,22 @@ pub fn apply_if_newer(
     expect: Expect,
 ) -> Result<Applied, StoreError> {
     store_unless(mc, key, value, ttl, expect, |raw| {
-        let held = StoredValue::version_of(raw);
-        (held >= value.version).then_some(Applied::SkippedOlder { held })
+        let held = StoredValue::parse(raw);
+        let version = held.map_or(Version::ZERO, |h| h.version);
+        match value.decide(held.as_ref()) {
+            Decision::Replace => None,
+            Decision::KeepNewer => Some(Applied::SkippedOlder { held: version }),
+            Decision::KeepConflict => Some(Applied::Conflict { held: version }),
+        }
     })
 }
 
-/// Stores a write whose request began from a miss ("this session is new"):
-/// only where memcached holds nothing, a tombstone older than it, or a
-/// value memcast did not write. A live session there means the miss was
-/// wrong (a restarted or evicting memcached, a write not yet replicated):
-/// the session is kept and the write loses ([`Applied::Conflict`]).
+/// Stores a write whose request began from a miss ("this session is new"),
+/// marked created: only where memcached holds nothing, a tombstone older
+/// than it, or a value memcast did not write. A live session there means
+/// the miss was wrong (a restarted or evicting memcached, a write not yet
+/// replicated): the session is kept and the write loses
+/// ([`Applied::Conflict`]).
 pub fn apply_create(
     mc: &mut Memcached,
     key: &[u8],
@@ -879,22 +886,11 @@ pub fn apply_create(
     ttl: u64,
     expect: Expect,
 ) -> Result<Applied, StoreError> {
-    store_unless(
-        mc,
-        key,
-        value,
-        ttl,
-        expect,
-        |raw| match StoredValue::parse(raw) {
-            // This very write, or a newer one (a create sent again, a snapshot
-            // racing it): old news, not a conflict.
-            Some(held) if held.version >= value.version => {
-                Some(Applied::SkippedOlder { held: held.version })
-            }
-            Some(held) if !held.tombstone => Some(Applied::Conflict { held: held.version }),
-            _ => None,
-        },
-    )
+    let created = StoredValue {
+        created: true,
+        ..*value
+    };
+    apply_if_newer(mc, key, &created, ttl, expect)
 }
 
 /// The conditional store both rules share: `add` where nothing is held,

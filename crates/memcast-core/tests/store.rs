@@ -562,6 +562,48 @@ fn a_write_that_began_from_a_miss_never_replaces_a_live_session() {
     );
 }
 
+/// A create that won somewhere (a memcached that had lost the session) is
+/// stored marked; the real session, though older, takes its place back
+/// wherever it arrives: one frame at a time, in a batch, or as a snapshot's
+/// frame. And a created value spreads as a create, so it cannot take the
+/// place of a real session on the way.
+#[test]
+fn a_real_session_takes_back_the_place_a_wrong_create_took() {
+    use memcast_core::apply_create;
+    use memcast_core::replica::{apply_batch, apply_frame, frame_for_stored, CasCache, Outcome};
+    use memcast_core::Op;
+    let server = kit::Memcached::start();
+    let mut mc = client(&server);
+    let real = StoredValue::live(v(100, 1), b"user|s:5:\"alice\";");
+    let empty = StoredValue::live(v(200, 2), b"");
+    for (n, key) in [b"memcast.sess.one".as_slice(), b"memcast.sess.two"]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(
+            apply_create(&mut mc, key, &empty, 60, Expect::Unknown).unwrap(),
+            Applied::Stored
+        );
+        let raw = mc.get(key).unwrap().unwrap();
+        let held = StoredValue::parse(&raw).unwrap();
+        assert!(held.created);
+        let spread = frame_for_stored(key, &raw, 60, 9, 1).unwrap();
+        assert_eq!(spread.op, Op::Create);
+        let back = frame_for_stored(key, &real.encode(), 60, 9, 1).unwrap();
+        assert_eq!(back.op, Op::Set);
+        let outcome = if n == 0 {
+            apply_frame(&mut mc, &back).unwrap()
+        } else {
+            apply_batch(&mut mc, std::slice::from_ref(&back), &mut CasCache::new(10)).unwrap()[0]
+        };
+        assert_eq!(outcome, Outcome::Stored);
+        let now = mc.get(key).unwrap().unwrap();
+        assert_eq!(StoredValue::parse(&now), Some(real));
+        // The create, arriving again, loses to it.
+        assert_eq!(apply_frame(&mut mc, &spread).unwrap(), Outcome::Conflict);
+    }
+}
+
 #[test]
 fn a_batch_applies_creates_in_order_and_counts_the_ones_that_lose() {
     use memcast_core::replica::{apply_batch, CasCache, Outcome};

@@ -343,6 +343,20 @@ fn resync_at_startup_fills_from_a_peer_without_overwriting_newer_writes() {
         3600,
     )
     .unwrap();
+    // C created "real" from a wrong miss (newer, empty): A's real session,
+    // though older, takes it back.
+    a.set(
+        b"memcast.sess.real",
+        &StoredValue::live(v(1500), b"real on A").encode(),
+        3600,
+    )
+    .unwrap();
+    c.set(
+        b"memcast.sess.real",
+        &StoredValue::created(v(9000), b"").encode(),
+        3600,
+    )
+    .unwrap();
     let dir = TempDir::new("resync");
     let args: Vec<String> = [
         "--memcached",
@@ -382,6 +396,8 @@ fn resync_at_startup_fills_from_a_peer_without_overwriting_newer_writes() {
     }
     let raw = c.get(b"memcast.sess.s7").unwrap().unwrap();
     assert_eq!(StoredValue::parse(&raw).unwrap().data, b"newer on C");
+    let raw = c.get(b"memcast.sess.real").unwrap().unwrap();
+    assert_eq!(StoredValue::parse(&raw).unwrap().data, b"real on A");
     assert!(
         StoredValue::parse(&c.get(b"memcast.sess.gone").unwrap().unwrap())
             .unwrap()
@@ -407,7 +423,7 @@ fn resync_at_startup_fills_from_a_peer_without_overwriting_newer_writes() {
     assert!((3500..=3600).contains(&ttl_left), "ttl {ttl_left}");
     daemon.signal("TERM", Duration::from_secs(5)).unwrap();
     let stats = log();
-    assert!(stats.contains("resyncs=1 resync_entries=301"), "{stats}");
+    assert!(stats.contains("resyncs=1 resync_entries=302"), "{stats}");
 }
 
 #[test]
