@@ -71,6 +71,48 @@ impl Drop for Proc {
     }
 }
 
+/// A running process as /proc shows it: its PID and its start time (clock
+/// ticks since boot), which together name it even if the PID is reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcId {
+    pub pid: u32,
+    start: u64,
+}
+
+impl ProcId {
+    fn read(pid: u32) -> Option<(ProcId, u32)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // "pid (comm) state ppid ... starttime(22) ...": comm may hold
+        // spaces and parentheses, so fields are counted after its ')'.
+        let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+        let ppid = fields.get(1)?.parse().ok()?;
+        let start = fields.get(19)?.parse().ok()?;
+        Some((ProcId { pid, start }, ppid))
+    }
+
+    /// SIGKILL, if this very process still runs.
+    pub fn kill(self) {
+        if ProcId::read(self.pid).is_some_and(|(now, _)| now == self) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// The processes whose parent is `parent` (from /proc).
+pub fn children_of(parent: u32) -> Vec<ProcId> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(ProcId::read)
+        .filter(|(_, ppid)| *ppid == parent)
+        .map(|(p, _)| p)
+        .collect()
+}
+
 /// A port nobody listens on right now on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

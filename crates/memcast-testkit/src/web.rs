@@ -16,7 +16,7 @@ pub struct WebStack {
     /// The address nginx listens on (127.0.0.1 unless a host is given).
     pub addr: String,
     fpm: Proc,
-    _nginx: Proc,
+    nginx: Proc,
 }
 
 /// A web stack beyond the default: inside a host's namespace, with other
@@ -150,7 +150,7 @@ impl WebStack {
             port,
             addr,
             fpm,
-            _nginx: nginx,
+            nginx,
         }
     }
 
@@ -181,9 +181,31 @@ impl WebStack {
         (status, body)
     }
 
+    /// Stops a master and its workers: SIGTERM to the master (php-fpm and
+    /// nginx then stop their workers themselves), SIGKILL by PID to any
+    /// worker still there after that; never by name.
+    fn stop(master: &mut Proc) {
+        let workers = crate::children_of(master.pid());
+        if master.signal("TERM", Duration::from_secs(5)).is_none() {
+            master.kill();
+        }
+        for worker in workers {
+            worker.kill();
+        }
+    }
+
     pub fn log(&self) -> String {
         let fpm = std::fs::read_to_string(self.dir.path.join("fpm.log")).unwrap_or_default();
         let nginx = std::fs::read_to_string(self.dir.path.join("nginx.err")).unwrap_or_default();
         format!("php-fpm:\n{fpm}\nnginx:\n{nginx}")
+    }
+}
+
+impl Drop for WebStack {
+    /// A SIGKILLed php-fpm or nginx master leaves its workers running
+    /// (orphans that hold files and ports): stop them the way they expect.
+    fn drop(&mut self) {
+        WebStack::stop(&mut self.fpm);
+        WebStack::stop(&mut self.nginx);
     }
 }
