@@ -426,7 +426,8 @@ impl Daemon {
             seq: relay.origin.last_seq(),
             version: Version::ZERO,
             ttl: 0,
-            key: Vec::new(),
+            // Peers label this origin's metrics with it.
+            key: self.settings.host_name.as_bytes().to_vec(),
             value: relay.advertise.as_bytes().to_vec(),
         };
         if relay.send(&frame.seal(&*self.keys.get())).is_ok() {

@@ -32,6 +32,8 @@ pub struct OriginStat {
     pub lag_ms: u64,
     /// Since its last frame (ms).
     pub idle_ms: u64,
+    /// The host name its heartbeats carry ("" when none does).
+    pub host: String,
 }
 
 /// What the daemon publishes for scrapes.
@@ -218,6 +220,7 @@ impl Collector for Collect {
             )?;
             for o in &origins {
                 let labels = [
+                    ("host", o.host.clone()),
                     ("origin", format!("{:016x}", o.origin)),
                     ("epoch", o.epoch.to_string()),
                 ];
@@ -439,6 +442,7 @@ mod tests {
             last_seq: 42,
             lag_ms: 3,
             idle_ms: 10,
+            host: "web1".into(),
         });
         let mut page = String::new();
         prometheus_client::encoding::text::encode(&mut page, &registry(&shared)).unwrap();
@@ -466,6 +470,11 @@ mod tests {
                 "memcast_origin_last_seq",
                 Some(("origin", "00000000000000ab"))
             ),
+            Some(42.0)
+        );
+        // Labelled by the host name its heartbeats carry, too.
+        assert_eq!(
+            value("memcast_origin_last_seq", Some(("host", "web1"))),
             Some(42.0)
         );
         assert_eq!(value("memcast_memcached_up", None), Some(1.0));

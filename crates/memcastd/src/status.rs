@@ -203,7 +203,7 @@ pub fn render(addr: &str, samples: &[Sample]) -> String {
         n(samples, "memcached_errors"),
     ));
     out.push_str(&format!("{:<12} {}\n", "php publish", php_publish(samples)));
-    let mut origins: Vec<(String, String, u64, u64, u64)> = samples
+    let mut origins: Vec<(String, String, String, u64, u64, u64)> = samples
         .iter()
         .filter(|s| s.name == "memcast_origin_last_seq")
         .map(|s| {
@@ -214,7 +214,7 @@ pub fn render(addr: &str, samples: &[Sample]) -> String {
                     .map(|(_, b)| b.clone())
                     .unwrap_or_default()
             };
-            let (origin, epoch) = (label("origin"), label("epoch"));
+            let (host, origin, epoch) = (label("host"), label("origin"), label("epoch"));
             let of = |name: &str| {
                 samples
                     .iter()
@@ -226,19 +226,21 @@ pub fn render(addr: &str, samples: &[Sample]) -> String {
                     .map_or(0, |x| x.value as u64)
             };
             let (lag, idle) = (of("memcast_origin_lag_ms"), of("memcast_origin_idle_ms"));
-            (origin, epoch, s.value as u64, lag, idle)
+            (host, origin, epoch, s.value as u64, lag, idle)
         })
         .collect();
-    origins.sort_by_key(|o| o.4);
+    origins.sort_by_key(|o| o.5);
     out.push_str(&format!("origins      {}\n", origins.len()));
     if !origins.is_empty() {
         out.push_str(&format!(
-            "  {:<16}  {:>13}  {:>10}  {:>8}  {:>9}\n",
-            "origin", "epoch", "last seq", "lag ms", "idle ms"
+            "  {:<20}  {:<16}  {:>13}  {:>10}  {:>8}  {:>9}\n",
+            "host", "origin", "epoch", "last seq", "lag ms", "idle ms"
         ));
-        for (origin, epoch, seq, lag, idle) in origins.iter().take(20) {
+        for (host, origin, epoch, seq, lag, idle) in origins.iter().take(20) {
+            // PHP processes publishing directly send no host name.
+            let host = if host.is_empty() { "-" } else { host };
             out.push_str(&format!(
-                "  {origin:<16}  {epoch:>13}  {seq:>10}  {lag:>8}  {idle:>9}\n"
+                "  {host:<20}  {origin:<16}  {epoch:>13}  {seq:>10}  {lag:>8}  {idle:>9}\n"
             ));
         }
         if origins.len() > 20 {
