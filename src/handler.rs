@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use memcast_bus::{BusOptions, Publisher};
+use memcast_core::host_counters::HostCounter;
 use memcast_core::ini::ExtensionConfig;
 use memcast_core::store::Expect;
 use memcast_core::{
@@ -30,6 +31,27 @@ struct Unsent {
     key: Vec<u8>,
     op: Op,
     ttl: u64,
+}
+
+/// Why a frame was not published.
+#[derive(Debug)]
+enum NotPublished {
+    /// No usable key (warned about when the session opened).
+    NoKey,
+    /// The publisher could not be set up (warned about once per process).
+    NoPublisher,
+    /// The publisher refused it: the relay or PGM did not take it in time.
+    NotTaken(String),
+}
+
+impl NotPublished {
+    fn counter(&self) -> HostCounter {
+        match self {
+            NotPublished::NoKey => HostCounter::PublishFailedNoKey,
+            NotPublished::NoPublisher => HostCounter::PublishFailedNoPublisher,
+            NotPublished::NotTaken(_) => HostCounter::PublishFailedNotTaken,
+        }
+    }
 }
 
 /// How long a destroyed session's tombstone blocks late, older writes.
@@ -765,13 +787,14 @@ impl SessionStore {
             }
             Err(e) => {
                 self.counters.publish_drops += 1;
+                self.count_on_host(e.counter(), 1);
                 self.remember_unsent(Unsent { key, op, ttl });
                 // At most one warning per process per interval: an
                 // absent memcastd must not flood the log.
                 let due = self
                     .last_drop_warning
                     .is_none_or(|t| t.elapsed() >= DROP_WARNING_EVERY);
-                if let (true, Some(e)) = (due, e) {
+                if let (true, NotPublished::NotTaken(e)) = (due, e) {
                     self.last_drop_warning = Some(Instant::now());
                     self.pending_warning = Some(format!(
                         "{e} (the session is stored locally and is sent again once the publisher takes frames; {} frames dropped by this process so far)",
@@ -782,9 +805,7 @@ impl SessionStore {
         }
     }
 
-    /// Seals and sends one frame; `Err(None)` when there is nothing to send
-    /// with (no usable key, a publisher that failed to connect: warned about
-    /// elsewhere), `Err(Some(why))` when the publisher refused it.
+    /// Seals and sends one frame.
     fn send_frame(
         &mut self,
         op: Op,
@@ -792,15 +813,15 @@ impl SessionStore {
         value: Vec<u8>,
         ttl: u64,
         version: Version,
-    ) -> Result<(), Option<String>> {
+    ) -> Result<(), NotPublished> {
         let Some(config) = &self.config else {
-            return Err(None);
+            return Err(NotPublished::NoPublisher);
         };
         let Some(endpoint) = config.publish.clone() else {
-            return Err(None);
+            return Err(NotPublished::NoPublisher);
         };
         let Some(Ok(keyring)) = self.keys.as_ref().map(|k| &k.keys) else {
-            return Err(None);
+            return Err(NotPublished::NoKey);
         };
         let frame = Frame {
             op,
@@ -832,8 +853,10 @@ impl SessionStore {
             self.publisher = Some((endpoint, connected));
         }
         match &self.publisher {
-            Some((_, Ok(p))) => p.send(&bytes).map_err(|e| Some(e.to_string())),
-            _ => Err(None),
+            Some((_, Ok(p))) => p
+                .send(&bytes)
+                .map_err(|e| NotPublished::NotTaken(e.to_string())),
+            _ => Err(NotPublished::NoPublisher),
         }
     }
 
@@ -852,11 +875,34 @@ impl SessionStore {
             // Beyond this, peers' snapshot of a restarted relay and
             // anti-entropy are what catch up.
             self.counters.unsent_forgotten += 1;
+            self.count_on_host(HostCounter::UnsentForgotten, 1);
+        }
+    }
+
+    /// Counts in the local memcached (the first server), where this host's
+    /// memcastd reads and exports it, even while no memcastd runs (see
+    /// [`memcast_core::host_counters`]). Skipped while that server is failed
+    /// over: a count elsewhere would be exported by another host.
+    fn count_on_host(&mut self, counter: HostCounter, n: u64) {
+        if n == 0 || !self.list.candidates(Instant::now()).contains(&0) {
+            return;
+        }
+        let Some(local) = self.servers.first_mut() else {
+            return;
+        };
+        if let Err(e) = counter.add(local, n) {
+            self.note_failure(0, &e);
         }
     }
 
     /// Sends again, as stored now, the sessions whose frames were dropped.
     fn send_unsent(&mut self) {
+        let before = self.counters.resent;
+        self.send_unsent_now();
+        self.count_on_host(HostCounter::Resent, self.counters.resent - before);
+    }
+
+    fn send_unsent_now(&mut self) {
         let mut todo = std::mem::take(&mut self.unsent).into_iter();
         while let Some(entry) = todo.next() {
             let raw = self

@@ -17,6 +17,9 @@ foreach (['/nonexistent/memcast.key', $short] as $key_file) {
     ');
 }
 unlink($short);
+// Each frame not published for want of a key (a write and a touch per
+// request) is counted for memcastd.
+var_dump(mc_get($mc['port'], 'memcast:php:publish_failed:no_key'));
 ?>
 --EXPECTF--
 Warning: session_start(): memcast: key file /nonexistent/memcast.key: cannot read it: No such file or directory (os error 2): sessions are stored locally and not replicated in Command line code on line 2
@@ -26,3 +29,4 @@ int(1)
 Warning: session_start(): memcast: key file %s: holds 5 bytes of key, at least 32 are needed %s: sessions are stored locally and not replicated in Command line code on line 2
 bool(true)
 int(1)
+string(1) "4"

@@ -1,5 +1,5 @@
 --TEST--
-host relay absent: the write is stored locally, the frame is dropped and counted, one warning, no hang
+host relay absent: the write is stored locally, session_write_close() true, the frame is dropped and counted (phpinfo, and in the local memcached for memcastd's /metrics), one warning, no hang
 --FILE--
 <?php
 require __DIR__ . '/memcast.inc';
@@ -27,6 +27,8 @@ echo request([
     echo "drops=", $m[1], "\n";
 ');
 var_dump(mc_get($mc['port'], 'memcast.sess.relayabsent0000000000000000000' . '4' . '0') !== null);
+// Counted where this host's memcastd reads it, even with no memcastd running.
+var_dump(mc_get($mc['port'], 'memcast:php:publish_failed:not_taken'));
 unlink($key);
 ?>
 --EXPECTF--
@@ -39,3 +41,4 @@ bool(true)
 bool(true)
 drops=5
 bool(true)
+string(1) "5"

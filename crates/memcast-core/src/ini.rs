@@ -418,6 +418,37 @@ mod tests {
         }
     }
 
+    /// The lock's waits double from lock_wait_min up to lock_wait_max, each
+    /// jittered within [wait/2, wait], lock_retries times (SessionStore::lock):
+    /// the README's row gives the range at the defaults.
+    #[test]
+    fn the_readmes_lock_retries_row_gives_the_real_range_at_the_defaults() {
+        let ms = |name: &CStr| default_of(name).parse::<u64>().unwrap();
+        let (min, max, retries) = (ms(LOCK_WAIT_MIN), ms(LOCK_WAIT_MAX), ms(LOCK_RETRIES));
+        let mut wait = min;
+        let mut longest = 0;
+        for _ in 0..retries {
+            longest += wait;
+            wait = (wait * 2).min(max);
+        }
+        let shortest = longest / 2;
+        let seconds = |ms: u64| format!("{:.1}", ms as f64 / 1000.0);
+        let range = format!(
+            "{} to {} s at the defaults",
+            seconds(shortest),
+            seconds(longest)
+        );
+        assert_eq!(range, "9.7 to 19.3 s at the defaults");
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+                .unwrap();
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with("| `memcast.lock_retries` |"))
+            .unwrap();
+        assert!(row.contains(&range), "{row}");
+    }
+
     #[test]
     fn every_setting_is_in_the_readme_reference_with_its_default() {
         let readme =

@@ -18,11 +18,14 @@
 //! - [`replica`]: how a frame lands in a replica's memcached.
 //! - [`endpoint`]: which part of a ZeroMQ endpoint is wrong, before ZeroMQ
 //!   says only "Invalid argument".
+//! - [`host_counters`]: what PHP could not replicate, counted in the local
+//!   memcached for memcastd to export.
 //! - [`ini`]: the extension's `memcast.*` php.ini settings, declared once.
 
 pub mod endpoint;
 pub mod failover;
 pub mod frame;
+pub mod host_counters;
 pub mod ini;
 pub mod origin;
 pub mod peer;

@@ -266,6 +266,20 @@ impl Memcached {
         self.round_trip(&cmd, |c| c.storage_reply())
     }
 
+    /// Adds `n` to a counter, creating it at `n` (no expiry) when absent:
+    /// `ma <key> N0 J<n> D<n>`, one round trip, atomic.
+    pub fn add_to_counter(&mut self, key: &[u8], n: u64) -> Result<(), StoreError> {
+        check_key(key)?;
+        let cmd = [b"ma ", key, format!(" N0 J{n} D{n}\r\n").as_bytes()].concat();
+        self.round_trip(&cmd, |c| {
+            let line = c.read_line()?;
+            match line.get(..2) {
+                Some(b"HD") => Ok(()),
+                _ => Err(c.unexpected(&line)),
+            }
+        })
+    }
+
     /// Resets the TTL; `false` when the key does not exist.
     pub fn touch(&mut self, key: &[u8], ttl: u64) -> Result<bool, StoreError> {
         check_key(key)?;

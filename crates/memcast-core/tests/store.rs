@@ -692,3 +692,28 @@ fn a_memcached_on_a_unix_socket_is_reached_by_its_path() {
     assert!(err.is_server_failure(), "{err}");
     assert!(err.to_string().contains("nobody.sock"), "{err}");
 }
+
+#[test]
+fn host_counters_start_at_the_first_add_and_add_up() {
+    use memcast_core::host_counters::{HostCounter, HostCounts};
+    let server = kit::Memcached::start();
+    let mut mc = client(&server);
+    assert_eq!(
+        HostCounter::read_all(&mut mc).unwrap(),
+        HostCounts::default()
+    );
+    HostCounter::PublishFailedNotTaken.add(&mut mc, 1).unwrap();
+    HostCounter::PublishFailedNotTaken.add(&mut mc, 1).unwrap();
+    HostCounter::PublishFailedNoKey.add(&mut mc, 1).unwrap();
+    HostCounter::Resent.add(&mut mc, 7).unwrap();
+    let counts = HostCounter::read_all(&mut mc).unwrap();
+    assert_eq!(counts.get(HostCounter::PublishFailedNotTaken), 2);
+    assert_eq!(counts.get(HostCounter::PublishFailedNoKey), 1);
+    assert_eq!(counts.get(HostCounter::Resent), 7);
+    assert_eq!(counts.get(HostCounter::UnsentForgotten), 0);
+    assert_eq!(counts.publish_failures(), 3);
+    // Never expiring, and no memcast value: nothing a snapshot would copy.
+    let raw = mc.get(HostCounter::Resent.key()).unwrap().unwrap();
+    assert_eq!(raw, b"7");
+    assert!(memcast_core::stored::StoredValue::parse(&raw).is_none());
+}

@@ -155,6 +155,12 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise: Option<String>,
 
+    /// This host's name, sent in the relay's heartbeats: peers label its
+    /// metrics with it (stable across restarts, where origin ids are not)
+    /// [default: the system's host name].
+    #[arg(long, value_name = "NAME")]
+    pub host_name: Option<String>,
+
     /// A peer memcastd's --listen address to refill from (warm-up at
     /// startup, after a memcached restart or evictions) and resync from when
     /// a gap cannot be repaired or this host falls behind. Repeatable; tried
@@ -268,6 +274,7 @@ pub struct FileSettings {
     #[serde(default)]
     pub listen: OneOrMore,
     pub advertise: Option<String>,
+    pub host_name: Option<String>,
     #[serde(default)]
     pub peer: Vec<String>,
     pub heartbeat_ms: Option<u64>,
@@ -331,6 +338,8 @@ pub struct Settings {
     /// TCP mode: where the relay's fan-out binds (tcp://ADDR:PORT).
     pub fanout: Option<String>,
     pub advertise: Option<String>,
+    /// Sent in the relay's heartbeats, for peers' metric labels.
+    pub host_name: String,
     pub peers: Vec<String>,
     pub heartbeat_ms: u64,
     pub ring_bytes: usize,
@@ -392,6 +401,15 @@ fn check_endpoint(flag: &str, endpoint: &str) -> Result<(), ConfigError> {
     memcast_bus::check_endpoint(endpoint).map_err(|e| invalid(format!("{flag}: {e}")))
 }
 
+/// The kernel's host name (`uname -n`), or "localhost" if it cannot be read.
+fn system_host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// A memcastd address (--peer, --listen, --advertise, --metrics): the port
 /// is the daemon's own, so it must be given.
 fn check_daemon_addr(flag: &str, addr: &str) -> Result<(), ConfigError> {
@@ -429,6 +447,7 @@ impl Settings {
             self.listen == new.listen && self.fanout == new.fanout,
         );
         check("advertise", self.advertise == new.advertise);
+        check("host_name", self.host_name == new.host_name);
         check("peer", self.peers == new.peers);
         check("metrics", self.metrics == new.metrics);
         check("heartbeat_ms", self.heartbeat_ms == new.heartbeat_ms);
@@ -540,6 +559,18 @@ impl Settings {
                 .clone()
                 .filter(|l| !l.starts_with("0.0.0.0:") && !l.starts_with("[::]:"))
         });
+        let host_name = cli
+            .host_name
+            .or(file.host_name)
+            .unwrap_or_else(system_host_name);
+        if host_name.is_empty()
+            || host_name.len() > 64
+            || host_name.bytes().any(|b| b <= b' ' || b == 0x7f)
+        {
+            return Err(invalid(format!(
+                "--host-name {host_name:?}: expected 1 to 64 bytes without spaces or control characters"
+            )));
+        }
         let peers = if cli.peer.is_empty() {
             file.peer
         } else {
@@ -607,6 +638,7 @@ impl Settings {
             listen,
             fanout,
             advertise,
+            host_name,
             peers,
             heartbeat_ms: cli
                 .heartbeat_ms

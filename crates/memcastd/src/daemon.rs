@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use memcast_bus::{Publisher, Source, Subscriber};
+use memcast_core::host_counters::HostCounter;
 use memcast_core::replica::{apply_batch, apply_frame, CasCache, Outcome, WARM_SENTINEL};
 use memcast_core::{
     unix_millis, Frame, Keys, Memcached, Op, Origin, ServerAddr, StoreError, Version,
@@ -24,6 +25,7 @@ use crate::keys::{describe, KeyStore};
 use crate::metrics::Shared;
 use crate::origins::{Missing, Origins, Replay};
 use crate::peer_server::PeerServer;
+use crate::php_publish::PhpPublish;
 use crate::repair::{Job, RepairQueue, RepairWorker, Report};
 use crate::ring::ReplayRing;
 
@@ -108,6 +110,8 @@ pub struct Daemon {
     /// (by its advertised address) or this deadline: see
     /// [`Daemon::start_warm_up_when_joined`].
     warm_up_waits: Option<(Instant, Vec<String>)>,
+    /// What this host's PHP workers could not publish.
+    php_publish: PhpPublish,
 }
 
 impl Daemon {
@@ -140,6 +144,7 @@ impl Daemon {
             sentinel_set: false,
             silent_origins: 0,
             warm_up_waits: None,
+            php_publish: PhpPublish::default(),
         })
     }
 
@@ -421,7 +426,8 @@ impl Daemon {
             seq: relay.origin.last_seq(),
             version: Version::ZERO,
             ttl: 0,
-            key: Vec::new(),
+            // Peers label this origin's metrics with it.
+            key: self.settings.host_name.as_bytes().to_vec(),
             value: relay.advertise.as_bytes().to_vec(),
         };
         if relay.send(&frame.seal(&*self.keys.get())).is_ok() {
@@ -722,6 +728,7 @@ impl Daemon {
                 if let Some(since) = self.memcached_down_since.take() {
                     info!(memcached = %self.settings.memcached, down_ms = since.elapsed().as_millis() as u64, "memcached is back");
                 }
+                self.read_php_counts();
             }
             Err(_) => {}
         }
@@ -813,6 +820,19 @@ impl Daemon {
         } else {
             self.delete_sentinel();
         }
+    }
+
+    /// What this host's PHP workers counted in memcached as not published:
+    /// logged when it rises, exported.
+    fn read_php_counts(&mut self) {
+        let counts = match HostCounter::read_all(&mut self.memcached) {
+            Ok(c) => c,
+            Err(e) => return debug!("cannot read PHP's publish counters: {e}"),
+        };
+        if let Some(w) = self.php_publish.observe(counts, Instant::now()) {
+            warn!("{w}");
+        }
+        *self.shared.php.lock() = (counts, self.php_publish.recent_failures());
     }
 
     fn report_gap(&mut self, missing: Missing) {

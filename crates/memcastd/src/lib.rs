@@ -10,7 +10,9 @@
 //! complete: the warm sentinel), `origins` (gap detection, silent origins),
 //! `repair` (the repair, catch-up, resync and warm-up worker), `peer_server`
 //! (repairs and snapshots for peers), `ring` (the relay's replay ring),
-//! `counters`, `verify` (the convergence check).
+//! `counters`, `pgm_log` (OpenPGM's messages into the log; the one foreign
+//! call), `php_publish` (what this host's PHP workers could not
+//! publish), `verify` (the convergence check).
 
 pub mod completeness;
 pub mod config;
@@ -20,6 +22,8 @@ pub mod keys;
 pub mod metrics;
 pub mod origins;
 pub mod peer_server;
+pub mod pgm_log;
+pub mod php_publish;
 pub mod repair;
 pub mod ring;
 pub mod status;

@@ -85,6 +85,8 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     let set_level = init_logging(&settings.log_level);
+    // Before ZeroMQ opens any PGM socket.
+    memcastd::pgm_log::install();
     let keys = match keys::KeyStore::load(
         settings.key_file.clone(),
         settings.accept_key_file.clone(),

@@ -20,6 +20,7 @@ use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
 use crate::counters::Counters;
+use memcast_core::host_counters::{HostCounter, HostCounts};
 
 /// One (origin, epoch) as the receive loop last saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +32,8 @@ pub struct OriginStat {
     pub lag_ms: u64,
     /// Since its last frame (ms).
     pub idle_ms: u64,
+    /// The host name its heartbeats carry ("" when none does).
+    pub host: String,
 }
 
 /// What the daemon publishes for scrapes.
@@ -45,6 +48,9 @@ pub struct Shared {
     /// Why it is not known complete (a [`crate::completeness::Reason`] label).
     pub incomplete: Mutex<Option<&'static str>>,
     pub origins: Mutex<Vec<OriginStat>>,
+    /// What this host's PHP workers could not publish (they count it in
+    /// the local memcached), and how many of those in the last minute.
+    pub php: Mutex<(HostCounts, u64)>,
     /// Seconds from a frame's arrival to memcached's answer.
     pub apply_latency: Histogram,
     /// Seconds from the write in PHP (its version) to applied here.
@@ -60,6 +66,7 @@ impl Shared {
             evictions: AtomicU64::new(0),
             incomplete: Mutex::new(Some("warming")),
             origins: Mutex::new(Vec::new()),
+            php: Mutex::new((HostCounts::default(), 0)),
             // 50 µs to ~0.8 s.
             apply_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 15)),
             // 0.5 ms to ~16 s.
@@ -143,6 +150,43 @@ impl Collector for Collect {
                 ConstGauge::new(1).encode(family.encode_family(&[("reason", reason)])?)?;
             }
         }
+        let (php, php_recent) = *shared.php.lock();
+        {
+            let mut family = encoder.encode_descriptor(
+                "memcast_php_publish_failures",
+                "Frames this host's PHP workers could not publish, by reason: no_key (memcast.key_file unset, missing, unreadable, short), no_publisher (memcast.publish could not be set up), not_taken (the relay or PGM did not take it in time). Counted by PHP in the local memcached, so also while no memcastd ran; since that memcached started.",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for c in HostCounter::ALL {
+                if let Some(reason) = c.failure_reason() {
+                    ConstCounter::new(php.get(c))
+                        .encode(family.encode_family(&[("reason", reason)])?)?;
+                }
+            }
+        }
+        for (name, help, counter) in [
+            (
+                "memcast_php_resent",
+                "Sessions this host's PHP workers sent again, as stored, after their frame was not published.",
+                HostCounter::Resent,
+            ),
+            (
+                "memcast_php_unsent_forgotten",
+                "Unpublished sessions a PHP worker could not remember to send again (over 1024 per process): left to peers' snapshots and anti-entropy.",
+                HostCounter::UnsentForgotten,
+            ),
+        ] {
+            let counter = ConstCounter::new(php.get(counter));
+            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+        }
+        let recent = ConstGauge::new(php_recent as i64);
+        recent.encode(encoder.encode_descriptor(
+            "memcast_php_publish_failures_recent",
+            "Frames this host's PHP workers could not publish in the last 60 s (memcastd status says degraded while it is above 0).",
+            None,
+            recent.metric_type(),
+        )?)?;
         let origins = shared.origins.lock().clone();
         let count = ConstGauge::new(origins.len() as i64);
         count.encode(encoder.encode_descriptor(
@@ -176,6 +220,7 @@ impl Collector for Collect {
             )?;
             for o in &origins {
                 let labels = [
+                    ("host", o.host.clone()),
                     ("origin", format!("{:016x}", o.origin)),
                     ("epoch", o.epoch.to_string()),
                 ];
@@ -397,6 +442,7 @@ mod tests {
             last_seq: 42,
             lag_ms: 3,
             idle_ms: 10,
+            host: "web1".into(),
         });
         let mut page = String::new();
         prometheus_client::encoding::text::encode(&mut page, &registry(&shared)).unwrap();
@@ -424,6 +470,11 @@ mod tests {
                 "memcast_origin_last_seq",
                 Some(("origin", "00000000000000ab"))
             ),
+            Some(42.0)
+        );
+        // Labelled by the host name its heartbeats carry, too.
+        assert_eq!(
+            value("memcast_origin_last_seq", Some(("host", "web1"))),
             Some(42.0)
         );
         assert_eq!(value("memcast_memcached_up", None), Some(1.0));

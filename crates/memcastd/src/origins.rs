@@ -102,6 +102,8 @@ struct OriginState {
     /// How old its last write (set, delete) was when it arrived, ms.
     lag_ms: u64,
     repair_addr: Option<String>,
+    /// The host name its heartbeats carry (a relay's `--host-name`).
+    host: Option<String>,
     seen: Instant,
     /// Whether [`Origins::newly_started_relay`] already reported it.
     announced: bool,
@@ -236,6 +238,7 @@ impl Origins {
                 covered
             },
             repair_addr: None,
+            host: None,
             seen: Instant::now(),
             announced: false,
             unaddressed: None,
@@ -257,6 +260,7 @@ impl Origins {
                 last_seq: s.last_seq,
                 lag_ms: s.lag_ms,
                 idle_ms: s.seen.elapsed().as_millis() as u64,
+                host: s.host.clone().unwrap_or_default(),
             })
             .collect();
         out.sort_by_key(|o| (o.idle_ms, o.origin));
@@ -287,6 +291,11 @@ impl Origins {
         if heartbeat {
             let addr = String::from_utf8_lossy(&frame.value).into_owned();
             state.repair_addr = Some(addr).filter(|a| !a.is_empty());
+            // Its key carries the sender's host name (empty from a PHP
+            // process or an older memcastd).
+            if !frame.key.is_empty() {
+                state.host = Some(String::from_utf8_lossy(&frame.key).into_owned());
+            }
         }
         let mut missing = (covered > state.last_seq).then_some((state.last_seq + 1, covered));
         state.last_seq = state.last_seq.max(frame.seq);

@@ -1,10 +1,11 @@
 //! `memcastd status`: asks the running daemon (its `--metrics` page) and
 //! prints a short table: memcached health, frames, drops by reason, repairs,
-//! and the origins seen with their lag. Exit status: 0 healthy (memcached up
-//! and known complete), 1 when the daemon's memcached is down, 2 when the
-//! daemon cannot be reached, 3 degraded (up, but not known complete:
-//! evicting, warming, no peer to refill from...), so it serves as a health
-//! check.
+//! what this host's PHP workers could not publish, and the origins seen with
+//! their lag. Exit status: 0 healthy (memcached up and known complete), 1
+//! when the daemon's memcached is down, 2 when the daemon cannot be reached,
+//! 3 degraded (up, but not known complete: evicting, warming, no peer to
+//! refill from...; or PHP failed to publish frames in the last minute), so it
+//! serves as a health check.
 
 use std::time::Duration;
 
@@ -60,11 +61,12 @@ pub fn run_from(addr: &str, source: &MetricsSource) -> i32 {
     exit_status(&samples)
 }
 
-/// 0 healthy, 1 memcached down, 3 up but not known complete.
+/// 0 healthy, 1 memcached down, 3 up but not known complete, or PHP
+/// failing to publish.
 pub fn exit_status(samples: &[Sample]) -> i32 {
     if value(samples, "memcast_memcached_up", None) != Some(1.0) {
         1
-    } else if !complete(samples) {
+    } else if !complete(samples) || php_recent_failures(samples) > 0 {
         3
     } else {
         0
@@ -97,6 +99,54 @@ fn incomplete(samples: &[Sample]) -> String {
         Some("silent_origin") => "an origin is silent: catching up".into(),
         Some(other) => other.to_owned(),
         None => "refilling from peers".into(),
+    }
+}
+
+fn php_recent_failures(samples: &[Sample]) -> u64 {
+    value(samples, "memcast_php_publish_failures_recent", None).unwrap_or(0.0) as u64
+}
+
+/// "ok", or "FAILING: N frames not published in the last 60 s" with what to
+/// check for each reason seen.
+fn php_publish(samples: &[Sample]) -> String {
+    use memcast_core::host_counters::HostCounter;
+    let by_reason: Vec<(HostCounter, u64)> = HostCounter::ALL
+        .into_iter()
+        .filter_map(|c| {
+            let reason = c.failure_reason()?;
+            let n = value(
+                samples,
+                "memcast_php_publish_failures_total",
+                Some(("reason", reason)),
+            )
+            .unwrap_or(0.0) as u64;
+            Some((c, n)).filter(|_| n > 0)
+        })
+        .collect();
+    let total: u64 = by_reason.iter().map(|(_, n)| n).sum();
+    let resent = n(samples, "php_resent");
+    let recent = php_recent_failures(samples);
+    let reasons: Vec<String> = by_reason
+        .iter()
+        .filter_map(|(c, n)| Some(format!("{} {n}", c.failure_reason()?)))
+        .collect();
+    if recent > 0 {
+        let hints: Vec<&str> = by_reason
+            .iter()
+            .map(|(c, _)| crate::php_publish::hint(*c))
+            .collect();
+        format!(
+            "FAILING: {recent} frames not published in the last 60 s ({total} since memcached started: {}; {resent} sent again); {}",
+            reasons.join(", "),
+            hints.join("; ")
+        )
+    } else if total > 0 {
+        format!(
+            "ok (none failed in the last 60 s; {total} frames not published since memcached started: {}; {resent} sent again)",
+            reasons.join(", ")
+        )
+    } else {
+        "ok".into()
     }
 }
 
@@ -152,7 +202,8 @@ pub fn render(addr: &str, samples: &[Sample]) -> String {
         n(samples, "warmups"),
         n(samples, "memcached_errors"),
     ));
-    let mut origins: Vec<(String, String, u64, u64, u64)> = samples
+    out.push_str(&format!("{:<12} {}\n", "php publish", php_publish(samples)));
+    let mut origins: Vec<(String, String, String, u64, u64, u64)> = samples
         .iter()
         .filter(|s| s.name == "memcast_origin_last_seq")
         .map(|s| {
@@ -163,7 +214,7 @@ pub fn render(addr: &str, samples: &[Sample]) -> String {
                     .map(|(_, b)| b.clone())
                     .unwrap_or_default()
             };
-            let (origin, epoch) = (label("origin"), label("epoch"));
+            let (host, origin, epoch) = (label("host"), label("origin"), label("epoch"));
             let of = |name: &str| {
                 samples
                     .iter()
@@ -175,19 +226,21 @@ pub fn render(addr: &str, samples: &[Sample]) -> String {
                     .map_or(0, |x| x.value as u64)
             };
             let (lag, idle) = (of("memcast_origin_lag_ms"), of("memcast_origin_idle_ms"));
-            (origin, epoch, s.value as u64, lag, idle)
+            (host, origin, epoch, s.value as u64, lag, idle)
         })
         .collect();
-    origins.sort_by_key(|o| o.4);
+    origins.sort_by_key(|o| o.5);
     out.push_str(&format!("origins      {}\n", origins.len()));
     if !origins.is_empty() {
         out.push_str(&format!(
-            "  {:<16}  {:>13}  {:>10}  {:>8}  {:>9}\n",
-            "origin", "epoch", "last seq", "lag ms", "idle ms"
+            "  {:<20}  {:<16}  {:>13}  {:>10}  {:>8}  {:>9}\n",
+            "host", "origin", "epoch", "last seq", "lag ms", "idle ms"
         ));
-        for (origin, epoch, seq, lag, idle) in origins.iter().take(20) {
+        for (host, origin, epoch, seq, lag, idle) in origins.iter().take(20) {
+            // PHP processes publishing directly send no host name.
+            let host = if host.is_empty() { "-" } else { host };
             out.push_str(&format!(
-                "  {origin:<16}  {epoch:>13}  {seq:>10}  {lag:>8}  {idle:>9}\n"
+                "  {host:<20}  {origin:<16}  {epoch:>13}  {seq:>10}  {lag:>8}  {idle:>9}\n"
             ));
         }
         if origins.len() > 20 {
@@ -225,6 +278,20 @@ mod tests {
             "memcast_memcached_up 1\nmemcast_memcached_complete 0\nmemcast_memcached_incomplete{reason=\"no_peer\"} 1\n",
         );
         assert!(render("x", &no_peer).contains("no peer to refill from"));
+        let failing = page(
+            "memcast_memcached_up 1\nmemcast_memcached_complete 1\nmemcast_php_publish_failures_total{reason=\"not_taken\"} 4\nmemcast_php_publish_failures_recent 2\n",
+        );
+        assert_eq!(exit_status(&failing), 3);
+        let text = render("x", &failing);
+        assert!(
+            text.contains("php publish  FAILING: 2 frames not published in the last 60 s (4 since memcached started: not_taken 4; 0 sent again); not_taken: the relay at memcast.publish"),
+            "{text}"
+        );
+        let failed_before = page(
+            "memcast_memcached_up 1\nmemcast_memcached_complete 1\nmemcast_php_publish_failures_total{reason=\"no_key\"} 4\nmemcast_php_publish_failures_recent 0\n",
+        );
+        assert_eq!(exit_status(&failed_before), 0);
+        assert!(render("x", &failed_before).contains("php publish  ok (none failed in the last 60 s; 4 frames not published since memcached started: no_key 4"));
         // An older daemon says it as "warm".
         assert_eq!(
             exit_status(&page("memcast_memcached_up 1\nmemcast_memcached_warm 1\n")),

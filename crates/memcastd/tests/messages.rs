@@ -112,3 +112,34 @@ fn endpoint_and_address_mistakes_stop_the_daemon_at_start_with_what_is_wrong() {
         assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn openpgms_own_warnings_come_through_the_log_not_raw_on_stdout() {
+    let dir = TempDir::new("pgm-log");
+    let key = dir.key_file("cluster.key", 2);
+    let port = memcast_testkit::free_port();
+    // PGM over loopback: libpgm warns that lo is a loopback device.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_memcastd"))
+        .args([
+            "--subscribe",
+            &format!("epgm://127.0.0.1;239.192.1.1:{port}"),
+        ])
+        .arg("--key-file")
+        .arg(&key)
+        .args(["--memcached", "127.0.0.1:1", "--stats-interval", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let err = stderr(&out);
+    assert!(!stdout.contains("Warn:"), "raw libpgm lines: {stdout}");
+    assert!(
+        err.contains(" WARN OpenPGM: Interface lo reports as a loopback device."),
+        "{err}"
+    );
+    assert!(!err.contains("Warn:"), "{err}");
+}

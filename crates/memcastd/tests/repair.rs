@@ -484,3 +484,87 @@ fn verify_reports_identical_and_differing_replicas() {
     );
     assert!(text.contains("2 differences"), "{text}");
 }
+
+/// Relay A (TCP fan-out) named `web1`, and subscriber B serving metrics.
+fn relay_named(dir: &TempDir, mc: &Server, fanout: &str, name: &str) -> Proc {
+    let key_file = dir.path.join("key");
+    let args: Vec<String> = [
+        "--memcached",
+        &mc.addr(),
+        "--subscribe",
+        &format!("tcp://127.0.0.1:{}", free_port()),
+        "--key-file",
+        key_file.to_str().unwrap(),
+        "--relay",
+        &format!("ipc://{}/{name}.sock", dir.path.display()),
+        "--listen",
+        fanout,
+        "--host-name",
+        name,
+        "--heartbeat-ms",
+        "100",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    memcastd(&args, &dir.path.join(format!("{name}.log")))
+}
+
+#[test]
+fn origins_are_labelled_by_host_name_stable_across_a_relay_restart() {
+    let dir = TempDir::new("host-labels");
+    let key_file = dir.key_file("key", 6);
+    let (mc_a, mc_b) = (Server::start(), Server::start());
+    let fanout = format!("tcp://127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let args: Vec<String> = [
+        "--memcached",
+        &mc_b.addr(),
+        "--subscribe",
+        &fanout,
+        "--key-file",
+        key_file.to_str().unwrap(),
+        "--metrics",
+        &metrics,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let _b = memcastd(&args, &dir.path.join("b.log"));
+    let origins_of = |host: &str| -> Vec<String> {
+        let Ok(page) = memcastd::metrics::scrape(&metrics, Duration::from_secs(2)) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = memcastd::metrics::parse(&page)
+            .into_iter()
+            .filter(|s| s.name == "memcast_origin_last_seq")
+            .filter(|s| s.labels.iter().any(|(k, v)| k == "host" && v == host))
+            .filter_map(|s| s.labels.into_iter().find(|(k, _)| k == "origin"))
+            .map(|(_, v)| v)
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut a = relay_named(&dir, &mc_a, &fanout, "web1");
+    let first = eventually(Duration::from_secs(10), || {
+        let ids = origins_of("web1");
+        (ids.len() == 1).then_some(ids)
+    })
+    .expect("B never labelled A's origin web1");
+    // A restarted relay is a new origin id, under the same host name.
+    a.kill();
+    let _a = relay_named(&dir, &mc_a, &fanout, "web1");
+    let both = eventually(Duration::from_secs(10), || {
+        let ids = origins_of("web1");
+        (ids.len() == 2).then_some(ids)
+    })
+    .expect("the restarted relay was not labelled web1");
+    assert!(both.contains(&first[0]), "{both:?} {first:?}");
+    let out = Command::new(env!("CARGO_BIN_EXE_memcastd"))
+        .args(["status", "--metrics", &metrics])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("  host  "), "{text}");
+    assert_eq!(text.matches("\n  web1 ").count(), 2, "{text}");
+}
