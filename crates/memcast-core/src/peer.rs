@@ -3,7 +3,8 @@
 //! holds (resync, warm-up).
 //!
 //! ```text
-//! request:  "MCRQ" | format u8 | kind u8 (1 range, 2 snapshot) | key id u32 |
+//! request:  "MCRQ" | format u8 | kind u8 (1 range, 2 snapshot, 3 digest,
+//!           4 buckets, 5 heard) | key id u32 |
 //!           origin u64 | epoch u64 | from u64 | to u64 | time ms u64 |
 //!           HMAC-SHA256 tag (32) over everything before it
 //! response: records, each u32 length + one sealed frame; length 0 ends the
@@ -47,6 +48,11 @@ pub enum Request {
     Digest { cutoff_ms: u64 },
     /// Every session in the digest buckets given (a 256-bit set).
     Buckets(BucketSet),
+    /// How far the peer holds the frames of each origin that keeps no ring
+    /// (PHP workers publishing directly), as one sealed heartbeat frame
+    /// whose value is the table; ranges of those origins are then asked
+    /// with [`Request::Range`] like a relay's.
+    Heard,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +89,7 @@ impl Request {
                 let [a, b, c, d] = set.0;
                 (4u8, a, b, c, d)
             }
+            Request::Heard => (5u8, 0, 0, 0, 0),
         };
         let mut out = Vec::with_capacity(REQUEST_LEN);
         out.extend_from_slice(MAGIC);
@@ -140,6 +147,7 @@ impl Request {
                 u64_at(26),
                 u64_at(34),
             ]))),
+            5 => Ok(Request::Heard),
             k => Err(PeerError::UnknownKind(k)),
         }
     }
@@ -349,6 +357,7 @@ mod tests {
             Request::Snapshot,
             Request::Digest { cutoff_ms: 12345 },
             Request::Buckets(BucketSet([1, 0, 1 << 63, 7])),
+            Request::Heard,
             Request::Range {
                 origin: 7,
                 epoch: 9,

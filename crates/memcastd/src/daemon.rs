@@ -21,6 +21,7 @@ use tracing::{debug, error, info, warn};
 use crate::completeness::{Completeness, Event, MemcachedStats, Observed, Reason, SENTINEL_TTL_S};
 use crate::config::Settings;
 use crate::counters::Counters;
+use crate::heard::HeardFrames;
 use crate::keys::{describe, KeyStore};
 use crate::metrics::Shared;
 use crate::origins::{Missing, Origins, Replay};
@@ -112,6 +113,8 @@ pub struct Daemon {
     warm_up_waits: Option<(Instant, Vec<String>)>,
     /// What this host's PHP workers could not publish.
     php_publish: PhpPublish,
+    /// Frames heard from origins that keep no ring, served to peers.
+    heard: Arc<Mutex<HeardFrames>>,
 }
 
 impl Daemon {
@@ -121,6 +124,7 @@ impl Daemon {
         let counters = Arc::new(Counters::default());
         let has_peers = !settings.peers.is_empty();
         let warm_up_at_start = settings.resync_on_start;
+        let settings_ring_bytes = settings.ring_bytes;
         Ok(Daemon {
             reloader: None,
             memcached: Memcached::new(addr, settings.timeouts()),
@@ -145,6 +149,7 @@ impl Daemon {
             silent_origins: 0,
             warm_up_waits: None,
             php_publish: PhpPublish::default(),
+            heard: Arc::new(Mutex::new(HeardFrames::new(settings_ring_bytes))),
         })
     }
 
@@ -206,6 +211,7 @@ impl Daemon {
                 memcached: self.memcached.addr().clone(),
                 timeouts: s.timeouts(),
                 ring: self.relay.as_ref().map(|r| Arc::clone(&r.ring)),
+                heard: Arc::clone(&self.heard),
                 counters: Arc::clone(&self.counters),
                 origin: origin_id,
                 epoch,
@@ -227,6 +233,7 @@ impl Daemon {
             anti_entropy_interval: Duration::from_secs(s.anti_entropy_s),
             counters: Arc::clone(&self.counters),
             reports: report_tx,
+            heard: Arc::clone(&self.heard),
         }
         .spawn();
         // Nothing is known about the memcached yet (frames were missed while
@@ -506,6 +513,12 @@ impl Daemon {
         }
         if let Some(missing) = self.origins.observe(&frame) {
             self.report_gap(missing);
+        }
+        if frame.op != Op::Heartbeat && !self.origins.serves_repairs(frame.origin, frame.epoch) {
+            // Peers that missed it can get it from here.
+            self.heard
+                .lock()
+                .push(frame.origin, frame.epoch, frame.seq, bytes);
         }
         self.counters
             .origins_evicted

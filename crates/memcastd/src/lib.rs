@@ -18,6 +18,7 @@ pub mod completeness;
 pub mod config;
 pub mod counters;
 pub mod daemon;
+pub mod heard;
 pub mod keys;
 pub mod metrics;
 pub mod origins;

@@ -346,6 +346,14 @@ impl Origins {
         out
     }
 
+    /// Whether this origin names where it serves repairs (a relay's
+    /// heartbeats do; a PHP worker publishing directly never does).
+    pub fn serves_repairs(&self, origin: u64, epoch: u64) -> bool {
+        self.map
+            .get(&(origin, epoch))
+            .is_some_and(|s| s.repair_addr.is_some())
+    }
+
     /// Ranges held back until their origin names a repair address.
     pub fn has_unaddressed(&self) -> bool {
         self.map.values().any(|s| s.unaddressed.is_some())

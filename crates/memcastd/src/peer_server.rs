@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use tracing::{debug, info, warn};
 
 use crate::counters::Counters;
+use crate::heard::{HeardFrames, Position};
 use crate::keys::KeyStore;
 use crate::ring::{Gone, ReplayRing};
 
@@ -27,6 +28,8 @@ pub struct PeerServer {
     pub memcached: ServerAddr,
     pub timeouts: Timeouts,
     pub ring: Option<Arc<Mutex<ReplayRing>>>,
+    /// Frames heard from origins that keep no ring (see [`crate::heard`]).
+    pub heard: Arc<Mutex<HeardFrames>>,
     pub counters: Arc<Counters>,
     /// Origin id and epoch stamped on snapshot frames.
     pub origin: u64,
@@ -99,6 +102,7 @@ impl PeerServer {
             Request::Buckets(set) => self
                 .send_entries(&mut out, |key| set.contains(bucket_of(key)))
                 .map(|_| ()),
+            Request::Heard => self.send_heard(&mut out),
         }
         .map_err(|e| e.to_string())?;
         out.flush().map_err(|e| e.to_string())
@@ -113,17 +117,12 @@ impl PeerServer {
         to: u64,
     ) -> std::io::Result<()> {
         Counters::inc(&self.counters.ranges_served);
-        let frames = match &self.ring {
-            Some(ring) => {
-                let ring = ring.lock();
-                if ring.origin == origin && ring.epoch == epoch {
-                    ring.range(from, to)
-                } else {
-                    Err(Gone)
-                }
-            }
-            None => Err(Gone),
-        };
+        let own = self.ring.as_ref().and_then(|ring| {
+            let ring = ring.lock();
+            (ring.origin == origin && ring.epoch == epoch).then(|| ring.range(from, to))
+        });
+        // Not this relay's own: what it heard from a ring-less origin.
+        let frames = own.unwrap_or_else(|| self.heard.lock().range(origin, epoch, from, to));
         match frames {
             Ok(frames) => {
                 for f in &frames {
@@ -181,6 +180,22 @@ impl PeerServer {
     }
 
     /// The anti-entropy digest table, as one sealed heartbeat frame.
+    fn send_heard(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let table = self.heard.lock().table();
+        let frame = memcast_core::Frame {
+            op: memcast_core::Op::Heartbeat,
+            origin: self.origin,
+            epoch: self.epoch,
+            seq: 0,
+            version: memcast_core::Version::ZERO,
+            ttl: 0,
+            key: Vec::new(),
+            value: Position::encode_table(&table),
+        };
+        peer::write_frame(out, &frame.seal(&*self.keys.get()))?;
+        peer::write_end(out)
+    }
+
     fn send_digest(&self, out: &mut impl Write, cutoff_ms: u64) -> std::io::Result<()> {
         let digests = local_digests(&self.memcached, self.timeouts, cutoff_ms)
             .map_err(std::io::Error::from)?;

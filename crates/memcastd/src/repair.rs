@@ -17,10 +17,12 @@ use std::time::{Duration, Instant};
 use memcast_core::peer::{self, Digests, Record, Request};
 use memcast_core::replica::{apply_frame, Outcome};
 use memcast_core::{unix_millis, Frame, Memcached, ServerAddr, Timeouts};
+use parking_lot::Mutex;
 use tracing::{debug, info, warn};
 
 use crate::completeness::{MemcachedStats, WarmMark};
 use crate::counters::Counters;
+use crate::heard::{HeardFrames, Position};
 use crate::keys::KeyStore;
 use crate::origins::Missing;
 use crate::peer_server::local_digests;
@@ -129,7 +131,17 @@ pub struct RepairWorker {
     pub anti_entropy_interval: Duration,
     pub counters: Arc<Counters>,
     pub reports: Sender<Report>,
+    /// Frames heard from origins that keep no ring (see [`crate::heard`]):
+    /// what peers lack is compared against it, and frames fetched from
+    /// peers are kept in it too.
+    pub heard: Arc<Mutex<HeardFrames>>,
 }
+
+/// How often every peer is asked how far it holds ring-less origins.
+const HEARD_POLL: Duration = Duration::from_secs(1);
+/// A peer ahead of this host for this long is not a frame in flight: the
+/// difference is fetched from it.
+const BEHIND_FOR: Duration = Duration::from_millis(900);
 
 /// Entries, megabytes and rate of a transfer so far.
 fn log_transfer(peer: &str, entries: u64, bytes: u64, started: Instant, what: &str) {
@@ -144,6 +156,13 @@ fn log_transfer(peer: &str, entries: u64, bytes: u64, started: Instant, what: &s
     );
 }
 
+/// A ring-less origin a peer holds further than this host: since when,
+/// and how far.
+struct Behind {
+    since: Instant,
+    target: u64,
+}
+
 /// What the worker still has to do.
 #[derive(Default)]
 struct Todo {
@@ -156,9 +175,12 @@ struct Todo {
     /// Per silent (origin, epoch): the last sequence number held, and where
     /// to ask.
     catch_ups: HashMap<(u64, u64), (u64, String)>,
-    /// Frames were lost from an origin that serves no repairs (a PHP
-    /// process publishing directly), first noticed then: digests are
-    /// compared with every peer once those writes have settled.
+    /// Ranges lost from origins that serve no repairs (PHP workers
+    /// publishing directly): asked of the peers that heard them.
+    from_peers: HashMap<(u64, u64), Missing>,
+    /// Frames were lost from an origin that serves no repairs and no peer
+    /// had them, first noticed then: digests are compared with every peer
+    /// once those writes have settled.
     compare_since: Option<Instant>,
 }
 
@@ -169,6 +191,7 @@ impl Todo {
             && self.pulls.is_empty()
             && !self.warm_up
             && self.catch_ups.is_empty()
+            && self.from_peers.is_empty()
             && self.compare_since.is_none()
     }
 
@@ -189,8 +212,14 @@ impl Todo {
                     })
                     .or_insert(m);
             }
-            Job::Repair(_) => {
-                self.compare_since.get_or_insert_with(Instant::now);
+            Job::Repair(m) => {
+                self.from_peers
+                    .entry((m.origin, m.epoch))
+                    .and_modify(|p| {
+                        p.from = p.from.min(m.from);
+                        p.to = p.to.max(m.to);
+                    })
+                    .or_insert(m);
             }
             Job::Resync(reason) => self.need_resync(&reason, false),
             Job::WarmUp => self.warm_up = true,
@@ -256,6 +285,8 @@ impl RepairWorker {
         // request sent before the receive loop heard of the last answer
         // does not fetch the same frames again.
         let mut caught_up: HashMap<(u64, u64), u64> = HashMap::new();
+        let mut next_heard_poll = Instant::now() + HEARD_POLL;
+        let mut behind: HashMap<(u64, u64), Behind> = HashMap::new();
         loop {
             let mut idle = if anti_entropy {
                 next_anti_entropy.saturating_duration_since(Instant::now())
@@ -265,7 +296,13 @@ impl RepairWorker {
             if let Some(at) = check_after_warm_up {
                 idle = idle.min(at.saturating_duration_since(Instant::now()));
             }
-            let wait = if !todo.pulls.is_empty() || !todo.catch_ups.is_empty() {
+            if !self.peers.is_empty() {
+                idle = idle.min(next_heard_poll.saturating_duration_since(Instant::now()));
+            }
+            let wait = if !todo.pulls.is_empty()
+                || !todo.catch_ups.is_empty()
+                || !todo.from_peers.is_empty()
+            {
                 Duration::ZERO
             } else if todo.warm_up {
                 Duration::from_millis(100)
@@ -297,6 +334,17 @@ impl RepairWorker {
             }
             if caught_up.len() > 1024 {
                 caught_up.clear();
+            }
+            for (_, missing) in std::mem::take(&mut todo.from_peers) {
+                if !self.fetch_from_peers(&mut mc, &missing, None) {
+                    todo.compare_since.get_or_insert_with(Instant::now);
+                }
+            }
+            if !self.peers.is_empty() && Instant::now() >= next_heard_poll {
+                next_heard_poll = Instant::now() + HEARD_POLL;
+                if !self.catch_up_with_peers(&mut mc, &mut behind) {
+                    todo.compare_since.get_or_insert_with(Instant::now);
+                }
             }
             if todo.warm_up && Instant::now() >= next_warm_up {
                 if self.warm_up(&mut mc) {
@@ -396,7 +444,7 @@ impl RepairWorker {
         };
         let fetched = self
             .ask(addr, request, CATCH_UP_CONNECT)
-            .and_then(|reader| self.apply_stream(addr, reader, mc, Duration::from_secs(10)));
+            .and_then(|reader| self.apply_stream(addr, reader, mc, Duration::from_secs(10), false));
         let mut fetched_through = None;
         let report = match fetched {
             Ok(Fetch::Done { frames, last_seq }) => {
@@ -426,6 +474,129 @@ impl RepairWorker {
         };
         let _ = self.reports.send(report);
         fetched_through
+    }
+
+    /// Fetches frames `m.from..=m.to` of a ring-less origin from the peers
+    /// that heard them (`first`: the peer to ask first), until this host
+    /// holds them all. False when no peer had them all: the range is given
+    /// up here and left to a digest round.
+    fn fetch_from_peers(&self, mc: &mut Memcached, m: &Missing, first: Option<&str>) -> bool {
+        let held = |heard: &Mutex<HeardFrames>| heard.lock().contiguous(m.origin, m.epoch);
+        let order = first.into_iter().chain(
+            self.peers
+                .iter()
+                .map(String::as_str)
+                .filter(|p| Some(*p) != first),
+        );
+        for peer in order {
+            let from = held(&self.heard).map_or(m.from, |h| (h + 1).max(m.from));
+            if from > m.to {
+                break;
+            }
+            Counters::inc(&self.counters.repair_requests);
+            let request = Request::Range {
+                origin: m.origin,
+                epoch: m.epoch,
+                from,
+                to: m.to,
+            };
+            match self.fetch_keeping(peer, request, mc, Duration::from_secs(10), true) {
+                Ok(Fetch::Done { frames, last_seq }) if frames > 0 => {
+                    Counters::add(&self.counters.frames_repaired, frames);
+                    let _ = self.reports.send(Report::Heard {
+                        origin: m.origin,
+                        epoch: m.epoch,
+                        from,
+                        through: last_seq,
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => debug!(%peer, "frames of a ring-less origin: {e}"),
+            }
+        }
+        if held(&self.heard).is_some_and(|h| h >= m.to) {
+            return true;
+        }
+        Counters::inc(&self.counters.repairs_gone);
+        self.heard.lock().skip_to(m.origin, m.epoch, m.to);
+        false
+    }
+
+    /// Asks every peer how far it holds each ring-less origin; what one has
+    /// held for a while beyond this host is fetched from it. False when
+    /// something could not be fetched from any peer.
+    fn catch_up_with_peers(
+        &self,
+        mc: &mut Memcached,
+        behind: &mut HashMap<(u64, u64), Behind>,
+    ) -> bool {
+        let mut ahead: HashMap<(u64, u64), (u64, u64, &str)> = HashMap::new();
+        for peer in &self.peers {
+            let Ok(table) = self.fetch_heard(peer) else {
+                continue;
+            };
+            for p in table {
+                let mine = self.heard.lock().contiguous(p.origin, p.epoch);
+                // A stream never heard here is taken from its start only.
+                let Some(mine) = mine.or((p.first <= 1).then_some(0)) else {
+                    continue;
+                };
+                if p.last > mine {
+                    let e = ahead
+                        .entry((p.origin, p.epoch))
+                        .or_insert((mine, p.last, peer));
+                    if p.last > e.1 {
+                        *e = (mine, p.last, peer);
+                    }
+                }
+            }
+        }
+        behind.retain(|k, _| ahead.contains_key(k));
+        let mut all_fetched = true;
+        for ((origin, epoch), (mine, last, peer)) in ahead {
+            let b = behind.entry((origin, epoch)).or_insert(Behind {
+                since: Instant::now(),
+                target: last,
+            });
+            if mine >= b.target {
+                // Caught up with what was ahead then; watch the rest anew.
+                *b = Behind {
+                    since: Instant::now(),
+                    target: last,
+                };
+                continue;
+            }
+            if b.since.elapsed() < BEHIND_FOR {
+                continue;
+            }
+            let missing = Missing {
+                origin,
+                epoch,
+                from: mine + 1,
+                to: b.target,
+                repair_addr: None,
+            };
+            debug!(?missing, %peer, "a peer holds frames of a ring-less origin this host lacks");
+            Counters::inc(&self.counters.gaps);
+            Counters::add(&self.counters.missing_frames, b.target - mine);
+            all_fetched &= self.fetch_from_peers(mc, &missing, Some(peer));
+            behind.remove(&(origin, epoch));
+        }
+        all_fetched
+    }
+
+    fn fetch_heard(&self, addr: &str) -> Result<Vec<Position>, String> {
+        let mut reader = self.ask(addr, Request::Heard, CATCH_UP_CONNECT)?;
+        let max = peer::max_record_len(self.max_value_bytes);
+        match peer::read_record(&mut reader, max).map_err(|e| format!("{addr}: {e}"))? {
+            Record::Frame(bytes) => {
+                let frame = Frame::open(&bytes, &*self.keys.get(), self.max_value_bytes)
+                    .map_err(|e| format!("{addr}: {e}"))?;
+                Position::decode_table(&frame.value)
+                    .ok_or_else(|| format!("{addr}: malformed table of heard origins"))
+            }
+            _ => Err(format!("{addr}: no table of heard origins")),
+        }
     }
 
     fn repair(&self, mc: &mut Memcached, m: &Missing) -> Result<Fetch, String> {
@@ -625,8 +796,21 @@ impl RepairWorker {
         mc: &mut Memcached,
         budget: Duration,
     ) -> Result<Fetch, String> {
+        self.fetch_keeping(addr, request, mc, budget, false)
+    }
+
+    /// [`Self::fetch`]; `keep`: the frames are a ring-less origin's, kept
+    /// in [`HeardFrames`] to serve peers in turn.
+    fn fetch_keeping(
+        &self,
+        addr: &str,
+        request: Request,
+        mc: &mut Memcached,
+        budget: Duration,
+        keep: bool,
+    ) -> Result<Fetch, String> {
         let reader = self.ask(addr, request, CONNECT)?;
-        self.apply_stream(addr, reader, mc, budget)
+        self.apply_stream(addr, reader, mc, budget, keep)
     }
 
     /// Applies every frame of a response; the highest sequence number is
@@ -637,6 +821,7 @@ impl RepairWorker {
         mut reader: std::io::BufReader<TcpStream>,
         mc: &mut Memcached,
         budget: Duration,
+        keep: bool,
     ) -> Result<Fetch, String> {
         let max = peer::max_record_len(self.max_value_bytes);
         let started = Instant::now();
@@ -668,6 +853,11 @@ impl RepairWorker {
                         }
                     };
                     self.apply(mc, &frame)?;
+                    if keep {
+                        self.heard
+                            .lock()
+                            .push(frame.origin, frame.epoch, frame.seq, &bytes);
+                    }
                     if frame.seq > 0 {
                         last_seq = Some(last_seq.map_or(frame.seq, |s| s.max(frame.seq)));
                     }
@@ -717,14 +907,18 @@ mod tests {
     }
 
     #[test]
-    fn frames_lost_from_an_origin_without_a_ring_are_looked_for_by_digests_not_a_resync() {
+    fn frames_lost_from_an_origin_without_a_ring_are_asked_of_peers_not_a_resync() {
         let mut todo = Todo::default();
         todo.add(Job::Repair(missing(None)));
-        assert!(todo.compare_since.is_some() && todo.resync.is_none());
-        assert!(!todo.is_empty(), "not settled until compared");
-        let first = todo.compare_since;
-        todo.add(Job::Repair(missing(None)));
-        assert_eq!(todo.compare_since, first, "the first loss sets the time");
+        todo.add(Job::Repair(Missing {
+            from: 9,
+            to: 12,
+            ..missing(None)
+        }));
+        let merged = &todo.from_peers[&(7, 1)];
+        assert_eq!((merged.from, merged.to), (3, 12));
+        assert!(todo.compare_since.is_none() && todo.resync.is_none());
+        assert!(!todo.is_empty(), "not settled until asked");
     }
 
     #[test]

@@ -568,3 +568,101 @@ fn origins_are_labelled_by_host_name_stable_across_a_relay_restart() {
     assert!(text.contains("  host  "), "{text}");
     assert_eq!(text.matches("\n  web1 ").count(), 2, "{text}");
 }
+
+/// Direct publishing (no relay): PHP workers keep no ring, so what one host
+/// missed of a worker's frames comes from a peer that heard them. Host B's
+/// multicast delivers frames 1-3 of a worker, then stalls: nothing tells B
+/// it lacks 4-10 (no gap, no heartbeat), and with anti-entropy off only its
+/// peer A, which heard all ten, can bring them; it does within seconds.
+#[test]
+fn frames_of_a_worker_one_host_missed_come_from_a_peer_that_heard_them() {
+    let mc_a = Server::start();
+    let mc_b = Server::start();
+    let dir = TempDir::new("heard");
+    let key_file = dir.key_file("key", 5);
+    let key = SharedKey::from_file(&key_file).unwrap();
+    let (port_a, port_b) = (free_port(), free_port());
+    let to_a =
+        Publisher::bind(&format!("tcp://127.0.0.1:{port_a}"), &BusOptions::default()).unwrap();
+    let to_b =
+        Publisher::bind(&format!("tcp://127.0.0.1:{port_b}"), &BusOptions::default()).unwrap();
+    let (listen_a, listen_b) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let host = |mc: &Server, port: u16, listen: &str, peer: &str, log: &str| {
+        let args: Vec<String> = [
+            "--memcached",
+            &mc.addr(),
+            "--subscribe",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--key-file",
+            key_file.to_str().unwrap(),
+            "--listen",
+            listen,
+            "--peer",
+            peer,
+            "--anti-entropy-interval",
+            "0",
+            "--resync-interval",
+            "300",
+            // No startup snapshot that would bring the frames another way.
+            "--resync-on-start",
+            "false",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        memcastd(&args, &dir.path.join(log))
+    };
+    let mut a = host(&mc_a, port_a, &listen_a, &listen_b, "a.log");
+    let mut b = host(&mc_b, port_b, &listen_b, &listen_a, "b.log");
+    let (mut ca, mut cb) = (client(&mc_a), client(&mc_b));
+    let mut probe = php_frame(1, 999);
+    probe.origin = 4242;
+    let joined = eventually(Duration::from_secs(10), || {
+        to_a.send(&probe.seal(&key)).unwrap();
+        to_b.send(&probe.seal(&key)).unwrap();
+        (ca.get(b"memcast.sess.r999").unwrap().is_some()
+            && cb.get(b"memcast.sess.r999").unwrap().is_some())
+        .then_some(())
+    });
+    assert!(joined.is_some(), "A and B never both subscribed");
+    let started = std::time::Instant::now();
+    for i in 1..=10 {
+        let sealed = php_frame(i, i).seal(&key);
+        to_a.send(&sealed).unwrap();
+        if i <= 3 {
+            to_b.send(&sealed).unwrap();
+        }
+    }
+    let holds_all = |c: &mut Memcached| {
+        (1..=10).all(|i| {
+            c.get(format!("memcast.sess.r{i}").as_bytes())
+                .unwrap()
+                .is_some()
+        })
+    };
+    let log = |name: &str| std::fs::read_to_string(dir.path.join(name)).unwrap_or_default();
+    assert!(
+        eventually(Duration::from_secs(5), || holds_all(&mut ca).then_some(())).is_some(),
+        "A did not apply what it heard:\n{}",
+        log("a.log")
+    );
+    let whole = eventually(Duration::from_secs(10), || holds_all(&mut cb).then_some(()));
+    let took = started.elapsed();
+    assert!(
+        whole.is_some(),
+        "B never got frames 4-10 from A:\n{}",
+        log("b.log")
+    );
+    println!("B held all ten frames {took:?} after they were sent");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    for d in [&mut a, &mut b] {
+        d.signal("TERM", Duration::from_secs(5))
+            .expect("memcastd did not stop");
+    }
+    let stats = log("b.log");
+    assert!(stats.contains("frames_repaired=7"), "{stats}");
+    assert!(stats.contains("anti_entropy_rounds=0"), "{stats}");
+}
