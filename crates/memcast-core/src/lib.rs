@@ -19,11 +19,14 @@
 //! - [`endpoint`]: which part of a ZeroMQ endpoint is wrong, before ZeroMQ
 //!   says only "Invalid argument".
 //! - [`ini`]: the extension's `memcast.*` php.ini settings, declared once.
+//! - [`legacy`]: sessions php-memcached or pecl-memcache stored, read while
+//!   a cluster switches to memcast.
 
 pub mod endpoint;
 pub mod failover;
 pub mod frame;
 pub mod ini;
+pub mod legacy;
 pub mod origin;
 pub mod peer;
 pub mod replica;
