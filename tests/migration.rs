@@ -134,7 +134,7 @@ fn a_rolling_switch_from_php_memcached_logs_nobody_out() {
     let mut cluster = Cluster::start("mig", 3, Publish::Relay, artifacts());
     cluster
         .php_ini
-        .push(("memcast.migrate_from".into(), "off".into()));
+        .push(("memcast.migrate_from".into(), "memcached".into()));
 
     // Before: php-memcached on every host. Its consistent hashing puts each
     // session on one memcached of the pool; host 2 reads host 1's writes.
