@@ -10,6 +10,7 @@ packages=(
     memcached iproute2      # the store; network namespaces for multi-host tests
     nftables                # packet loss on a test link (this kernel has no netem)
     nginx php8.2-fpm        # the web stack of the locking tests
+    php8.2-memcached        # the migration test: sessions php-memcached wrote, read by memcast
     tcpdump                 # the capture test: no session plaintext on the wire
     systemd                 # systemd-analyze verify of the unit (packaging test)
     pkg-config build-essential ca-certificates procps

@@ -78,10 +78,10 @@ macro_rules! ini_table {
     };
 }
 const _: () = assert!(
-    SETTINGS.len() == 20,
+    SETTINGS.len() == 22,
     "add the new setting's index to ini_table! below"
 );
-static INI: IniEntryDefs<21> = ini_table!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19);
+static INI: IniEntryDefs<23> = ini_table!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21);
 
 /// PHP's entry point into the extension.
 #[no_mangle]
@@ -190,6 +190,10 @@ extern "C" fn minfo(module: *mut ModuleEntry) {
         row(
             "Writes that began from a miss and found a session (kept)",
             &c.conflicts.to_string(),
+        );
+        row(
+            "Sessions read from memcast.migrate_from",
+            &c.migrated_reads.to_string(),
         );
         row("Writes", &c.writes.to_string());
         row("Write failures", &c.write_failures.to_string());
@@ -740,7 +744,11 @@ unsafe extern "C" fn ps_read(
         if !read_only {
             s.lock(id)?;
         }
-        s.read(id, ttl(maxlifetime))
+        let data = s.read(id, ttl(maxlifetime));
+        if let Some(w) = s.take_read_warning() {
+            warn(&w);
+        }
+        data
     };
     match guarded("read", Err(String::new()), read) {
         Ok(data) => {

@@ -70,6 +70,9 @@ pub struct Counters {
     pub unconfirmed_misses: u64,
     /// Writes that began from a miss and found a live session: not stored.
     pub conflicts: u64,
+    /// Sessions found only under the other handler's key
+    /// (`memcast.migrate_from`), read as the oldest version.
+    pub migrated_reads: u64,
     pub writes: u64,
     pub write_failures: u64,
     pub published: u64,
@@ -197,6 +200,8 @@ pub struct SessionStore {
     warned: Vec<String>,
     last_drop_warning: Option<Instant>,
     pending_warning: Option<String>,
+    /// A value under the other handler's key that could not be read.
+    read_warning: Option<String>,
     counters: Counters,
 }
 
@@ -227,6 +232,7 @@ impl SessionStore {
             warned: Vec::new(),
             last_drop_warning: None,
             pending_warning: None,
+            read_warning: None,
             counters: Counters::default(),
         }
     }
@@ -452,9 +458,93 @@ impl SessionStore {
     /// replace the real one elsewhere.
     pub fn read(&mut self, id: &[u8], ttl: u64) -> Result<Option<Vec<u8>>, String> {
         let key = self.key_for(id);
-        let (state, stored) = self.lookup(&key, Some(ttl))?;
+        let (state, stored) = self.lookup_or_migrate(id, &key, Some(ttl))?;
         self.reads.insert(key, state);
         Ok(stored)
+    }
+
+    /// [`SessionStore::lookup`], and on a miss it trusts, with
+    /// `memcast.migrate_from` set, the other handler's key: a session found
+    /// only there is the oldest version of this one. Its write is a normal
+    /// write after a read (not a create: the session exists), so it
+    /// replaces nothing newer that memcast wrote and spreads as any write.
+    fn lookup_or_migrate(
+        &mut self,
+        id: &[u8],
+        key: &[u8],
+        ttl: Option<u64>,
+    ) -> Result<(ReadState, Option<Vec<u8>>), String> {
+        let (state, stored) = self.lookup(key, ttl)?;
+        // A hit, a tombstone (destroyed since), or an id this process made.
+        if !state.created || self.fresh.contains(key) {
+            return Ok((state, stored));
+        }
+        match self.read_legacy(id) {
+            Some(data) => {
+                self.counters.migrated_reads += 1;
+                let migrated = ReadState {
+                    version: Some(Version::ZERO),
+                    created: false,
+                    ..state
+                };
+                Ok((migrated, Some(data)))
+            }
+            None => Ok((state, stored)),
+        }
+    }
+
+    /// The session the other handler (`memcast.migrate_from`) stored under
+    /// this id: it hashed each session onto one server of its pool, so every
+    /// server that answers is asked until one holds it. A value that is not
+    /// a session it writes is left alone, with one warning, and the session
+    /// starts empty.
+    fn read_legacy(&mut self, id: &[u8]) -> Option<Vec<u8>> {
+        let cfg = self.config.as_ref()?;
+        let legacy = cfg.migrate_from.clone()?;
+        let max = cfg.max_session_size;
+        let key = legacy.key_for(id);
+        for i in self.list.candidates(Instant::now()) {
+            match self.servers[i].gets(&key) {
+                Ok(None) => self.list.mark_ok(i),
+                Ok(Some(item)) => {
+                    self.list.mark_ok(i);
+                    return match legacy.decode(item.value, item.flags, max) {
+                        Ok(data) => Some(data),
+                        Err(e) => {
+                            self.read_warning = Some(format!(
+                                "{} on {}: {e}; not read, the session starts empty (memcast.migrate_from = {})",
+                                String::from_utf8_lossy(&key),
+                                self.servers[i].addr(),
+                                legacy.handler.save_handler()
+                            ));
+                            None
+                        }
+                    };
+                }
+                Err(e) => self.note_failure(i, &e),
+            }
+        }
+        None
+    }
+
+    /// Deletes the other handler's copy of a destroyed session on every
+    /// server that answers, so it cannot come back from there.
+    fn destroy_legacy(&mut self, id: &[u8]) {
+        let Some(legacy) = self.config.as_ref().and_then(|c| c.migrate_from.clone()) else {
+            return;
+        };
+        let key = legacy.key_for(id);
+        for i in self.list.candidates(Instant::now()) {
+            match self.servers[i].delete(&key) {
+                Ok(_) => self.list.mark_ok(i),
+                Err(e) => self.note_failure(i, &e),
+            }
+        }
+    }
+
+    /// Why a value under the other handler's key was not read, once.
+    pub fn take_read_warning(&mut self) -> Option<String> {
+        self.read_warning.take()
     }
 
     /// Walks the servers for `key` as [`SessionStore::read`] describes:
@@ -638,6 +728,7 @@ impl SessionStore {
         let tombstone = StoredValue::tombstone(version);
         self.store(&key, &tombstone, TOMBSTONE_TTL, read, false)?;
         self.publish(Op::Delete, key, Vec::new(), TOMBSTONE_TTL, version);
+        self.destroy_legacy(id);
         Ok(())
     }
 
@@ -645,9 +736,11 @@ impl SessionStore {
     /// unreachable cluster answers `Err`.
     /// A miss is confirmed as for a read, so that a restarted memcached does
     /// not make strict mode throw a live session away.
+    /// A session only the other handler holds (`memcast.migrate_from`)
+    /// exists too: strict mode keeps its id.
     pub fn exists(&mut self, id: &[u8]) -> Result<bool, String> {
         let key = self.key_for(id);
-        Ok(self.lookup(&key, None)?.1.is_some())
+        Ok(self.lookup_or_migrate(id, &key, None)?.1.is_some())
     }
 
     /// Whether an id is taken by a live session or a tombstone (new ids

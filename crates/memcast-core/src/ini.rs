@@ -6,6 +6,7 @@ use std::ffi::CStr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::legacy::{LegacyHandler, LegacySessions};
 use crate::store::Timeouts;
 
 pub struct IniSetting {
@@ -34,6 +35,8 @@ pub const LOCK_EXPIRE: &CStr = c"memcast.lock_expire";
 pub const ACCEPT_KEY_FILE: &CStr = c"memcast.accept_key_file";
 pub const ENCRYPT: &CStr = c"memcast.encrypt";
 pub const MAX_SESSION_SIZE: &CStr = c"memcast.max_session_size";
+pub const MIGRATE_FROM: &CStr = c"memcast.migrate_from";
+pub const MIGRATE_PREFIX: &CStr = c"memcast.migrate_prefix";
 
 pub const SETTINGS: &[IniSetting] = &[
     IniSetting {
@@ -136,6 +139,16 @@ pub const SETTINGS: &[IniSetting] = &[
         default: c"4M",
         doc: "Largest session data written, in bytes (K and M suffixes): a larger session is not stored, session_write_close() warns and returns false. Keep it at most memcached's -I and memcastd's --max-value-bytes.",
     },
+    IniSetting {
+        name: MIGRATE_FROM,
+        default: c"off",
+        doc: "While switching from another save handler on the same memcached servers: memcached (php-memcached) or memcache (pecl-memcache). A session memcast does not hold is looked for under that handler's key on every server, and its next write stores it as memcast's (see Switching from php-memcached). off: never.",
+    },
+    IniSetting {
+        name: MIGRATE_PREFIX,
+        default: c"",
+        doc: "The other handler's key prefix (memcached.sess_prefix, memcache.session_prefix_static_key). Empty: its default (memc.sess.key. for memcached, none for memcache).",
+    },
 ];
 
 /// The settings as the extension uses them.
@@ -161,6 +174,8 @@ pub struct ExtensionConfig {
     pub accept_key_file: Option<PathBuf>,
     pub encrypt: bool,
     pub max_session_size: usize,
+    /// Where another save handler's sessions are read from (`None`: off).
+    pub migrate_from: Option<LegacySessions>,
 }
 
 impl ExtensionConfig {
@@ -192,12 +207,27 @@ impl ExtensionConfig {
             })
         };
         // Not trimmed: a prefix of spaces would otherwise become no prefix.
-        let prefix = lookup(PREFIX);
-        if !prefix.bytes().all(|b| b > b' ' && b != 0x7f) || prefix.len() > 100 {
+        let key_prefix = |name: &CStr| {
+            let prefix = lookup(name);
+            if !prefix.bytes().all(|b| b > b' ' && b != 0x7f) || prefix.len() > 100 {
+                return Err(invalid(
+                    name,
+                    &prefix,
+                    "expected at most 100 bytes without spaces or control characters",
+                ));
+            }
+            Ok(prefix)
+        };
+        let prefix = key_prefix(PREFIX)?;
+        let migrate_prefix = key_prefix(MIGRATE_PREFIX)?;
+        let migrate_from = LegacyHandler::parse(&text(MIGRATE_FROM))
+            .map_err(|why| invalid(MIGRATE_FROM, &text(MIGRATE_FROM), &why))?
+            .map(|handler| LegacySessions::new(handler, &migrate_prefix));
+        if migrate_from.as_ref().is_some_and(|m| m.prefix == prefix) {
             return Err(invalid(
-                PREFIX,
-                &prefix,
-                "expected at most 100 bytes without spaces or control characters",
+                MIGRATE_PREFIX,
+                &migrate_prefix,
+                "the other handler's keys would be memcast's own (memcast.prefix): give memcast its own prefix",
             ));
         }
         let publish = non_empty(PUBLISH);
@@ -241,6 +271,7 @@ impl ExtensionConfig {
                         "expected a size from 1 to 8M (bytes, or with a K or M suffix)",
                     )
                 })?,
+            migrate_from,
         })
     }
 }
@@ -371,9 +402,35 @@ mod tests {
         assert!(check(LOCKING, "maybe").is_err());
         assert!(check(MAX_SESSION_SIZE, "9M").is_err());
         assert!(check(RETRY_INTERVAL, "soon").is_err());
+        let e = check(MIGRATE_FROM, "php-memcached").unwrap_err();
+        assert!(e.contains("memcached (php-memcached), memcache"), "{e}");
+        assert!(check(MIGRATE_FROM, "memcached").is_ok());
+        assert!(check(MIGRATE_FROM, "").is_ok(), "php.ini's Off");
+        assert!(check(MIGRATE_PREFIX, "a b").is_err());
+        assert!(check(MIGRATE_PREFIX, "app.sess.").is_ok());
         for s in SETTINGS {
             assert!(check(s.name, &default_of(s.name)).is_ok(), "{:?}", s.name);
         }
+    }
+
+    #[test]
+    fn migrate_from_names_a_handler_and_its_prefix() {
+        let with = |from: &str, prefix: &str| {
+            ExtensionConfig::from_ini(|n| match n {
+                n if n == MIGRATE_FROM => from.into(),
+                n if n == MIGRATE_PREFIX => prefix.into(),
+                n => defaults(n),
+            })
+        };
+        assert_eq!(with("off", "").unwrap().migrate_from, None);
+        let m = with("memcached", "").unwrap().migrate_from.unwrap();
+        assert_eq!(m.prefix, "memc.sess.key.");
+        let p = with("memcache", "").unwrap().migrate_from.unwrap();
+        assert_eq!(p.prefix, "");
+        let custom = with("memcached", "shop.").unwrap().migrate_from.unwrap();
+        assert_eq!(custom.prefix, "shop.");
+        let e = with("memcached", "memcast.sess.").unwrap_err();
+        assert!(e.contains("memcast.migrate_prefix"), "{e}");
     }
 
     #[test]

@@ -21,12 +21,15 @@
 //! - [`host_counters`]: what PHP could not replicate, counted in the local
 //!   memcached for memcastd to export.
 //! - [`ini`]: the extension's `memcast.*` php.ini settings, declared once.
+//! - [`legacy`]: sessions php-memcached or pecl-memcache stored, read while
+//!   a cluster switches to memcast.
 
 pub mod endpoint;
 pub mod failover;
 pub mod frame;
 pub mod host_counters;
 pub mod ini;
+pub mod legacy;
 pub mod origin;
 pub mod peer;
 pub mod replica;

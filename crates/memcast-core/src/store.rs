@@ -112,6 +112,9 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 pub struct Item {
     pub value: Vec<u8>,
     pub cas: u64,
+    /// The client flags it was stored with (memcast stores 0; other
+    /// clients mark compression or serialization here).
+    pub flags: u32,
 }
 
 /// One memcached server; connects lazily and reconnects after a failure.
@@ -664,6 +667,7 @@ impl Conn<'_> {
         if fields.len() < 4 || fields[0] != "VALUE" {
             return Err(self.unexpected(&line));
         }
+        let flags: u32 = fields[2].parse().map_err(|_| self.unexpected(&line))?;
         let len: usize = fields[3].parse().map_err(|_| self.unexpected(&line))?;
         let cas: u64 = match fields.get(4) {
             Some(f) => f.parse().map_err(|_| self.unexpected(&line))?,
@@ -676,7 +680,7 @@ impl Conn<'_> {
             return Err(self.unexpected(b"value without CRLF"));
         }
         value.truncate(len);
-        Ok(Some((key, Item { value, cas })))
+        Ok(Some((key, Item { value, cas, flags })))
     }
 
     /// The reply to a meta set with flag `c`: stored (with the item's new
