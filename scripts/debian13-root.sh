@@ -4,6 +4,9 @@
 #
 #   scripts/debian13-root.sh make          make the root unless it is there
 #   scripts/debian13-root.sh run CMD...    run CMD in the root (makes it first)
+#   scripts/debian13-root.sh scratch CMD... run CMD in a throwaway overlay of
+#                                          the root: what it installs (dpkg -i)
+#                                          is gone afterwards
 #
 # The root lives in $DEBIAN13_ROOT (default /var/cache/memcast/trixie-root).
 # A stamp file next to it names the package list it was made with: a root
@@ -22,6 +25,7 @@ packages=(
     memcached                          # the store the phpt suite runs against
     libzmq3-dev libclang-dev pkg-config build-essential   # building the extension and memcastd
     ca-certificates procps iproute2
+    lintian                            # checks the PHP 8.4 package with Debian 13's rules
 )
 want="trixie ${packages[*]}"
 fail() { echo "debian13-root: $*" >&2; exit 1; }
@@ -47,12 +51,22 @@ make_root() {
 }
 
 run_in_root() {
+    local scratch=$1; shift
     make_root
     local here
     here=$(pwd)
     # A private mount namespace: every mount below is gone when the command ends.
     exec unshare --mount --propagation private -- bash -euc '
-        root=$1; here=$2; shift 2
+        root=$1; here=$2; scratch=$3; shift 3
+        if [ "$scratch" = 1 ]; then
+            # Changes go to a tmpfs layer over the cached root and vanish with it.
+            # (/mnt is hidden only inside this namespace.)
+            layer=/mnt
+            mount -t tmpfs tmpfs "$layer"
+            mkdir "$layer/upper" "$layer/work" "$layer/merged"
+            mount -t overlay overlay -o "lowerdir=$root,upperdir=$layer/upper,workdir=$layer/work" "$layer/merged"
+            root=$layer/merged
+        fi
         mount -t proc proc "$root/proc"
         mount --rbind /dev "$root/dev"
         mount -t tmpfs tmpfs "$root/tmp"
@@ -66,12 +80,13 @@ run_in_root() {
             PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
             CARGO_NET_OFFLINE=true LANG=C.UTF-8 \
             bash -c "cd \"\$0\" && exec \"\$@\"" "$here" "$@"
-    ' memcast-debian13 "$ROOT" "$here" "$@"
+    ' memcast-debian13 "$ROOT" "$here" "$scratch" "$@"
 }
 
 case "${1:-}" in
     make) make_root ;;
-    run) shift; [ $# -gt 0 ] || fail "run needs a command"; run_in_root "$@" ;;
+    run) shift; [ $# -gt 0 ] || fail "run needs a command"; run_in_root 0 "$@" ;;
+    scratch) shift; [ $# -gt 0 ] || fail "scratch needs a command"; run_in_root 1 "$@" ;;
     path) echo "$ROOT" ;;
-    *) fail "usage: $0 make | run CMD... | path" ;;
+    *) fail "usage: $0 make | run CMD... | scratch CMD... | path" ;;
 esac
