@@ -12,6 +12,8 @@ packages=(
     nginx php8.2-fpm        # the web stack of the locking tests
     tcpdump                 # the capture test: no session plaintext on the wire
     systemd                 # systemd-analyze verify of the unit (packaging test)
+    lintian                 # Debian's checks of the package (packaging test)
+    mmdebstrap              # the Debian 13 root for the PHP 8.4 tests (make test-php84)
     pkg-config build-essential ca-certificates procps
 )
 # Extra packages named on the command line (make bench adds its own).
