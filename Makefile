@@ -4,9 +4,13 @@ PHP        ?= php
 PHP_CONFIG ?= php-config
 RUN_TESTS  ?= $(shell $(PHP_CONFIG) --extension-dir 2>/dev/null)/build/run-tests.php
 SO         := $(CURDIR)/target/release/libmemcast.so
+# The PHP version `make deb` packages for: the build machine's PHP (the one
+# $(PHP_CONFIG) names) by default; PHP_VERSION=8.4 builds in the Debian 13 root.
+HOST_PHP_VERSION := $(shell $(PHP_CONFIG) --version 2>/dev/null | cut -d. -f1,2)
+PHP_VERSION      ?= $(HOST_PHP_VERSION)
 MEMCASTD   := $(CURDIR)/target/release/memcastd
 
-.PHONY: all build deps bench-deps bench test test-rust test-soak soak test-phpt test-php-src test-packaging lint fuzz install uninstall deb demo clean
+.PHONY: all build deps bench-deps bench test test-rust test-soak soak test-phpt test-php-src test-packaging test-php84 debian13-root lint fuzz install uninstall deb demo clean
 
 all: build
 
@@ -19,7 +23,7 @@ deps:
 # Unit tests, integration tests against real memcached, the three-host PGM
 # test (root: network namespaces), the short fault soak, then PHP's own
 # run-tests.php on tests/phpt and on php-src's own ext/session tests.
-test: build test-rust test-soak test-phpt test-php-src test-packaging
+test: build test-rust test-soak test-phpt test-php-src test-packaging test-php84
 
 test-rust: build
 	cargo test --release --workspace -- --skip soak_
@@ -49,6 +53,18 @@ test-phpt: build
 # tests/php-src-session-excluded.txt.
 test-php-src: build
 	MEMCAST_SO=$(SO) PHP=$(PHP) RUN_TESTS=$(RUN_TESTS) bash scripts/php-src-session-tests.sh
+
+# PHP 8.4 (Debian 13): the Debian 13 root is made once per machine
+# (scripts/debian13-root.sh, cached in /var/cache/memcast/trixie-root), the
+# extension and memcastd built in it into target/php8.4, then the whole
+# tests/phpt suite on PHP 8.4 and the 8.4 package (lintian, dpkg -i, php -m,
+# a session through memcast) in a throwaway copy of the root. Root.
+test-php84:
+	bash scripts/php84.sh phpt
+	bash scripts/php84.sh packaging
+
+debian13-root:
+	bash scripts/debian13-root.sh make
 
 lint:
 	cargo fmt --all -- --check
@@ -117,9 +133,19 @@ uninstall:
 	  echo "leaving $(DESTDIR)$(SYSCONFDIR)/memcast/memcastd.toml: it was edited"; fi
 
 # One Debian package with the same files (the daemon in /usr/bin, the unit in
-# /lib/systemd/system, the ini in mods-available, enabled with phpenmod).
+# /lib/systemd/system, the ini in mods-available, enabled with phpenmod) for
+# one PHP version: the build machine's into target/deb, PHP_VERSION=8.4 (built
+# in the Debian 13 root) into target/deb/php8.4. The last line is its path.
+ifeq ($(PHP_VERSION),$(HOST_PHP_VERSION))
 deb: build
-	bash packaging/build-deb.sh target/deb
+	PHP_CONFIG=$(PHP_CONFIG) bash packaging/build-deb.sh target/deb
+else ifeq ($(PHP_VERSION),8.4)
+deb:
+	bash scripts/php84.sh deb
+else
+deb:
+	@echo "make deb: PHP_VERSION=$(PHP_VERSION): this machine's PHP is $(HOST_PHP_VERSION) (PHP_CONFIG=$(PHP_CONFIG)); PHP 8.4 builds in the Debian 13 root; for another installed PHP set PHP_CONFIG=php-configX.Y" >&2; exit 1
+endif
 
 # The install and the package, checked (root: dpkg -i, then removed again).
 test-packaging: build

@@ -18,6 +18,7 @@ fn main() {
         .unwrap_or_else(|e| panic!("cannot run {php_config} --includes ({e}); install php8.2-dev"));
     assert!(includes.status.success(), "{php_config} --includes failed");
     let includes = String::from_utf8(includes.stdout).expect("php-config output is not UTF-8");
+    refuse_thread_safe_php(&php_config, &includes);
 
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     let wrapper = out.join("memcast_php.h");
@@ -62,4 +63,24 @@ fn main() {
     bindings
         .write_to_file(out.join("php_bindings.rs"))
         .expect("write bindings");
+}
+
+/// memcast supports only non-thread-safe (NTS) PHP: its FFI reads the
+/// engine's globals directly (no TSRM) and one process-wide store serves
+/// every request, so in a thread-safe PHP one thread's lock wait would block
+/// the others. A thread-safe PHP is refused here with one message instead of
+/// failing later in bindgen or rustc; PHP itself refuses an NTS build loaded
+/// into a ZTS PHP ("build ID ... These options need to match").
+fn refuse_thread_safe_php(php_config: &str, includes: &str) {
+    let zts = includes
+        .split_whitespace()
+        .filter_map(|flag| flag.strip_prefix("-I"))
+        .map(|dir| PathBuf::from(dir).join("main/php_config.h"))
+        .find_map(|header| std::fs::read_to_string(header).ok())
+        .is_some_and(|config| config.lines().any(|line| line.trim() == "#define ZTS 1"));
+    assert!(
+        !zts,
+        "memcast does not support thread-safe (ZTS) PHP builds: the PHP that {php_config} \
+         names is ZTS (e.g. FrankenPHP). Build against an NTS PHP (php-fpm, mod_php prefork, CLI)."
+    );
 }

@@ -1,31 +1,62 @@
 #!/usr/bin/env bash
-# Builds target/deb/memcast_VERSION_ARCH.deb with dpkg-deb from the release
-# build: the same files `make install` puts in place, at Debian's paths.
+# Builds OUT/memcast_VERSION_ARCH.deb with dpkg-deb from a release build for
+# one PHP: the same files `make install` puts in place, at Debian's paths.
+#   PHP_CONFIG  the php-config of the PHP the extension was built for
+#               (default php-config): extension dir, /etc/php/X.Y, phpapi-N
+#   BUILD_DIR   where libmemcast.so and memcastd are (default target/release)
+# The package depends on phpapi-N (the PHP API the extension was built for:
+# another PHP refuses to load it, so dpkg refuses the package there), on
+# php X.Y's common package, and on the shared libraries the binaries link.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-target/deb}
+php_config=${PHP_CONFIG:-php-config}
+build_dir=${BUILD_DIR:-target/release}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 arch=$(dpkg --print-architecture)
-ext_dir=$(php-config --extension-dir)
-php_version=$(php-config --version | cut -d. -f1,2)
+ext_dir=$("$php_config" --extension-dir)
+php_version=$("$php_config" --version | cut -d. -f1,2)
+phpapi=$("$php_config" --phpapi 2>/dev/null || basename "$ext_dir")
+# Debian 13 merged /lib into /usr/lib: units go to /usr/lib/systemd/system there.
+unit_dir=/lib/systemd/system
+debian_major=$(. /etc/os-release && echo "${VERSION_ID:-0}" | cut -d. -f1)
+if [ "$debian_major" -ge 13 ] 2>/dev/null; then unit_dir=/usr/lib/systemd/system; fi
+doc_dir=/usr/share/doc/memcast
 root="$out/memcast_${version}_${arch}"
 rm -rf "$root"
-install -D -m 0644 target/release/libmemcast.so "$root$ext_dir/libmemcast.so"
+install -D -m 0644 "$build_dir/libmemcast.so" "$root$ext_dir/libmemcast.so"
 install -D -m 0644 packaging/memcast.ini "$root/etc/php/$php_version/mods-available/memcast.ini"
-install -D -m 0755 target/release/memcastd "$root/usr/bin/memcastd"
+install -D -m 0755 "$build_dir/memcastd" "$root/usr/bin/memcastd"
 install -D -m 0644 packaging/memcastd.toml "$root/etc/memcast/memcastd.toml"
-install -d "$root/lib/systemd/system"
-sed 's|@BINDIR@|/usr/bin|g' packaging/memcastd.service.in > "$root/lib/systemd/system/memcastd.service"
-chmod 0644 "$root/lib/systemd/system/memcastd.service"
-strip --strip-debug "$root$ext_dir/libmemcast.so" "$root/usr/bin/memcastd"
+install -d "$root$unit_dir"
+sed 's|@BINDIR@|/usr/bin|g' packaging/memcastd.service.in > "$root$unit_dir/memcastd.service"
+chmod 0644 "$root$unit_dir/memcastd.service"
+install -D -m 0644 packaging/copyright "$root$doc_dir/copyright"
+install -d "$root$doc_dir"
+gzip -9n < packaging/changelog > "$root$doc_dir/changelog.gz"
+chmod 0644 "$root$doc_dir/changelog.gz"
+install -d "$root/usr/share/man/man8"
+gzip -9n < packaging/memcastd.8 > "$root/usr/share/man/man8/memcastd.8.gz"
+chmod 0644 "$root/usr/share/man/man8/memcastd.8.gz"
+# As dh_strip: no debug info, no symbols beyond the dynamic ones PHP and
+# ld.so use (get_module stays), no .comment/.note sections.
+strip --strip-unneeded --remove-section=.comment --remove-section=.note \
+    "$root$ext_dir/libmemcast.so" "$root/usr/bin/memcastd"
+# The shared libraries both binaries link (libc6, libzmq5, libgcc-s1), with
+# the versions their symbols need; PHP's own symbols in the extension are
+# resolved by the php binary that loads it (phpapi-N above).
+shlibs=$(tmp=$(mktemp -d) && mkdir "$tmp/debian" && printf 'Source: memcast\n\nPackage: memcast\nArchitecture: any\n' > "$tmp/debian/control" \
+    && (cd "$tmp" && dpkg-shlibdeps -O --warnings=0 "$OLDPWD/$root$ext_dir/libmemcast.so" "$OLDPWD/$root/usr/bin/memcastd" 2>/dev/null) \
+    | sed -n 's/^shlibs:Depends=//p'; rm -rf "$tmp")
+[ -n "$shlibs" ] || { echo "build-deb: dpkg-shlibdeps found no libraries" >&2; exit 1; }
 install -d "$root/DEBIAN"
 size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
 cat > "$root/DEBIAN/control" <<CONTROL
 Package: memcast
 Version: $version
 Architecture: $arch
-Maintainer: memcast developers <memcast@localhost>
-Depends: php$php_version-common, libzmq5, memcached
+Maintainer: memcast developers <maintainers@users.noreply.r-seed-64c22d60.example>
+Depends: phpapi-$phpapi, php$php_version-common, $shlibs, memcached
 Section: php
 Priority: optional
 Installed-Size: $size
@@ -68,5 +99,6 @@ if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 exit 0
 POSTRM
 chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/prerm" "$root/DEBIAN/postrm"
+(cd "$root" && find . -type f ! -path './DEBIAN/*' -printf '%P\0' | sort -z | xargs -0 md5sum) > "$root/DEBIAN/md5sums"
 dpkg-deb --root-owner-group --build "$root" "$out/" >/dev/null
 echo "$out/memcast_${version}_${arch}.deb"

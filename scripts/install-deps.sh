@@ -13,6 +13,8 @@ packages=(
     php8.2-memcached        # the migration test: sessions php-memcached wrote, read by memcast
     tcpdump                 # the capture test: no session plaintext on the wire
     systemd                 # systemd-analyze verify of the unit (packaging test)
+    lintian                 # Debian's checks of the package (packaging test)
+    mmdebstrap              # the Debian 13 root for the PHP 8.4 tests (make test-php84)
     pkg-config build-essential ca-certificates procps
 )
 # Extra packages named on the command line (make bench adds its own).

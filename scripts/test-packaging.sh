@@ -54,14 +54,20 @@ ok "make uninstall removed everything it installed"
 deb=$(make -s deb | tail -1)
 [ -f "$deb" ] || fail "make deb made no package ($deb)"
 info=$(dpkg-deb --info "$deb")
-for dep in php8.2-common libzmq5 memcached; do
-    echo "$info" | grep -E "^ Depends:.*\b$dep\b" >/dev/null || fail "package does not depend on $dep"
+phpapi=$(php-config --phpapi)
+for dep in "phpapi-$phpapi" php8.2-common libzmq5 memcached libc6; do
+    echo "$info" | grep -E "^ Depends:.*(^|[ ,])$dep\b" >/dev/null || fail "package does not depend on $dep"
 done
 contents=$(dpkg-deb --contents "$deb" | awk '{print $6}' | sed 's|^\.||' | grep -v '/$' | sort)
 want=$(printf '%s\n' "$ext_dir/libmemcast.so" /etc/php/8.2/mods-available/memcast.ini /usr/bin/memcastd \
-    /etc/memcast/memcastd.toml /lib/systemd/system/memcastd.service | sort)
+    /etc/memcast/memcastd.toml /lib/systemd/system/memcastd.service \
+    /usr/share/doc/memcast/copyright /usr/share/doc/memcast/changelog.gz /usr/share/man/man8/memcastd.8.gz | sort)
 [ "$contents" = "$want" ] || fail "package contents differ: $(diff <(echo "$want") <(echo "$contents") || true)"
-ok "dpkg-deb --info: depends on php8.2-common, libzmq5, memcached; --contents: the five files"
+ok "dpkg-deb --info: depends on phpapi-$phpapi, php8.2-common, libzmq5, memcached, libc6; --contents: the five files, copyright, changelog, man page"
+# Debian's own package checks; the README lists what remains (info tags only).
+command -v lintian >/dev/null || fail "lintian is not installed (make deps)"
+lintian --fail-on error,warning "$deb" || fail "lintian reports errors or warnings"
+ok "lintian: no error or warning"
 if dpkg -s memcast >/dev/null 2>&1; then fail "memcast is already installed on this machine; refusing to touch it"; fi
 installed_pkg=yes
 dpkg -i "$deb" >/dev/null || fail "dpkg -i failed"
@@ -70,6 +76,17 @@ php -m | grep -qx memcast || fail "after dpkg -i, php -m does not list memcast"
 getent passwd memcast >/dev/null || fail "the package made no memcast user"
 systemd-analyze verify /lib/systemd/system/memcastd.service || fail "systemd-analyze verify rejects the installed unit"
 ok "dpkg -i: php -m lists memcast; memcastd runs; the unit verifies"
+# A session through the installed package against a local memcached (one
+# server, no memcastd: warm_check off, as the README says).
+port=$(php -r '$s = stream_socket_server("tcp://127.0.0.1:0"); $n = stream_socket_get_name($s, false); echo substr($n, strrpos($n, ":") + 1);')
+memcached -u root -l 127.0.0.1 -p "$port" -U 0 & mc_pid=$!
+for _ in $(seq 100); do php -r "exit(@fsockopen('127.0.0.1', $port) ? 0 : 1);" && break; sleep 0.05; done
+opts=(-d session.save_handler=memcast -d "session.save_path=127.0.0.1:$port" -d memcast.warm_check=0)
+sid=$(php "${opts[@]}" -r 'session_start(); $_SESSION["n"] = 42; echo session_id();')
+got=$(php "${opts[@]}" -r "session_id('$sid'); session_start(); echo ini_get('session.save_handler'), ' ', \$_SESSION['n'] ?? 'missing';")
+kill "$mc_pid"; wait "$mc_pid" 2>/dev/null || true
+[ "$got" = "memcast 42" ] || fail "a session through the installed package read back as: $got"
+ok "session.save_handler=memcast: a session written by one php process is read by the next ($got)"
 dpkg --purge memcast >/dev/null || fail "dpkg --purge failed"
 installed_pkg=""
 php -m | grep -qx memcast && fail "after purge, php still loads memcast"

@@ -291,6 +291,9 @@ unsafe extern "C" fn memcast_session_start(
 }
 
 /// Whether session_start() was called with ['read_and_close' => true].
+// zend_is_true returns int up to PHP 8.2 and bool from 8.3: the cast below
+// reads both (and is a no-op on 8.2).
+#[allow(clippy::unnecessary_cast)]
 unsafe fn read_and_close_requested(execute_data: *mut zend_execute_data) -> bool {
     if execute_data.is_null() {
         return false;
@@ -310,7 +313,7 @@ unsafe fn read_and_close_requested(execute_data: *mut zend_execute_data) -> bool
         }
         let name = c"read_and_close";
         let value = zend_hash_str_find((*options).value.arr, name.as_ptr(), name.to_bytes().len());
-        !value.is_null() && zend_is_true(value) != 0
+        !value.is_null() && zend_is_true(value) as c_int != 0
     }
 }
 
