@@ -11,7 +11,7 @@ $id = fn(string $n) => str_pad($n, 32, '0');
 // As php-memcached stores a session: key memc.sess.key.<id>, the session
 // module's encoding as is, flags 0, on whichever server its hashing chose
 // (here the second one, which memcast reads only after the first).
-$legacy = fn(string $sid, string $data, array $mc = null) => mc_set_raw(($mc ?? $b)['port'], "memc.sess.key.$sid", $data, 0, 1440);
+$legacy = fn(string $sid, string $data, ?array $mc = null) => mc_set_raw(($mc ?? $b)['port'], "memc.sess.key.$sid", $data, 0, 1440);
 $show = 'echo json_encode($_SESSION), "\n";';
 
 echo "-- off: not read\n";
