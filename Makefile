@@ -36,7 +36,8 @@ test-rust: build
 SOAK_TEST_SECONDS ?= 90
 SOAK_SECONDS      ?= 600
 # make test runs the recommended setup's soak; the minimal setup's (PHP
-# publishing directly) does not yet end whole in every run: make soak runs both.
+# publishing directly) loses nothing but can still read a host's own last
+# write stale right after its memcached lost it (README): make soak runs both.
 test-soak: build
 	SOAK_SECONDS=$(SOAK_TEST_SECONDS) cargo test --release --test soak soak_recommended -- --test-threads=1 --nocapture
 
