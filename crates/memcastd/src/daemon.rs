@@ -514,7 +514,11 @@ impl Daemon {
         if let Some(missing) = self.origins.observe(&frame) {
             self.report_gap(missing);
         }
-        if frame.op != Op::Heartbeat && !self.origins.serves_repairs(frame.origin, frame.epoch) {
+        let shared_with_peers = self.settings.listen.is_some() || !self.settings.peers.is_empty();
+        if shared_with_peers
+            && frame.op != Op::Heartbeat
+            && !self.origins.serves_repairs(frame.origin, frame.epoch)
+        {
             // Peers that missed it can get it from here.
             self.heard
                 .lock()

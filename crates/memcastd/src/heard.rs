@@ -84,6 +84,7 @@ pub struct HeardFrames {
     order: VecDeque<(u64, u64, u64, usize)>,
     bytes: usize,
     max_bytes: usize,
+    pushes: u64,
 }
 
 impl HeardFrames {
@@ -93,6 +94,7 @@ impl HeardFrames {
             order: VecDeque::new(),
             bytes: 0,
             max_bytes,
+            pushes: 0,
         }
     }
 
@@ -100,6 +102,11 @@ impl HeardFrames {
     pub fn push(&mut self, origin: u64, epoch: u64, seq: u64, sealed: &[u8]) {
         if seq == 0 {
             return;
+        }
+        self.pushes += 1;
+        if self.pushes.is_multiple_of(4096) {
+            // Workers come and go (php-fpm restarts them): forget the idle.
+            self.streams.retain(|_, s| s.last_push.elapsed() < IDLE);
         }
         let stream = self.streams.entry((origin, epoch)).or_insert(Stream {
             frames: BTreeMap::new(),
