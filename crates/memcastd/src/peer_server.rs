@@ -4,14 +4,13 @@
 
 use std::io::{BufWriter, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use memcast_core::peer::{self, bucket_of, Digests, Request, REQUEST_LEN};
 use memcast_core::replica::{self, frame_for_stored};
 use memcast_core::{unix_millis, ServerAddr, Timeouts};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use tracing::{debug, info, warn};
 
 use crate::counters::Counters;
@@ -21,6 +20,29 @@ use crate::ring::{Gone, ReplayRing};
 
 /// Peers served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 8;
+
+/// Connections served at once, at most [`MAX_CONNECTIONS`]: the accepting
+/// thread waits for a free slot (it sleeps; it does not poll).
+#[derive(Default)]
+struct Slots {
+    used: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Slots {
+    fn take(&self) {
+        let mut used = self.used.lock();
+        while *used >= MAX_CONNECTIONS {
+            self.freed.wait(&mut used);
+        }
+        *used += 1;
+    }
+
+    fn give_back(&self) {
+        *self.used.lock() -= 1;
+        self.freed.notify_one();
+    }
+}
 
 #[derive(Clone)]
 pub struct PeerServer {
@@ -44,18 +66,15 @@ impl PeerServer {
         let listener = TcpListener::bind(listen)?;
         let addr = listener.local_addr()?;
         info!(%addr, "serving repairs and snapshots to peers");
-        let active = Arc::new(AtomicUsize::new(0));
+        let slots = Arc::new(Slots::default());
         std::thread::Builder::new()
             .name("peer-server".into())
             .spawn(move || {
                 for conn in listener.incoming() {
                     let Ok(conn) = conn else { continue };
-                    while active.load(Ordering::Acquire) >= MAX_CONNECTIONS {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    active.fetch_add(1, Ordering::AcqRel);
+                    slots.take();
                     let server = self.clone();
-                    let done = Arc::clone(&active);
+                    let done = Arc::clone(&slots);
                     let spawned =
                         std::thread::Builder::new()
                             .name("peer-conn".into())
@@ -65,10 +84,10 @@ impl PeerServer {
                                 if let Err(e) = server.serve(conn) {
                                     debug!(%peer, "peer connection ended: {e}");
                                 }
-                                done.fetch_sub(1, Ordering::AcqRel);
+                                done.give_back();
                             });
                     if spawned.is_err() {
-                        active.fetch_sub(1, Ordering::AcqRel);
+                        slots.give_back();
                     }
                 }
             })?;
@@ -253,4 +272,33 @@ pub fn local_digests(
         },
     )?;
     Ok(digests)
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_beyond_the_limit_waits_for_a_slot() {
+        let slots = Arc::new(Slots::default());
+        for _ in 0..MAX_CONNECTIONS {
+            slots.take();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiting = Arc::clone(&slots);
+        let t = std::thread::spawn(move || {
+            waiting.take();
+            tx.send(()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "took a slot beyond the limit"
+        );
+        slots.give_back();
+        assert!(
+            rx.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "never woke up"
+        );
+        t.join().unwrap();
+    }
 }
