@@ -91,7 +91,7 @@ impl SharedKey {
             path: path.to_owned(),
             len: secret.len(),
         })?;
-        match id_key.map(|k| trim_start(k)) {
+        match id_key.map(trim_start) {
             None => Ok(key),
             Some(k) if k.len() < MIN_KEY_LEN || k.contains(&b'\n') => {
                 Err(KeyError::SessionIdKeyTooShort {
