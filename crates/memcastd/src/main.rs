@@ -70,6 +70,23 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e.to_string()),
             };
         }
+        Some(Command::SessionKey {
+            key_file,
+            prefix,
+            id,
+        }) => {
+            return match SharedKey::from_file(key_file) {
+                Ok(key) => {
+                    let seal = memcast_core::session_seal::SessionSeal::new(
+                        &memcast_core::Keyring::new(key, None, false),
+                    );
+                    let key = seal.memcached_key(prefix.as_bytes(), id.as_bytes());
+                    println!("{}", String::from_utf8_lossy(&key));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string()),
+            };
+        }
         None => {}
     }
     let args = cli.daemon;
