@@ -197,6 +197,10 @@ pub struct SessionStore {
     reads: HashMap<Vec<u8>, ReadState>,
     /// Keys of ids this process created (and found free) in this request.
     fresh: HashSet<Vec<u8>>,
+    /// Sessions read in this request that were sealed under an older,
+    /// still accepted key: written whole at close even when unchanged
+    /// (`session.lazy_write`), so a key roll can drop the old key.
+    reseal: HashSet<Vec<u8>>,
     locks: Vec<HeldLock>,
     prefetched: Option<Prefetched>,
     origin: Origin,
@@ -230,6 +234,7 @@ impl SessionStore {
             servers: Vec::new(),
             reads: HashMap::new(),
             fresh: HashSet::new(),
+            reseal: HashSet::new(),
             locks: Vec::new(),
             prefetched: None,
             origin,
@@ -362,6 +367,7 @@ impl SessionStore {
         self.unlock_all();
         self.reads.clear();
         self.fresh.clear();
+        self.reseal.clear();
     }
 
     /// Takes the session's lock in the first server that answers: `add` of a
@@ -505,7 +511,12 @@ impl SessionStore {
         };
         let header = &raw[..memcast_core::stored::HEADER_LEN];
         let err = match seal.open(key, header, stored.data) {
-            Ok(data) => return Some(data),
+            Ok(data) => {
+                if !seal.is_under_current_key(stored.data) {
+                    self.reseal.insert(key.to_vec());
+                }
+                return Some(data);
+            }
             Err(e) => e,
         };
         self.counters.unopened += 1;
@@ -781,9 +792,14 @@ impl SessionStore {
         Ok(())
     }
 
-    /// `session.lazy_write`: the data did not change, so only the expiry moves.
+    /// `session.lazy_write`: the data did not change, so only the expiry
+    /// moves; a session read sealed under an older key is written whole,
+    /// sealed under the current one.
     pub fn touch(&mut self, id: &[u8], data: &[u8], ttl: u64) -> Result<(), String> {
         let key = self.key_for(id);
+        if self.reseal.remove(&key) {
+            return self.write(id, data, ttl);
+        }
         let mut tried = Vec::new();
         for i in self.list.candidates(Instant::now()) {
             match self.servers[i].touch(&key, ttl) {

@@ -1,5 +1,5 @@
 --TEST--
-a key roll keeps sealed sessions: a new key made from the old one keeps every memcached key; a value sealed under the old key opens while that key is accepted and is sealed under the new one at its next write; once the old key is dropped, a value still sealed under it is a miss with one warning; a new key that hashes ids differently is one warning at once
+a key roll keeps sealed sessions: a new key made from the old one keeps every memcached key; a value sealed under the old key opens while that key is accepted and is sealed under the new one by the next request that reads it (even one that changes nothing); once the old key is dropped, a value still sealed under it is a miss with one warning; a new key that hashes ids differently is one warning at once
 --FILE--
 <?php
 require __DIR__ . '/memcast.inc';
@@ -19,8 +19,12 @@ $keys = array_values(array_filter(mc_keys($mc['port']), fn ($k) => str_starts_wi
 $session = $keys[0];
 $sealed_old = mc_get($mc['port'], $session);
 echo "sealed under the old key: ", var_export(bin2hex(substr($sealed_old, 28, 4)) === $key_id($old_secret), true), "\n";
-// Mid-roll: signs with the new key, accepts the old one.
-echo request($at + ['memcast.key_file' => $new, 'memcast.accept_key_file' => $old], '
+// Mid-roll: signs with the new key, accepts the old one. A request that
+// only reads (session.lazy_write: no change, only a touch) seals it again.
+$mid = $at + ['memcast.key_file' => $new, 'memcast.accept_key_file' => $old];
+echo request($mid, 'session_id("' . $id . '"); session_start(); var_dump($_SESSION["v"]); var_dump(session_write_close());');
+echo "read-only request sealed it under the new key: ", var_export(bin2hex(substr(mc_get($mc['port'], $session), 28, 4)) === $key_id($new_secret), true), "\n";
+echo request($mid, '
     session_id("' . $id . '"); session_start(); var_dump($_SESSION["v"]);
     $_SESSION["v"] = "after"; var_dump(session_write_close());
 ');
@@ -40,6 +44,9 @@ echo request($at + ['memcast.key_file' => $fresh, 'memcast.accept_key_file' => $
 --EXPECTF--
 bool(true)
 sealed under the old key: true
+string(6) "before"
+bool(true)
+read-only request sealed it under the new key: true
 string(6) "before"
 bool(true)
 same memcached key: true

@@ -132,6 +132,15 @@ impl SessionSeal {
         out
     }
 
+    /// Whether `sealed` was sealed under the current key (else the next
+    /// write should seal it again, before the old key is dropped).
+    pub fn is_under_current_key(&self, sealed: &[u8]) -> bool {
+        match (self.value_keys.first(), sealed.get(4..PREAMBLE_LEN)) {
+            (Some(current), Some(id)) => id == current.id.to_be_bytes(),
+            _ => false,
+        }
+    }
+
     /// The session data in `sealed`, if it opens under an accepted key for
     /// this `key` and `header`; the key id it was sealed under.
     pub fn open(&self, key: &[u8], header: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
@@ -244,7 +253,9 @@ mod tests {
         let sealed = old.seal(b"k", &header(1), b"x|i:1;");
         let rolling = ring(2, Some(1));
         assert_eq!(rolling.open(b"k", &header(1), &sealed).unwrap(), b"x|i:1;");
+        assert!(!rolling.is_under_current_key(&sealed));
         let resealed = rolling.seal(b"k", &header(2), b"x|i:1;");
+        assert!(rolling.is_under_current_key(&resealed));
         assert_eq!(
             resealed[4..8],
             key(2).id().to_be_bytes(),
