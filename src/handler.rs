@@ -590,8 +590,8 @@ impl SessionStore {
     /// a session it writes is left alone, with one warning, and the session
     /// starts empty.
     fn read_legacy(&mut self, id: &[u8]) -> Option<Vec<u8>> {
+        let legacy = self.legacy()?;
         let cfg = self.config.as_ref()?;
-        let legacy = cfg.migrate_from.clone()?;
         let max = cfg.max_session_size;
         let key = legacy.key_for(id);
         for i in self.list.candidates(Instant::now()) {
@@ -601,6 +601,7 @@ impl SessionStore {
                     self.list.mark_ok(i);
                     return match legacy.decode(item.value, item.flags, max) {
                         Ok(data) => Some(data),
+                        Err(memcast_core::legacy::LegacyError::Destroyed) => None,
                         Err(e) => {
                             self.read_warning = Some(format!(
                                 "{} on {}: {e}; not read, the session starts empty (memcast.migrate_from = {})",
@@ -621,7 +622,7 @@ impl SessionStore {
     /// Deletes the other handler's copy of a destroyed session on every
     /// server that answers, so it cannot come back from there.
     fn destroy_legacy(&mut self, id: &[u8]) {
-        let Some(legacy) = self.config.as_ref().and_then(|c| c.migrate_from.clone()) else {
+        let Some(legacy) = self.legacy() else {
             return;
         };
         let key = legacy.key_for(id);
@@ -631,6 +632,14 @@ impl SessionStore {
                 Err(e) => self.note_failure(i, &e),
             }
         }
+    }
+
+    /// Where `memcast.migrate_from` reads. memcast's own unsealed sessions
+    /// only while sessions are sealed: unsealed, that key is memcast's own.
+    fn legacy(&self) -> Option<memcast_core::legacy::LegacySessions> {
+        let legacy = self.config.as_ref()?.migrate_from.clone()?;
+        let own = legacy.handler == memcast_core::legacy::LegacyHandler::MemcastUnsealed;
+        (!own || self.seal().is_some()).then_some(legacy)
     }
 
     /// Why a value under the other handler's key was not read, once.

@@ -148,7 +148,7 @@ pub const SETTINGS: &[IniSetting] = &[
     IniSetting {
         name: MIGRATE_FROM,
         default: c"off",
-        doc: "While switching from another save handler on the same memcached servers: memcached (php-memcached) or memcache (pecl-memcache). A session memcast does not hold is looked for under that handler's key on every server, and its next write stores it as memcast's (see Switching from php-memcached). off: never.",
+        doc: "While switching from another save handler on the same memcached servers: memcached (php-memcached) or memcache (pecl-memcache); or memcast: sessions memcast stored unsealed (memcast.seal = 0, or before sealing existed), read while sessions are sealed. A session memcast does not hold is looked for under that handler's key on every server, and its next write stores it as memcast's (see Switching from php-memcached). off: never.",
     },
     IniSetting {
         name: MIGRATE_PREFIX,
@@ -231,7 +231,12 @@ impl ExtensionConfig {
         let migrate_from = LegacyHandler::parse(&text(MIGRATE_FROM))
             .map_err(|why| invalid(MIGRATE_FROM, &text(MIGRATE_FROM), &why))?
             .map(|handler| LegacySessions::new(handler, &migrate_prefix));
-        if migrate_from.as_ref().is_some_and(|m| m.prefix == prefix) {
+        // memcast's own unsealed keys share the prefix: sealed keys differ.
+        let own = |m: &LegacySessions| m.handler == LegacyHandler::MemcastUnsealed;
+        if migrate_from
+            .as_ref()
+            .is_some_and(|m| m.prefix == prefix && !own(m))
+        {
             return Err(invalid(
                 MIGRATE_PREFIX,
                 &migrate_prefix,
