@@ -520,6 +520,7 @@ impl SessionStore {
             Err(e) => e,
         };
         self.counters.unopened += 1;
+        self.count_on_host(HostCounter::SealedUnopened, 1);
         let kind = match err {
             OpenError::NotSealed => "unopened:not sealed",
             OpenError::UnknownKey(_) => "unopened:unknown key",

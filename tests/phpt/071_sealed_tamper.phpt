@@ -37,6 +37,8 @@ mc_set_raw($mc['port'], $a, $plain);
 echo request($ini, 'session_id("victim00000000000000000000000001");' . $read);
 // Untouched: the attacker's session still reads.
 echo request($ini, 'session_id("attacker000000000000000000000001"); session_start(); var_dump($_SESSION["user"]);');
+// Counted where this host's memcastd exports it (memcast_php_sealed_unopened_total).
+var_dump(mc_get($mc['port'], 'memcast:php:sealed_unopened'));
 ?>
 --EXPECTF--
 Warning: session_start(): memcast: session %x on 127.0.0.1:%d: the stored value does not open: altered in memcached, or copied there from another session's key; read as a miss, never handed to PHP (counted in phpinfo: Sealed values not opened; warned once per process) in Command line code on line %d
@@ -54,3 +56,4 @@ NULL
 not opened: 1
 string(9) "rewritten"
 string(32) "attacker000000000000000000000001"
+string(1) "3"
