@@ -481,9 +481,13 @@ fn session_key_maps_an_id_to_its_memcached_key_and_survives_a_roll() {
     assert!(key_of(&["--prefix", "app1.", id]).starts_with("app1."));
     assert_ne!(key_of(&["other-id"]), key);
     // A roll (keygen --force over the key) keeps every session's key.
-    assert!(run(&["keygen", "--force", file.to_str().unwrap()])
-        .status
-        .success());
+    let rolled = run(&["keygen", "--force", file.to_str().unwrap()]);
+    assert!(rolled.status.success());
+    let said = String::from_utf8_lossy(&rolled.stdout);
+    assert!(
+        said.contains("keeps the replaced key's session-id key"),
+        "{said}"
+    );
     assert_eq!(key_of(&[id]), key, "a key roll moved the session");
     let missing = run(&["session-key", "--key-file", "/nonexistent/key", id]);
     assert_eq!(missing.status.code(), Some(2));
