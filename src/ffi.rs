@@ -78,10 +78,11 @@ macro_rules! ini_table {
     };
 }
 const _: () = assert!(
-    SETTINGS.len() == 22,
+    SETTINGS.len() == 23,
     "add the new setting's index to ini_table! below"
 );
-static INI: IniEntryDefs<23> = ini_table!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21);
+static INI: IniEntryDefs<24> =
+    ini_table!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22);
 
 /// PHP's entry point into the extension.
 #[no_mangle]
@@ -194,6 +195,10 @@ extern "C" fn minfo(module: *mut ModuleEntry) {
         row(
             "Sessions read from memcast.migrate_from",
             &c.migrated_reads.to_string(),
+        );
+        row(
+            "Sealed values not opened (read as misses)",
+            &c.unopened.to_string(),
         );
         row("Writes", &c.writes.to_string());
         row("Write failures", &c.write_failures.to_string());

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use memcast_bus::{BusOptions, Publisher};
 use memcast_core::host_counters::HostCounter;
 use memcast_core::ini::ExtensionConfig;
+use memcast_core::session_seal::{OpenError, SessionSeal};
 use memcast_core::store::Expect;
 use memcast_core::{
     apply_create, apply_if_newer, Applied, FailoverList, Frame, Hlc, Keyring, Memcached, Op,
@@ -73,6 +74,9 @@ pub struct Counters {
     /// Sessions found only under the other handler's key
     /// (`memcast.migrate_from`), read as the oldest version.
     pub migrated_reads: u64,
+    /// Sealed values that did not open (altered, moved, or under a key no
+    /// longer accepted): misses, never handed to PHP.
+    pub unopened: u64,
     pub writes: u64,
     pub write_failures: u64,
     pub published: u64,
@@ -137,6 +141,8 @@ struct LoadedKeys {
     stamps: Vec<Option<(std::time::SystemTime, u64, u64)>>,
     checked: std::cell::Cell<Instant>,
     keys: Result<Keyring, String>,
+    /// Built with the keys: hashing ids and sealing values (see `session_seal`).
+    seal: Option<SessionSeal>,
 }
 
 impl LoadedKeys {
@@ -151,11 +157,13 @@ impl LoadedKeys {
                 Ok(Keyring::new(current, accepted, files.encrypt))
             })
             .map_err(|e| e.to_string());
+        let seal = keys.as_ref().ok().map(SessionSeal::new);
         LoadedKeys {
             files,
             stamps,
             checked: std::cell::Cell::new(Instant::now()),
             keys,
+            seal,
         }
     }
 
@@ -189,6 +197,10 @@ pub struct SessionStore {
     reads: HashMap<Vec<u8>, ReadState>,
     /// Keys of ids this process created (and found free) in this request.
     fresh: HashSet<Vec<u8>>,
+    /// Sessions read in this request that were sealed under an older,
+    /// still accepted key: written whole at close even when unchanged
+    /// (`session.lazy_write`), so a key roll can drop the old key.
+    reseal: HashSet<Vec<u8>>,
     locks: Vec<HeldLock>,
     prefetched: Option<Prefetched>,
     origin: Origin,
@@ -222,6 +234,7 @@ impl SessionStore {
             servers: Vec::new(),
             reads: HashMap::new(),
             fresh: HashSet::new(),
+            reseal: HashSet::new(),
             locks: Vec::new(),
             prefetched: None,
             origin,
@@ -275,43 +288,69 @@ impl SessionStore {
             s.set_timeouts(config.timeouts);
         }
         let mut notices = Vec::new();
-        if let Some(endpoint) = &config.publish {
-            match &config.key_file {
-                None => notices.push("memcast.publish is set but memcast.key_file is not: sessions are stored locally and not replicated (frames are never sent unsigned)".to_string()),
-                Some(path) => {
-                    let files = KeyFiles {
-                        current: path.clone(),
-                        accepted: config.accept_key_file.clone(),
-                        encrypt: config.encrypt,
-                    };
-                    let stale = match &self.keys {
-                        Some(k) => k.files != files || k.changed(),
-                        None => true,
-                    };
-                    if stale {
-                        self.keys = Some(LoadedKeys::load(files));
-                    }
-                    match self.keys.as_ref().map(|k| &k.keys) {
-                        Some(Err(e)) => {
-                            notices.push(format!("{e}: sessions are stored locally and not replicated"))
-                        }
-                        Some(Ok(_)) => {
-                            let paths = std::iter::once(path).chain(config.accept_key_file.as_ref());
-                            for path in paths {
-                                let mode = memcast_core::shared_key::file_mode(path);
-                                if mode & 0o007 != 0 {
-                                    notices.push(format!(
-                                        "key file {}: mode {:04o} lets every user on this host read the cluster key; chmod 640 or 600",
-                                        path.display(),
-                                        mode & 0o7777
-                                    ));
-                                }
-                            }
-                        }
-                        None => {}
-                    }
+        // The keys are loaded whenever a key file is set: they sign frames,
+        // and (memcast.seal) hash ids and seal values even without publishing.
+        match &config.key_file {
+            None => {
+                self.keys = None;
+                if config.publish.is_some() {
+                    notices.push("memcast.publish is set but memcast.key_file is not: sessions are stored locally and not replicated (frames are never sent unsigned)".to_string());
                 }
             }
+            Some(path) => {
+                let files = KeyFiles {
+                    current: path.clone(),
+                    accepted: config.accept_key_file.clone(),
+                    encrypt: config.encrypt,
+                };
+                let stale = match &self.keys {
+                    Some(k) => k.files != files || k.changed(),
+                    None => true,
+                };
+                if stale {
+                    self.keys = Some(LoadedKeys::load(files));
+                }
+                match self.keys.as_ref().map(|k| &k.keys) {
+                    Some(Err(e)) => {
+                        let unsealed = if config.seal { ", unsealed," } else { "" };
+                        if config.publish.is_some() {
+                            notices.push(format!(
+                                "{e}: sessions are stored locally{unsealed} and not replicated"
+                            ))
+                        } else if config.seal {
+                            notices.push(format!("{e}: sessions are stored unsealed"))
+                        }
+                    }
+                    Some(Ok(ring)) => {
+                        let paths = std::iter::once(path).chain(config.accept_key_file.as_ref());
+                        for path in paths {
+                            let mode = memcast_core::shared_key::file_mode(path);
+                            if mode & 0o007 != 0 {
+                                notices.push(format!(
+                                    "key file {}: mode {:04o} lets every user on this host read the cluster key; chmod 640 or 600",
+                                    path.display(),
+                                    mode & 0o7777
+                                ));
+                            }
+                        }
+                        let mut keys = ring.keys();
+                        if let (true, Some(current), Some(accepted)) =
+                            (config.seal, keys.next(), keys.next())
+                        {
+                            if current.session_id_key() != accepted.session_id_key() {
+                                notices.push(format!(
+                                    "memcast.key_file {} and memcast.accept_key_file {} hash session ids differently: sessions stored under one are not found under the other; make the new key from a copy of the old one (cp OLD NEW; memcastd keygen --force NEW), which keeps the session-id key",
+                                    path.display(),
+                                    config.accept_key_file.as_ref().map_or(String::new(), |p| p.display().to_string())
+                                ));
+                            }
+                        }
+                    }
+                    None => {}
+                }
+            }
+        }
+        if let Some(endpoint) = &config.publish {
             if self.publisher.as_ref().map(|(e, _)| e) != Some(endpoint) {
                 self.publisher = None; // connected lazily, at the first write
             }
@@ -328,6 +367,7 @@ impl SessionStore {
         self.unlock_all();
         self.reads.clear();
         self.fresh.clear();
+        self.reseal.clear();
     }
 
     /// Takes the session's lock in the first server that answers: `add` of a
@@ -442,7 +482,59 @@ impl SessionStore {
             .config
             .as_ref()
             .map_or("memcast.sess.", |c| c.prefix.as_str());
-        [prefix.as_bytes(), id].concat()
+        match self.seal() {
+            Some(seal) => seal.memcached_key(prefix.as_bytes(), id),
+            None => [prefix.as_bytes(), id].concat(),
+        }
+    }
+
+    /// The sealing keys, when sessions are sealed (`memcast.seal` and a
+    /// usable key file).
+    fn seal(&self) -> Option<&SessionSeal> {
+        if !self
+            .config
+            .as_ref()
+            .is_some_and(|c| c.seal && c.key_file.is_some())
+        {
+            return None;
+        }
+        self.keys.as_ref().and_then(|k| k.seal.as_ref())
+    }
+
+    /// The session data of a stored value as PHP gets it: opened when
+    /// sessions are sealed. A value that does not open is a miss, counted
+    /// and warned about once per process for each reason.
+    fn open_data(&mut self, key: &[u8], raw: &[u8], server: usize) -> Option<Vec<u8>> {
+        let stored = StoredValue::parse(raw).filter(|s| !s.tombstone)?;
+        let Some(seal) = self.seal() else {
+            return Some(stored.data.to_vec());
+        };
+        let header = &raw[..memcast_core::stored::HEADER_LEN];
+        let err = match seal.open(key, header, stored.data) {
+            Ok(data) => {
+                if !seal.is_under_current_key(stored.data) {
+                    self.reseal.insert(key.to_vec());
+                }
+                return Some(data);
+            }
+            Err(e) => e,
+        };
+        self.counters.unopened += 1;
+        self.count_on_host(HostCounter::SealedUnopened, 1);
+        let kind = match err {
+            OpenError::NotSealed => "unopened:not sealed",
+            OpenError::UnknownKey(_) => "unopened:unknown key",
+            OpenError::Tampered => "unopened:tampered",
+        };
+        if !self.warned.iter().any(|w| w == kind) {
+            self.warned.push(kind.to_string());
+            self.read_warning = Some(format!(
+                "session {} on {}: the stored value {err}; read as a miss, never handed to PHP (counted in phpinfo: Sealed values not opened; warned once per process)",
+                memcast_core::session_key::log_name(key),
+                self.servers.get(server).map_or(String::new(), |s| s.addr().to_string()),
+            ));
+        }
+        None
     }
 
     /// The session's data, `None` for a miss.
@@ -499,8 +591,8 @@ impl SessionStore {
     /// a session it writes is left alone, with one warning, and the session
     /// starts empty.
     fn read_legacy(&mut self, id: &[u8]) -> Option<Vec<u8>> {
+        let legacy = self.legacy()?;
         let cfg = self.config.as_ref()?;
-        let legacy = cfg.migrate_from.clone()?;
         let max = cfg.max_session_size;
         let key = legacy.key_for(id);
         for i in self.list.candidates(Instant::now()) {
@@ -510,6 +602,7 @@ impl SessionStore {
                     self.list.mark_ok(i);
                     return match legacy.decode(item.value, item.flags, max) {
                         Ok(data) => Some(data),
+                        Err(memcast_core::legacy::LegacyError::Destroyed) => None,
                         Err(e) => {
                             self.read_warning = Some(format!(
                                 "{} on {}: {e}; not read, the session starts empty (memcast.migrate_from = {})",
@@ -530,7 +623,7 @@ impl SessionStore {
     /// Deletes the other handler's copy of a destroyed session on every
     /// server that answers, so it cannot come back from there.
     fn destroy_legacy(&mut self, id: &[u8]) {
-        let Some(legacy) = self.config.as_ref().and_then(|c| c.migrate_from.clone()) else {
+        let Some(legacy) = self.legacy() else {
             return;
         };
         let key = legacy.key_for(id);
@@ -540,6 +633,14 @@ impl SessionStore {
                 Err(e) => self.note_failure(i, &e),
             }
         }
+    }
+
+    /// Where `memcast.migrate_from` reads. memcast's own unsealed sessions
+    /// only while sessions are sealed: unsealed, that key is memcast's own.
+    fn legacy(&self) -> Option<memcast_core::legacy::LegacySessions> {
+        let legacy = self.config.as_ref()?.migrate_from.clone()?;
+        let own = legacy.handler == memcast_core::legacy::LegacyHandler::MemcastUnsealed;
+        (!own || self.seal().is_some()).then_some(legacy)
     }
 
     /// Why a value under the other handler's key was not read, once.
@@ -602,8 +703,7 @@ impl SessionStore {
                 missed.push(i);
                 continue;
             };
-            let stored = StoredValue::parse(&item.value);
-            let version = stored.map(|s| s.version);
+            let version = StoredValue::parse(&item.value).map(|s| s.version);
             let state = match missed.first() {
                 None => ReadState {
                     server: i,
@@ -628,7 +728,7 @@ impl SessionStore {
                     }
                 }
             };
-            let data = stored.filter(|s| !s.tombstone).map(|s| s.data.to_vec());
+            let data = self.open_data(key, &item.value, i);
             return Ok((state, data));
         }
         match missed.first() {
@@ -675,6 +775,17 @@ impl SessionStore {
         let read = self.reads.get(&key).copied();
         let created = read.is_some_and(|r| r.created);
         let version = self.clock.next(read.and_then(|r| r.version));
+        // Sealed, the data is bound to the header as stored: a create is
+        // stored with its flag (`apply_create`).
+        let sealed = self.seal().map(|seal| {
+            let header = StoredValue {
+                created,
+                ..StoredValue::live(version, &[])
+            }
+            .header();
+            seal.seal(&key, &header, data)
+        });
+        let data = sealed.as_deref().unwrap_or(data);
         let value = StoredValue::live(version, data);
         self.store(&key, &value, ttl, read, created)?;
         let state = ReadState {
@@ -691,9 +802,14 @@ impl SessionStore {
         Ok(())
     }
 
-    /// `session.lazy_write`: the data did not change, so only the expiry moves.
+    /// `session.lazy_write`: the data did not change, so only the expiry
+    /// moves; a session read sealed under an older key is written whole,
+    /// sealed under the current one.
     pub fn touch(&mut self, id: &[u8], data: &[u8], ttl: u64) -> Result<(), String> {
         let key = self.key_for(id);
+        if self.reseal.remove(&key) {
+            return self.write(id, data, ttl);
+        }
         let mut tried = Vec::new();
         for i in self.list.candidates(Instant::now()) {
             match self.servers[i].touch(&key, ttl) {

@@ -134,6 +134,15 @@ fn publish_failures_before_and_while_memcastd_runs_reach_metrics_and_status() {
         Some(2)
     );
 
+    // Sealed values that did not open, as PHP counts them (phpt 071).
+    let mut client = memcast_core::Memcached::new(
+        memcast_core::ServerAddr::parse(&mc.addr()).unwrap(),
+        memcast_core::Timeouts::default(),
+    );
+    memcast_core::host_counters::HostCounter::SealedUnopened
+        .add(&mut client, 4)
+        .unwrap();
+
     // memcastd starts later (known complete thanks to a peer), and shows them.
     let peer_mc = Memcached::start();
     let peer = memcastd(&dir, "peer", &peer_mc.addr(), &[]);
@@ -154,6 +163,10 @@ fn publish_failures_before_and_while_memcastd_runs_reach_metrics_and_status() {
     );
     assert_eq!(host.metric(failures, Some("no_key")), Some(2.0));
     assert_eq!(host.metric(failures, Some("no_publisher")), Some(0.0));
+    assert_eq!(
+        host.metric("memcast_php_sealed_unopened_total", None),
+        Some(4.0)
+    );
     assert_eq!(
         host.metric("memcast_php_publish_failures_recent", None),
         Some(5.0)

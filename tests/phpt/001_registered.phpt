@@ -40,5 +40,6 @@ memcast.prefix=memcast.sess.
 memcast.publish=
 memcast.relay_timeout_ms=50
 memcast.retry_interval=2
+memcast.seal=1
 memcast.send_hwm=10000
 memcast.warm_check=1

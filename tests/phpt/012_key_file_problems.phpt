@@ -22,11 +22,11 @@ unlink($short);
 var_dump(mc_get($mc['port'], 'memcast:php:publish_failed:no_key'));
 ?>
 --EXPECTF--
-Warning: session_start(): memcast: key file /nonexistent/memcast.key: cannot read it: No such file or directory (os error 2): sessions are stored locally and not replicated in Command line code on line 2
+Warning: session_start(): memcast: key file /nonexistent/memcast.key: cannot read it: No such file or directory (os error 2): sessions are stored locally, unsealed, and not replicated in Command line code on line 2
 bool(true)
 int(1)
 
-Warning: session_start(): memcast: key file %s: holds 5 bytes of key, at least 32 are needed %s: sessions are stored locally and not replicated in Command line code on line 2
+Warning: session_start(): memcast: key file %s: holds 5 bytes of key, at least 32 are needed %s: sessions are stored locally, unsealed, and not replicated in Command line code on line 2
 bool(true)
 int(1)
 string(1) "4"

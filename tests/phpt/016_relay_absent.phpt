@@ -12,6 +12,8 @@ echo request([
     'memcast.publish' => "ipc://$sock",
     'memcast.key_file' => $key,
     'memcast.relay_timeout_ms' => 30,
+    // Unsealed, so the stored session is found under its plain key.
+    'memcast.seal' => 0,
 ], '
     $t = microtime(true);
     for ($i = 0; $i < 5; $i++) {

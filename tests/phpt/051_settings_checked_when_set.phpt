@@ -19,6 +19,7 @@ $bad = [
     'memcast.lock_retries' => '-1',
     'memcast.lock_expire' => 'never',
     'memcast.encrypt' => 'please',
+    'memcast.seal' => 'perhaps',
     'memcast.max_session_size' => '9M',
     'memcast.prefix' => '"   "',
     'memcast.publish' => 'epgm://eth0',
@@ -74,6 +75,8 @@ Warning: PHP Startup: memcast: invalid value "never" for memcast.lock_expire: ex
 
 Warning: PHP Startup: memcast: invalid value "please" for memcast.encrypt: expected 1/0, on/off, yes/no, true/false; the default "0" is used in Unknown on line 0
 
+Warning: PHP Startup: memcast: invalid value "perhaps" for memcast.seal: expected 1/0, on/off, yes/no, true/false; the default "1" is used in Unknown on line 0
+
 Warning: PHP Startup: memcast: invalid value "9M" for memcast.max_session_size: expected a size from 1 to 8M (bytes, or with a K or M suffix); the default "4M" is used in Unknown on line 0
 memcast.connect_timeout_ms = '100'
 memcast.io_timeout_ms = '500'
@@ -90,6 +93,7 @@ memcast.lock_wait_max = '200'
 memcast.lock_retries = '100'
 memcast.lock_expire = '0'
 memcast.encrypt = '0'
+memcast.seal = '1'
 memcast.max_session_size = '4M'
 memcast.prefix = 'memcast.sess.'
 memcast.publish = ''

@@ -14,16 +14,16 @@ echo request(['session.save_path' => "127.0.0.1:{$mc['port']}", 'memcast.migrate
     'var_dump(session_start());');
 ?>
 --EXPECTF--
-Warning: PHP Startup: memcast: invalid value "1" for memcast.migrate_from: expected memcached (php-memcached), memcache (pecl-memcache) or off; the default "off" is used in Unknown on line 0
+Warning: PHP Startup: memcast: invalid value "1" for memcast.migrate_from: expected memcached (php-memcached), memcache (pecl-memcache), memcast (memcast's own sessions stored unsealed, before memcast.seal) or off; the default "off" is used in Unknown on line 0
 string(3) "off"
 
-Warning: PHP Startup: memcast: invalid value "php-memcached" for memcast.migrate_from: expected memcached (php-memcached), memcache (pecl-memcache) or off; the default "off" is used in Unknown on line 0
+Warning: PHP Startup: memcast: invalid value "php-memcached" for memcast.migrate_from: expected memcached (php-memcached), memcache (pecl-memcache), memcast (memcast's own sessions stored unsealed, before memcast.seal) or off; the default "off" is used in Unknown on line 0
 
 Warning: PHP Startup: memcast: invalid value "a b" for memcast.migrate_prefix: expected at most 100 bytes without spaces or control characters; the default "" is used in Unknown on line 0
 string(3) "off"
 string(0) ""
 
-Warning: ini_set(): memcast: invalid value "On" for memcast.migrate_from: expected memcached (php-memcached), memcache (pecl-memcache) or off; it stays "off" in Command line code on line 1
+Warning: ini_set(): memcast: invalid value "On" for memcast.migrate_from: expected memcached (php-memcached), memcache (pecl-memcache), memcast (memcast's own sessions stored unsealed, before memcast.seal) or off; it stays "off" in Command line code on line 1
 bool(false)
 string(3) "off"
 string(8) "memcache"

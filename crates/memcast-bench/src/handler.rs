@@ -1,7 +1,9 @@
 //! Per-call latency from PHP CLI inside host 1: session_start() (read) and
 //! session_write_close() (write) of a 2 KB session, memcast and
 //! php-memcached, locking on and off, against raw get/set round trips of the
-//! same value with php-memcached's client (the floor).
+//! same value with php-memcached's client (the floor). memcast seals
+//! sessions (the default with a key file), and once more with
+//! `memcast.seal=0`: the cost of sealing.
 
 use std::process::Stdio;
 
@@ -56,7 +58,8 @@ pub fn run(cluster: &Cluster, rounds: usize) -> Vec<Latency> {
         .iter()
         .map(|s| format!("{}:11211", s.host.addr))
         .collect();
-    let memcast = |locking: &str| -> Vec<String> {
+    // With a key file sessions are sealed (memcast.seal's default).
+    let memcast = |locking: &str, seal: &str| -> Vec<String> {
         vec![
             format!("extension={}", so.display()),
             "session.save_handler=memcast".into(),
@@ -64,6 +67,7 @@ pub fn run(cluster: &Cluster, rounds: usize) -> Vec<Latency> {
             format!("memcast.publish={}", cluster.relay(0)),
             format!("memcast.key_file={}", cluster.key_file_of(0).display()),
             format!("memcast.locking={locking}"),
+            format!("memcast.seal={seal}"),
         ]
     };
     let memcached = |locking: &str| -> Vec<String> {
@@ -76,8 +80,18 @@ pub fn run(cluster: &Cluster, rounds: usize) -> Vec<Latency> {
         ini
     };
     let configs: Vec<(&'static str, Vec<String>, &str)> = vec![
-        ("memcast, locking", memcast("1"), HANDLER),
-        ("memcast, no locking", memcast("0"), HANDLER),
+        ("memcast, locking", memcast("1", "1"), HANDLER),
+        (
+            "memcast, locking, memcast.seal=0",
+            memcast("1", "0"),
+            HANDLER,
+        ),
+        ("memcast, no locking", memcast("0", "1"), HANDLER),
+        (
+            "memcast, no locking, memcast.seal=0",
+            memcast("0", "0"),
+            HANDLER,
+        ),
         ("php-memcached, locking", memcached("1"), HANDLER),
         ("php-memcached, no locking", memcached("0"), HANDLER),
         (

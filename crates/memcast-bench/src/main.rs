@@ -132,6 +132,17 @@ fn main() {
         cluster.logs()
     );
     let memcastd_idle = cluster.memcastd_pid(0).map_or(0, rss_kb);
+    // BENCH_ONLY=handler: the handler latencies alone, printed (no report),
+    // e.g. to see what memcast.seal costs in a minute.
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("handler") {
+        for l in handler::run(&cluster, rounds) {
+            println!(
+                "| {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                l.name, l.read_p50, l.read_p99, l.write_p50, l.write_p99
+            );
+        }
+        return;
+    }
 
     let web = web::run(&mut cluster, rounds, seconds);
     eprintln!(

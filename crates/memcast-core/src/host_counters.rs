@@ -28,15 +28,20 @@ pub enum HostCounter {
     Resent,
     /// Unpublished sessions a process could not remember to send again.
     UnsentForgotten,
+    /// Sealed sessions that did not open (altered in memcached, moved to
+    /// another session's key, unsealed, or under a key no longer accepted):
+    /// read as misses. A rise is tampering or a key roll gone wrong.
+    SealedUnopened,
 }
 
 impl HostCounter {
-    pub const ALL: [HostCounter; 5] = [
+    pub const ALL: [HostCounter; 6] = [
         HostCounter::PublishFailedNoKey,
         HostCounter::PublishFailedNoPublisher,
         HostCounter::PublishFailedNotTaken,
         HostCounter::Resent,
         HostCounter::UnsentForgotten,
+        HostCounter::SealedUnopened,
     ];
 
     /// The memcached key it is kept under.
@@ -47,6 +52,7 @@ impl HostCounter {
             HostCounter::PublishFailedNotTaken => b"memcast:php:publish_failed:not_taken",
             HostCounter::Resent => b"memcast:php:resent",
             HostCounter::UnsentForgotten => b"memcast:php:unsent_forgotten",
+            HostCounter::SealedUnopened => b"memcast:php:sealed_unopened",
         }
     }
 
@@ -56,7 +62,9 @@ impl HostCounter {
             HostCounter::PublishFailedNoKey => Some("no_key"),
             HostCounter::PublishFailedNoPublisher => Some("no_publisher"),
             HostCounter::PublishFailedNotTaken => Some("not_taken"),
-            HostCounter::Resent | HostCounter::UnsentForgotten => None,
+            HostCounter::Resent | HostCounter::UnsentForgotten | HostCounter::SealedUnopened => {
+                None
+            }
         }
     }
 

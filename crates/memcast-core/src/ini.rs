@@ -34,6 +34,7 @@ pub const LOCK_RETRIES: &CStr = c"memcast.lock_retries";
 pub const LOCK_EXPIRE: &CStr = c"memcast.lock_expire";
 pub const ACCEPT_KEY_FILE: &CStr = c"memcast.accept_key_file";
 pub const ENCRYPT: &CStr = c"memcast.encrypt";
+pub const SEAL: &CStr = c"memcast.seal";
 pub const MAX_SESSION_SIZE: &CStr = c"memcast.max_session_size";
 pub const MIGRATE_FROM: &CStr = c"memcast.migrate_from";
 pub const MIGRATE_PREFIX: &CStr = c"memcast.migrate_prefix";
@@ -135,6 +136,11 @@ pub const SETTINGS: &[IniSetting] = &[
         doc: "Encrypt the body of every frame (session id and data) with XChaCha20-Poly1305 under the cluster key. Frames are authenticated either way.",
     },
     IniSetting {
+        name: SEAL,
+        default: c"1",
+        doc: "With a key file: store sessions sealed, under a keyed hash of the session id and with their data encrypted and bound to that key (XChaCha20-Poly1305, a subkey of the cluster key), so neither memcached nor the network ever sees an id or session data. 0: ids and data in the clear, as other handlers store them (for tools that read sessions from memcached). Without a key file sessions are never sealed.",
+    },
+    IniSetting {
         name: MAX_SESSION_SIZE,
         default: c"4M",
         doc: "Largest session data written, in bytes (K and M suffixes): a larger session is not stored, session_write_close() warns and returns false. Keep it at most memcached's -I and memcastd's --max-value-bytes.",
@@ -142,7 +148,7 @@ pub const SETTINGS: &[IniSetting] = &[
     IniSetting {
         name: MIGRATE_FROM,
         default: c"off",
-        doc: "While switching from another save handler on the same memcached servers: memcached (php-memcached) or memcache (pecl-memcache). A session memcast does not hold is looked for under that handler's key on every server, and its next write stores it as memcast's (see Switching from php-memcached). off: never.",
+        doc: "While switching from another save handler on the same memcached servers: memcached (php-memcached) or memcache (pecl-memcache); or memcast: sessions memcast stored unsealed (memcast.seal = 0, or before sealing existed), read while sessions are sealed. A session memcast does not hold is looked for under that handler's key on every server, and its next write stores it as memcast's (see Switching from php-memcached). off: never.",
     },
     IniSetting {
         name: MIGRATE_PREFIX,
@@ -173,6 +179,8 @@ pub struct ExtensionConfig {
     pub lock_expire: u64,
     pub accept_key_file: Option<PathBuf>,
     pub encrypt: bool,
+    /// Seal sessions at rest (when a key file is set): see `session_seal`.
+    pub seal: bool,
     pub max_session_size: usize,
     /// Where another save handler's sessions are read from (`None`: off).
     pub migrate_from: Option<LegacySessions>,
@@ -223,7 +231,12 @@ impl ExtensionConfig {
         let migrate_from = LegacyHandler::parse(&text(MIGRATE_FROM))
             .map_err(|why| invalid(MIGRATE_FROM, &text(MIGRATE_FROM), &why))?
             .map(|handler| LegacySessions::new(handler, &migrate_prefix));
-        if migrate_from.as_ref().is_some_and(|m| m.prefix == prefix) {
+        // memcast's own unsealed keys share the prefix: sealed keys differ.
+        let own = |m: &LegacySessions| m.handler == LegacyHandler::MemcastUnsealed;
+        if migrate_from
+            .as_ref()
+            .is_some_and(|m| m.prefix == prefix && !own(m))
+        {
             return Err(invalid(
                 MIGRATE_PREFIX,
                 &migrate_prefix,
@@ -262,6 +275,7 @@ impl ExtensionConfig {
             lock_expire: int(LOCK_EXPIRE, 0, 30 * 24 * 3600)? as u64,
             accept_key_file: non_empty(ACCEPT_KEY_FILE).map(PathBuf::from),
             encrypt: boolean(ENCRYPT)?,
+            seal: boolean(SEAL)?,
             max_session_size: parse_size(&text(MAX_SESSION_SIZE))
                 .filter(|n| (1..=crate::frame::DEFAULT_MAX_VALUE_LEN).contains(n))
                 .ok_or_else(|| {

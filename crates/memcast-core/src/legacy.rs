@@ -13,6 +13,11 @@
 //!   or, from `memcache.compress_threshold` bytes on (20000 by default),
 //!   flag 2 and the bytes zlib-compressed.
 //!
+//! - **memcast itself, unsealed** (`memcast`): what memcast stored before
+//!   sealing was on (`memcast.seal = 0`, or a version without it): key
+//!   `memcast.prefix` + id, the value memcast's header and the plain data.
+//!   Read only where sessions are sealed (else it is memcast's own key).
+//!
 //! Such a value has no memcast header and so no version: it counts as
 //! older than any memcast write, and memcast's own key always wins.
 
@@ -25,6 +30,8 @@ pub enum LegacyHandler {
     PhpMemcached,
     /// pecl-memcache (`session.save_handler = memcache`).
     PeclMemcache,
+    /// memcast's own sessions stored unsealed (before `memcast.seal`).
+    MemcastUnsealed,
 }
 
 /// pecl-memcache's flag for a zlib-compressed value (`MMC_COMPRESSED`).
@@ -37,7 +44,8 @@ impl LegacyHandler {
             "" | "off" | "0" | "none" => Ok(None),
             "memcached" => Ok(Some(LegacyHandler::PhpMemcached)),
             "memcache" => Ok(Some(LegacyHandler::PeclMemcache)),
-            _ => Err("expected memcached (php-memcached), memcache (pecl-memcache) or off".into()),
+            "memcast" => Ok(Some(LegacyHandler::MemcastUnsealed)),
+            _ => Err("expected memcached (php-memcached), memcache (pecl-memcache), memcast (memcast's own sessions stored unsealed, before memcast.seal) or off".into()),
         }
     }
 
@@ -46,6 +54,7 @@ impl LegacyHandler {
         match self {
             LegacyHandler::PhpMemcached => "memc.sess.key.",
             LegacyHandler::PeclMemcache => "",
+            LegacyHandler::MemcastUnsealed => "memcast.sess.",
         }
     }
 
@@ -54,6 +63,7 @@ impl LegacyHandler {
         match self {
             LegacyHandler::PhpMemcached => "memcached",
             LegacyHandler::PeclMemcache => "memcache",
+            LegacyHandler::MemcastUnsealed => "memcast",
         }
     }
 }
@@ -74,6 +84,11 @@ pub enum LegacyError {
     Corrupt(String),
     #[error("over {max} bytes once inflated (memcast.max_session_size)")]
     TooLarge { max: usize },
+    #[error("has no memcast header (not a session memcast stored)")]
+    NoHeader,
+    /// A destroyed session's tombstone: no session, nothing to warn about.
+    #[error("is a destroyed session's tombstone")]
+    Destroyed,
 }
 
 impl LegacySessions {
@@ -103,6 +118,16 @@ impl LegacySessions {
         max_len: usize,
     ) -> Result<Vec<u8>, LegacyError> {
         match (self.handler, flags) {
+            (LegacyHandler::MemcastUnsealed, 0) => {
+                match crate::stored::StoredValue::parse(&value) {
+                    None => Err(LegacyError::NoHeader),
+                    Some(s) if s.tombstone => Err(LegacyError::Destroyed),
+                    Some(s) if s.data.len() > max_len => {
+                        Err(LegacyError::TooLarge { max: max_len })
+                    }
+                    Some(s) => Ok(s.data.to_vec()),
+                }
+            }
             (_, 0) => Ok(value),
             (LegacyHandler::PeclMemcache, PECL_MEMCACHE_COMPRESSED) => {
                 let mut out = Vec::new();
@@ -148,6 +173,36 @@ mod tests {
         assert_eq!(p.key_for(b"abc"), b"abc");
         let custom = LegacySessions::new(LegacyHandler::PhpMemcached, "app1.");
         assert_eq!(custom.key_for(b"abc"), b"app1.abc");
+    }
+
+    #[test]
+    fn memcasts_own_unsealed_values_are_read_past_their_header() {
+        use crate::stored::StoredValue;
+        use crate::version::Version;
+        let m = LegacySessions::new(LegacyHandler::MemcastUnsealed, "");
+        assert_eq!(
+            LegacyHandler::parse("memcast"),
+            Ok(Some(LegacyHandler::MemcastUnsealed))
+        );
+        assert_eq!(m.key_for(b"abc"), b"memcast.sess.abc");
+        let v = Version {
+            millis: 1,
+            counter: 0,
+            origin: 1,
+        };
+        let live = StoredValue::live(v, b"a|i:1;").encode();
+        assert_eq!(m.decode(live, 0, 100), Ok(b"a|i:1;".to_vec()));
+        let gone = StoredValue::tombstone(v).encode();
+        assert_eq!(m.decode(gone, 0, 100), Err(LegacyError::Destroyed));
+        assert_eq!(
+            m.decode(b"a|i:1;".to_vec(), 0, 100),
+            Err(LegacyError::NoHeader)
+        );
+        let big = StoredValue::live(v, &[b'x'; 200]).encode();
+        assert_eq!(
+            m.decode(big, 0, 100),
+            Err(LegacyError::TooLarge { max: 100 })
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - [`shared_key`]: the cluster key from a key file, and the HMAC over frames.
 //! - [`stored`]: the small header that carries a write's version inside the
 //!   value memcached stores, so "apply only if newer" works on any replica.
+//! - [`session_seal`]: sessions sealed at rest: memcached keys hashed from
+//!   session ids, session data sealed under the cluster key.
 //! - [`session_key`]: memcached key rules, checked before a key reaches a socket.
 //! - [`failover`]: the ordered server list from `session.save_path`, with the
 //!   health table that skips a failed server for a retry interval.
@@ -34,6 +36,7 @@ pub mod origin;
 pub mod peer;
 pub mod replica;
 pub mod session_key;
+pub mod session_seal;
 pub mod shared_key;
 pub mod store;
 pub mod stored;
@@ -46,6 +49,14 @@ pub use shared_key::{KeyError, Keyring, Keys, SharedKey};
 pub use store::{apply_create, apply_if_newer, Applied, Memcached, StoreError, Timeouts};
 pub use stored::StoredValue;
 pub use version::{Hlc, Version};
+
+/// Nanoseconds since the Unix epoch (a nonce fallback).
+pub fn unix_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
 
 /// Milliseconds since the Unix epoch, the wall-clock part of a [`Version`].
 pub fn unix_millis() -> u64 {

@@ -38,6 +38,8 @@ pub enum KeyError {
         "key file {path}: mode {mode:04o} lets other users read or change the cluster key; chmod 600 {path} (or 640, owned by a group PHP and memcastd share)"
     )]
     Exposed { path: PathBuf, mode: u32 },
+    #[error("key file {path}: the {SESSION_ID_KEY_LINE} line holds {len} bytes, at least {MIN_KEY_LEN} are needed")]
+    SessionIdKeyTooShort { path: PathBuf, len: usize },
     #[error("key file {path}: {source}")]
     Write {
         path: PathBuf,
@@ -54,7 +56,16 @@ pub struct SharedKey {
     /// XChaCha20-Poly1305 under a subkey derived from the secret (never the
     /// HMAC key itself).
     cipher: XChaCha20Poly1305,
+    /// The key session ids are hashed with into memcached keys. It must
+    /// outlive a key roll (or every session would be looked up under new
+    /// keys), so a key file may carry it from the key it replaces on a
+    /// [`SESSION_ID_KEY_LINE`]; otherwise it is derived from the secret.
+    session_id_key: Vec<u8>,
 }
+
+/// The line of a key file that carries the session-id key over a key roll
+/// (`memcastd keygen --force` writes it); the secret is what comes before.
+pub const SESSION_ID_KEY_LINE: &str = "memcast-session-id-key:";
 
 impl fmt::Debug for SharedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -70,14 +81,44 @@ impl SharedKey {
             path: path.to_owned(),
             source,
         })?;
-        let end = bytes
-            .iter()
-            .rposition(|b| !b.is_ascii_whitespace())
-            .map_or(0, |i| i + 1);
-        SharedKey::from_secret(&bytes[..end]).ok_or(KeyError::TooShort {
+        let marker = [b"\n", SESSION_ID_KEY_LINE.as_bytes()].concat();
+        let (secret, id_key) = match bytes.windows(marker.len()).position(|w| w == marker) {
+            Some(at) => (&bytes[..at], Some(trim_end(&bytes[at + marker.len()..]))),
+            None => (&bytes[..], None),
+        };
+        let secret = trim_end(secret);
+        let key = SharedKey::from_secret(secret).ok_or(KeyError::TooShort {
             path: path.to_owned(),
-            len: end,
-        })
+            len: secret.len(),
+        })?;
+        match id_key.map(trim_start) {
+            None => Ok(key),
+            Some(k) if k.len() < MIN_KEY_LEN || k.contains(&b'\n') => {
+                Err(KeyError::SessionIdKeyTooShort {
+                    path: path.to_owned(),
+                    len: k.len(),
+                })
+            }
+            Some(k) => Ok(SharedKey {
+                session_id_key: k.to_vec(),
+                ..key
+            }),
+        }
+    }
+
+    /// The key session ids are hashed with (see the field's doc).
+    pub fn session_id_key(&self) -> &[u8] {
+        &self.session_id_key
+    }
+
+    /// A 256-bit subkey of the secret for one purpose, named by `label`.
+    pub fn subkey(&self, label: &str) -> [u8; 32] {
+        Sha256::new()
+            .chain_update(label.as_bytes())
+            .chain_update([0u8])
+            .chain_update(&self.secret)
+            .finalize()
+            .into()
     }
 
     /// Like [`SharedKey::from_file`], and also refuses a file that other
@@ -99,6 +140,12 @@ impl SharedKey {
     /// Writes a new random key (32 random bytes, base64) to `path` with mode
     /// 0600; never overwrites a file.
     pub fn generate(path: &Path) -> Result<SharedKey, KeyError> {
+        SharedKey::generate_keeping(path, None)
+    }
+
+    /// As [`SharedKey::generate`]; with `keep`, the new file carries that
+    /// key's session-id key, so session keys in memcached survive the roll.
+    fn generate_keeping(path: &Path, keep: Option<&SharedKey>) -> Result<SharedKey, KeyError> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let write_err = |source| KeyError::Write {
@@ -115,25 +162,40 @@ impl SharedKey {
             .mode(0o600)
             .open(path)
             .map_err(write_err)?;
-        file.write_all(format!("{text}\n").as_bytes())
-            .map_err(write_err)?;
-        SharedKey::from_secret(text.as_bytes()).ok_or(KeyError::TooShort {
+        let mut contents = format!("{text}\n").into_bytes();
+        if let Some(old) = keep {
+            contents.extend_from_slice(SESSION_ID_KEY_LINE.as_bytes());
+            contents.push(b' ');
+            contents.extend_from_slice(old.session_id_key());
+            contents.push(b'\n');
+        }
+        file.write_all(&contents).map_err(write_err)?;
+        let key = SharedKey::from_secret(text.as_bytes()).ok_or(KeyError::TooShort {
             path: path.to_owned(),
             len: text.len(),
+        })?;
+        Ok(match keep {
+            Some(old) => SharedKey {
+                session_id_key: old.session_id_key.clone(),
+                ..key
+            },
+            None => key,
         })
     }
 
     /// As [`SharedKey::generate`], over an existing file: the new key is
     /// written to a private file beside it and renamed over it, so no reader
-    /// ever sees half a key.
+    /// ever sees half a key. A readable key it replaces hands on its
+    /// session-id key (a key roll keeps every session's memcached key).
     pub fn generate_replacing(path: &Path) -> Result<SharedKey, KeyError> {
+        let old = SharedKey::from_file(path).ok();
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let tmp = path.with_file_name(format!(".{name}.new-{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
-        let key = SharedKey::generate(&tmp).map_err(|e| match e {
+        let key = SharedKey::generate_keeping(&tmp, old.as_ref()).map_err(|e| match e {
             KeyError::Write { source, .. } => KeyError::Write {
                 path: path.to_owned(),
                 source,
@@ -164,10 +226,19 @@ impl SharedKey {
             .chain_update(b"memcast encryption key\0")
             .chain_update(secret)
             .finalize();
+        // Text, so a key file can carry it on a line of its own.
+        let session_id_key: String = Sha256::new()
+            .chain_update(b"memcast session id key\0")
+            .chain_update(secret)
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Some(SharedKey {
             secret: secret.to_vec(),
             id,
             cipher: XChaCha20Poly1305::new(&subkey),
+            session_id_key: session_id_key.into_bytes(),
         })
     }
 
@@ -276,6 +347,11 @@ impl Keyring {
         }
     }
 
+    /// The current key, then the accepted one if any.
+    pub fn keys(&self) -> impl Iterator<Item = &SharedKey> {
+        std::iter::once(&self.current).chain(self.accepted.as_ref())
+    }
+
     /// The ids of the keys accepted, the current one first.
     pub fn ids(&self) -> Vec<u32> {
         std::iter::once(self.current.id)
@@ -298,6 +374,22 @@ impl Keys for Keyring {
     fn encrypts(&self) -> bool {
         self.encrypt
     }
+}
+
+fn trim_end(bytes: &[u8]) -> &[u8] {
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    &bytes[..end]
+}
+
+fn trim_start(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    &bytes[start..]
 }
 
 /// The permission bits of a file (0 when they cannot be read).
@@ -398,6 +490,39 @@ mod tests {
             Keyring::new(a.clone(), Some(a.clone()), false).ids(),
             vec![a.id()]
         );
+    }
+
+    #[test]
+    fn a_replacing_key_keeps_the_session_id_key_and_a_fresh_one_does_not() {
+        let dir = std::env::temp_dir().join(format!("memcast-idkey-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("key");
+        let first = SharedKey::generate(&path).unwrap();
+        let rolled = SharedKey::generate_replacing(&path).unwrap();
+        assert_ne!(first.id(), rolled.id(), "not a new key");
+        assert_eq!(first.session_id_key(), rolled.session_id_key());
+        let loaded = SharedKey::from_file(&path).unwrap();
+        assert_eq!(
+            loaded.id(),
+            rolled.id(),
+            "the id line is not part of the secret"
+        );
+        assert_eq!(loaded.session_id_key(), first.session_id_key());
+        // Rolled twice: still the first key's.
+        SharedKey::generate_replacing(&path).unwrap();
+        let again = SharedKey::from_file(&path).unwrap();
+        assert_eq!(again.session_id_key(), first.session_id_key());
+        let other = SharedKey::generate(&dir.join("other")).unwrap();
+        assert_ne!(other.session_id_key(), first.session_id_key());
+        std::fs::write(
+            &path,
+            b"0123456789012345678901234567890123\nmemcast-session-id-key: short\n",
+        )
+        .unwrap();
+        let err = SharedKey::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("memcast-session-id-key"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -75,6 +75,20 @@ impl<'a> StoredValue<'a> {
 
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + self.data.len());
+        self.encode_header(&mut out);
+        out.extend_from_slice(self.data);
+        out
+    }
+
+    /// The header alone: what memcastd reads, and what a sealed session's
+    /// data is bound to.
+    pub fn header(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN);
+        self.encode_header(&mut out);
+        out
+    }
+
+    fn encode_header(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(MAGIC);
         out.push(FORMAT);
         let mut flags = 0;
@@ -85,9 +99,7 @@ impl<'a> StoredValue<'a> {
             flags |= CREATED;
         }
         out.push(flags);
-        self.version.encode(&mut out);
-        out.extend_from_slice(self.data);
-        out
+        self.version.encode(out);
     }
 
     /// `None` for a value memcast did not write (no header).

@@ -118,6 +118,10 @@ pub struct Cluster {
     pub memcastd_args: Vec<String>,
     /// Added to every PHP command line as `-d name=value`.
     pub php_ini: Vec<(String, String)>,
+    /// `memcast.seal` for every PHP: off unless a test turns it on, as
+    /// most tests look at sessions under their plain keys
+    /// (`memcast.sess.<id>`); `tests/sealed.rs` tests sealing.
+    pub seal: bool,
     pub dir: TempDir,
     artifacts: Artifacts,
     // Dropped last: removes the namespaces and the bridge.
@@ -283,6 +287,7 @@ impl Cluster {
             repair,
             memcastd_args,
             php_ini: Vec::new(),
+            seal: false,
             dir,
             artifacts,
             net,
@@ -520,6 +525,8 @@ impl Cluster {
                 "memcast.accept_key_file={}",
                 self.accept_key_file_of(i).display()
             ))
+            .arg("-d")
+            .arg(format!("memcast.seal={}", u8::from(self.seal)))
             .args(
                 self.php_ini
                     .iter()

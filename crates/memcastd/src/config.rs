@@ -53,6 +53,21 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Print the memcached key a session id is stored under when sessions
+    /// are sealed (memcast.seal, on with a key file): the prefix and a keyed
+    /// hash of the id under the key file's session-id key. For looking a
+    /// session up in memcached; the id itself is never stored.
+    SessionKey {
+        /// The cluster key file (the one PHP's memcast.key_file names).
+        #[arg(long, value_name = "FILE")]
+        key_file: PathBuf,
+        /// memcast.prefix, if not the default.
+        #[arg(long, value_name = "PREFIX", default_value = "memcast.sess.")]
+        prefix: String,
+        /// The session id (as in PHP's session cookie).
+        #[arg(value_name = "ID")]
+        id: String,
+    },
 }
 
 #[derive(Args, Debug)]

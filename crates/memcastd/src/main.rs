@@ -53,6 +53,8 @@ fn main() -> ExitCode {
             return ExitCode::from(status::run_from(&addr, &source) as u8);
         }
         Some(Command::Keygen { file, force }) => {
+            // A readable key replaced hands on its session-id key.
+            let kept = *force && SharedKey::from_file(file).is_ok();
             let made = if *force {
                 SharedKey::generate_replacing(file)
             } else {
@@ -61,10 +63,32 @@ fn main() -> ExitCode {
             return match made {
                 Ok(key) => {
                     println!(
-                        "wrote a new key to {} (key id {:08x})",
+                        "wrote a new key to {} (key id {:08x}){}",
                         file.display(),
-                        key.id()
+                        key.id(),
+                        if kept {
+                            "; it keeps the replaced key's session-id key, so sealed sessions keep their memcached keys"
+                        } else {
+                            ""
+                        }
                     );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string()),
+            };
+        }
+        Some(Command::SessionKey {
+            key_file,
+            prefix,
+            id,
+        }) => {
+            return match SharedKey::from_file(key_file) {
+                Ok(key) => {
+                    let seal = memcast_core::session_seal::SessionSeal::new(
+                        &memcast_core::Keyring::new(key, None, false),
+                    );
+                    let key = seal.memcached_key(prefix.as_bytes(), id.as_bytes());
+                    println!("{}", String::from_utf8_lossy(&key));
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e.to_string()),

@@ -176,6 +176,11 @@ impl Collector for Collect {
                 "Unpublished sessions a PHP worker could not remember to send again (over 1024 per process): left to peers' snapshots and anti-entropy.",
                 HostCounter::UnsentForgotten,
             ),
+            (
+                "memcast_php_sealed_unopened",
+                "Sealed sessions this host's PHP workers read that did not open (altered in memcached, moved to another session's key, unsealed, or under a key no longer accepted): read as misses. A rise is tampering, or a key roll that dropped the old key too early.",
+                HostCounter::SealedUnopened,
+            ),
         ] {
             let counter = ConstCounter::new(php.get(counter));
             counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;

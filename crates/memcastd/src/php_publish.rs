@@ -107,7 +107,7 @@ pub fn hint(c: HostCounter) -> &'static str {
         HostCounter::PublishFailedNotTaken => {
             "not_taken: the relay at memcast.publish did not take them in memcast.relay_timeout_ms (is memcastd running with --relay at that same endpoint, and may PHP's user open it?), or PGM's send queue was full"
         }
-        HostCounter::Resent | HostCounter::UnsentForgotten => "",
+        HostCounter::Resent | HostCounter::UnsentForgotten | HostCounter::SealedUnopened => "",
     }
 }
 

@@ -438,6 +438,62 @@ fn a_subscriber_that_falls_behind_declares_itself_out_of_sync_and_recovers() {
     assert_eq!(count(&stats, "out_of_sync"), 1, "{stats}");
 }
 
+/// What `memcastd session-key` prints is the key the extension stores the
+/// session under (phpt 070 shows that key holds the session, sealed).
+#[test]
+fn session_key_maps_an_id_to_its_memcached_key_and_survives_a_roll() {
+    let dir = TempDir::new("session-key");
+    let file = dir.path.join("cluster.key");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_memcastd"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let key_of = |extra: &[&str]| {
+        let mut args = vec!["session-key", "--key-file", file.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = run(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    assert!(run(&["keygen", file.to_str().unwrap()]).status.success());
+    let id = "c8a60f3ef6267570cb5de6255d7bee14";
+    let key = key_of(&[id]);
+    let seal = memcast_core::session_seal::SessionSeal::new(&memcast_core::Keyring::new(
+        SharedKey::from_file(&file).unwrap(),
+        None,
+        false,
+    ));
+    assert_eq!(
+        key.as_bytes(),
+        seal.memcached_key(b"memcast.sess.", id.as_bytes())
+    );
+    assert!(
+        key.starts_with("memcast.sess.") && !key.contains(id),
+        "{key}"
+    );
+    assert_eq!(key.len(), "memcast.sess.".len() + 32);
+    assert!(key_of(&["--prefix", "app1.", id]).starts_with("app1."));
+    assert_ne!(key_of(&["other-id"]), key);
+    // A roll (keygen --force over the key) keeps every session's key.
+    let rolled = run(&["keygen", "--force", file.to_str().unwrap()]);
+    assert!(rolled.status.success());
+    let said = String::from_utf8_lossy(&rolled.stdout);
+    assert!(
+        said.contains("keeps the replaced key's session-id key"),
+        "{said}"
+    );
+    assert_eq!(key_of(&[id]), key, "a key roll moved the session");
+    let missing = run(&["session-key", "--key-file", "/nonexistent/key", id]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/key"));
+}
+
 #[test]
 fn keygen_writes_a_private_key_and_the_daemon_refuses_an_exposed_one() {
     use std::os::unix::fs::PermissionsExt;
