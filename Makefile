@@ -35,14 +35,16 @@ test-rust: build
 # and kept in target/soak-<setup>.txt, the run's logs in target/soak-<setup>-logs.
 SOAK_TEST_SECONDS ?= 90
 SOAK_SECONDS      ?= 600
+# Sessions sealed, as with a key file by default (SOAK_SEAL=0: plain keys).
+SOAK_SEAL         ?= 1
 # make test runs the recommended setup's soak; the minimal setup's (PHP
 # publishing directly) loses nothing but can still read a host's own last
 # write stale right after its memcached lost it (README): make soak runs both.
 test-soak: build
-	SOAK_SECONDS=$(SOAK_TEST_SECONDS) cargo test --release --test soak soak_recommended -- --test-threads=1 --nocapture
+	SOAK_SEAL=$(SOAK_SEAL) SOAK_SECONDS=$(SOAK_TEST_SECONDS) cargo test --release --test soak soak_recommended -- --test-threads=1 --nocapture
 
 soak: build
-	SOAK_SECONDS=$(SOAK_SECONDS) cargo test --release --test soak -- --test-threads=1 --nocapture
+	SOAK_SEAL=$(SOAK_SEAL) SOAK_SECONDS=$(SOAK_SECONDS) cargo test --release --test soak -- --test-threads=1 --nocapture
 
 test-phpt: build
 	MEMCAST_SO=$(SO) REPORT_EXIT_STATUS=1 NO_INTERACTION=1 \

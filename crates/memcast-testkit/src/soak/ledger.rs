@@ -10,7 +10,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use memcast_core::stored::StoredValue;
+use memcast_core::session_seal::SessionSeal;
+use memcast_core::stored::{StoredValue, HEADER_LEN};
 
 /// One acknowledged write: `session_write_close()` returned true.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -272,7 +273,43 @@ pub enum Held {
     },
 }
 
+/// The soak's sessions are sealed (`SOAK_SEAL=1`): keys are hashed and
+/// data sealed, so the checker derives and opens them as PHP does.
+static SEAL: std::sync::Mutex<Option<std::sync::Arc<SessionSeal>>> = std::sync::Mutex::new(None);
+
+pub fn seal_with(seal: Option<SessionSeal>) {
+    *SEAL.lock().unwrap_or_else(|e| e.into_inner()) = seal.map(std::sync::Arc::new);
+}
+
+pub fn sealing() -> Option<std::sync::Arc<SessionSeal>> {
+    SEAL.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 impl Held {
+    /// What `raw`, read at memcached key `key`, holds (opened when sealed).
+    pub fn of_at(key: &str, raw: Option<&[u8]>) -> Held {
+        let Some(seal) = sealing() else {
+            return Held::of(raw);
+        };
+        let Some(raw) = raw else {
+            return Held::Absent;
+        };
+        match StoredValue::parse(raw) {
+            None => Held::Unreadable,
+            Some(v) if v.tombstone => Held::Tombstone,
+            Some(v) => match seal.open(key.as_bytes(), &raw[..HEADER_LEN], v.data) {
+                Ok(data) => match session_gid(&data) {
+                    Some(gid) => Held::Write {
+                        gid,
+                        crc: crc32(&data),
+                    },
+                    None => Held::Unreadable,
+                },
+                Err(_) => Held::Unreadable,
+            },
+        }
+    }
+
     pub fn of(raw: Option<&[u8]>) -> Held {
         let Some(raw) = raw else {
             return Held::Absent;

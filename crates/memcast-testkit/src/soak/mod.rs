@@ -232,6 +232,14 @@ pub fn run(config: &SoakConfig, artifacts: Artifacts) -> SoakReport {
         config.memcastd_args.clone(),
     );
     cluster.php_ini = config.php_ini.clone();
+    // SOAK_SEAL=1: PHP seals sessions (the default with a key file); the
+    // checker hashes ids and opens values with the cluster key as PHP does.
+    let sealed = std::env::var("SOAK_SEAL").is_ok_and(|v| v == "1");
+    cluster.seal = sealed;
+    ledger::seal_with(sealed.then(|| {
+        let key = memcast_core::SharedKey::from_file(&cluster.key_file).expect("the cluster key");
+        memcast_core::session_seal::SessionSeal::new(&memcast_core::Keyring::new(key, None, false))
+    }));
     let hosts = config.hosts as usize;
     let mut ids = Vec::new();
     for h in 0..hosts {
@@ -694,10 +702,10 @@ fn finish(
         .map(|r| r.get_many(&keys).unwrap_or_default())
         .collect();
     for key in &keys {
-        let first = held[0].get(key).map(|v| Held::of(Some(v)));
+        let first = held[0].get(key).map(|v| Held::of_at(key, Some(v)));
         if held
             .iter()
-            .any(|h| h.get(key).map(|v| Held::of(Some(v))) != first)
+            .any(|h| h.get(key).map(|v| Held::of_at(key, Some(v))) != first)
         {
             differing += 1;
         }
@@ -731,9 +739,10 @@ fn finish(
     let kb = |i: usize| shared.peak_rss_kb[i].load(Ordering::SeqCst);
     let _ = writeln!(
         t,
-        "soak {} (seed {:x}; SOAK_SEED={:x} replays the faults): {} hosts, {} sessions of 1-5 KB, \
+        "soak {}{} (seed {:x}; SOAK_SEED={:x} replays the faults): {} hosts, {} sessions of 1-5 KB, \
          {:.0} s of faults after a {:.1} s prefill; memcastd {}",
         config.setup.name(),
+        if ledger::sealing().is_some() { ", sessions sealed" } else { "" },
         config.seed,
         config.seed,
         hosts,
@@ -972,7 +981,7 @@ fn finish(
             .iter()
             .enumerate()
             .map(|(i, h)| {
-                let what = match Held::of(h.get(&key).map(|v| v.as_slice())) {
+                let what = match Held::of_at(&key, h.get(&key).map(|v| v.as_slice())) {
                     Held::Write { gid, .. } => gid.to_string(),
                     other => format!("{other:?}").to_lowercase(),
                 };

@@ -108,7 +108,11 @@ impl Replica {
 
 /// The memcached key of session `id`.
 pub fn key_of(id: &str) -> String {
-    format!("memcast.sess.{id}")
+    match super::ledger::sealing() {
+        Some(seal) => String::from_utf8_lossy(&seal.memcached_key(b"memcast.sess.", id.as_bytes()))
+            .into_owned(),
+        None => format!("memcast.sess.{id}"),
+    }
 }
 
 /// Of `wanted` (session id, what it must hold), those `replica` does not
@@ -124,7 +128,7 @@ pub fn not_held<'a, W: Copy>(
         .iter()
         .zip(&keys)
         .filter_map(|((id, want), key)| {
-            let held = Held::of(values.get(key).map(|v| v.as_slice()));
+            let held = Held::of_at(key, values.get(key).map(|v| v.as_slice()));
             (!accepts(want, &held)).then_some((*id, *want, held))
         })
         .collect()
