@@ -590,7 +590,7 @@ impl Daemon {
 
     /// Applies this host's own writes where PHP could not store them. Not
     /// counted as applied frames: in the usual case PHP stored the same
-    /// version here (a create then reads as a conflict, which it is not).
+    /// version here, and the frame is skipped as that very write.
     fn flush_own(&mut self) {
         if self.own.is_empty() {
             return;

@@ -198,26 +198,21 @@ impl PeerServer {
         Ok(())
     }
 
-    /// The anti-entropy digest table, as one sealed heartbeat frame.
+    /// How far this host holds each ring-less origin (see [`crate::heard`]).
     fn send_heard(&self, out: &mut impl Write) -> std::io::Result<()> {
         let table = self.heard.lock().table();
-        let frame = memcast_core::Frame {
-            op: memcast_core::Op::Heartbeat,
-            origin: self.origin,
-            epoch: self.epoch,
-            seq: 0,
-            version: memcast_core::Version::ZERO,
-            ttl: 0,
-            key: Vec::new(),
-            value: Position::encode_table(&table),
-        };
-        peer::write_frame(out, &frame.seal(&*self.keys.get()))?;
-        peer::write_end(out)
+        self.send_table(out, Position::encode_table(&table))
     }
 
+    /// The anti-entropy digest table.
     fn send_digest(&self, out: &mut impl Write, cutoff_ms: u64) -> std::io::Result<()> {
         let digests = local_digests(&self.memcached, self.timeouts, cutoff_ms)
             .map_err(std::io::Error::from)?;
+        self.send_table(out, digests.encode())
+    }
+
+    /// A table answered as one sealed heartbeat frame carrying it.
+    fn send_table(&self, out: &mut impl Write, table: Vec<u8>) -> std::io::Result<()> {
         let frame = memcast_core::Frame {
             op: memcast_core::Op::Heartbeat,
             origin: self.origin,
@@ -226,7 +221,7 @@ impl PeerServer {
             version: memcast_core::Version::ZERO,
             ttl: 0,
             key: Vec::new(),
-            value: digests.encode(),
+            value: table,
         };
         peer::write_frame(out, &frame.seal(&*self.keys.get()))?;
         peer::write_end(out)

@@ -586,17 +586,14 @@ impl RepairWorker {
     }
 
     fn fetch_heard(&self, addr: &str) -> Result<Vec<Position>, String> {
-        let mut reader = self.ask(addr, Request::Heard, CATCH_UP_CONNECT)?;
-        let max = peer::max_record_len(self.max_value_bytes);
-        match peer::read_record(&mut reader, max).map_err(|e| format!("{addr}: {e}"))? {
-            Record::Frame(bytes) => {
-                let frame = Frame::open(&bytes, &*self.keys.get(), self.max_value_bytes)
-                    .map_err(|e| format!("{addr}: {e}"))?;
-                Position::decode_table(&frame.value)
-                    .ok_or_else(|| format!("{addr}: malformed table of heard origins"))
-            }
-            _ => Err(format!("{addr}: no table of heard origins")),
-        }
+        let table = self.fetch_table(
+            addr,
+            Request::Heard,
+            CATCH_UP_CONNECT,
+            "table of heard origins",
+        )?;
+        Position::decode_table(&table)
+            .ok_or_else(|| format!("{addr}: malformed table of heard origins"))
     }
 
     fn repair(&self, mc: &mut Memcached, m: &Missing) -> Result<Fetch, String> {
@@ -683,16 +680,26 @@ impl RepairWorker {
     }
 
     fn fetch_digests(&self, addr: &str, cutoff_ms: u64) -> Result<Digests, String> {
-        let mut reader = self.ask(addr, Request::Digest { cutoff_ms }, CONNECT)?;
+        let table =
+            self.fetch_table(addr, Request::Digest { cutoff_ms }, CONNECT, "digest table")?;
+        Digests::decode(&table).ok_or_else(|| format!("{addr}: malformed digest table"))
+    }
+
+    /// A table a peer answers as one sealed frame (`what` names it in errors).
+    fn fetch_table(
+        &self,
+        addr: &str,
+        request: Request,
+        connect: Duration,
+        what: &str,
+    ) -> Result<Vec<u8>, String> {
+        let mut reader = self.ask(addr, request, connect)?;
         let max = peer::max_record_len(self.max_value_bytes);
         match peer::read_record(&mut reader, max).map_err(|e| format!("{addr}: {e}"))? {
-            Record::Frame(bytes) => {
-                let frame = Frame::open(&bytes, &*self.keys.get(), self.max_value_bytes)
-                    .map_err(|e| format!("{addr}: {e}"))?;
-                Digests::decode(&frame.value)
-                    .ok_or_else(|| format!("{addr}: malformed digest table"))
-            }
-            _ => Err(format!("{addr}: no digest table")),
+            Record::Frame(bytes) => Frame::open(&bytes, &*self.keys.get(), self.max_value_bytes)
+                .map(|frame| frame.value)
+                .map_err(|e| format!("{addr}: {e}")),
+            _ => Err(format!("{addr}: no {what}")),
         }
     }
 
