@@ -183,6 +183,14 @@ extern "C" fn minfo(module: *mut ModuleEntry) {
             "Cold misses asked of the next server",
             &c.cold_misses.to_string(),
         );
+        row(
+            "Hits on a server not known complete checked on the next server",
+            &c.checked_hits.to_string(),
+        );
+        row(
+            "Of those, newer on the next server (read there)",
+            &c.stale_hits.to_string(),
+        );
         row("Read-repairs", &c.read_repairs.to_string());
         row(
             "Misses no other server could confirm",

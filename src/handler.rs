@@ -14,7 +14,8 @@ use memcast_bus::{BusOptions, Publisher};
 use memcast_core::host_counters::HostCounter;
 use memcast_core::ini::ExtensionConfig;
 use memcast_core::session_seal::{OpenError, SessionSeal};
-use memcast_core::store::Expect;
+use memcast_core::store::{Expect, Item};
+use memcast_core::stored::Decision;
 use memcast_core::{
     apply_create, apply_if_newer, Applied, FailoverList, Frame, Hlc, Keyring, Memcached, Op,
     Origin, ServerAddr, SharedKey, StoreError, StoredValue, Version,
@@ -69,6 +70,10 @@ pub struct Counters {
     /// Misses on a server not known complete that no other server could
     /// confirm: the read failed rather than start an empty session.
     pub unconfirmed_misses: u64,
+    /// Hits on a server not known complete that were checked against the
+    /// next server, and of those, the ones where it held a newer session.
+    pub checked_hits: u64,
+    pub stale_hits: u64,
     /// Writes that began from a miss and found a live session: not stored.
     pub conflicts: u64,
     /// Sessions found only under the other handler's key
@@ -106,7 +111,7 @@ struct HeldLock {
 struct Prefetched {
     server: usize,
     key: Vec<u8>,
-    item: Option<memcast_core::store::Item>,
+    item: Option<Item>,
     warm: Option<memcast_core::store::Vouch>,
 }
 
@@ -703,6 +708,15 @@ impl SessionStore {
                 missed.push(i);
                 continue;
             };
+            // A hit on a server not known complete may be older than the
+            // session elsewhere: a refill (warm-up, anti-entropy, a repair)
+            // can put back an older copy of a session whose newer one this
+            // memcached lost to a restart or an eviction.
+            if missed.is_empty() && !trust_miss && vouch.is_none() {
+                if let Some((state, data)) = self.newer_elsewhere(key, ttl, i, &item) {
+                    return Ok((state, data));
+                }
+            }
             let version = StoredValue::parse(&item.value).map(|s| s.version);
             let state = match missed.first() {
                 None => ReadState {
@@ -746,6 +760,63 @@ impl SessionStore {
             }
             None => Err(format!("cannot read session: {}", self.no_server(tried))),
         }
+    }
+
+    /// Asks the server after `local` (which hit but is not known complete)
+    /// for the same session: if it holds one that would replace `item`
+    /// (`StoredValue::decide`), that one is read and written back into
+    /// `local` (cas: only if `item` is still there). A server that does not
+    /// answer is skipped; with none to ask, the hit stands.
+    fn newer_elsewhere(
+        &mut self,
+        key: &[u8],
+        ttl: Option<u64>,
+        local: usize,
+        item: &Item,
+    ) -> Option<(ReadState, Option<Vec<u8>>)> {
+        let held = StoredValue::parse(&item.value)?;
+        let next: Vec<usize> = self
+            .list
+            .candidates(Instant::now())
+            .into_iter()
+            .filter(|&j| j > local)
+            .collect();
+        for j in next {
+            let other = match self.servers[j].gets(key) {
+                Ok(found) => {
+                    self.list.mark_ok(j);
+                    found
+                }
+                Err(e) => {
+                    self.note_failure(j, &e);
+                    continue;
+                }
+            };
+            self.counters.checked_hits += 1;
+            let other = other?;
+            let newer = StoredValue::parse(&other.value)?;
+            if newer.decide(Some(&held)) != Decision::Replace {
+                return None;
+            }
+            self.counters.stale_hits += 1;
+            if let Some(ttl) = ttl {
+                if self.servers[local]
+                    .cas(key, &other.value, ttl, item.cas)
+                    .is_ok()
+                {
+                    self.counters.read_repairs += 1;
+                }
+            }
+            let state = ReadState {
+                server: local,
+                expect: Expect::Unknown,
+                version: Some(newer.version),
+                created: false,
+            };
+            let data = self.open_data(key, &other.value, j);
+            return Some((state, data));
+        }
+        None
     }
 
     /// A miss the request may trust: its write creates the session, on the
@@ -940,8 +1011,14 @@ impl SessionStore {
         Err(format!("cannot store session: {}", self.no_server(tried)))
     }
 
+    /// A server that timed out or broke a reply is skipped for
+    /// `memcast.retry_interval`; one that refused or closed the connection
+    /// at once (`is_immediate`: a memcached restarting) only briefly.
     fn note_failure(&mut self, i: usize, e: &StoreError) {
-        if e.is_server_failure() {
+        if e.is_immediate() {
+            self.list
+                .mark_failed_briefly(i, Instant::now(), e.to_string());
+        } else if e.is_server_failure() {
             self.list.mark_failed(i, Instant::now(), e.to_string());
         }
     }

@@ -235,8 +235,14 @@ fn parse_entry(s: &str, ignored: &mut Vec<String>) -> Result<ServerAddr, String>
 #[derive(Debug)]
 struct Health {
     failed_at: Option<Instant>,
+    /// How long it is skipped after `failed_at`.
+    skip_for: Duration,
     last_error: String,
 }
+
+/// How long a server that failed at once is skipped
+/// ([`FailoverList::mark_failed_briefly`]).
+pub const BRIEF_SKIP: Duration = Duration::from_millis(100);
 
 /// Server order plus health: which servers to try now, in which order.
 #[derive(Debug)]
@@ -261,6 +267,7 @@ impl FailoverList {
             .iter()
             .map(|_| Health {
                 failed_at: None,
+                skip_for: retry_interval,
                 last_error: String::new(),
             })
             .collect();
@@ -302,9 +309,24 @@ impl FailoverList {
     }
 
     pub fn mark_failed(&mut self, index: usize, now: Instant, error: impl Into<String>) {
+        self.mark(index, now, self.retry_interval, error.into());
+    }
+
+    /// A server that failed at once (refused or closed the connection: a
+    /// memcached restarting) is skipped only for [`BRIEF_SKIP`] or the
+    /// retry interval if shorter: long enough that one request does not
+    /// ask it again for every step, short enough that a restarted memcached
+    /// takes the next request's writes, not the next server.
+    pub fn mark_failed_briefly(&mut self, index: usize, now: Instant, error: impl Into<String>) {
+        let skip = self.retry_interval.min(BRIEF_SKIP);
+        self.mark(index, now, skip, error.into());
+    }
+
+    fn mark(&mut self, index: usize, now: Instant, skip_for: Duration, error: String) {
         if let Some(h) = self.health.get_mut(index) {
             h.failed_at = Some(now);
-            h.last_error = error.into();
+            h.skip_for = skip_for;
+            h.last_error = error;
         }
     }
 
@@ -321,7 +343,8 @@ impl FailoverList {
     fn retry_in(&self, index: usize, now: Instant) -> Option<Duration> {
         let failed_at = self.health[index].failed_at?;
         let since = now.saturating_duration_since(failed_at);
-        self.retry_interval
+        self.health[index]
+            .skip_for
             .checked_sub(since)
             .filter(|d| !d.is_zero())
     }
@@ -451,6 +474,20 @@ mod tests {
     #[test]
     fn all_servers_are_candidates_in_order_when_healthy() {
         assert_eq!(list().candidates(Instant::now()), [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_server_that_failed_at_once_is_skipped_only_briefly() {
+        let mut l = list();
+        let t0 = Instant::now();
+        l.mark_failed_briefly(0, t0, "connection closed by server");
+        l.mark_failed(1, t0, "timed out");
+        assert_eq!(l.candidates(t0 + BRIEF_SKIP / 2), [2]);
+        assert_eq!(l.candidates(t0 + BRIEF_SKIP), [0, 2]);
+        // Never longer than the retry interval.
+        let mut short = FailoverList::new(l.servers().to_vec(), Duration::from_millis(10));
+        short.mark_failed_briefly(0, t0, "refused");
+        assert_eq!(short.candidates(t0 + Duration::from_millis(10)), [0, 1, 2]);
     }
 
     #[test]

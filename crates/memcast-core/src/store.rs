@@ -66,6 +66,29 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// True when the server answered at once that it cannot serve: it
+    /// refused the connection, or closed or reset one that was open (a
+    /// memcached restarting does both). Asking it again costs a connect,
+    /// not a timeout, so the failover list need not skip it: a restarted
+    /// memcached is used again by the next command instead of after the
+    /// retry interval, which matters for the local one, as writes sent
+    /// elsewhere meanwhile leave it holding older sessions.
+    pub fn is_immediate(&self) -> bool {
+        match self {
+            StoreError::Refused { .. } => true,
+            StoreError::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::UnexpectedEof
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// The answer to a storage command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reply {

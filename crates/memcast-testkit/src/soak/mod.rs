@@ -52,6 +52,9 @@ pub struct SoakConfig {
     pub php_ini: Vec<(String, String)>,
     /// Where to copy every log of the run (memcastd, PHP, the soak's events).
     pub keep_logs: Option<PathBuf>,
+    /// The kinds of fault injected (`SOAK_FAULTS=memcached_restart,...`
+    /// narrows a run to reproduce one; default all).
+    pub faults: Vec<FaultKind>,
 }
 
 /// A session moves to another host only this long after its last write, as
@@ -103,6 +106,16 @@ impl SoakConfig {
             // max_execution_time).
             php_ini: vec![("memcast.lock_expire".into(), "3".into())],
             keep_logs: None,
+            faults: env("SOAK_FAULTS").map_or(FaultKind::ALL.to_vec(), |v| {
+                v.split(',')
+                    .map(|name| {
+                        FaultKind::ALL
+                            .into_iter()
+                            .find(|k| k.name() == name.trim())
+                            .unwrap_or_else(|| panic!("SOAK_FAULTS: no fault named {name}"))
+                    })
+                    .collect()
+            }),
         }
     }
 }
@@ -151,6 +164,8 @@ pub struct Shared {
     /// Timestamped events (faults, lost workers) for the kept logs.
     events: Mutex<Vec<String>>,
     t0: Mutex<Instant>,
+    /// Each host's memcached, to tell what every host held at a stale read.
+    addrs: Vec<String>,
 }
 
 impl Shared {
@@ -161,6 +176,47 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(line);
+    }
+
+    /// A stale read on the writing host, explained: the session's last
+    /// acknowledged writes and what each host's memcached holds right now.
+    fn explain_stale(&self, s: usize, id: &str) -> String {
+        let t0 = *self.t0.lock().unwrap_or_else(|e| e.into_inner());
+        let acks: Vec<String> = {
+            let ledger = self.ledger();
+            let acks = &ledger.sessions[s].acks;
+            acks[acks.len().saturating_sub(3)..]
+                .iter()
+                .map(|a| {
+                    format!(
+                        "write {} on host {} at {:+.3} s",
+                        a.gid,
+                        a.host + 1,
+                        signed_secs(a.at, t0)
+                    )
+                })
+                .collect()
+        };
+        let key = replicas::key_of(id);
+        let held: Vec<String> = self
+            .addrs
+            .iter()
+            .enumerate()
+            .map(|(h, addr)| {
+                let mut replica = Replica::new(addr.clone());
+                let value = replica.get_many(std::slice::from_ref(&key));
+                let held = match value {
+                    Ok(v) => format!("{:?}", Held::of_at(&key, v.get(&key).map(|v| v.as_slice()))),
+                    Err(e) => format!("unreachable ({e})"),
+                };
+                format!("host {} {held}", h + 1)
+            })
+            .collect();
+        format!(
+            "last acks: {}; now held: {}",
+            acks.join(", "),
+            held.join(", ")
+        )
     }
 
     fn cluster(&self) -> RwLockWriteGuard<'_, Cluster> {
@@ -274,6 +330,7 @@ pub fn run(config: &SoakConfig, artifacts: Artifacts) -> SoakReport {
         seed: config.seed,
         events: Mutex::new(Vec::new()),
         t0: Mutex::new(Instant::now()),
+        addrs: addrs.clone(),
     };
     let mut replicas: Vec<Replica> = addrs.into_iter().map(Replica::new).collect();
     let mut faults = Vec::new();
@@ -307,14 +364,14 @@ pub fn run(config: &SoakConfig, artifacts: Artifacts) -> SoakReport {
         *shared.t0.lock().unwrap_or_else(|e| e.into_inner()) = started;
         let mut rng = Rng::new(config.seed);
         // Every kind once first (in a seeded order), then at random.
-        let mut first_round = FaultKind::ALL;
+        let kinds = config.faults.clone();
+        let mut first_round = kinds.clone();
         rng.shuffle(&mut first_round);
-        let mut first_round = first_round.to_vec();
         while started.elapsed() < Duration::from_secs(config.seconds) {
             std::thread::sleep(Duration::from_millis(rng.between(1000, 2000)));
             let kind = first_round
                 .pop()
-                .unwrap_or_else(|| FaultKind::ALL[rng.below(FaultKind::ALL.len())]);
+                .unwrap_or_else(|| kinds[rng.below(kinds.len())]);
             let host = rng.below(hosts);
             let at = started.elapsed();
             let fault_began = Instant::now();
@@ -511,11 +568,22 @@ fn writer(shared: &Shared, i: usize) {
                         let before = ledger.stale_reads.len();
                         ledger.judge_read(s, i, ReadKind::ReadModifyWrite, started, seen);
                         if ledger.stale_reads.len() > before {
+                            let writer_host = ledger
+                                .stale_reads
+                                .last()
+                                .is_some_and(|r| r.place == Where::WriterHost);
+                            drop(ledger);
+                            let why = if writer_host {
+                                format!("; {}", shared.explain_stale(s, &id))
+                            } else {
+                                String::new()
+                            };
                             shared.event(format!(
-                                "host {} read-modify-write of {id} read write {} (stale)",
+                                "host {} read-modify-write of {id} read write {} (stale){why}",
                                 i + 1,
                                 seen.gid
                             ));
+                            ledger = shared.ledger();
                         }
                         if acked {
                             let from_miss =
@@ -617,11 +685,22 @@ fn reader(shared: &Shared, i: usize) {
                     let before = ledger.stale_reads.len();
                     ledger.judge_read(s, i, ReadKind::ReadOnly, started, seen);
                     if ledger.stale_reads.len() > before {
+                        let writer_host = ledger
+                            .stale_reads
+                            .last()
+                            .is_some_and(|r| r.place == Where::WriterHost);
+                        drop(ledger);
+                        let why = if writer_host {
+                            format!("; {}", shared.explain_stale(s, &id))
+                        } else {
+                            String::new()
+                        };
                         shared.event(format!(
-                            "host {} read of {id} returned write {} (stale)",
+                            "host {} read of {id} returned write {} (stale){why}",
                             i + 1,
                             seen.gid
                         ));
+                        ledger = shared.ledger();
                     }
                 } else {
                     ledger.read_failed += 1;
