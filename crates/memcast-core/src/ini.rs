@@ -68,7 +68,7 @@ pub const SETTINGS: &[IniSetting] = &[
     IniSetting {
         name: RETRY_INTERVAL,
         default: c"2",
-        doc: "How long a failed server is skipped before it is tried again: seconds, or milliseconds with an ms suffix (500ms).",
+        doc: "How long a server that timed out is skipped before it is tried again: seconds, or milliseconds with an ms suffix (500ms). One that refused or closed the connection (restarting) is skipped 100 ms at most.",
     },
     IniSetting {
         name: PGM_RATE_KBPS,
