@@ -32,6 +32,7 @@ pub mod frame;
 pub mod host_counters;
 pub mod ini;
 pub mod legacy;
+pub mod lock_place;
 pub mod origin;
 pub mod peer;
 pub mod replica;
