@@ -796,6 +796,9 @@ fn failed_write(failure: Failure) -> zend_result {
     SUCCESS
 }
 
+/// [`SessionStore::write`] or [`SessionStore::touch`].
+type StoreOp = fn(&mut SessionStore, &[u8], &[u8], u64) -> Result<(), SessionError>;
+
 /// A write or a touch: store, publish, and report a failure the way
 /// [`failed_write`] does.
 fn store_session(
@@ -803,7 +806,7 @@ fn store_session(
     id: &[u8],
     data: &[u8],
     maxlifetime: zend_long,
-    op: fn(&mut SessionStore, &[u8], &[u8], u64) -> Result<(), SessionError>,
+    op: StoreOp,
 ) -> zend_result {
     let result = guarded(callback, || {
         let (stored, publish_warning) =

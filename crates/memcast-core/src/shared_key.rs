@@ -412,7 +412,6 @@ mod tests {
 
     #[test]
     fn generated_key_is_private_and_never_overwrites() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("memcast-keygen-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("key");
