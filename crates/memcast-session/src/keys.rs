@@ -60,13 +60,12 @@ impl SessionKeys {
     /// Loads the keys the settings name (again if the files changed), and
     /// returns what the operator should be told about them.
     pub fn refresh(&mut self, config: &ExtensionConfig) -> Vec<String> {
-        let mut notices = Vec::new();
         let Some(path) = &config.key_file else {
             self.loaded = None;
             if config.publish.is_some() {
-                notices.push("memcast.publish is set but memcast.key_file is not: sessions are stored locally and not replicated (frames are never sent unsigned)".to_string());
+                return vec!["memcast.publish is set but memcast.key_file is not: sessions are stored locally and not replicated (frames are never sent unsigned)".to_string()];
             }
-            return notices;
+            return Vec::new();
         };
         let files = KeyFiles {
             current: path.clone(),
@@ -81,34 +80,10 @@ impl SessionKeys {
             self.loaded = Some(Loaded::load(files));
         }
         match self.loaded.as_ref().map(|k| &k.keys) {
-            Some(Err(e)) => {
-                let unsealed = if config.seal { ", unsealed," } else { "" };
-                if config.publish.is_some() {
-                    notices.push(format!(
-                        "{e}: sessions are stored locally{unsealed} and not replicated"
-                    ))
-                } else if config.seal {
-                    notices.push(format!("{e}: sessions are stored unsealed"))
-                }
-            }
-            Some(Ok(loaded)) => {
-                notices.extend(loaded.warnings.iter().map(|w| w.to_string()));
-                let mut keys = loaded.ring.keys();
-                if let (true, Some(current), Some(accepted)) =
-                    (config.seal, keys.next(), keys.next())
-                {
-                    if current.session_id_key() != accepted.session_id_key() {
-                        notices.push(format!(
-                            "memcast.key_file {} and memcast.accept_key_file {} hash session ids differently: sessions stored under one are not found under the other; make the new key from a copy of the old one (cp OLD NEW; memcastd keygen --force NEW), which keeps the session-id key",
-                            path.display(),
-                            config.accept_key_file.as_ref().map_or(String::new(), |p| p.display().to_string())
-                        ));
-                    }
-                }
-            }
-            None => {}
+            Some(Err(e)) => not_loaded(e, config).into_iter().collect(),
+            Some(Ok(loaded)) => loaded_notices(loaded, config),
+            None => Vec::new(),
         }
-        notices
     }
 
     /// The keys frames are signed with, if they loaded.
@@ -124,4 +99,38 @@ impl SessionKeys {
         }
         self.loaded.as_ref()?.seal.as_ref()
     }
+}
+
+/// What a key file that did not load costs, when it costs anything.
+fn not_loaded(e: &KeyError, config: &ExtensionConfig) -> Option<String> {
+    let unsealed = if config.seal { ", unsealed," } else { "" };
+    if config.publish.is_some() {
+        Some(format!(
+            "{e}: sessions are stored locally{unsealed} and not replicated"
+        ))
+    } else if config.seal {
+        Some(format!("{e}: sessions are stored unsealed"))
+    } else {
+        None
+    }
+}
+
+/// The key files' warnings, and a key roll that would lose every sealed
+/// session's memcached key.
+fn loaded_notices(loaded: &LoadedKeys, config: &ExtensionConfig) -> Vec<String> {
+    let mut notices: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
+    let mut keys = loaded.ring.keys();
+    if let (true, Some(current), Some(accepted)) = (config.seal, keys.next(), keys.next()) {
+        if current.session_id_key() != accepted.session_id_key() {
+            let path = |p: Option<&std::path::PathBuf>| {
+                p.map_or(String::new(), |p| p.display().to_string())
+            };
+            notices.push(format!(
+                "memcast.key_file {} and memcast.accept_key_file {} hash session ids differently: sessions stored under one are not found under the other; make the new key from a copy of the old one (cp OLD NEW; memcastd keygen --force NEW), which keeps the session-id key",
+                path(config.key_file.as_ref()),
+                path(config.accept_key_file.as_ref()),
+            ));
+        }
+    }
+    notices
 }

@@ -24,6 +24,8 @@
 //! - [`counters`]: what phpinfo() shows.
 //! - [`error`]: [`SessionError`], every way an operation fails.
 
+#![forbid(unsafe_code)]
+
 pub mod counters;
 pub mod error;
 pub mod keys;
