@@ -1,17 +1,9 @@
 //! The FFI shell: everything `unsafe` and `extern "C"` in the extension.
 //!
 //! PHP calls the nine `ps_module` callbacks below; each converts PHP's
-//! strings, calls the safe [`SessionStore`](crate::handler::SessionStore)
+//! strings, calls the process's [`SessionStore`] (crate `memcast-session`)
 //! inside `catch_unwind` (a panic never crosses into PHP), and turns an error
 //! into exactly one PHP warning.
-
-#![allow(
-    non_camel_case_types,
-    non_snake_case,
-    non_upper_case_globals,
-    dead_code,
-    clippy::all
-)]
 
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
@@ -24,9 +16,7 @@ use ext_php_rs::flags::IniEntryPermission;
 use ext_php_rs::types::ZendStr;
 use ext_php_rs::zend::{IniEntryDef, IniEntryDefs, ModuleEntry, StaticModuleEntry};
 use memcast_core::ini::{ExtensionConfig, SETTINGS};
-use parking_lot::Mutex;
-
-use crate::handler::SessionStore;
+use memcast_session::{ProcessStore, SessionError, SessionStore};
 
 mod bindings {
     #![allow(
@@ -145,7 +135,7 @@ extern "C" fn mshutdown(_type: i32, _module_number: i32) -> i32 {
     // SAFETY: as above; the session module's entries outlive ours.
     unsafe { unwrap_save_path_on_modify() };
     let _ = catch_unwind(|| {
-        if let Some(mut store) = STORE.lock().take() {
+        if let Some(mut store) = STORE.take() {
             store.shutdown();
         }
     });
@@ -153,7 +143,7 @@ extern "C" fn mshutdown(_type: i32, _module_number: i32) -> i32 {
 }
 
 extern "C" fn minfo(module: *mut ModuleEntry) {
-    let counters = catch_unwind(|| STORE.lock().as_ref().map(|s| (s.counters(), s.origin_id())))
+    let counters = catch_unwind(|| STORE.inspect(|s| (s.counters(), s.origin_id())))
         .ok()
         .flatten();
     let row = |name: &str, value: &str| {
@@ -441,9 +431,10 @@ unsafe extern "C" fn on_modify_memcast_setting(
             zstr_text((*entry).value),
         )
     };
-    let verdict = catch_unwind(|| {
+    // The refusal, worded with what the setting keeps.
+    let refusal = catch_unwind(|| {
         let name = cstring(&name);
-        memcast_core::ini::check(&name, &value).map_err(|e| {
+        memcast_core::ini::check(&name, &value).err().map(|e| {
             let kept = if stage == ZEND_INI_STAGE_STARTUP {
                 format!(
                     "the default {:?} is used",
@@ -455,9 +446,9 @@ unsafe extern "C" fn on_modify_memcast_setting(
             format!("{e}; {kept}")
         })
     });
-    match verdict {
-        Ok(Ok(())) => INI_SUCCESS,
-        Ok(Err(e)) => {
+    match refusal {
+        Ok(None) => INI_SUCCESS,
+        Ok(Some(e)) => {
             php_message(E_WARNING as c_int, &e);
             INI_FAILURE
         }
@@ -525,9 +516,13 @@ fn memcast_is_the_save_handler() -> bool {
 
 /// The save path checked as memcast reads it: an error, or the one notice
 /// about parts written for other handlers that memcast ignores.
-fn report_save_path(save_path: &str) -> Result<(), String> {
-    let parsed = memcast_core::ServerAddr::parse_save_path(save_path)
-        .map_err(|e| format!("session.save_path {save_path:?}: {e}"))?;
+fn report_save_path(save_path: &str) -> Result<(), SessionError> {
+    let parsed = memcast_core::ServerAddr::parse_save_path(save_path).map_err(|reason| {
+        SessionError::SavePath {
+            save_path: save_path.to_owned(),
+            reason,
+        }
+    })?;
     if let Some(notice) = parsed.notice() {
         php_message(E_NOTICE_LEVEL, &notice);
     }
@@ -556,7 +551,7 @@ unsafe extern "C" fn on_modify_save_path(
         match verdict {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                php_message(E_WARNING as c_int, &e);
+                php_message(E_WARNING as c_int, &e.to_string());
                 return INI_FAILURE;
             }
             Err(_) => return INI_FAILURE,
@@ -580,7 +575,7 @@ fn check_startup_save_path() {
     let _ = catch_unwind(|| {
         if memcast_is_the_save_handler() {
             if let Err(e) = report_save_path(&ini_string(c"session.save_path")) {
-                php_message(E_WARNING as c_int, &e);
+                php_message(E_WARNING as c_int, &e.to_string());
             }
         }
     });
@@ -588,7 +583,8 @@ fn check_startup_save_path() {
 
 // ------------------------------------------------------------ callbacks ---
 
-static STORE: Mutex<Option<SessionStore>> = Mutex::new(None);
+/// The process's sessions (state lives as long as the PHP process).
+static STORE: ProcessStore = ProcessStore::new();
 
 /// A non-null `mod_data`: PHP calls write/close only when open set one.
 static MOD_DATA: u8 = 0;
@@ -610,22 +606,40 @@ fn warn(message: &str) {
     };
 }
 
-/// Runs `f` on the process's store; a panic becomes a warning and FAILURE,
-/// and the store starts afresh (its state may be half-updated).
-fn guarded<T>(callback: &str, on_panic: T, f: impl FnOnce(&mut SessionStore) -> T) -> T {
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        let mut guard = STORE.lock();
-        f(guard.get_or_insert_with(SessionStore::new))
-    }));
-    match result {
+/// Why a callback did not do its work.
+enum Failure {
+    /// Said with one warning by the callback.
+    Session(SessionError),
+    /// Caught by [`guarded`], which warned already.
+    Panicked,
+}
+
+impl From<SessionError> for Failure {
+    fn from(e: SessionError) -> Failure {
+        Failure::Session(e)
+    }
+}
+
+/// Runs `f` (which uses [`STORE`]); a panic becomes one warning and
+/// [`Failure::Panicked`], and the store starts afresh (its state may be
+/// half-updated).
+fn guarded<T>(callback: &str, f: impl FnOnce() -> Result<T, Failure>) -> Result<T, Failure> {
+    match catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
         Err(_) => {
-            *STORE.lock() = None;
+            drop(STORE.take());
             warn(&format!(
                 "internal error in the {callback} callback; the request's session was not changed"
             ));
-            on_panic
+            Err(Failure::Panicked)
         }
+    }
+}
+
+/// A failed callback's warning (a panic was warned about already).
+fn warn_failure(failure: Failure) {
+    if let Failure::Session(e) = failure {
+        warn(&e.to_string());
     }
 }
 
@@ -692,27 +706,28 @@ unsafe extern "C" fn ps_open(
         }
         Err(_) => return FAILURE,
     };
-    let opened = guarded("open", Err(String::new()), |s| s.open(config, &save_path));
+    let opened = guarded("open", || Ok(STORE.with(|s| s.open(config, &save_path))?));
     match opened {
         Ok(notices) => {
             for n in notices {
                 warn(&n);
             }
             // SAFETY: mod_data is PHP's PS(mod_data) slot.
-            unsafe { *mod_data = (&MOD_DATA as *const u8).cast_mut().cast() };
+            unsafe { *mod_data = ptr::from_ref(&MOD_DATA).cast_mut().cast() };
             SUCCESS
         }
-        Err(e) => {
-            if !e.is_empty() {
-                warn(&e);
-            }
+        Err(failure) => {
+            warn_failure(failure);
             FAILURE
         }
     }
 }
 
 unsafe extern "C" fn ps_close(mod_data: *mut *mut c_void) -> zend_result {
-    guarded("close", (), |s| s.close());
+    let _ = guarded("close", || {
+        STORE.with(|s| s.close());
+        Ok(())
+    });
     // SAFETY: PHP's PS(mod_data) slot.
     unsafe { *mod_data = ptr::null_mut() };
     SUCCESS
@@ -756,26 +771,25 @@ unsafe extern "C" fn ps_read(
         return FAILURE;
     }
     let read_only = READ_ONLY.with(|f| f.get());
-    let read = |s: &mut SessionStore| {
+    let read = || {
         if !read_only {
-            s.lock(id)?;
+            // Waits for the lock without holding the store.
+            STORE.lock_session(id)?;
         }
-        let data = s.read(id, ttl(maxlifetime));
-        if let Some(w) = s.take_read_warning() {
+        let (data, warning) = STORE.with(|s| (s.read(id, ttl(maxlifetime)), s.take_read_warning()));
+        if let Some(w) = warning {
             warn(&w);
         }
-        data
+        Ok(data?)
     };
-    match guarded("read", Err(String::new()), read) {
+    match guarded("read", read) {
         Ok(data) => {
             // SAFETY: PHP takes ownership of *val.
             unsafe { *val = new_zstr(data.as_deref().unwrap_or(&[])) };
             SUCCESS
         }
-        Err(e) => {
-            if !e.is_empty() {
-                warn(&e);
-            }
+        Err(failure) => {
+            warn_failure(failure);
             FAILURE
         }
     }
@@ -784,13 +798,14 @@ unsafe extern "C" fn ps_read(
 /// A write no server took: one warning, and session_write_close() returns
 /// false. We answer SUCCESS to the session module so it does not add its
 /// own, vaguer warning on top of ours.
-fn failed_write(e: String) -> zend_result {
-    if !e.is_empty() {
-        warn(&e);
-    }
+fn failed_write(failure: Failure) -> zend_result {
+    warn_failure(failure);
     WRITE_FAILED.with(|f| f.set(true));
     SUCCESS
 }
+
+/// [`SessionStore::write`] or [`SessionStore::touch`].
+type StoreOp = fn(&mut SessionStore, &[u8], &[u8], u64) -> Result<(), SessionError>;
 
 /// A write or a touch: store, publish, and report a failure the way
 /// [`failed_write`] does.
@@ -799,18 +814,19 @@ fn store_session(
     id: &[u8],
     data: &[u8],
     maxlifetime: zend_long,
-    op: fn(&mut SessionStore, &[u8], &[u8], u64) -> Result<(), String>,
+    op: StoreOp,
 ) -> zend_result {
-    let result = guarded(callback, Err(String::new()), |s| {
-        let r = op(s, id, data, ttl(maxlifetime));
-        if let Some(e) = s.take_publish_error() {
-            warn(&e);
+    let result = guarded(callback, || {
+        let (stored, publish_warning) =
+            STORE.with(|s| (op(s, id, data, ttl(maxlifetime)), s.take_publish_error()));
+        if let Some(w) = publish_warning {
+            warn(&w);
         }
-        r
+        Ok(stored?)
     });
     match result {
         Ok(()) => SUCCESS,
-        Err(e) => failed_write(e),
+        Err(failure) => failed_write(failure),
     }
 }
 
@@ -851,12 +867,10 @@ unsafe extern "C" fn ps_update_timestamp(
 unsafe extern "C" fn ps_destroy(_: *mut *mut c_void, key: *mut zend_string) -> zend_result {
     // SAFETY: PHP owns the id for the duration of the call.
     let id = unsafe { zstr_bytes(key) };
-    match guarded("destroy", Err(String::new()), |s| s.destroy(id)) {
+    match guarded("destroy", || Ok(STORE.with(|s| s.destroy(id))?)) {
         Ok(()) => SUCCESS,
-        Err(e) => {
-            if !e.is_empty() {
-                warn(&e);
-            }
+        Err(failure) => {
+            warn_failure(failure);
             FAILURE
         }
     }
@@ -884,7 +898,8 @@ unsafe extern "C" fn ps_create_sid(mod_data: *mut *mut c_void) -> *mut zend_stri
         }
         // SAFETY: a live string we own.
         let bytes = unsafe { zstr_bytes(id) };
-        if !guarded("create_sid", false, |s| s.id_taken(bytes)) {
+        let taken = guarded("create_sid", || Ok(STORE.with(|s| s.id_taken(bytes))));
+        if !taken.unwrap_or(false) {
             return id;
         }
         // SAFETY: the colliding id is ours to release.
@@ -900,10 +915,10 @@ unsafe extern "C" fn ps_validate_sid(_: *mut *mut c_void, key: *mut zend_string)
     if !valid_session_id(id) {
         return FAILURE; // strict mode then makes a new id, as with files
     }
-    match guarded("validate_sid", Ok(false), |s| s.exists(id)) {
+    match guarded("validate_sid", || Ok(STORE.with(|s| s.exists(id))?)) {
         Ok(true) => SUCCESS,
-        Ok(false) => FAILURE,
-        Err(e) => {
+        Ok(false) | Err(Failure::Panicked) => FAILURE,
+        Err(Failure::Session(e)) => {
             warn(&format!("cannot validate session id: {e}"));
             FAILURE
         }

@@ -33,8 +33,8 @@ var_dump($_SESSION['user']);
 var_dump(mc_stat($next['port'], 'cmd_get') - $gets);
 var_dump(mc_get($local['port'], "memcast.sess.$id") === $raw);
 
-// A hit on the cold server is checked on the next server (one gets): a
-// refill may have put back an older copy there (042 shows that case).
+// A hit on the cold server is checked on the next server (one round trip,
+// two keys again): a refill may have put back an older copy (042).
 $gets = mc_stat($next['port'], 'cmd_get');
 session_id($id);
 session_start(['read_and_close' => true]);
@@ -51,5 +51,5 @@ string(11) "alice|admin"
 int(2)
 bool(true)
 string(11) "alice|admin"
-int(1)
+int(2)
 read-repairs=1

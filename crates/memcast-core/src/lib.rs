@@ -7,6 +7,8 @@
 //!   tiebreak) that orders every write cluster-wide.
 //! - [`frame`]: the authenticated binary frame one write becomes on the wire.
 //! - [`shared_key`]: the cluster key from a key file, and the HMAC over frames.
+//! - [`key_file`]: which key files a host reads, the one policy on their
+//!   permissions (extension and memcastd alike), and noticing a replacement.
 //! - [`stored`]: the small header that carries a write's version inside the
 //!   value memcached stores, so "apply only if newer" works on any replica.
 //! - [`session_seal`]: sessions sealed at rest: memcached keys hashed from
@@ -31,6 +33,7 @@ pub mod failover;
 pub mod frame;
 pub mod host_counters;
 pub mod ini;
+pub mod key_file;
 pub mod legacy;
 pub mod lock_place;
 pub mod origin;

@@ -34,6 +34,7 @@ pub enum KeyError {
     },
     #[error("key file {path}: holds {len} bytes of key, at least {MIN_KEY_LEN} are needed (make a new one with: memcastd keygen --force {path}, then copy that file to every host)")]
     TooShort { path: PathBuf, len: usize },
+    /// Refused by the policy in [`crate::key_file`].
     #[error(
         "key file {path}: mode {mode:04o} lets other users read or change the cluster key; chmod 600 {path} (or 640, owned by a group PHP and memcastd share)"
     )]
@@ -119,22 +120,6 @@ impl SharedKey {
             .chain_update(&self.secret)
             .finalize()
             .into()
-    }
-
-    /// Like [`SharedKey::from_file`], and also refuses a file that other
-    /// users can read or write, or its group can write (what memcastd
-    /// demands; group read is allowed, as PHP's user and memcastd's share the
-    /// key on a host; the extension only warns).
-    pub fn from_private_file(path: &Path) -> Result<SharedKey, KeyError> {
-        let key = SharedKey::from_file(path)?;
-        let mode = file_mode(path);
-        if mode & 0o027 != 0 {
-            return Err(KeyError::Exposed {
-                path: path.to_owned(),
-                mode: mode & 0o7777,
-            });
-        }
-        Ok(key)
     }
 
     /// Writes a new random key (32 random bytes, base64) to `path` with mode
@@ -427,20 +412,22 @@ mod tests {
 
     #[test]
     fn generated_key_is_private_and_never_overwrites() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("memcast-keygen-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("key");
         let made = SharedKey::generate(&path).unwrap();
         assert_eq!(file_mode(&path) & 0o777, 0o600);
-        assert_eq!(SharedKey::from_private_file(&path).unwrap().id(), made.id());
+        let private = crate::key_file::KeyFiles {
+            current: path.clone(),
+            accepted: None,
+            encrypt: false,
+        };
+        let loaded = private.load(crate::key_file::OthersReading::Refused);
+        assert_eq!(loaded.unwrap().ring.ids(), [made.id()]);
         assert!(
             matches!(SharedKey::generate(&path), Err(KeyError::Write { .. })),
             "overwrote a key"
         );
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = SharedKey::from_private_file(&path).unwrap_err().to_string();
-        assert!(err.contains("0644") && err.contains("chmod 600"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -2,16 +2,18 @@
 //! optional second key file (only accepted: key rotation), and whether frames
 //! this daemon seals are encrypted. Shared by the receive loop, the repair
 //! worker and the peer server; [`KeyStore::reload`] swaps them at once
-//! (SIGHUP), and a reload that fails keeps the keys in use.
+//! (SIGHUP), and a reload that fails keeps the keys in use. Reading and
+//! checking the files is [`memcast_core::key_file`]'s, shared with PHP.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use memcast_core::{Keyring, Keys, SharedKey};
+use memcast_core::key_file::{KeyFiles, OthersReading};
+use memcast_core::{KeyError, Keyring, Keys};
 use parking_lot::RwLock;
 
 pub struct KeyStore {
-    files: parking_lot::Mutex<(PathBuf, Option<PathBuf>, bool)>,
+    files: parking_lot::Mutex<KeyFiles>,
     ring: RwLock<Arc<Keyring>>,
 }
 
@@ -20,10 +22,15 @@ impl KeyStore {
         current: PathBuf,
         accepted: Option<PathBuf>,
         encrypt: bool,
-    ) -> Result<KeyStore, String> {
-        let ring = read(&current, accepted.as_ref(), encrypt)?;
+    ) -> Result<KeyStore, KeyError> {
+        let files = KeyFiles {
+            current,
+            accepted,
+            encrypt,
+        };
+        let ring = read(&files)?;
         Ok(KeyStore {
-            files: parking_lot::Mutex::new((current, accepted, encrypt)),
+            files: parking_lot::Mutex::new(files),
             ring: RwLock::new(Arc::new(ring)),
         })
     }
@@ -34,9 +41,9 @@ impl KeyStore {
     }
 
     /// Reads the key files again; on error the keys in use stay.
-    pub fn reload(&self) -> Result<Arc<Keyring>, String> {
-        let (current, accepted, encrypt) = self.files.lock().clone();
-        let ring = Arc::new(read(&current, accepted.as_ref(), encrypt)?);
+    pub fn reload(&self) -> Result<Arc<Keyring>, KeyError> {
+        let files = self.files.lock().clone();
+        let ring = Arc::new(read(&files)?);
         *self.ring.write() = Arc::clone(&ring);
         Ok(ring)
     }
@@ -48,21 +55,23 @@ impl KeyStore {
         current: PathBuf,
         accepted: Option<PathBuf>,
         encrypt: bool,
-    ) -> Result<Arc<Keyring>, String> {
-        let ring = Arc::new(read(&current, accepted.as_ref(), encrypt)?);
-        *self.files.lock() = (current, accepted, encrypt);
+    ) -> Result<Arc<Keyring>, KeyError> {
+        let files = KeyFiles {
+            current,
+            accepted,
+            encrypt,
+        };
+        let ring = Arc::new(read(&files)?);
+        *self.files.lock() = files;
         *self.ring.write() = Arc::clone(&ring);
         Ok(ring)
     }
 }
 
-fn read(current: &Path, accepted: Option<&PathBuf>, encrypt: bool) -> Result<Keyring, String> {
-    let key = SharedKey::from_private_file(current).map_err(|e| e.to_string())?;
-    let other = match accepted {
-        Some(path) => Some(SharedKey::from_private_file(path).map_err(|e| e.to_string())?),
-        None => None,
-    };
-    Ok(Keyring::new(key, other, encrypt))
+/// memcastd refuses a key file other users can read
+/// (see [`memcast_core::key_file`] for the policy).
+fn read(files: &KeyFiles) -> Result<Keyring, KeyError> {
+    Ok(files.load(OthersReading::Refused)?.ring)
 }
 
 /// "signing with key 1a2b3c4d, also accepting 5e6f7a8b, encryption on".

@@ -117,7 +117,7 @@ fn main() -> ExitCode {
         settings.encrypt,
     ) {
         Ok(k) => k,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(&e.to_string()),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
