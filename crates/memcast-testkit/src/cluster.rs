@@ -485,6 +485,41 @@ impl Cluster {
     }
 
     pub fn php_command(&self, i: usize, code: &str) -> Command {
+        let mut c = self.php_base(i);
+        c.args(["-r", &format!("ob_start(); {code}")])
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit());
+        c
+    }
+
+    /// PHP's built-in web server on host `i` (`php -S`), serving `docroot`
+    /// with `workers` worker processes (`PHP_CLI_SERVER_WORKERS`) and this
+    /// cluster's memcast settings; ready when this returns.
+    pub fn start_php_server(&self, i: usize, docroot: &Path, port: u16, workers: u32) -> PhpServer {
+        let addr = format!("{}:{port}", self.sites[i].host.addr);
+        let log = std::fs::File::create(self.dir.path.join(format!("php-server{}.log", i + 1)))
+            .expect("php server log");
+        let mut c = self.php_base(i);
+        c.env("PHP_CLI_SERVER_WORKERS", workers.to_string())
+            .args(["-S", &addr, "-t"])
+            .arg(docroot)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        let master = Proc::spawn("php -S", &mut c);
+        assert!(
+            wait_for_tcp(&addr, Duration::from_secs(10)),
+            "php -S on host {} did not start",
+            i + 1
+        );
+        PhpServer {
+            master,
+            addr,
+            log: self.dir.path.join(format!("php-server{}.log", i + 1)),
+        }
+    }
+
+    /// `php` on host `i` with this cluster's memcast settings.
+    fn php_base(&self, i: usize) -> Command {
         let site = &self.sites[i];
         let others: Vec<String> = (0..self.sites.len())
             .filter(|&j| j != i)
@@ -531,10 +566,7 @@ impl Cluster {
                 self.php_ini
                     .iter()
                     .flat_map(|(k, v)| ["-d".to_string(), format!("{k}={v}")]),
-            )
-            .args(["-r", &format!("ob_start(); {code}")])
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit());
+            );
         c
     }
 
@@ -692,5 +724,37 @@ impl Cluster {
     /// Host `i`'s memcached address, as the other hosts and the test reach it.
     pub fn memcached_addr(&self, i: usize) -> String {
         format!("{}:11211", self.sites[i].host.addr)
+    }
+}
+
+/// PHP's built-in web server on one host ([`Cluster::start_php_server`]).
+pub struct PhpServer {
+    master: Proc,
+    pub addr: String,
+    log: PathBuf,
+}
+
+impl PhpServer {
+    /// `GET path` with the session cookie; returns (status, body).
+    pub fn get(&self, path: &str, session: &str) -> (u16, String) {
+        crate::web::http_get(&self.addr, path, session)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for PhpServer {
+    /// The master and then its workers, by PID (the workers outlive a
+    /// master that is killed).
+    fn drop(&mut self) {
+        let workers = crate::children_of(self.master.pid());
+        if self.master.signal("TERM", Duration::from_secs(5)).is_none() {
+            self.master.kill();
+        }
+        for worker in workers {
+            worker.kill();
+        }
     }
 }

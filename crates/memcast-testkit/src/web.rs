@@ -161,24 +161,7 @@ impl WebStack {
 
     /// `GET path` with the session cookie; returns (status, body).
     pub fn get(&self, path: &str, session: &str) -> (u16, String) {
-        let mut s = TcpStream::connect((self.addr.as_str(), self.port)).expect("connect nginx");
-        s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.0\r\nHost: localhost\r\nCookie: PHPSESSID={session}\r\n\r\n"
-        )
-        .unwrap();
-        let mut raw = String::new();
-        let _ = s.read_to_string(&mut raw);
-        let status = raw
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = raw
-            .split_once("\r\n\r\n")
-            .map_or(String::new(), |(_, b)| b.to_owned());
-        (status, body)
+        http_get(&format!("{}:{}", self.addr, self.port), path, session)
     }
 
     /// Stops a master and its workers: SIGTERM to the master (php-fpm and
@@ -208,4 +191,29 @@ impl Drop for WebStack {
         WebStack::stop(&mut self.fpm);
         WebStack::stop(&mut self.nginx);
     }
+}
+
+/// `GET path` on `addr` (host:port) with the session cookie, HTTP/1.0;
+/// returns (status, body).
+pub fn http_get(addr: &str, path: &str, session: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    // One write: PHP's built-in server takes a request split over several
+    // packets for a malformed one.
+    let request =
+        format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nCookie: PHPSESSID={session}\r\n\r\n");
+    if let Err(e) = s.write_all(request.as_bytes()) {
+        return (0, format!("sending the request to {addr}: {e}"));
+    }
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    (status, body)
 }
