@@ -237,6 +237,8 @@ struct Health {
     failed_at: Option<Instant>,
     /// How long it is skipped after `failed_at`.
     skip_for: Duration,
+    /// The first failure since it last answered.
+    down_since: Option<Instant>,
     last_error: String,
 }
 
@@ -268,6 +270,7 @@ impl FailoverList {
             .map(|_| Health {
                 failed_at: None,
                 skip_for: retry_interval,
+                down_since: None,
                 last_error: String::new(),
             })
             .collect();
@@ -325,6 +328,7 @@ impl FailoverList {
     fn mark(&mut self, index: usize, now: Instant, skip_for: Duration, error: String) {
         if let Some(h) = self.health.get_mut(index) {
             h.failed_at = Some(now);
+            h.down_since.get_or_insert(now);
             h.skip_for = skip_for;
             h.last_error = error;
         }
@@ -333,7 +337,20 @@ impl FailoverList {
     pub fn mark_ok(&mut self, index: usize) {
         if let Some(h) = self.health.get_mut(index) {
             h.failed_at = None;
+            h.down_since = None;
         }
+    }
+
+    /// How long the server has failed every time it was asked (`None`: it
+    /// answered last time, or was never asked).
+    pub fn down_for(&self, index: usize, now: Instant) -> Option<Duration> {
+        let since = self.health.get(index)?.down_since?;
+        Some(now.saturating_duration_since(since))
+    }
+
+    /// What the server's last failure was.
+    pub fn last_error(&self, index: usize) -> &str {
+        self.health.get(index).map_or("", |h| h.last_error.as_str())
     }
 
     pub fn is_healthy(&self, index: usize, now: Instant) -> bool {
@@ -474,6 +491,22 @@ mod tests {
     #[test]
     fn all_servers_are_candidates_in_order_when_healthy() {
         assert_eq!(list().candidates(Instant::now()), [0, 1, 2]);
+    }
+
+    #[test]
+    fn down_for_counts_from_the_first_failure_until_the_server_answers() {
+        let mut l = list();
+        let t0 = Instant::now();
+        assert_eq!(l.down_for(0, t0), None);
+        l.mark_failed(0, t0, "timed out");
+        l.mark_failed_briefly(0, t0 + Duration::from_secs(3), "refused");
+        assert_eq!(
+            l.down_for(0, t0 + Duration::from_secs(5)),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(l.last_error(0), "refused");
+        l.mark_ok(0);
+        assert_eq!(l.down_for(0, t0 + Duration::from_secs(6)), None);
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub const LOCK_WAIT_MIN: &CStr = c"memcast.lock_wait_min";
 pub const LOCK_WAIT_MAX: &CStr = c"memcast.lock_wait_max";
 pub const LOCK_RETRIES: &CStr = c"memcast.lock_retries";
 pub const LOCK_EXPIRE: &CStr = c"memcast.lock_expire";
+pub const LOCK_SCOPE: &CStr = c"memcast.lock_scope";
 pub const ACCEPT_KEY_FILE: &CStr = c"memcast.accept_key_file";
 pub const ENCRYPT: &CStr = c"memcast.encrypt";
 pub const SEAL: &CStr = c"memcast.seal";
@@ -126,6 +127,11 @@ pub const SETTINGS: &[IniSetting] = &[
         doc: "Seconds after which a lock left by a request that died is free again; 0: max_execution_time, or 30 when that is unlimited.",
     },
     IniSetting {
+        name: LOCK_SCOPE,
+        default: c"cluster",
+        doc: "cluster: a session's lock lives in one server every host agrees on (rendezvous hashing of the session over session.save_path's servers, which every host must name alike), so no load balancer needs sticky sessions; a host that cannot reach it fails session_start() rather than go on unlocked, and after memcast.lock_expire the next server takes its locks over. host: the first healthy server of this host's session.save_path, which only keeps apart the requests of one host (sticky sessions).",
+    },
+    IniSetting {
         name: ACCEPT_KEY_FILE,
         default: c"",
         doc: "A second key file, accepted but never used to sign: for rolling to a new key (see Key rotation). Both key files are read again when they change.",
@@ -177,6 +183,7 @@ pub struct ExtensionConfig {
     pub lock_retries: u32,
     /// Seconds; 0 until resolved against max_execution_time by the caller.
     pub lock_expire: u64,
+    pub lock_scope: LockScope,
     pub accept_key_file: Option<PathBuf>,
     pub encrypt: bool,
     /// Seal sessions at rest (when a key file is set): see `session_seal`.
@@ -273,6 +280,17 @@ impl ExtensionConfig {
             lock_wait_max: Duration::from_millis(int(LOCK_WAIT_MAX, 1, 60_000)? as u64),
             lock_retries: int(LOCK_RETRIES, 0, 1_000_000)? as u32,
             lock_expire: int(LOCK_EXPIRE, 0, 30 * 24 * 3600)? as u64,
+            lock_scope: match text(LOCK_SCOPE).to_ascii_lowercase().as_str() {
+                "cluster" => LockScope::Cluster,
+                "host" => LockScope::Host,
+                _ => {
+                    return Err(invalid(
+                        LOCK_SCOPE,
+                        &text(LOCK_SCOPE),
+                        "expected cluster (one lock place for every host) or host (this host's first server; sticky sessions)",
+                    ))
+                }
+            },
             accept_key_file: non_empty(ACCEPT_KEY_FILE).map(PathBuf::from),
             encrypt: boolean(ENCRYPT)?,
             seal: boolean(SEAL)?,
@@ -288,6 +306,16 @@ impl ExtensionConfig {
             migrate_from,
         })
     }
+}
+
+/// Where a session's lock lives (`memcast.lock_scope`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockScope {
+    /// The first server of the session's rendezvous order over the save
+    /// path (`lock_place`): the same on every host.
+    Cluster,
+    /// The first healthy server of this host's save path.
+    Host,
 }
 
 /// The one wording of a bad value, at start-up, `ini_set()` and `session_start()`.

@@ -127,6 +127,9 @@ impl Vouch {
 /// trip: the lock's CAS token if it was taken, the session, the sentinel.
 pub type LockedRead = (Option<u64>, Option<Item>, Option<Vouch>);
 
+/// A [`LockedRead`] and the value of the lock's write mark.
+pub type MarkedLockedRead = (Option<u64>, Option<Item>, Option<Vouch>, Option<Vec<u8>>);
+
 /// A key and its value, as `get_multi` returns them.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
@@ -237,6 +240,90 @@ impl Memcached {
             };
             let (item, warm) = c.item_and_warm(key)?;
             Ok((locked, item, warm))
+        })
+    }
+
+    /// As [`Memcached::lock_and_gets_checking_warm`], and in the same round
+    /// trip the value of `mark_key` (a cluster-wide lock's record of the
+    /// last write made under it): `gets <key> memcast:warm <mark_key>`.
+    pub fn lock_and_gets_marked(
+        &mut self,
+        lock_key: &[u8],
+        token: &[u8],
+        ttl: u64,
+        key: &[u8],
+        mark_key: &[u8],
+    ) -> Result<MarkedLockedRead, StoreError> {
+        check_key(lock_key)?;
+        check_key(key)?;
+        check_key(mark_key)?;
+        let mut cmd = Vec::with_capacity(lock_key.len() + key.len() + mark_key.len() + 96);
+        cmd.extend_from_slice(b"ms ");
+        cmd.extend_from_slice(lock_key);
+        cmd.extend_from_slice(format!(" {} T{} ME c\r\n", token.len(), wire_ttl(ttl)).as_bytes());
+        cmd.extend_from_slice(token);
+        cmd.extend_from_slice(b"\r\n");
+        cmd.extend_from_slice(b"gets ");
+        cmd.extend_from_slice(key);
+        cmd.push(b' ');
+        cmd.extend_from_slice(crate::replica::WARM_SENTINEL);
+        cmd.push(b' ');
+        cmd.extend_from_slice(mark_key);
+        cmd.extend_from_slice(b"\r\n");
+        self.round_trip(&cmd, |c| {
+            let locked = match c.meta_stored()? {
+                Stored::Stored(cas) => Some(cas),
+                Stored::Not(Reply::NotStored) => None,
+                Stored::Not(_) => return Err(c.unexpected(b"(not NS to a meta add)")),
+            };
+            let (mut item, mut warm, mut mark) = (None, None, None);
+            while let Some((k, found)) = c.value_or_end()? {
+                if k == crate::replica::WARM_SENTINEL {
+                    warm = Some(Vouch::parse(&found.value));
+                } else if k == key {
+                    item = Some(found);
+                } else if k == mark_key {
+                    mark = Some(found.value);
+                }
+            }
+            Ok((locked, item, warm, mark))
+        })
+    }
+
+    /// Sets `mark_key` to `mark` (for `ttl` seconds) and releases the lock
+    /// `lock_key` if its CAS is still `cas`, pipelined in one round trip.
+    /// True when the lock was deleted (false: it expired and someone else
+    /// holds it now).
+    pub fn release_marking(
+        &mut self,
+        lock_key: &[u8],
+        cas: u64,
+        mark_key: &[u8],
+        mark: &[u8],
+        ttl: u64,
+    ) -> Result<bool, StoreError> {
+        check_key(lock_key)?;
+        check_key(mark_key)?;
+        let mut cmd = Vec::with_capacity(lock_key.len() + mark_key.len() + mark.len() + 64);
+        cmd.extend_from_slice(b"ms ");
+        cmd.extend_from_slice(mark_key);
+        cmd.extend_from_slice(format!(" {} T{} c\r\n", mark.len(), wire_ttl(ttl)).as_bytes());
+        cmd.extend_from_slice(mark);
+        cmd.extend_from_slice(b"\r\n");
+        cmd.extend_from_slice(b"md ");
+        cmd.extend_from_slice(lock_key);
+        cmd.extend_from_slice(format!(" C{cas}\r\n").as_bytes());
+        self.round_trip(&cmd, |c| {
+            match c.meta_stored()? {
+                Stored::Stored(_) => {}
+                Stored::Not(_) => return Err(c.unexpected(b"(not HD to a meta set)")),
+            }
+            let line = c.read_line()?;
+            match line.get(..2) {
+                Some(b"HD") => Ok(true),
+                Some(b"EX") | Some(b"NF") => Ok(false),
+                _ => Err(c.unexpected(&line)),
+            }
         })
     }
 

@@ -412,6 +412,39 @@ fn a_lock_and_the_read_take_one_round_trip_and_release_only_our_lock() {
 }
 
 #[test]
+fn a_cluster_lock_reads_and_leaves_its_write_mark_in_the_lock_round_trips() {
+    let server = kit::Memcached::start();
+    let mut mc = client(&server);
+    let mut other = client(&server);
+    mc.set(b"sess", b"data|x", 60).unwrap();
+    let (cas, item, _, mark) = mc
+        .lock_and_gets_marked(b"sess.lock", b"tok1", 30, b"sess", b"sess.w")
+        .unwrap();
+    assert!(item.is_some());
+    assert_eq!(mark, None, "nothing written under the lock yet");
+    // Released with the mark of this request's write, one round trip.
+    assert!(mc
+        .release_marking(b"sess.lock", cas.unwrap(), b"sess.w", b"v1 host-a", 60)
+        .unwrap());
+    assert_eq!(mc.get(b"sess.lock").unwrap(), None);
+    let (cas, _, _, mark) = other
+        .lock_and_gets_marked(b"sess.lock", b"tok2", 30, b"sess", b"sess.w")
+        .unwrap();
+    assert_eq!(mark.as_deref(), Some(&b"v1 host-a"[..]));
+    // A lock taken over after it expired is not released by its first
+    // owner, though the mark is still written.
+    other.delete(b"sess.lock").unwrap();
+    let (theirs, _, _, _) = mc
+        .lock_and_gets_marked(b"sess.lock", b"tok3", 30, b"sess", b"sess.w")
+        .unwrap();
+    assert!(theirs.is_some());
+    assert!(!other
+        .release_marking(b"sess.lock", cas.unwrap(), b"sess.w", b"v2 host-b", 60)
+        .unwrap());
+    assert_eq!(mc.get(b"sess.lock").unwrap().as_deref(), Some(&b"tok3"[..]));
+}
+
+#[test]
 fn a_batch_applies_the_newest_write_per_key_in_two_round_trips() {
     use memcast_core::replica::{apply_batch, CasCache, Outcome};
     use memcast_core::{Frame, Op};
