@@ -68,11 +68,11 @@ macro_rules! ini_table {
     };
 }
 const _: () = assert!(
-    SETTINGS.len() == 23,
+    SETTINGS.len() == 24,
     "add the new setting's index to ini_table! below"
 );
-static INI: IniEntryDefs<24> =
-    ini_table!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22);
+static INI: IniEntryDefs<25> =
+    ini_table!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23);
 
 /// PHP's entry point into the extension.
 #[no_mangle]
@@ -211,6 +211,14 @@ extern "C" fn minfo(module: *mut ModuleEntry) {
         row("Lock failures", &c.lock_failures.to_string());
         row("Lock wait total (ms)", &c.lock_wait_ms_total.to_string());
         row("Lock wait max (ms)", &c.lock_wait_ms_max.to_string());
+        row(
+            "Reads that caught up with the last write under a cluster-wide lock",
+            &c.lock_catch_ups.to_string(),
+        );
+        row(
+            "Of those, the write found nowhere in time (read from an older copy)",
+            &c.lock_writes_not_found.to_string(),
+        );
     }
     // SAFETY: closes the table opened above; `module` is the entry PHP passed.
     unsafe {
@@ -776,7 +784,9 @@ unsafe extern "C" fn ps_read(
             // Waits for the lock without holding the store.
             STORE.lock_session(id)?;
         }
-        let (data, warning) = STORE.with(|s| (s.read(id, ttl(maxlifetime)), s.take_read_warning()));
+        // Waits for the last write made under a cluster-wide lock without
+        // holding the store either.
+        let (data, warning) = STORE.read_session(id, ttl(maxlifetime));
         if let Some(w) = warning {
             warn(&w);
         }

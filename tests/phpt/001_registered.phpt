@@ -28,6 +28,7 @@ memcast.key_file=
 memcast.linger_ms=1000
 memcast.lock_expire=0
 memcast.lock_retries=100
+memcast.lock_scope=cluster
 memcast.lock_wait_max=200
 memcast.lock_wait_min=10
 memcast.locking=1

@@ -36,6 +36,11 @@ pub struct Counters {
     pub lock_failures: u64,
     pub lock_wait_ms_total: u64,
     pub lock_wait_ms_max: u64,
+    /// Reads under a cluster-wide lock that found this host's copy older
+    /// than the last write made under the lock, and read that write.
+    pub lock_catch_ups: u64,
+    /// Of those, the ones whose write was found nowhere in time (lost).
+    pub lock_writes_not_found: u64,
 }
 
 impl Counters {

@@ -40,9 +40,10 @@ pub mod write;
 
 pub use counters::Counters;
 pub use error::SessionError;
-pub use lock::{LockAttempt, LockStep};
+pub use lock::{LockAttempt, LockStep, WriteMark};
 pub use process::ProcessStore;
 pub use publish::{BusPublisher, NotPublished, OpenPublisher, Publish};
+pub use read::ReadStep;
 pub use servers::{NoServer, PassOn, Servers, Step, Turn};
 pub use session::SessionStore;
 pub use write::TOMBSTONE_TTL;

@@ -3,12 +3,13 @@
 //! session lock sleeps with the store unlocked, so a thread-safe PHP build
 //! does not serialise every request behind one waiting for its lock.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use crate::error::SessionError;
 use crate::lock::LockStep;
+use crate::read::ReadStep;
 use crate::session::SessionStore;
 
 /// The store, made at first use and kept for the life of the process.
@@ -49,6 +50,27 @@ impl ProcessStore {
     /// left it half-updated, or at shutdown).
     pub fn take(&self) -> Option<SessionStore> {
         self.store.lock().take()
+    }
+
+    /// Reads session `id` ([`SessionStore::read`]); a wait for the last
+    /// write made under its cluster-wide lock holds nothing. Returns the
+    /// read and the warning it leaves, if any.
+    pub fn read_session(
+        &self,
+        id: &[u8],
+        ttl: u64,
+    ) -> (Result<Option<Vec<u8>>, SessionError>, Option<String>) {
+        let started = Instant::now();
+        loop {
+            let step = self.with(|s| match s.read_step(id, ttl, started) {
+                ReadStep::Done(read) => Ok((read, s.take_read_warning())),
+                ReadStep::Wait(wait) => Err(wait),
+            });
+            match step {
+                Ok(done) => return done,
+                Err(wait) => std::thread::sleep(wait),
+            }
+        }
     }
 
     /// Takes the lock of session `id` for this request; each try holds the

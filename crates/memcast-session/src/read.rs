@@ -1,6 +1,8 @@
 //! Reading a session: failover, miss confirmation and read-repair
 //! ([`SessionStore::lookup`]), and opening sealed values.
 
+use std::time::{Duration, Instant};
+
 use memcast_core::host_counters::HostCounter;
 use memcast_core::session_seal::OpenError;
 use memcast_core::store::{Expect, Item, Reply};
@@ -8,8 +10,22 @@ use memcast_core::stored::Decision;
 use memcast_core::StoredValue;
 
 use crate::error::SessionError;
+use crate::lock::WriteMark;
 use crate::servers::{PassOn, Step};
 use crate::session::{ReadState, SessionStore};
+
+/// How long a read under a cluster-wide lock waits for the last write made
+/// under that lock to be readable (replication is a few milliseconds).
+pub const CATCH_UP_WAIT: Duration = Duration::from_millis(500);
+const CATCH_UP_POLL: Duration = Duration::from_millis(3);
+
+/// What one try at reading a session came to.
+pub enum ReadStep {
+    Done(Result<Option<Vec<u8>>, SessionError>),
+    /// The last write made under the session's lock is not readable yet:
+    /// try again after this wait.
+    Wait(Duration),
+}
 
 /// Where a walk for a session ended.
 enum Found {
@@ -82,11 +98,104 @@ impl SessionStore {
     /// Ids this process just created need no confirmation. A miss that no
     /// other server can confirm is an error, never an empty session that
     /// could replace the real one elsewhere.
+    ///
+    /// Under a cluster-wide lock, the read also finds at least the last
+    /// write made under that lock (its *write mark*), on any host: from its
+    /// own memcached once replication brought it, or from the server that
+    /// took it, waiting up to [`CATCH_UP_WAIT`]; past that (the write was
+    /// lost) it goes on from the newest copy there is, with a warning.
     pub fn read(&mut self, id: &[u8], ttl: u64) -> Result<Option<Vec<u8>>, SessionError> {
+        let started = Instant::now();
+        loop {
+            match self.read_step(id, ttl, started) {
+                ReadStep::Done(read) => return read,
+                ReadStep::Wait(wait) => std::thread::sleep(wait),
+            }
+        }
+    }
+
+    /// One try of [`SessionStore::read`], begun at `started`; the caller
+    /// waits between tries ([`crate::ProcessStore::read_session`] with the
+    /// store unlocked).
+    pub fn read_step(&mut self, id: &[u8], ttl: u64, started: Instant) -> ReadStep {
         let key = self.key_for(id);
-        let (state, stored) = self.lookup_or_migrate(id, &key, Some(ttl))?;
+        let (mut state, mut stored) = match self.lookup_or_migrate(id, &key, Some(ttl)) {
+            Ok(read) => read,
+            Err(e) => return ReadStep::Done(Err(e)),
+        };
+        if let Some(mark) = self.locks.read_mark(&key).cloned() {
+            if state.version.is_none_or(|v| v < mark.version) {
+                match self.read_marked(&key, &mark) {
+                    Ok((found, data)) => {
+                        self.counters.lock_catch_ups += 1;
+                        (state, stored) = (found, data);
+                    }
+                    Err(_) if started.elapsed() < CATCH_UP_WAIT => {
+                        return ReadStep::Wait(CATCH_UP_POLL);
+                    }
+                    // Lost (its memcached restarted before replicating
+                    // it, say): the newest copy there is, with a warning,
+                    // rather than a session no request can read again.
+                    Err(why) => {
+                        self.counters.lock_writes_not_found += 1;
+                        self.warnings.read = Some(
+                            SessionError::BehindTheLock {
+                                version: mark.version,
+                                server: mark.server,
+                                waited_ms: started.elapsed().as_millis(),
+                                why,
+                            }
+                            .to_string(),
+                        );
+                    }
+                }
+            }
+        }
         self.request.reads.insert(key, state);
-        Ok(stored)
+        ReadStep::Done(Ok(stored))
+    }
+
+    /// The session as of the lock's write mark at least: from the server
+    /// that took that write, or this host's first server. `Err`: why
+    /// neither holds it yet.
+    fn read_marked(
+        &mut self,
+        key: &[u8],
+        mark: &WriteMark,
+    ) -> Result<(ReadState, Option<Vec<u8>>), String> {
+        let marked = self.servers.index_of(&mark.server);
+        let mut why = Vec::new();
+        if marked.is_none() {
+            why.push(format!(
+                "{} is not in this host's session.save_path",
+                mark.server
+            ));
+        }
+        let mut places: Vec<usize> = marked.into_iter().collect();
+        if !places.contains(&0) {
+            places.push(0);
+        }
+        for i in places {
+            match self.servers.try_one(i, |s| s.gets(key)) {
+                Ok(Some(item)) => {
+                    let version = StoredValue::parse(&item.value).map(|v| v.version);
+                    if version.is_some_and(|v| v >= mark.version) {
+                        let state = ReadState {
+                            server: i,
+                            expect: Expect::Cas(item.cas),
+                            version,
+                            created: false,
+                        };
+                        let data = self.open_data(key, &item.value, i);
+                        return Ok((state, data));
+                    }
+                    why.push(format!("{} holds an older version", self.servers.name(i)));
+                }
+                Ok(None) => why.push(format!("{} does not hold it", self.servers.name(i))),
+                Err(e) => why.push(e.to_string()),
+            }
+        }
+        Err(why.join("; "))
     }
 
     /// Walks the servers for `key` as [`SessionStore::read`] describes:
@@ -177,7 +286,7 @@ impl SessionStore {
                             })
                         }
                         None => Err(SessionError::ReadNoServer(no_server)),
-                    }
+                    };
                 }
             },
         };

@@ -149,6 +149,107 @@ impl Servers {
         self.conns.len()
     }
 
+    /// The servers' addresses, in save-path order.
+    pub fn addr_list(&self) -> &[ServerAddr] {
+        self.list.servers()
+    }
+
+    /// A server's save-path name (`host:port`), as write marks carry it.
+    pub fn name(&self, index: usize) -> String {
+        self.addr(index).map_or_else(String::new, |a| a.to_string())
+    }
+
+    /// The server this host names `name`, if it lists it.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.addrs().position(|a| a.to_string() == name)
+    }
+
+    /// Whether these servers make a cluster every host names alike, as a
+    /// cluster-wide lock needs (`memcast_core::lock_place`): more than one,
+    /// and none named by a loopback address or a unix socket. A list of
+    /// only such names is one host's own, where the first healthy server
+    /// keeps every request of the host apart anyway.
+    pub fn named_as_a_cluster(&self) -> bool {
+        self.len() > 1 && self.host_only_names().is_empty()
+    }
+
+    /// Names only this host can use (loopback, unix sockets) in a list that
+    /// also names other hosts' servers: the mistake that keeps hosts from
+    /// agreeing where a session's lock lives. Empty when there is none.
+    pub fn mixed_host_only_names(&self) -> Vec<String> {
+        let own = self.host_only_names();
+        if own.len() == self.len() {
+            return Vec::new();
+        }
+        own
+    }
+
+    fn host_only_names(&self) -> Vec<String> {
+        memcast_core::lock_place::host_only_names(self.addr_list())
+            .into_iter()
+            .map(|a| a.to_string())
+            .collect()
+    }
+
+    /// How long the server has failed every time it was asked.
+    pub fn down_for(&self, index: usize) -> Option<Duration> {
+        self.list.down_for(index, Instant::now())
+    }
+
+    /// Whether the server is down and refused or closed the connection
+    /// last time (not running, rather than out of reach).
+    pub fn failed_at_once(&self, index: usize) -> bool {
+        self.list.failed_at_once(index)
+    }
+
+    /// Whether the server is in its retry interval (not to be asked now).
+    pub fn is_skipped(&self, index: usize) -> bool {
+        !self.list.is_healthy(index, Instant::now())
+    }
+
+    pub fn last_error(&self, index: usize) -> String {
+        self.list.last_error(index).to_owned()
+    }
+
+    /// One server, with the health table kept as [`Servers::try_each`]
+    /// keeps it (indices come from this list: one outside it is an error).
+    pub fn try_one<T>(
+        &mut self,
+        index: usize,
+        f: impl FnOnce(&mut Memcached) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let Some(conn) = self.conns.get_mut(index) else {
+            return Err(StoreError::Protocol {
+                addr: ServerAddr {
+                    host: format!("(server {index} of {})", self.save_path),
+                    port: 0,
+                },
+                reply: "no such server".into(),
+            });
+        };
+        let answer = f(conn);
+        match &answer {
+            Ok(_) => self.list.mark_ok(index),
+            Err(e) => self.note_failure(index, e),
+        }
+        answer
+    }
+
+    /// How many servers answer now, of how many: each one not known down
+    /// is asked (one small `get`); one known down is not asked again.
+    pub fn probe_reachable(&mut self) -> (usize, usize) {
+        let mut reachable = 0;
+        for i in 0..self.len() {
+            if self.down_for(i).is_some() {
+                continue;
+            }
+            if self.try_one(i, |s| s.get(b"memcast:warm")).is_ok() {
+                reachable += 1;
+            }
+        }
+        (reachable, self.len())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.conns.is_empty()
     }

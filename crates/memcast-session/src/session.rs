@@ -136,6 +136,13 @@ impl SessionStore {
         // The keys are loaded whenever a key file is set: they sign frames,
         // and (memcast.seal) hash ids and seal values even without publishing.
         let mut notices = self.keys.refresh(&config);
+        let mixed = self.servers.mixed_host_only_names();
+        if config.lock_scope == memcast_core::ini::LockScope::Cluster && !mixed.is_empty() {
+            notices.push(format!(
+                "memcast.lock_scope = cluster: session.save_path names {} in a way only this host can (a loopback address or a unix socket) beside servers named as every host names them, so the hosts cannot agree where each session's lock lives; locking per host instead (as memcast.lock_scope = host). Name every server as the other hosts do (this host's own memcached by its address on the cluster network), or set memcast.lock_scope = host for sticky sessions",
+                mixed.join(", ")
+            ));
+        }
         self.replicator.configure(&config);
         self.config = Some(config);
         notices.retain(|n| self.warnings.first_time(n));

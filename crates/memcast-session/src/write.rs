@@ -15,7 +15,8 @@ use crate::session::{ReadState, SessionStore};
 pub const TOMBSTONE_TTL: u64 = 300;
 
 impl SessionStore {
-    /// Stores the session in the first server that takes it, then publishes it.
+    /// Stores the session in the first server that takes it, then publishes
+    /// it; under a cluster-wide lock, the lock's mark will name this write.
     pub fn write(&mut self, id: &[u8], data: &[u8], ttl: u64) -> Result<(), SessionError> {
         let max = self
             .config
@@ -43,7 +44,9 @@ impl SessionStore {
         });
         let data = sealed.as_deref().unwrap_or(data);
         let value = StoredValue::live(version, data);
-        self.store(&key, &value, ttl, read, created)?;
+        let server = self.store(&key, &value, ttl, read, created)?;
+        let name = self.servers.name(server);
+        self.locks.note_write(&key, version, name, ttl);
         let state = ReadState {
             server: usize::MAX,
             expect: Expect::Unknown,
@@ -108,7 +111,9 @@ impl SessionStore {
         let read = self.request.reads.remove(&key);
         let version = self.clock.next(read.and_then(|r| r.version));
         let tombstone = StoredValue::tombstone(version);
-        self.store(&key, &tombstone, TOMBSTONE_TTL, read, false)?;
+        let server = self.store(&key, &tombstone, TOMBSTONE_TTL, read, false)?;
+        let name = self.servers.name(server);
+        self.locks.note_write(&key, version, name, TOMBSTONE_TTL);
         self.publish(Outgoing {
             op: Op::Delete,
             key,
@@ -130,7 +135,7 @@ impl SessionStore {
         ttl: u64,
         read: Option<ReadState>,
         created: bool,
-    ) -> Result<(), SessionError> {
+    ) -> Result<usize, SessionError> {
         let counters = &mut self.counters;
         let stored = self.servers.try_each(PassOn::AnyError, |turn| {
             let expect = match read {
@@ -152,14 +157,14 @@ impl SessionStore {
                     if turn.failed_before > 0 {
                         counters.failovers += 1;
                     }
-                    Ok(Step::Done(Ok(())))
+                    Ok(Step::Done(Ok(turn.index)))
                 }
             }
         });
         match stored {
-            Ok(Ok(())) => {
+            Ok(Ok(server)) => {
                 self.counters.writes += 1;
-                Ok(())
+                Ok(server)
             }
             Ok(Err(server)) => {
                 self.counters.write_failures += 1;

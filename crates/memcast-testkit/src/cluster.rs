@@ -428,6 +428,11 @@ impl Cluster {
         self.sites[i].memcastd.as_ref().map(|p| p.pid())
     }
 
+    /// kill -9 host `i`'s memcached, leaving it down.
+    pub fn kill_memcached(&mut self, i: usize) {
+        self.sites[i].memcached.kill();
+    }
+
     /// kill -9 host `i`'s memcached and start it again, empty.
     pub fn restart_memcached(&mut self, i: usize) {
         self.restart_memcached_with(i, &[]);
@@ -525,7 +530,9 @@ impl Cluster {
             .filter(|&j| j != i)
             .map(|j| format!("{}:11211", self.sites[j].host.addr))
             .collect();
-        let save_path = std::iter::once("127.0.0.1:11211".to_string())
+        // The local memcached first, by the name the other hosts use for it:
+        // a cluster-wide lock needs every host to name the servers alike.
+        let save_path = std::iter::once(format!("{}:11211", site.host.addr))
             .chain(others)
             .collect::<Vec<_>>()
             .join(", ");
