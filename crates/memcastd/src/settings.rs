@@ -62,11 +62,13 @@ fn paragraph(lines: &[&str]) -> String {
         .join(" ")
 }
 
-/// `--help` of a setting: its doc and its default.
+/// `--help` of a setting: its doc and its default, without the final
+/// period (as clap shows a doc comment).
 fn help(lines: &[&str], default: &str) -> String {
-    let doc = paragraph(lines);
+    let paragraph = paragraph(lines);
+    let doc = paragraph.strip_suffix('.').unwrap_or(&paragraph);
     match default {
-        "required" => doc,
+        "required" => doc.to_owned(),
         _ => format!("{doc} [default: {}]", default.replace('`', "")),
     }
 }
@@ -314,7 +316,7 @@ declare_settings! {
 
     /// The address peers reach --listen at, sent in heartbeats.
     advertise: Option<String> => Option<String>, "HOST:PORT", Restart,
-        computed(advertise, "`--listen`");
+        computed(advertise, "`--listen`, when it names a host");
 
     /// This host's name, sent in the relay's heartbeats: peers label its
     /// metrics with it (stable across restarts, where origin ids are not).
@@ -588,7 +590,7 @@ mod tests {
     fn help_shows_each_default_once_declared() {
         use clap::CommandFactory;
         let help = Cli::command().render_help().to_string();
-        assert!(help.contains("The local memcached to fill. [default: 127.0.0.1:11211]"));
+        assert!(help.contains("The local memcached to fill [default: 127.0.0.1:11211]"));
         assert!(help.contains("[default: true with peers]"), "{help}");
     }
 
