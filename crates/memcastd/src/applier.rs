@@ -297,3 +297,94 @@ impl Applier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use memcast_core::{Op, ServerAddr, StoredValue, Timeouts, Version};
+    use memcast_testkit as kit;
+
+    fn applier(server: &kit::Memcached, backlog_max: usize) -> Applier {
+        let timeouts = Timeouts {
+            connect: Duration::from_millis(200),
+            io: Duration::from_millis(1000),
+        };
+        let addr = ServerAddr::parse(&server.addr()).unwrap();
+        let shared = Arc::new(Shared::new(Arc::new(Counters::default())));
+        Applier::new(
+            Memcached::new(addr, timeouts),
+            server.addr(),
+            backlog_max,
+            shared,
+        )
+    }
+
+    fn set(key: &str, value: &[u8], millis: u64) -> Frame {
+        Frame {
+            op: Op::Set,
+            origin: 9,
+            epoch: 1,
+            seq: millis,
+            version: Version {
+                millis,
+                counter: 0,
+                origin: 9,
+            },
+            ttl: 600,
+            key: key.into(),
+            value: value.to_vec(),
+        }
+    }
+
+    fn data(a: &mut Applier, key: &str) -> Option<Vec<u8>> {
+        let raw = a.memcached().get(key.as_bytes()).unwrap()?;
+        Some(StoredValue::parse(&raw).unwrap().data.to_vec())
+    }
+
+    #[test]
+    fn one_flush_stores_own_writes_and_group_frames_counting_only_the_groups() {
+        let server = kit::Memcached::start();
+        let mut a = applier(&server, 10);
+        a.push(set("memcast.sess.group", b"g", 1000));
+        a.push_own(set("memcast.sess.own", b"o", 1000));
+        a.flush();
+        assert_eq!(
+            data(&mut a, "memcast.sess.group").as_deref(),
+            Some(&b"g"[..])
+        );
+        assert_eq!(data(&mut a, "memcast.sess.own").as_deref(), Some(&b"o"[..]));
+        assert_eq!(a.counters.applied.load(Ordering::Relaxed), 1);
+        // Older than what is held: skipped, not stored.
+        a.push(set("memcast.sess.group", b"older", 999));
+        a.flush();
+        assert_eq!(
+            data(&mut a, "memcast.sess.group").as_deref(),
+            Some(&b"g"[..])
+        );
+        assert_eq!(a.counters.skipped_older.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn frames_wait_in_the_backlog_while_memcached_is_down_and_apply_in_order() {
+        let mut server = kit::Memcached::start();
+        let mut a = applier(&server, 2);
+        server.kill();
+        for (i, value) in [b"v1", b"v2", b"v3"].iter().enumerate() {
+            a.push(set("memcast.sess.k", *value, 1000 + i as u64));
+            a.flush();
+        }
+        assert!(!a.is_idle());
+        assert!(!a.shared.memcached_up.load(Ordering::Relaxed));
+        assert_eq!(
+            a.counters.dropped_backlog.load(Ordering::Relaxed),
+            1,
+            "a backlog of 2 drops the oldest of 3"
+        );
+        let server = kit::Memcached::start_on(server.port);
+        a.retry_backlog(Instant::now() + Duration::from_secs(2));
+        assert!(a.is_idle());
+        assert!(a.shared.memcached_up.load(Ordering::Relaxed));
+        assert_eq!(data(&mut a, "memcast.sess.k").as_deref(), Some(&b"v3"[..]));
+        drop(server);
+    }
+}

@@ -174,3 +174,28 @@ impl Warmth {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_startup_warm_up_waits_for_every_peers_relay_or_the_deadline() {
+        let t0 = Instant::now();
+        let mut w = Warmth::new(true, true);
+        assert!(!w.start_warm_up_when_joined(t0), "nothing planned");
+        w.wait_for_peers(
+            t0 + Duration::from_secs(3),
+            vec!["a:1".into(), "b:1".into()],
+        );
+        w.heard_relay("a:1");
+        assert!(!w.start_warm_up_when_joined(t0));
+        w.heard_relay("b:1");
+        assert!(w.start_warm_up_when_joined(t0));
+        assert!(!w.start_warm_up_when_joined(t0), "once");
+        w.wait_for_peers(t0 + Duration::from_secs(3), vec!["a:1".into()]);
+        assert!(!w.start_warm_up_when_joined(t0 + Duration::from_secs(2)));
+        assert!(w.start_warm_up_when_joined(t0 + Duration::from_secs(3)));
+    }
+}
