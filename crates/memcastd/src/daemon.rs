@@ -100,20 +100,16 @@ struct Timers {
 
 impl Timers {
     fn new(s: &Settings, now: Instant) -> Timers {
+        // The stats line every --stats-interval (0: only at exit).
+        let stats = Duration::from_secs(s.stats_interval);
         Timers {
             unaddressed: Every::new(UNADDRESSED_EVERY, now),
             catch_up: Every::new(CATCH_UP_EVERY, now),
             complete_check: Every::new(COMPLETE_CHECK_EVERY, now),
             forget: Every::new(ORIGIN_IDLE, now + ORIGIN_IDLE),
-            stats: stats_every(s, now),
+            stats: Every::new(stats, now + stats),
         }
     }
-}
-
-/// The stats line every `--stats-interval` (0: only at exit).
-fn stats_every(s: &Settings, now: Instant) -> Every {
-    let period = Duration::from_secs(s.stats_interval);
-    Every::new(period, now + period)
 }
 
 pub struct Daemon {
