@@ -277,7 +277,11 @@ pub fn scan<E: From<StoreError> + From<std::io::Error>>(
                 .write_all(&meta.key)
                 .and_then(|_| writeln!(out, "\t{exp}"));
         }
-        written.is_ok()
+        if written.is_ok() {
+            std::ops::ControlFlow::Continue(())
+        } else {
+            std::ops::ControlFlow::Break(())
+        }
     })?;
     written?;
     out.flush()?;

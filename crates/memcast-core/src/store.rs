@@ -7,6 +7,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::ops::ControlFlow;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -515,9 +516,20 @@ impl Memcached {
     /// `lru_crawler metadump hash` (memcached 1.6: it walks the hash table in
     /// the background without blocking the server). `metadump all` walks the
     /// LRUs instead and misses items the LRU maintainer moves while it runs,
-    /// which right after a burst of writes is many. `each` returns false to
-    /// stop early.
-    pub fn metadump(&mut self, mut each: impl FnMut(KeyMeta) -> bool) -> Result<(), StoreError> {
+    /// which right after a burst of writes is many. `each` breaks to stop
+    /// early.
+    pub fn metadump(
+        &mut self,
+        mut each: impl FnMut(KeyMeta) -> ControlFlow<()>,
+    ) -> Result<(), StoreError> {
+        /// How one `lru_crawler metadump` went.
+        enum Dump {
+            Done,
+            /// Another crawl is running: try again shortly.
+            Busy,
+            /// `each` broke off mid-stream: the rest of the dump is unread.
+            Stopped,
+        }
         let mut busy_retries = 0;
         loop {
             let result = self.round_trip(b"lru_crawler metadump hash\r\n", |c| {
@@ -525,37 +537,37 @@ impl Memcached {
                 loop {
                     let line = c.read_line()?;
                     if line == b"END" {
-                        return Ok(true);
+                        return Ok(Dump::Done);
                     }
                     if first && line.starts_with(b"BUSY") {
-                        return Ok(false);
+                        return Ok(Dump::Busy);
                     }
                     first = false;
                     let Some(meta) = KeyMeta::parse(&line) else {
                         return Err(c.unexpected(&line));
                     };
-                    if !each(meta) {
-                        // Stopped mid-stream: the rest of the dump is unread.
-                        return Err(c.unexpected(b"metadump stopped early"));
+                    if each(meta).is_break() {
+                        return Ok(Dump::Stopped);
                     }
                 }
-            });
+            })?;
             match result {
-                Ok(true) => return Ok(()),
-                Ok(false) if busy_retries < 50 => {
+                Dump::Done => return Ok(()),
+                Dump::Stopped => {
+                    // The unread rest would be taken for the next replies.
+                    self.conn = None;
+                    return Ok(());
+                }
+                Dump::Busy if busy_retries < 50 => {
                     busy_retries += 1;
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                Ok(false) => {
+                Dump::Busy => {
                     return Err(StoreError::Server {
                         addr: self.addr.clone(),
                         message: "lru_crawler stayed busy for 5 s".into(),
                     })
                 }
-                Err(StoreError::Protocol { reply, .. }) if reply == "metadump stopped early" => {
-                    return Ok(())
-                }
-                Err(e) => return Err(e),
             }
         }
     }

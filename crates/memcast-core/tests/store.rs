@@ -1,5 +1,6 @@
 //! The memcached store against real memcached processes.
 
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use memcast_core::store::{Expect, Reply};
@@ -268,7 +269,7 @@ fn metadump_enumerates_every_key_with_its_expiry() {
     let mut seen = Vec::new();
     mc.metadump(|m| {
         seen.push(m);
-        true
+        ControlFlow::Continue(())
     })
     .unwrap();
     assert_eq!(seen.len(), 501);
@@ -283,7 +284,11 @@ fn metadump_enumerates_every_key_with_its_expiry() {
     let mut n = 0;
     mc.metadump(|_| {
         n += 1;
-        n < 10
+        if n < 10 {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
     })
     .unwrap();
     assert_eq!(n, 10);
@@ -305,7 +310,7 @@ fn metadump_right_after_a_burst_of_writes_sees_every_key() {
         let mut n = 0;
         mc.metadump(|m| {
             n += usize::from(m.key.starts_with(b"memcast.sess.burst"));
-            true
+            ControlFlow::Continue(())
         })
         .unwrap();
         assert_eq!(n, 50_000, "round {round}");

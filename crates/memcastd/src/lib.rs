@@ -5,19 +5,36 @@
 //! network lost; and can be the host's relay, the one long-lived sender for
 //! its PHP workers.
 //!
-//! Layout: `config` (flags and TOML, declared once), `daemon` (the receive,
-//! relay and apply loop), `completeness` (whether the memcached is known
-//! complete: the warm sentinel), `origins` (gap detection, silent origins),
-//! `repair` (the repair, catch-up, resync and warm-up worker), `peer_server`
-//! (repairs and snapshots for peers), `ring` (the relay's replay ring),
-//! `counters`, `pgm_log` (OpenPGM's messages into the log; the one foreign
-//! call), `php_publish` (what this host's PHP workers could not
-//! publish), `verify` (the convergence check).
+//! # Layout
+//!
+//! - `settings`: every setting declared once (flag, TOML key, default,
+//!   live or restart, doc); `config`: the command line, the TOML file and the
+//!   checks settings must pass.
+//! - `daemon`: start-up and the receive loop, which hands frames to
+//!   - `relay`: this host's one sender to the group (stamping, replay ring,
+//!     heartbeats), with `ring` (the replay ring);
+//!   - `applier`: frames into memcached, if newer, in batches; the backlog
+//!     while memcached is down, the CAS cache, memcached's health;
+//!   - `origins`: replays, gaps and silent origins, per origin;
+//!   - `warmth`: the warm sentinel PHP trusts, kept as `completeness`
+//!     decides (whether the memcached is known complete);
+//!   - `every`: the loop's periodic tasks; `warnings`: rate-limited warnings.
+//! - `repair`: the worker that repairs gaps, catches up, resyncs and warms
+//!   up from peers; `peer_server`: what peers ask of this host (repairs,
+//!   snapshots, digests); `heard`: frames kept for peers from origins without
+//!   a ring.
+//! - `keys`: the key files, reloaded on SIGHUP.
+//! - `metrics` (Prometheus), `counters`, `status` (`memcastd status`),
+//!   `verify` (`memcastd verify`, the convergence check), `php_publish` (what
+//!   this host's PHP workers could not publish), `pgm_log` (OpenPGM's
+//!   messages into the log; the one foreign call).
 
+pub mod applier;
 pub mod completeness;
 pub mod config;
 pub mod counters;
 pub mod daemon;
+pub mod every;
 pub mod heard;
 pub mod keys;
 pub mod metrics;
@@ -25,7 +42,11 @@ pub mod origins;
 pub mod peer_server;
 pub mod pgm_log;
 pub mod php_publish;
+pub mod relay;
 pub mod repair;
 pub mod ring;
+pub mod settings;
 pub mod status;
 pub mod verify;
+pub mod warmth;
+pub mod warnings;

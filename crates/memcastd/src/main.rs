@@ -1,124 +1,122 @@
-//! memcastd: the companion daemon on every host. It subscribes to the memcast
-//! group and applies every authenticated session write to the local
-//! memcached, only if newer than what it holds; notices and repairs what the
-//! network lost; and can be the host's relay, the one long-lived sender for
-//! its PHP workers.
-//!
-//! Layout: `config` (flags and TOML, declared once), `daemon` (the receive,
-//! relay and apply loop), `completeness` (whether the memcached is known
-//! complete: the warm sentinel), `origins` (gap detection, silent origins),
-//! `repair` (the repair, catch-up, resync and warm-up worker), `peer_server`
-//! (repairs and snapshots for peers), `ring` (the relay's replay ring),
-//! `counters`, `verify` (the convergence check).
+//! memcastd: the companion daemon on every host (see the library's
+//! `lib.rs` for what it does and where each part lives). This binary parses
+//! the command line, runs a subcommand or starts the daemon, and turns any
+//! error into one line on stderr and exit status 2.
 
-use memcastd::{config, daemon, keys, status, verify};
-
-/// Where `memcastd status` looks when neither --metrics nor a config says.
-const DEFAULT_METRICS: &str = "127.0.0.1:9477";
-
+use std::error::Error;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::Parser;
 use memcast_core::SharedKey;
+use memcastd::config::{self, Cli, Command, ConfigError, DaemonArgs, FileSettings, Settings};
+use memcastd::{daemon, keys, status, verify};
 
-use memcastd::config::{Cli, Command, FileSettings, Settings};
+/// Where `memcastd status` looks when neither --metrics nor a config says.
+const DEFAULT_METRICS: &str = "127.0.0.1:9477";
+
+type Failure = Box<dyn Error>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match &cli.command {
-        Some(Command::Verify(args)) => {
-            return match verify::run(args) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::from(1),
-                Err(e) => fail(&e),
-            };
+    let ran = match cli.command {
+        Some(command) => run_command(command),
+        None => run_daemon(cli.daemon),
+    };
+    ran.unwrap_or_else(|e| {
+        eprintln!("memcastd: error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn run_command(command: Command) -> Result<ExitCode, Failure> {
+    match command {
+        Command::Verify(args) => Ok(match verify::run(&args)? {
+            true => ExitCode::SUCCESS,
+            false => ExitCode::from(1),
+        }),
+        Command::Status { metrics, config } => {
+            let (addr, source) = metrics_address(metrics, &config)?;
+            Ok(ExitCode::from(status::run_from(&addr, &source) as u8))
         }
-        Some(Command::Status { metrics, config }) => {
-            let (addr, source) = match metrics {
-                Some(a) => (a.clone(), status::MetricsSource::Flag),
-                None if config.exists() => match config::load_file(config) {
-                    Ok(f) => match f.metrics {
-                        Some(a) => (a, status::MetricsSource::Config(config.clone())),
-                        None => (
-                            DEFAULT_METRICS.into(),
-                            status::MetricsSource::Default(Some(config.clone())),
-                        ),
-                    },
-                    Err(e) => return fail(&e.to_string()),
-                },
-                None => (DEFAULT_METRICS.into(), status::MetricsSource::Default(None)),
-            };
-            return ExitCode::from(status::run_from(&addr, &source) as u8);
-        }
-        Some(Command::Keygen { file, force }) => {
-            // A readable key replaced hands on its session-id key.
-            let kept = *force && SharedKey::from_file(file).is_ok();
-            let made = if *force {
-                SharedKey::generate_replacing(file)
-            } else {
-                SharedKey::generate(file)
-            };
-            return match made {
-                Ok(key) => {
-                    println!(
-                        "wrote a new key to {} (key id {:08x}){}",
-                        file.display(),
-                        key.id(),
-                        if kept {
-                            "; it keeps the replaced key's session-id key, so sealed sessions keep their memcached keys"
-                        } else {
-                            ""
-                        }
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(&e.to_string()),
-            };
-        }
-        Some(Command::SessionKey {
+        Command::Keygen { file, force } => keygen(&file, force),
+        Command::SessionKey {
             key_file,
             prefix,
             id,
-        }) => {
-            return match SharedKey::from_file(key_file) {
-                Ok(key) => {
-                    let seal = memcast_core::session_seal::SessionSeal::new(
-                        &memcast_core::Keyring::new(key, None, false),
-                    );
-                    let key = seal.memcached_key(prefix.as_bytes(), id.as_bytes());
-                    println!("{}", String::from_utf8_lossy(&key));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(&e.to_string()),
-            };
+        } => {
+            let key = SharedKey::from_file(&key_file)?;
+            let seal = memcast_core::session_seal::SessionSeal::new(&memcast_core::Keyring::new(
+                key, None, false,
+            ));
+            let key = seal.memcached_key(prefix.as_bytes(), id.as_bytes());
+            println!("{}", String::from_utf8_lossy(&key));
+            Ok(ExitCode::SUCCESS)
         }
-        None => {}
     }
-    let args = cli.daemon;
-    let file = match &args.config {
-        Some(path) => match config::load_file(path) {
-            Ok(f) => f,
-            Err(e) => return fail(&e.to_string()),
+}
+
+/// `--metrics`, else the config file's `metrics`, else the default; and
+/// where it came from, for the hint when nothing answers there.
+fn metrics_address(
+    flag: Option<String>,
+    config: &Path,
+) -> Result<(String, status::MetricsSource), ConfigError> {
+    Ok(match flag {
+        Some(a) => (a, status::MetricsSource::Flag),
+        None if config.exists() => match config::load_file(config)?.metrics {
+            Some(a) => (a, status::MetricsSource::Config(config.to_owned())),
+            None => (
+                DEFAULT_METRICS.into(),
+                status::MetricsSource::Default(Some(config.to_owned())),
+            ),
         },
+        None => (DEFAULT_METRICS.into(), status::MetricsSource::Default(None)),
+    })
+}
+
+fn keygen(file: &Path, force: bool) -> Result<ExitCode, Failure> {
+    // A readable key replaced hands on its session-id key.
+    let kept = force && SharedKey::from_file(file).is_ok();
+    let key = if force {
+        SharedKey::generate_replacing(file)?
+    } else {
+        SharedKey::generate(file)?
+    };
+    println!(
+        "wrote a new key to {} (key id {:08x}){}",
+        file.display(),
+        key.id(),
+        if kept {
+            "; it keeps the replaced key's session-id key, so sealed sessions keep their memcached keys"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The settings from `--config` (if given) and the flags.
+fn resolve_settings(args: &DaemonArgs) -> Result<Settings, ConfigError> {
+    let file = match &args.config {
+        Some(path) => config::load_file(path)?,
         None => FileSettings::default(),
     };
-    let settings = match Settings::resolve(args.clone(), file) {
-        Ok(s) => s,
-        Err(e) => return fail(&e.to_string()),
-    };
+    Settings::resolve(args.clone(), file)
+}
+
+fn run_daemon(args: DaemonArgs) -> Result<ExitCode, Failure> {
+    let settings = resolve_settings(&args)?;
     let set_level = init_logging(&settings.log_level);
     // Before ZeroMQ opens any PGM socket.
     memcastd::pgm_log::install();
-    let keys = match keys::KeyStore::load(
+    let keys = keys::KeyStore::load(
         settings.key_file.clone(),
         settings.accept_key_file.clone(),
         settings.encrypt,
-    ) {
-        Ok(k) => k,
-        Err(e) => return fail(&e.to_string()),
-    };
+    )?;
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
     let signals = [
@@ -127,33 +125,16 @@ fn main() -> ExitCode {
         (signal_hook::consts::SIGHUP, &reload),
     ];
     for (sig, flag) in signals {
-        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
-            return fail(&format!("cannot handle signal {sig}: {e}"));
-        }
+        signal_hook::flag::register(sig, Arc::clone(flag))
+            .map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
     }
-    let mut daemon = match daemon::Daemon::new(settings, keys) {
-        Ok(d) => d,
-        Err(e) => return fail(&e),
-    };
+    let mut daemon = daemon::Daemon::new(settings, keys)?;
     daemon.set_reloader(daemon::Reloader {
-        settings: Box::new(move || {
-            let file = match &args.config {
-                Some(path) => config::load_file(path).map_err(|e| e.to_string())?,
-                None => FileSettings::default(),
-            };
-            Settings::resolve(args.clone(), file).map_err(|e| e.to_string())
-        }),
+        settings: Box::new(move || resolve_settings(&args)),
         log_level: set_level,
     });
-    match daemon.run(stop, reload) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e),
-    }
-}
-
-fn fail(message: &str) -> ExitCode {
-    eprintln!("memcastd: error: {message}");
-    ExitCode::from(2)
+    daemon.run(stop, reload)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Plain lines on stderr (journald adds the timestamp and unit). Returns how

@@ -311,31 +311,50 @@ fn answer(mut conn: TcpStream, registry: &Registry) -> std::io::Result<()> {
     )
 }
 
+/// Why the metrics page could not be read; each names the address.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    #[error("{addr}: {source}")]
+    Io {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}: no address")]
+    NoAddress(String),
+    #[error("{0}: not an HTTP reply")]
+    NotHttp(String),
+    #[error("{addr}: {status}")]
+    Status { addr: String, status: String },
+}
+
 /// Fetches the metrics page (what `memcastd status` reads).
-pub fn scrape(addr: &str, timeout: Duration) -> Result<String, String> {
+pub fn scrape(addr: &str, timeout: Duration) -> Result<String, ScrapeError> {
     use std::net::ToSocketAddrs;
+    let io = |source| ScrapeError::Io {
+        addr: addr.to_owned(),
+        source,
+    };
     let sa = addr
         .to_socket_addrs()
-        .map_err(|e| format!("{addr}: {e}"))?
+        .map_err(io)?
         .next()
-        .ok_or_else(|| format!("{addr}: no address"))?;
-    let mut conn = TcpStream::connect_timeout(&sa, timeout).map_err(|e| format!("{addr}: {e}"))?;
+        .ok_or_else(|| ScrapeError::NoAddress(addr.to_owned()))?;
+    let mut conn = TcpStream::connect_timeout(&sa, timeout).map_err(io)?;
     conn.set_read_timeout(Some(timeout)).ok();
     conn.write_all(
         format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
     )
-    .map_err(|e| format!("{addr}: {e}"))?;
+    .map_err(io)?;
     let mut reply = String::new();
-    conn.read_to_string(&mut reply)
-        .map_err(|e| format!("{addr}: {e}"))?;
+    conn.read_to_string(&mut reply).map_err(io)?;
     let (head, body) = reply
         .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{addr}: not an HTTP reply"))?;
+        .ok_or_else(|| ScrapeError::NotHttp(addr.to_owned()))?;
     if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!(
-            "{addr}: {}",
-            head.lines().next().unwrap_or_default()
-        ));
+        return Err(ScrapeError::Status {
+            addr: addr.to_owned(),
+            status: head.lines().next().unwrap_or_default().to_owned(),
+        });
     }
     Ok(body.to_owned())
 }

@@ -94,18 +94,16 @@ impl PeerServer {
         Ok(addr)
     }
 
-    fn serve(&self, mut conn: TcpStream) -> Result<(), String> {
-        conn.set_read_timeout(Some(Duration::from_secs(5)))
-            .map_err(|e| e.to_string())?;
-        conn.set_write_timeout(Some(Duration::from_secs(30)))
-            .map_err(|e| e.to_string())?;
+    fn serve(&self, mut conn: TcpStream) -> Result<(), ServeError> {
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        conn.set_write_timeout(Some(Duration::from_secs(30)))?;
         let mut buf = [0u8; REQUEST_LEN];
-        conn.read_exact(&mut buf).map_err(|e| e.to_string())?;
+        conn.read_exact(&mut buf)?;
         let request = match Request::decode(&buf, &*self.keys.get(), unix_millis()) {
             Ok(r) => r,
             Err(e) => {
                 warn!(peer = ?conn.peer_addr().ok(), "refused a peer request: {e}");
-                return Err(e.to_string());
+                return Err(e.into());
             }
         };
         let mut out = BufWriter::with_capacity(256 * 1024, conn);
@@ -122,9 +120,9 @@ impl PeerServer {
                 .send_entries(&mut out, |key| set.contains(bucket_of(key)))
                 .map(|_| ()),
             Request::Heard => self.send_heard(&mut out),
-        }
-        .map_err(|e| e.to_string())?;
-        out.flush().map_err(|e| e.to_string())
+        }?;
+        out.flush()?;
+        Ok(())
     }
 
     fn send_range(
@@ -229,25 +227,30 @@ impl PeerServer {
 }
 
 /// A scan failed: memcached, or the peer connection.
-#[derive(Debug)]
-pub struct ScanError(pub String);
-
-impl From<memcast_core::StoreError> for ScanError {
-    fn from(e: memcast_core::StoreError) -> Self {
-        ScanError(e.to_string())
-    }
-}
-
-impl From<std::io::Error> for ScanError {
-    fn from(e: std::io::Error) -> Self {
-        ScanError(e.to_string())
-    }
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error(transparent)]
+    Memcached(#[from] memcast_core::StoreError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 impl From<ScanError> for std::io::Error {
     fn from(e: ScanError) -> Self {
-        std::io::Error::other(e.0)
+        match e {
+            ScanError::Io(e) => e,
+            e => std::io::Error::other(e),
+        }
     }
+}
+
+/// Why serving one peer connection ended early.
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Refused(#[from] memcast_core::peer::PeerError),
 }
 
 /// The digest table of what a memcached holds.

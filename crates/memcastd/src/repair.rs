@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use memcast_core::peer::{self, Digests, Record, Request};
 use memcast_core::replica::{apply_frame, Outcome};
-use memcast_core::{unix_millis, Frame, Memcached, ServerAddr, Timeouts};
+use memcast_core::{unix_millis, Frame, Memcached, ServerAddr, StoreError, Timeouts};
 use parking_lot::Mutex;
 use tracing::{debug, info, warn};
 
@@ -585,7 +585,7 @@ impl RepairWorker {
         all_fetched
     }
 
-    fn fetch_heard(&self, addr: &str) -> Result<Vec<Position>, String> {
+    fn fetch_heard(&self, addr: &str) -> Result<Vec<Position>, FetchError> {
         let table = self.fetch_table(
             addr,
             Request::Heard,
@@ -593,10 +593,10 @@ impl RepairWorker {
             "table of heard origins",
         )?;
         Position::decode_table(&table)
-            .ok_or_else(|| format!("{addr}: malformed table of heard origins"))
+            .ok_or_else(|| FetchError::peer(addr, Problem::Malformed("table of heard origins")))
     }
 
-    fn repair(&self, mc: &mut Memcached, m: &Missing) -> Result<Fetch, String> {
+    fn repair(&self, mc: &mut Memcached, m: &Missing) -> Result<Fetch, FetchError> {
         let Some(addr) = &m.repair_addr else {
             return Ok(Fetch::Gone);
         };
@@ -644,7 +644,7 @@ impl RepairWorker {
         let local = match local_digests(&self.memcached, self.timeouts, cutoff_ms) {
             Ok(d) => d,
             Err(e) => {
-                warn!("anti-entropy: cannot read the local memcached: {e:?}");
+                warn!("anti-entropy: cannot read the local memcached: {e}");
                 return;
             }
         };
@@ -679,10 +679,11 @@ impl RepairWorker {
         }
     }
 
-    fn fetch_digests(&self, addr: &str, cutoff_ms: u64) -> Result<Digests, String> {
+    fn fetch_digests(&self, addr: &str, cutoff_ms: u64) -> Result<Digests, FetchError> {
         let table =
             self.fetch_table(addr, Request::Digest { cutoff_ms }, CONNECT, "digest table")?;
-        Digests::decode(&table).ok_or_else(|| format!("{addr}: malformed digest table"))
+        Digests::decode(&table)
+            .ok_or_else(|| FetchError::peer(addr, Problem::Malformed("digest table")))
     }
 
     /// A table a peer answers as one sealed frame (`what` names it in errors).
@@ -691,15 +692,16 @@ impl RepairWorker {
         addr: &str,
         request: Request,
         connect: Duration,
-        what: &str,
-    ) -> Result<Vec<u8>, String> {
+        what: &'static str,
+    ) -> Result<Vec<u8>, FetchError> {
         let mut reader = self.ask(addr, request, connect)?;
         let max = peer::max_record_len(self.max_value_bytes);
-        match peer::read_record(&mut reader, max).map_err(|e| format!("{addr}: {e}"))? {
+        let record = peer::read_record(&mut reader, max).map_err(|e| FetchError::peer(addr, e))?;
+        match record {
             Record::Frame(bytes) => Frame::open(&bytes, &*self.keys.get(), self.max_value_bytes)
                 .map(|frame| frame.value)
-                .map_err(|e| format!("{addr}: {e}")),
-            _ => Err(format!("{addr}: no {what}")),
+                .map_err(|e| FetchError::peer(addr, e)),
+            _ => Err(FetchError::peer(addr, Problem::Missing(what))),
         }
     }
 
@@ -709,18 +711,18 @@ impl RepairWorker {
         addr: &str,
         request: Request,
         connect: Duration,
-    ) -> Result<std::io::BufReader<TcpStream>, String> {
+    ) -> Result<std::io::BufReader<TcpStream>, FetchError> {
+        let io = |e: std::io::Error| FetchError::peer(addr, e);
         let sockaddr = addr
             .to_socket_addrs()
-            .map_err(|e| format!("{addr}: {e}"))?
+            .map_err(io)?
             .next()
-            .ok_or_else(|| format!("{addr}: no address"))?;
-        let mut conn =
-            TcpStream::connect_timeout(&sockaddr, connect).map_err(|e| format!("{addr}: {e}"))?;
+            .ok_or_else(|| FetchError::peer(addr, Problem::NoAddress))?;
+        let mut conn = TcpStream::connect_timeout(&sockaddr, connect).map_err(io)?;
         conn.set_read_timeout(Some(Duration::from_secs(30)))
-            .map_err(|e| e.to_string())?;
+            .map_err(io)?;
         conn.write_all(&request.encode(&*self.keys.get(), unix_millis()))
-            .map_err(|e| format!("{addr}: {e}"))?;
+            .map_err(io)?;
         Ok(std::io::BufReader::with_capacity(256 * 1024, conn))
     }
 
@@ -802,7 +804,7 @@ impl RepairWorker {
         request: Request,
         mc: &mut Memcached,
         budget: Duration,
-    ) -> Result<Fetch, String> {
+    ) -> Result<Fetch, FetchError> {
         self.fetch_keeping(addr, request, mc, budget, false)
     }
 
@@ -815,7 +817,7 @@ impl RepairWorker {
         mc: &mut Memcached,
         budget: Duration,
         keep: bool,
-    ) -> Result<Fetch, String> {
+    ) -> Result<Fetch, FetchError> {
         let reader = self.ask(addr, request, CONNECT)?;
         self.apply_stream(addr, reader, mc, budget, keep)
     }
@@ -829,7 +831,7 @@ impl RepairWorker {
         mc: &mut Memcached,
         budget: Duration,
         keep: bool,
-    ) -> Result<Fetch, String> {
+    ) -> Result<Fetch, FetchError> {
         let max = peer::max_record_len(self.max_value_bytes);
         let started = Instant::now();
         let deadline = started + budget;
@@ -838,9 +840,9 @@ impl RepairWorker {
         let mut last_seq: Option<u64> = None;
         loop {
             if Instant::now() > deadline {
-                return Err(format!("{addr}: took longer than {} s", budget.as_secs()));
+                return Err(FetchError::peer(addr, Problem::TooSlow(budget)));
             }
-            match peer::read_record(&mut reader, max).map_err(|e| format!("{addr}: {e}"))? {
+            match peer::read_record(&mut reader, max).map_err(|e| FetchError::peer(addr, e))? {
                 Record::End => {
                     if n >= PROGRESS_EVERY {
                         log_transfer(addr, n, bytes_in, started, "transfer done");
@@ -856,7 +858,7 @@ impl RepairWorker {
                         Ok(f) => f,
                         Err(e) => {
                             Counters::inc(self.counters.dropped(e.reason()));
-                            return Err(format!("{addr}: sent a bad frame: {e}"));
+                            return Err(FetchError::peer(addr, Problem::BadFrame(e)));
                         }
                     };
                     self.apply(mc, &frame)?;
@@ -878,7 +880,7 @@ impl RepairWorker {
         }
     }
 
-    fn apply(&self, mc: &mut Memcached, frame: &Frame) -> Result<(), String> {
+    fn apply(&self, mc: &mut Memcached, frame: &Frame) -> Result<(), StoreError> {
         for attempt in 0..50 {
             match apply_frame(mc, frame) {
                 Ok(Outcome::Stored) => Counters::inc(&self.counters.applied),
@@ -890,13 +892,54 @@ impl RepairWorker {
                     std::thread::sleep(Duration::from_millis(100));
                     continue;
                 }
-                Err(e) if e.is_server_failure() => return Err(e.to_string()),
+                Err(e) if e.is_server_failure() => return Err(e),
                 Err(_) => Counters::inc(&self.counters.dropped_store),
             }
             return Ok(());
         }
         Ok(())
     }
+}
+
+/// Why fetching from a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The peer, or the connection to it.
+    #[error("{peer}: {problem}")]
+    Peer { peer: String, problem: Problem },
+    /// The local memcached, while applying what the peer sent.
+    #[error(transparent)]
+    Memcached(#[from] StoreError),
+}
+
+impl FetchError {
+    fn peer(peer: &str, problem: impl Into<Problem>) -> FetchError {
+        FetchError::Peer {
+            peer: peer.to_owned(),
+            problem: problem.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("no address")]
+    NoAddress,
+    #[error(transparent)]
+    Answer(#[from] peer::PeerError),
+    #[error(transparent)]
+    Frame(#[from] memcast_core::FrameError),
+    #[error("sent a bad frame: {0}")]
+    BadFrame(memcast_core::FrameError),
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+    /// The answer held no such table.
+    #[error("no {0}")]
+    Missing(&'static str),
+    #[error("took longer than {} s", .0.as_secs())]
+    TooSlow(Duration),
 }
 
 #[cfg(test)]

@@ -19,9 +19,20 @@ struct Held {
     digest: [u8; 32],
 }
 
-pub fn run(args: &VerifyArgs) -> Result<bool, String> {
+/// Why the check could not compare.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("verify needs at least two --peer memcached servers to compare")]
+    TooFew,
+    #[error("{0}")]
+    Address(String),
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+}
+
+pub fn run(args: &VerifyArgs) -> Result<bool, VerifyError> {
     if args.peers.len() < 2 {
-        return Err("verify needs at least two --peer memcached servers to compare".into());
+        return Err(VerifyError::TooFew);
     }
     let mut all: Vec<BTreeMap<Vec<u8>, Held>> = Vec::new();
     for peer in &args.peers {
@@ -73,8 +84,8 @@ fn hex8(d: &[u8; 32]) -> String {
 }
 
 /// Live sessions on one server: key -> (version, digest of the data).
-fn sessions(addr: &str, prefix: Option<&str>) -> Result<BTreeMap<Vec<u8>, Held>, String> {
-    let addr = ServerAddr::parse(addr)?;
+fn sessions(addr: &str, prefix: Option<&str>) -> Result<BTreeMap<Vec<u8>, Held>, VerifyError> {
+    let addr = ServerAddr::parse(addr).map_err(VerifyError::Address)?;
     let keep = |key: &[u8]| prefix.is_none_or(|p| key.starts_with(p.as_bytes()));
     let mut out = BTreeMap::new();
     replica::scan(&addr, Timeouts::default(), keep, |key, raw, _| {
@@ -89,7 +100,6 @@ fn sessions(addr: &str, prefix: Option<&str>) -> Result<BTreeMap<Vec<u8>, Held>,
             );
         }
         Ok::<(), ScanError>(())
-    })
-    .map_err(|e| e.0)?;
+    })?;
     Ok(out)
 }

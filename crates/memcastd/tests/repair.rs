@@ -415,7 +415,7 @@ fn resync_at_startup_fills_from_a_peer_without_overwriting_newer_writes() {
             if m.key == b"memcast.sess.s1" {
                 ttl = m.ttl_at(unix_millis() / 1000);
             }
-            true
+            std::ops::ControlFlow::Continue(())
         })
         .unwrap();
         ttl.unwrap()

@@ -1,0 +1,139 @@
+//! The relay: this host's one long-lived sender to the group, fed by its
+//! PHP workers. Each frame they hand over is stamped as the host's own
+//! (origin, epoch, next sequence number), kept in the replay ring for peers'
+//! repairs and sent to the group (`--publish`), the TCP fan-out (`--listen
+//! tcp://`) or both; a heartbeat carrying the last sequence number goes out
+//! every `--heartbeat-ms`, so a lost tail is noticed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use memcast_bus::{BusError, Publisher, Subscriber};
+use memcast_core::{Frame, Keys, Op, Origin, Version};
+use parking_lot::Mutex;
+use tracing::warn;
+
+use crate::config::Settings;
+use crate::daemon::StartError;
+use crate::every::Every;
+use crate::ring::ReplayRing;
+
+pub struct Relay {
+    origin: Origin,
+    publishers: Vec<Publisher>,
+    ring: Arc<Mutex<ReplayRing>>,
+    /// Where peers reach this host's repairs (`--advertise`), and its name
+    /// (`--host-name`): both sent in heartbeats.
+    advertise: String,
+    host_name: String,
+    pub heartbeat: Every,
+}
+
+impl Relay {
+    /// With `--relay`: takes PHP's frames on `subscriber` and opens the
+    /// publishers. Without it, `None`.
+    pub fn start(
+        s: &Settings,
+        origin: Origin,
+        subscriber: &mut Subscriber,
+    ) -> Result<Option<Relay>, StartError> {
+        let Some(relay) = &s.relay else {
+            return Ok(None);
+        };
+        let bus = s.bus();
+        subscriber
+            .bind_relay(relay, &bus)
+            .map_err(|e| StartError::bus("--relay", e))?;
+        let mut publishers = Vec::new();
+        if let Some(publish) = &s.publish {
+            publishers.push(
+                Publisher::connect(publish, &bus).map_err(|e| StartError::bus("--publish", e))?,
+            );
+        }
+        if let Some(fanout) = &s.listen.fanout {
+            publishers.push(
+                Publisher::bind(fanout, &bus)
+                    .map_err(|e| StartError::bus(format!("--listen {fanout}"), e))?,
+            );
+        }
+        if s.advertise.is_none() {
+            warn!("relaying without --listen/--advertise: peers cannot repair what they miss from this host, only resync");
+        }
+        Ok(Some(Relay {
+            ring: Arc::new(Mutex::new(ReplayRing::new(
+                origin.id,
+                origin.epoch,
+                s.ring_bytes(),
+            ))),
+            origin,
+            publishers,
+            advertise: s.advertise.clone().unwrap_or_default(),
+            host_name: s.host_name.clone(),
+            // Peers pull a snapshot from a relay when they hear its first
+            // heartbeat: by then every local PHP worker has reconnected, so
+            // what they could not hand over while this relay was away is in
+            // memcached, and in that snapshot.
+            heartbeat: Every::new(
+                Duration::from_millis(s.heartbeat_ms),
+                Instant::now() + memcast_bus::RELAY_RECONNECTED_WITHIN,
+            ),
+        }))
+    }
+
+    /// This host's origin id.
+    pub fn origin(&self) -> u64 {
+        self.origin.id
+    }
+
+    /// The replay ring, which the peer server reads for repairs.
+    pub fn ring(&self) -> Arc<Mutex<ReplayRing>> {
+        Arc::clone(&self.ring)
+    }
+
+    /// A frame from this host's PHP, stamped as the host's own, kept for
+    /// repairs and sent. Its write version is PHP's, untouched. Gives the
+    /// frame back with how the send went.
+    pub fn relay(&mut self, mut frame: Frame, keys: &impl Keys) -> (Frame, Result<(), BusError>) {
+        frame.origin = self.origin.id;
+        frame.epoch = self.origin.epoch;
+        frame.seq = self.origin.next_seq();
+        let sealed = frame.seal(keys);
+        let sent = self.send(&sealed);
+        // Kept even when the send failed: a peer that notices the gap repairs it.
+        self.ring.lock().push(frame.seq, sealed);
+        (frame, sent)
+    }
+
+    /// The last sequence number, this host's name and its repair address:
+    /// whether it went out.
+    pub fn send_heartbeat(&mut self, keys: &impl Keys) -> bool {
+        let frame = Frame {
+            op: Op::Heartbeat,
+            origin: self.origin.id,
+            epoch: self.origin.epoch,
+            seq: self.origin.last_seq(),
+            version: Version::ZERO,
+            ttl: 0,
+            // Peers label this origin's metrics with it.
+            key: self.host_name.as_bytes().to_vec(),
+            value: self.advertise.as_bytes().to_vec(),
+        };
+        self.send(&frame.seal(keys)).is_ok()
+    }
+
+    /// To every publisher; an error only when none took it.
+    fn send(&self, sealed: &[u8]) -> Result<(), BusError> {
+        let mut last = None;
+        let mut any = false;
+        for p in &self.publishers {
+            match p.send(sealed) {
+                Ok(()) => any = true,
+                Err(e) => last = Some(e),
+            }
+        }
+        match (any, last) {
+            (false, Some(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
