@@ -7,9 +7,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use memcast_core::lock_place::lock_order;
+use memcast_core::ServerAddr;
 use memcast_testkit::cluster::{Artifacts, Cluster, PhpServer, Setup};
 
 const COUNTER: &str = r#"<?php
+ob_start(); // warnings must not send the headers before the status is set
 $t = hrtime(true);
 if (!session_start()) { http_response_code(503); echo "no session\n"; exit; }
 $waited = (hrtime(true) - $t) / 1e6;
@@ -23,6 +26,7 @@ printf("n=%d wait=%.1f\n", $n, $waited);
 // Under the lock (not read_and_close): the lock brings the last write made
 // under it, on whichever host it was made.
 const READ: &str = r#"<?php
+ob_start();
 if (!session_start()) { http_response_code(503); echo "no session\n"; exit; }
 printf("n=%d\n", $_SESSION['n'] ?? 0);
 session_abort();
@@ -165,40 +169,74 @@ fn the_host_lock_keeps_apart_only_one_hosts_requests() {
 
 #[test]
 fn a_lock_server_killed_mid_burst_loses_no_acknowledged_increment() {
-    let site = site("kl", &[]);
-    let session = format!("killed{}", std::process::id());
-    // Host 2's memcached dies once 10 requests have answered: the locks it
-    // held move to each session's next server, and host 2's PHP reads and
-    // writes on the next servers of its save path.
-    let replies = burst(&site, &session, || {
-        site.cluster
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .kill_memcached(1);
-    });
-    let ok = replies
-        .iter()
-        .filter(|(_, status, _)| *status == 200)
-        .count() as u64;
-    for (host, status, body) in &replies {
-        // A request that fails says so (503: no session; 500: not written).
-        assert!(
-            [200, 500, 503].contains(status),
-            "host {}: {status} {body}",
-            host + 1
+    // Its locks are taken over once they have all expired (2 s here).
+    let site = site("kl", &[("memcast.lock_expire", "2")]);
+    // Two sessions whose lock lives in host 2's memcached, one elsewhere.
+    let servers: Vec<ServerAddr> = {
+        let cluster = site.cluster.lock().unwrap_or_else(|e| e.into_inner());
+        (0..HOSTS)
+            .map(|i| ServerAddr::parse(&cluster.memcached_addr(i)).unwrap())
+            .collect()
+    };
+    let lock_host = |id: &str| lock_order(format!("memcast.sess.{id}").as_bytes(), &servers)[0];
+    let ids = (0..).map(|k| format!("killed{k}x{}", std::process::id()));
+    let mut sessions: Vec<String> = ids
+        .clone()
+        .filter(|id| lock_host(id) == 1)
+        .take(2)
+        .collect();
+    sessions.extend(ids.filter(|id| lock_host(id) != 1).take(1));
+    // Host 2's memcached dies once 10 requests of the first session have
+    // answered; the other two sessions run right after, with it dead.
+    let mut ok = Vec::new();
+    for (k, session) in sessions.iter().enumerate() {
+        let replies = burst(&site, session, || {
+            if k == 0 {
+                site.cluster
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .kill_memcached(1);
+            }
+        });
+        for (host, status, body) in &replies {
+            // A request that fails says so (503: no session or no lock;
+            // 500: not written), and nothing else.
+            assert!(
+                [200, 500, 503].contains(status),
+                "host {}: {status} {body}",
+                host + 1
+            );
+        }
+        if std::env::var("CLUSTER_LOCK_DEBUG").is_ok() {
+            for (host, status, body) in &replies {
+                let last = body.trim().lines().last().unwrap_or("");
+                println!("  {session} host {} {status} {last}", host + 1);
+            }
+        }
+        ok.push(
+            replies
+                .iter()
+                .filter(|(_, status, body)| *status == 200 && counter_of(body).is_some())
+                .count() as u64,
         );
     }
-    let n = final_count(&site, &session, 0);
-    println!("memcached of host 2 killed mid-burst: {ok} of 60 answered 200, counter {n}");
-    assert_eq!(
-        n,
-        ok,
-        "every 200 is an increment that stayed\n{}",
-        logs(&site)
-    );
-    assert!(
-        ok >= 40,
-        "most requests still served: {ok}\n{}",
-        logs(&site)
-    );
+    // Past lock_expire every session can be locked again.
+    std::thread::sleep(Duration::from_millis(2500));
+    for (session, ok) in sessions.iter().zip(ok) {
+        let n = final_count(&site, session, 0);
+        let place = if lock_host(session) == 1 {
+            "its lock on host 2"
+        } else {
+            "its lock elsewhere"
+        };
+        println!(
+            "host 2's memcached killed: {session} ({place}): {ok} of 60 answered 200, counter {n}"
+        );
+        assert_eq!(
+            n,
+            ok,
+            "every 200 is an increment that stayed\n{}",
+            logs(&site)
+        );
+    }
 }

@@ -12,11 +12,12 @@
 //!   the version of the last write made under it and the server that took
 //!   it, so the next holder, on any host, reads at least that write
 //!   (`read.rs`) even if replication has not brought it to its own
-//!   memcached yet. A lock server that does not answer fails the request
-//!   (other hosts may hold the lock there) until it has been down for
-//!   `memcast.lock_expire`, when every lock it held has expired: then the
-//!   next server of the order takes its locks over, if this host reaches
-//!   most servers (a host cut off from the others never does).
+//!   memcached yet. A lock server that does not answer (dead, or out of
+//!   this host's reach) fails the request, since requests that took their
+//!   lock there may still run, until it has been down for
+//!   `memcast.lock_expire`, when every lock it granted has expired: then
+//!   the next server of the order takes its locks over, if this host
+//!   reaches most servers (a host cut off from the others never does).
 //! - `host`: in the first healthy server of this host's save path; keeps
 //!   apart only the requests of one host (sticky sessions).
 //!
@@ -225,14 +226,9 @@ impl SessionStore {
         let expire = Duration::from_secs(expire_s);
         let mut taken_over = None;
         for &i in order {
-            // A memcached that refused or closed the connection is not
-            // running: it holds no lock anyone could be waiting on, so the
-            // next server takes its locks over at once. One that timed out
-            // may be cut off from this host only: its locks are taken over
-            // once they have all expired.
-            if self.servers.failed_at_once(i) && self.servers.is_skipped(i) {
-                continue;
-            }
+            // A lock server that stopped answering (dead, or cut off from
+            // this host only) may have granted locks whose requests still
+            // run: its locks are taken over only once they have all expired.
             let down = self.servers.down_for(i);
             if down.is_some_and(|d| d >= expire) {
                 taken_over.get_or_insert((i, down.unwrap_or_default()));
@@ -268,7 +264,6 @@ impl SessionStore {
             };
             match answer {
                 Ok(read) => return Ok((i, read)),
-                Err(Some(e)) if e.is_immediate() => continue,
                 Err(Some(e)) if !e.is_server_failure() => return Err(SessionError::LockRefused(e)),
                 Err(_) => {
                     return Err(SessionError::LockServerDown {
