@@ -160,11 +160,16 @@ fn the_host_lock_keeps_apart_only_one_hosts_requests() {
     for round in 0..2 {
         let session = format!("hostlock{round}x{}", std::process::id());
         let replies = burst(&site, &session, || {});
-        assert!(replies.iter().all(|(_, status, _)| *status == 200));
-        counts.push(final_count(&site, &session, 0));
+        let ok = replies
+            .iter()
+            .filter(|(_, status, body)| *status == 200 && counter_of(body).is_some())
+            .count();
+        let n = final_count(&site, &session, 0);
+        println!("host lock, round {round}: {ok} of 60 answered 200, counter {n}");
+        counts.push((ok as u64).saturating_sub(n));
     }
-    println!("host-scoped lock over three hosts: counters {counts:?} of 60");
-    assert!(counts.iter().any(|&n| n < 60), "{counts:?}");
+    println!("host-scoped lock over three hosts: updates lost {counts:?}");
+    assert!(counts.iter().any(|&lost| lost > 0), "{counts:?}");
 }
 
 #[test]

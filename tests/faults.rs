@@ -88,6 +88,8 @@ fn five_percent_loss_on_one_link() {
 #[test]
 fn one_link_down_for_ten_seconds() {
     let mut cluster = Cluster::start("fd", 3, Publish::Relay, artifacts());
+    // Replication across a partition, not the lock (tests/cluster_lock.rs).
+    cluster.lock_per_host();
     let written = write_everywhere(&cluster, 1000, 12_000, || {
         std::thread::sleep(Duration::from_secs(1));
         cluster.net().set_link(2, false);

@@ -47,6 +47,8 @@ fn held(mc: &mut Memcached, tag: &str) -> usize {
 fn a_host_whose_link_returns_is_whole_within_three_seconds() {
     require_root("the heal test (network namespaces)");
     let mut cluster = Cluster::start("hl", 3, Publish::Relay, artifacts());
+    // Replication across a partition, not the lock (tests/cluster_lock.rs).
+    cluster.lock_per_host();
     assert!(
         cluster.wait_warm(Duration::from_secs(30)),
         "never known complete:\n{}",

@@ -24,6 +24,8 @@ fn memcastd() -> std::path::PathBuf {
 fn tcp_mode_replicates_with_no_multicast_route_and_repairs_a_link_down_for_10_s() {
     require_root("the TCP mode test (network namespaces)");
     let mut cluster = Cluster::start_tcp("tcp", 3, artifacts(), Vec::new());
+    // Replication across a partition, not the lock (tests/cluster_lock.rs).
+    cluster.lock_per_host();
     // There is no multicast here: a route lookup for the group fails.
     for site in &cluster.sites {
         let out = Command::new("ip")

@@ -239,6 +239,8 @@ struct Health {
     skip_for: Duration,
     /// The first failure since it last answered.
     down_since: Option<Instant>,
+    /// The last failure was immediate (refused, or the connection closed).
+    at_once: bool,
     last_error: String,
 }
 
@@ -271,6 +273,7 @@ impl FailoverList {
                 failed_at: None,
                 skip_for: retry_interval,
                 down_since: None,
+                at_once: false,
                 last_error: String::new(),
             })
             .collect();
@@ -313,6 +316,9 @@ impl FailoverList {
 
     pub fn mark_failed(&mut self, index: usize, now: Instant, error: impl Into<String>) {
         self.mark(index, now, self.retry_interval, error.into());
+        if let Some(h) = self.health.get_mut(index) {
+            h.at_once = false;
+        }
     }
 
     /// A server that failed at once (refused or closed the connection: a
@@ -323,6 +329,9 @@ impl FailoverList {
     pub fn mark_failed_briefly(&mut self, index: usize, now: Instant, error: impl Into<String>) {
         let skip = self.retry_interval.min(BRIEF_SKIP);
         self.mark(index, now, skip, error.into());
+        if let Some(h) = self.health.get_mut(index) {
+            h.at_once = true;
+        }
     }
 
     fn mark(&mut self, index: usize, now: Instant, skip_for: Duration, error: String) {
@@ -346,6 +355,15 @@ impl FailoverList {
     pub fn down_for(&self, index: usize, now: Instant) -> Option<Duration> {
         let since = self.health.get(index)?.down_since?;
         Some(now.saturating_duration_since(since))
+    }
+
+    /// Whether the server is down and its last failure was immediate
+    /// ([`FailoverList::mark_failed_briefly`]): not running, rather than
+    /// out of reach.
+    pub fn failed_at_once(&self, index: usize) -> bool {
+        self.health
+            .get(index)
+            .is_some_and(|h| h.down_since.is_some() && h.at_once)
     }
 
     /// What the server's last failure was.

@@ -328,6 +328,24 @@ impl Memcached {
         })
     }
 
+    /// The CAS of `key` (`mg <key> c`), `None` when it is not there: a lock
+    /// holder checks that its lock is still its own.
+    pub fn cas_of(&mut self, key: &[u8]) -> Result<Option<u64>, StoreError> {
+        check_key(key)?;
+        let cmd = [b"mg ", key, b" c\r\n"].concat();
+        self.round_trip(&cmd, |c| {
+            let line = c.read_line()?;
+            match line.get(..2) {
+                Some(b"HD") => Ok(line
+                    .split(|b| *b == b' ')
+                    .find_map(|f| f.strip_prefix(b"c"))
+                    .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())),
+                Some(b"EN") => Ok(None),
+                _ => Err(c.unexpected(&line)),
+            }
+        })
+    }
+
     /// Deletes `key` only if its CAS token is still `cas` (`md C<cas>`, one
     /// round trip): releasing a lock this process took and nobody replaced.
     /// True when it was deleted.

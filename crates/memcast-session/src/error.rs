@@ -33,6 +33,10 @@ pub enum SessionError {
         reachable: usize,
         total: usize,
     },
+    /// Cluster-wide locking: the lock this request took is gone before its
+    /// write (its server died, or it expired and was taken over).
+    #[error("session not stored: this request's lock on {server} is gone ({why}), so another request may be working on the session; the write is dropped rather than overwrite it")]
+    LockLost { server: String, why: String },
     #[error("cannot read session: {0}")]
     ReadNoServer(NoServer),
     /// Under a cluster-wide lock, the last write made under it is not

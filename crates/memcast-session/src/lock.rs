@@ -17,7 +17,11 @@
 //!   lock there may still run, until it has been down for
 //!   `memcast.lock_expire`, when every lock it granted has expired: then
 //!   the next server of the order takes its locks over, if this host
-//!   reaches most servers (a host cut off from the others never does).
+//!   reaches most servers (a host cut off from the others never does). A
+//!   memcached that refuses connections is not running, which every host
+//!   sees: its locks are taken over at once, and a request that still holds
+//!   one cannot write: before each write it checks that its lock is still
+//!   there, unchanged (the *fence*), and fails cleanly otherwise.
 //! - `host`: in the first healthy server of this host's save path; keeps
 //!   apart only the requests of one host (sticky sessions).
 //!
@@ -119,6 +123,15 @@ impl Locks {
             .iter()
             .find(|l| l.session_key == session_key)
             .and_then(|l| l.read_mark.as_ref())
+    }
+
+    /// The cluster-wide lock this request holds for a session: its server,
+    /// key and CAS, for the fence before a write.
+    pub fn cluster_lock_of(&self, session_key: &[u8]) -> Option<(usize, Vec<u8>, u64)> {
+        self.held
+            .iter()
+            .find(|l| l.cluster && l.session_key == session_key)
+            .map(|l| (l.server, l.key.clone(), l.cas))
     }
 
     /// A write of this session under its cluster-wide lock: left as the
@@ -226,9 +239,16 @@ impl SessionStore {
         let expire = Duration::from_secs(expire_s);
         let mut taken_over = None;
         for &i in order {
-            // A lock server that stopped answering (dead, or cut off from
-            // this host only) may have granted locks whose requests still
-            // run: its locks are taken over only once they have all expired.
+            // A memcached that refuses or closes connections is not running:
+            // every host sees that, and a request still holding a lock it
+            // granted cannot write (the fence in `write.rs` finds its lock
+            // gone), so the next server takes its locks over at once. One
+            // that times out may be out of this host's reach only, while
+            // others still lock there: its locks are taken over once they
+            // have all expired.
+            if self.servers.failed_at_once(i) && self.servers.is_skipped(i) {
+                continue;
+            }
             let down = self.servers.down_for(i);
             if down.is_some_and(|d| d >= expire) {
                 taken_over.get_or_insert((i, down.unwrap_or_default()));
@@ -264,6 +284,7 @@ impl SessionStore {
             };
             match answer {
                 Ok(read) => return Ok((i, read)),
+                Err(Some(e)) if e.is_immediate() => continue,
                 Err(Some(e)) if !e.is_server_failure() => return Err(SessionError::LockRefused(e)),
                 Err(_) => {
                     return Err(SessionError::LockServerDown {

@@ -196,6 +196,12 @@ impl Servers {
         self.list.down_for(index, Instant::now())
     }
 
+    /// Whether the server is down and refused or closed the connection
+    /// last time (not running, rather than out of reach).
+    pub fn failed_at_once(&self, index: usize) -> bool {
+        self.list.failed_at_once(index)
+    }
+
     /// Whether the server is in its retry interval (not to be asked now).
     pub fn is_skipped(&self, index: usize) -> bool {
         !self.list.is_healthy(index, Instant::now())

@@ -29,6 +29,7 @@ impl SessionStore {
             });
         }
         let key = self.key_for(id);
+        self.fence(&key)?;
         let read = self.request.reads.get(&key).copied();
         let created = read.is_some_and(|r| r.created);
         let version = self.clock.next(read.and_then(|r| r.version));
@@ -108,6 +109,7 @@ impl SessionStore {
     /// back) and publishes the delete.
     pub fn destroy(&mut self, id: &[u8]) -> Result<(), SessionError> {
         let key = self.key_for(id);
+        self.fence(&key)?;
         let read = self.request.reads.remove(&key);
         let version = self.clock.next(read.and_then(|r| r.version));
         let tombstone = StoredValue::tombstone(version);
@@ -123,6 +125,29 @@ impl SessionStore {
         });
         self.destroy_legacy(id);
         Ok(())
+    }
+
+    /// Under a cluster-wide lock, a write goes ahead only if the lock is
+    /// still this request's (its server answers with the same CAS): a lock
+    /// server that died, or a lock that expired and was taken over, means
+    /// another request may be working on the session now, so this write
+    /// fails cleanly rather than overwrite that request's.
+    fn fence(&mut self, key: &[u8]) -> Result<(), SessionError> {
+        let Some((server, lock_key, cas)) = self.locks.cluster_lock_of(key) else {
+            return Ok(());
+        };
+        let held = self.servers.try_one(server, |s| s.cas_of(&lock_key));
+        match held {
+            Ok(Some(now)) if now == cas => Ok(()),
+            Ok(_) => Err(SessionError::LockLost {
+                server: self.servers.name(server),
+                why: "it expired and another request holds it now".into(),
+            }),
+            Err(e) => Err(SessionError::LockLost {
+                server: self.servers.name(server),
+                why: format!("its server does not answer: {e}"),
+            }),
+        }
     }
 
     /// The value into the first server that takes it: conditional on what

@@ -428,6 +428,14 @@ impl Cluster {
         self.sites[i].memcastd.as_ref().map(|p| p.pid())
     }
 
+    /// `memcast.lock_scope = host` for every PHP: for tests of replication
+    /// across a partition, where the cluster-wide lock (rightly) refuses the
+    /// sessions whose lock lives on the cut-off host until lock_expire.
+    pub fn lock_per_host(&mut self) {
+        self.php_ini
+            .push(("memcast.lock_scope".into(), "host".into()));
+    }
+
     /// kill -9 host `i`'s memcached, leaving it down.
     pub fn kill_memcached(&mut self, i: usize) {
         self.sites[i].memcached.kill();
