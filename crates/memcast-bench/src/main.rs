@@ -194,12 +194,14 @@ fn main() {
     };
     let md = report::write(
         &out_dir,
-        &web,
-        &cluster_lock,
-        &handler,
-        &lag,
-        &apply,
-        &memory,
+        &report::Measured {
+            web: &web,
+            cluster_lock: &cluster_lock,
+            handler: &handler,
+            lag: &lag,
+            apply: &apply,
+            memory: &memory,
+        },
         started.elapsed(),
     );
     println!("{md}");

@@ -161,16 +161,25 @@ pub fn cluster_lock(result: &ClusterLockResult) -> String {
     md
 }
 
-pub fn write(
-    dir: &Path,
-    web: &WebResult,
-    cluster_lock: &ClusterLockResult,
-    handler: &[Latency],
-    lag: &[Lag],
-    apply: &Apply,
-    memory: &Memory,
-    took: Duration,
-) -> String {
+/// Everything one run measured.
+pub struct Measured<'a> {
+    pub web: &'a WebResult,
+    pub cluster_lock: &'a ClusterLockResult,
+    pub handler: &'a [Latency],
+    pub lag: &'a [Lag],
+    pub apply: &'a Apply,
+    pub memory: &'a Memory,
+}
+
+pub fn write(dir: &Path, measured: &Measured<'_>, took: Duration) -> String {
+    let Measured {
+        web,
+        cluster_lock,
+        handler,
+        lag,
+        apply,
+        memory,
+    } = *measured;
     let mut md = String::new();
     let date = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
     let commit = sh(
