@@ -85,7 +85,7 @@ pub fn cluster_lock(result: &ClusterLockResult) -> String {
     .unwrap();
     writeln!(
         md,
-        "| variant | req/s (3 hosts) | × host lock | p50 ms | p99 ms | non-2xx | counters |"
+        "| variant | req/s (3 hosts) | × host lock | p50 ms | p99 ms | non-2xx + socket errors | counters |"
     )
     .unwrap();
     writeln!(md, "| --- | --- | --- | --- | --- | --- | --- |").unwrap();
@@ -140,7 +140,7 @@ pub fn cluster_lock(result: &ClusterLockResult) -> String {
                     format!("up to {lost} updates lost in a round")
                 };
                 let fate = if failed > 0 {
-                    format!("{fate}, {failed} requests failed")
+                    format!("{fate}, {failed} requests failed or timed out")
                 } else {
                     format!("{fate}, no request failed")
                 };
