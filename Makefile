@@ -161,7 +161,8 @@ demo: deps build
 
 # Benchmarks against php-memcached, phpredis and files (root: namespaces);
 # writes bench/results/latest.md and PNG charts. BENCH_ROUNDS (3) and
-# BENCH_SECONDS (5 per web variant and round) tune the run.
+# BENCH_SECONDS (5 per web variant and round) tune the run; BENCH_ONLY=
+# cluster_lock (or handler) runs one part alone and prints it.
 bench-deps:
 	bash scripts/install-deps.sh php8.2-memcached php8.2-redis redis-server wrk gnuplot-nox
 

@@ -6,8 +6,14 @@
 //!   a 2 KB payload, increments, writes back; a pool of existing sessions,
 //!   each wrk thread cycling through its own share (so even handlers without
 //!   locking must count exactly). Variants: memcast direct and via the host
-//!   relay, php-memcached on one server, on three with two replicas (locking
-//!   on and off), phpredis, files, and a page without a session.
+//!   relay (cluster lock, and the host lock via the relay), php-memcached on
+//!   one server, on three with two replicas (locking on and off), phpredis,
+//!   files, and a page without a session.
+//! - **cluster lock**: the same page behind nginx + php-fpm on each of the
+//!   three hosts, wrk on each at once over one pool of sessions (one
+//!   session's requests on several hosts at once, as behind a round-robin
+//!   balancer): memcast's cluster lock, its host lock (which loses updates
+//!   here) and php-memcached's lock.
 //! - **handler**: per-call latency of session_start() and
 //!   session_write_close() from PHP CLI, against raw get/set round trips of
 //!   the same 2 KB value with php-memcached's client.
@@ -19,6 +25,7 @@
 //! Writes bench/results/latest.md and PNG charts (gnuplot) beside it.
 
 mod apply;
+mod cluster_lock;
 mod handler;
 mod lag;
 mod report;
@@ -144,9 +151,21 @@ fn main() {
         return;
     }
 
+    // BENCH_ONLY=cluster_lock: the cluster locking section alone, printed.
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("cluster_lock") {
+        let result = cluster_lock::run(&cluster, rounds, seconds);
+        println!("{}", report::cluster_lock(&result));
+        return;
+    }
+
     let web = web::run(&mut cluster, rounds, seconds);
     eprintln!(
         "bench: web done after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    let cluster_lock = cluster_lock::run(&cluster, rounds, seconds);
+    eprintln!(
+        "bench: cluster lock done after {:.0} s",
         started.elapsed().as_secs_f64()
     );
     let handler = handler::run(&cluster, rounds);
@@ -175,11 +194,14 @@ fn main() {
     };
     let md = report::write(
         &out_dir,
-        &web,
-        &handler,
-        &lag,
-        &apply,
-        &memory,
+        &report::Measured {
+            web: &web,
+            cluster_lock: &cluster_lock,
+            handler: &handler,
+            lag: &lag,
+            apply: &apply,
+            memory: &memory,
+        },
         started.elapsed(),
     );
     println!("{md}");

@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::apply::Apply;
+use crate::cluster_lock::ClusterLockResult;
 use crate::handler::Latency;
 use crate::lag::Lag;
 use crate::web::WebResult;
@@ -66,15 +67,119 @@ fn gnuplot(script: &str) {
     assert!(child.wait().unwrap().success(), "gnuplot failed");
 }
 
-pub fn write(
-    dir: &Path,
-    web: &WebResult,
-    handler: &[Latency],
-    lag: &[Lag],
-    apply: &Apply,
-    memory: &Memory,
-    took: Duration,
-) -> String {
+/// The cluster locking section: a table and a sentence of reading.
+pub fn cluster_lock(result: &ClusterLockResult) -> String {
+    use crate::cluster_lock::{CONNECTIONS, POOL};
+    let mut md = String::new();
+    writeln!(
+        md,
+        "## Cluster locking: one session's requests on three hosts at once
+"
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "nginx + php-fpm (pm = static, 8 workers) on each of the three hosts, wrk ({CONNECTIONS} threads, {CONNECTIONS} connections) on each at once, all over one pool of {POOL} existing sessions, each request picking one at random: requests of one session arrive at different hosts concurrently, as behind a round-robin load balancer, and about one request in five finds its session in use somewhere. The same page as above (read a counter and a 2 KB payload, increment, write back). {} rounds of {} s, medians. req/s: the three hosts together; p50/p99: the slowest host's. \"counters\": whether the sessions' counters add up to the successful requests (plus at most one in flight per connection) in every round; otherwise the updates lost in the worst round.\n",
+        result.rounds, result.seconds
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "| variant | req/s (3 hosts) | × host lock | p50 ms | p99 ms | non-2xx + socket errors | counters |"
+    )
+    .unwrap();
+    writeln!(md, "| --- | --- | --- | --- | --- | --- | --- |").unwrap();
+    let median_rps = |runs: &[crate::cluster_lock::Run]| {
+        let mut v: Vec<f64> = runs.iter().map(|r| r.rps).collect();
+        super::median(&mut v)
+    };
+    let host_lock = result
+        .variants
+        .iter()
+        .find(|(n, _)| n.ends_with("host lock"))
+        .map_or(f64::NAN, |(_, runs)| median_rps(runs));
+    for (name, runs) in &result.variants {
+        let rps = median_rps(runs);
+        let mut p50: Vec<f64> = runs.iter().map(|x| x.p50_ms).collect();
+        let mut p99: Vec<f64> = runs.iter().map(|x| x.p99_ms).collect();
+        let non2xx: u64 = runs.iter().map(|x| x.non2xx + x.sockerr).sum();
+        let total: u64 = runs.iter().map(|x| x.requests).sum();
+        let counters = if runs.iter().all(|x| x.adds_up()) {
+            "add up".to_string()
+        } else {
+            let worst = runs.iter().map(|x| x.lost()).max().unwrap_or(0);
+            let missing: u64 = runs.iter().map(|x| x.missing).sum();
+            let mut c = format!("**{worst} lost** (worst round)");
+            if missing > 0 {
+                c.push_str(&format!(", {missing} sessions missing"));
+            }
+            c
+        };
+        writeln!(
+            md,
+            "| {name} | {rps:.0} | {:.2} | {:.2} | {:.2} | {non2xx} | {counters} ({total} requests) |",
+            rps / host_lock,
+            super::median(&mut p50),
+            super::median(&mut p99),
+        )
+        .unwrap();
+    }
+    // A sentence of reading, from the numbers.
+    let of = |suffix: &str| {
+        result
+            .variants
+            .iter()
+            .find(|(n, _)| n.ends_with(suffix) || n.starts_with(suffix))
+            .map(|(_, runs)| {
+                let mut p99: Vec<f64> = runs.iter().map(|x| x.p99_ms).collect();
+                let failed: u64 = runs.iter().map(|x| x.non2xx + x.sockerr).sum();
+                let lost = runs.iter().map(|x| x.lost()).max().unwrap_or(0);
+                let fate = if runs.iter().all(|x| x.adds_up()) {
+                    "every update counted".to_string()
+                } else {
+                    format!("up to {lost} updates lost in a round")
+                };
+                let fate = if failed > 0 {
+                    format!("{fate}, {failed} requests failed or timed out")
+                } else {
+                    format!("{fate}, no request failed")
+                };
+                (median_rps(runs), super::median(&mut p99), fate)
+            })
+            .unwrap_or((f64::NAN, f64::NAN, String::new()))
+    };
+    let (c_rps, c_p99, c_fate) = of("cluster lock");
+    let (h_rps, h_p99, h_fate) = of("host lock");
+    let (m_rps, m_p99, m_fate) = of("php-memcached");
+    writeln!(
+        md,
+        "\nReading: with one session's requests on several hosts at once, memcast's cluster lock served {:.2}× the host lock's requests (p99 {c_p99:.1} ms against {h_p99:.1} ms): {c_fate}. The host lock keeps apart only one host's requests: {h_fate}. php-memcached's lock (one per session, where its hash puts it) served {:.2}× the host lock's requests (p99 {m_p99:.1} ms): {m_fate}.\n",
+        c_rps / h_rps,
+        m_rps / h_rps
+    )
+    .unwrap();
+    md
+}
+
+/// Everything one run measured.
+pub struct Measured<'a> {
+    pub web: &'a WebResult,
+    pub cluster_lock: &'a ClusterLockResult,
+    pub handler: &'a [Latency],
+    pub lag: &'a [Lag],
+    pub apply: &'a Apply,
+    pub memory: &'a Memory,
+}
+
+pub fn write(dir: &Path, measured: &Measured<'_>, took: Duration) -> String {
+    let Measured {
+        web,
+        cluster_lock,
+        handler,
+        lag,
+        apply,
+        memory,
+    } = *measured;
     let mut md = String::new();
     let date = sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
     let commit = sh(
@@ -118,7 +223,7 @@ pub fn write(
     writeln!(md, "## Web stack: requests per second\n").unwrap();
     writeln!(
         md,
-        "nginx + php-fpm (pm = static, 8 workers) + wrk (8 threads, 8 connections) on loopback inside host 1 of three (network namespaces; the other hosts hold the remote memcached servers and memcastd). The page reads a counter and a 2 KB payload, increments, writes back; each wrk thread cycles through its own 25 of 200 existing sessions. \"counters\": the sessions' counters add up to the requests wrk counted (plus at most one in-flight request per connection), every round.\n"
+        "nginx + php-fpm (pm = static, 8 workers) + wrk (8 threads, 8 connections) on loopback inside host 1 of three (network namespaces; the other hosts hold the remote memcached servers and memcastd). The page reads a counter and a 2 KB payload, increments, writes back; each wrk thread cycles through its own 25 of 200 existing sessions. \"counters\": the sessions' counters add up to the requests wrk counted (plus at most one in-flight request per connection), every round. memcast's rows say where the session lock lives: \"cluster lock\" (`memcast.lock_scope = cluster`, the default: the first server of the session's rendezvous order over the three, another host's memcached for two sessions in three, one round trip there to lock and one to release) or \"host lock\" (`memcast.lock_scope = host`: host 1's own memcached; right only with sticky sessions). Here every session's requests come to host 1 only, so both count exactly: the difference is what the cluster lock costs on one entry host.\n"
     )
     .unwrap();
     writeln!(md, "| variant | req/s | × php-memcached (1 server) | × php-memcached (2 replicas, locking) | × ceiling | p50 ms | p99 ms | non-2xx | memcached + memcastd CPU, µs/request (3 hosts) | counters |").unwrap();
@@ -158,18 +263,20 @@ pub fn write(
         )
         .unwrap();
     }
-    let memcast_best = find("memcast (direct").max(find("memcast (host relay"));
+    let memcast_best = find("memcast (direct").max(find("memcast (host relay), cluster"));
     writeln!(
         md,
         "\nTargets: memcast ≥ 1.0× php-memcached on one server: direct {:.2}×, relay {:.2}×; ≥ 1.3× php-memcached with two replicas: direct {:.2}×, relay {:.2}× (best {:.2}×).\n",
         find("memcast (direct") / single,
-        find("memcast (host relay") / single,
+        find("memcast (host relay), cluster") / single,
         find("memcast (direct") / replicas,
-        find("memcast (host relay") / replicas,
+        find("memcast (host relay), cluster") / replicas,
         memcast_best / replicas
     )
     .unwrap();
     writeln!(md, "![requests per second](throughput.png)\n").unwrap();
+
+    md.push_str(&self::cluster_lock(cluster_lock));
 
     // Handler.
     let raw = handler.last().expect("raw floor");

@@ -95,8 +95,18 @@ pub struct WebResult {
 }
 
 fn stack(cluster: &Cluster, php_args: Vec<String>, ini: Vec<(String, String)>) -> WebStack {
+    stack_on(cluster, 0, php_args, ini)
+}
+
+/// The bench's pages behind nginx + php-fpm inside host `i`.
+pub(crate) fn stack_on(
+    cluster: &Cluster,
+    i: usize,
+    php_args: Vec<String>,
+    ini: Vec<(String, String)>,
+) -> WebStack {
     WebStack::start_with(WebOptions {
-        host: Some(&cluster.sites[0].host),
+        host: Some(&cluster.sites[i].host),
         php_args,
         ini,
         pages: vec![
@@ -109,7 +119,37 @@ fn stack(cluster: &Cluster, php_args: Vec<String>, ini: Vec<(String, String)>) -
     })
 }
 
-fn kv(k: &str, v: impl Into<String>) -> (String, String) {
+/// memcast on host `i`: its own memcached first, every server named by the
+/// address the other hosts use for it (a loopback name would make the
+/// cluster lock fall back to the host lock), `lock_scope` as given.
+pub(crate) fn memcast_ini_on(
+    cluster: &Cluster,
+    i: usize,
+    publish: String,
+    lock_scope: &str,
+) -> Vec<(String, String)> {
+    let save_path = std::iter::once(i)
+        .chain((0..cluster.sites.len()).filter(|&j| j != i))
+        .map(|j| format!("{}:11211", cluster.sites[j].host.addr))
+        .collect::<Vec<_>>()
+        .join(", ");
+    vec![
+        kv("session.save_handler", "memcast"),
+        kv("session.save_path", save_path),
+        kv("memcast.publish", publish),
+        kv("memcast.lock_scope", lock_scope),
+        kv(
+            "memcast.key_file",
+            cluster.key_file_of(i).display().to_string(),
+        ),
+        kv(
+            "memcast.accept_key_file",
+            cluster.accept_key_file_of(i).display().to_string(),
+        ),
+    ]
+}
+
+pub(crate) fn kv(k: &str, v: impl Into<String>) -> (String, String) {
     (k.to_string(), v.into())
 }
 
@@ -144,24 +184,7 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
             .join("target/release/libmemcast.so")
             .display()
     );
-    let memcast_ini = |publish: String| {
-        vec![
-            kv("session.save_handler", "memcast"),
-            kv(
-                "session.save_path",
-                format!("127.0.0.1:11211, {}", others.join(", ")),
-            ),
-            kv("memcast.publish", publish),
-            kv(
-                "memcast.key_file",
-                cluster.key_file_of(0).display().to_string(),
-            ),
-            kv(
-                "memcast.accept_key_file",
-                cluster.accept_key_file_of(0).display().to_string(),
-            ),
-        ]
-    };
+    let memcast_ini = |publish: String, scope: &str| memcast_ini_on(&*cluster, 0, publish, scope);
     let memcached_ext = super::pecl("memcached");
     let redis_ext = super::pecl("redis");
     let all_three = format!("127.0.0.1:11211,{}", others.join(",").replace(' ', ""));
@@ -171,26 +194,39 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
     );
     let variants = [
         Variant {
-            name: "memcast (direct publish)",
-            session: true,
-            stack: stack(cluster, vec![memcast_so.clone()], memcast_ini(direct)),
-        },
-        Variant {
-            name: "memcast (host relay)",
+            name: "memcast (direct publish), cluster lock",
             session: true,
             stack: stack(
                 cluster,
                 vec![memcast_so.clone()],
-                memcast_ini(cluster.relay(0)),
+                memcast_ini(direct, "cluster"),
             ),
         },
         Variant {
-            name: "memcast (replication off: the handler alone)",
+            name: "memcast (host relay), cluster lock",
             session: true,
             stack: stack(
                 cluster,
                 vec![memcast_so.clone()],
-                memcast_ini(String::new()),
+                memcast_ini(cluster.relay(0), "cluster"),
+            ),
+        },
+        Variant {
+            name: "memcast (host relay), host lock",
+            session: true,
+            stack: stack(
+                cluster,
+                vec![memcast_so.clone()],
+                memcast_ini(cluster.relay(0), "host"),
+            ),
+        },
+        Variant {
+            name: "memcast (replication off: the handler alone), cluster lock",
+            session: true,
+            stack: stack(
+                cluster,
+                vec![memcast_so.clone()],
+                memcast_ini(String::new(), "cluster"),
             ),
         },
         Variant {
@@ -394,13 +430,13 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
     }
 }
 
-fn ticks_per_sec() -> f64 {
+pub(crate) fn ticks_per_sec() -> f64 {
     // Linux reports /proc/<pid>/stat times in USER_HZ, 100 per second.
     100.0
 }
 
 /// utime + stime of every memcastd and memcached of the cluster, in ticks.
-fn cluster_cpu_ticks(cluster: &Cluster) -> u64 {
+pub(crate) fn cluster_cpu_ticks(cluster: &Cluster) -> u64 {
     let mut pids = Vec::new();
     for (i, site) in cluster.sites.iter().enumerate() {
         pids.push(site.memcached.pid());
