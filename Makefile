@@ -22,7 +22,7 @@ deps:
 
 # Unit tests, integration tests against real memcached, the three-host PGM
 # test (root: network namespaces), the short fault soak, then PHP's own
-# run-tests.php on tests/phpt and on php-src's own ext/session tests.
+# run-tests.php on php/tests and on php-src's own ext/session tests.
 test: build test-rust test-soak test-phpt test-php-src test-packaging test-php84
 
 test-rust: build
@@ -48,7 +48,7 @@ soak: build
 
 test-phpt: build
 	MEMCAST_SO=$(SO) REPORT_EXIT_STATUS=1 NO_INTERACTION=1 \
-	  $(PHP) $(RUN_TESTS) -q -n -d extension=$(SO) --show-diff tests/phpt
+	  $(PHP) $(RUN_TESTS) -q -n -d extension=$(SO) --show-diff php/tests
 
 # php-src's ext/session tests (from Debian's php source package, cached in
 # target/php-src) run on memcast against a real memcached, locking on; the
@@ -60,7 +60,7 @@ test-php-src: build
 # PHP 8.4 (Debian 13): the Debian 13 root is made once per machine
 # (scripts/debian13-root.sh, cached in /var/cache/memcast/trixie-root), the
 # extension and memcastd built in it into target/php8.4, then the whole
-# tests/phpt suite on PHP 8.4 and the 8.4 package (lintian, dpkg -i, php -m,
+# php/tests suite on PHP 8.4 and the 8.4 package (lintian, dpkg -i, php -m,
 # a session through memcast) in a throwaway copy of the root. Root.
 test-php84:
 	bash scripts/php84.sh phpt
@@ -115,7 +115,7 @@ INSTALLED   := $(EXT_DIR)/libmemcast.so $(PHP_INI_DIR)/memcast.ini $(BINDIR)/mem
 
 install: build
 	install -D -m 0644 $(SO) $(DESTDIR)$(EXT_DIR)/libmemcast.so
-	install -D -m 0644 packaging/memcast.ini $(DESTDIR)$(PHP_INI_DIR)/memcast.ini
+	install -D -m 0644 php/memcast.ini $(DESTDIR)$(PHP_INI_DIR)/memcast.ini
 	install -D -m 0755 $(MEMCASTD) $(DESTDIR)$(BINDIR)/memcastd
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/memcast/memcastd.toml ]; then \
 	  echo "keeping $(DESTDIR)$(SYSCONFDIR)/memcast/memcastd.toml"; \

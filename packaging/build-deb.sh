@@ -25,7 +25,7 @@ doc_dir=/usr/share/doc/memcast
 root="$out/memcast_${version}_${arch}"
 rm -rf "$root"
 install -D -m 0644 "$build_dir/libmemcast.so" "$root$ext_dir/libmemcast.so"
-install -D -m 0644 packaging/memcast.ini "$root/etc/php/$php_version/mods-available/memcast.ini"
+install -D -m 0644 php/memcast.ini "$root/etc/php/$php_version/mods-available/memcast.ini"
 install -D -m 0755 "$build_dir/memcastd" "$root/usr/bin/memcastd"
 install -D -m 0644 packaging/memcastd.toml "$root/etc/memcast/memcastd.toml"
 install -d "$root$unit_dir"

@@ -2,7 +2,7 @@
 # memcast on PHP 8.4, in the Debian 13 root of scripts/debian13-root.sh
 # (made once per machine, then reused). Run from the host, as root:
 #   scripts/php84.sh build      extension + memcastd into target/php8.4/release
-#   scripts/php84.sh phpt       build, then the whole tests/phpt suite on PHP 8.4
+#   scripts/php84.sh phpt       build, then the whole php/tests suite on PHP 8.4
 #   scripts/php84.sh deb        build, then target/deb/php8.4/memcast_*.deb (last line: its path)
 #   scripts/php84.sh packaging  deb, lintian, then in a throwaway copy of the
 #                               root: dpkg -i, php -m, sessions through
@@ -28,9 +28,9 @@ phpt() {
     build
     local start=$SECONDS status=0
     root run env MEMCAST_SO="$so" REPORT_EXIT_STATUS=1 NO_INTERACTION=1 TEST_PHP_EXECUTABLE=/usr/bin/php8.4 \
-        php8.4 /usr/lib/php/20240924/build/run-tests.php -q -n -d extension="$so" --show-diff tests/phpt \
+        php8.4 /usr/lib/php/20240924/build/run-tests.php -q -n -d extension="$so" --show-diff php/tests \
         || status=$?
-    echo "php84: tests/phpt on PHP 8.4 (Debian 13): $([ $status = 0 ] && echo PASSED || echo FAILED) in $((SECONDS - start)) s"
+    echo "php84: php/tests on PHP 8.4 (Debian 13): $([ $status = 0 ] && echo PASSED || echo FAILED) in $((SECONDS - start)) s"
     return $status
 }
 

@@ -501,7 +501,7 @@ mod tests {
     fn the_installed_memcast_ini_shows_every_setting_with_its_default() {
         let ini = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../packaging/memcast.ini"
+            "/../../php/memcast.ini"
         ))
         .unwrap();
         assert!(ini.lines().any(|l| l == "extension=libmemcast.so"));
@@ -512,7 +512,7 @@ mod tests {
             let quoted = format!(";{name} = \"{default}\"");
             assert!(
                 ini.lines().any(|l| l == plain || l == quoted),
-                "packaging/memcast.ini lacks {plain}"
+                "php/memcast.ini lacks {plain}"
             );
         }
     }
