@@ -10,7 +10,7 @@ HOST_PHP_VERSION := $(shell $(PHP_CONFIG) --version 2>/dev/null | cut -d. -f1,2)
 PHP_VERSION      ?= $(HOST_PHP_VERSION)
 MEMCASTD   := $(CURDIR)/target/release/memcastd
 
-.PHONY: all build deps bench-deps bench test test-rust test-soak soak test-phpt test-php-src test-packaging test-php84 debian13-root lint fuzz install uninstall deb demo clean
+.PHONY: all build deps bench-deps bench test test-start test-rust test-soak soak test-phpt test-php-src test-packaging test-php84 debian13-root lint fuzz install uninstall deb demo clean
 
 all: build
 
@@ -23,7 +23,12 @@ deps:
 # Unit tests, integration tests against real memcached, the three-host PGM
 # test (root: network namespaces), the short fault soak, then PHP's own
 # run-tests.php on php/tests and on php-src's own ext/session tests.
-test: build test-rust test-soak test-phpt test-php-src test-packaging test-php84
+test: build test-start test-rust test-soak test-phpt test-php-src test-packaging test-php84
+	bash scripts/leftovers.sh target/test-start
+
+# Every process make test starts must be gone at its end (scripts/leftovers.sh).
+test-start:
+	@mkdir -p target && touch target/test-start
 
 test-rust: build
 	cargo test --release --workspace -- --skip soak_

@@ -3,7 +3,7 @@
 // it back: behind a round-robin load balancer, concurrent requests of one
 // session on different hosts still count every visit, since memcast's
 // session lock is cluster-wide (memcast.lock_scope = cluster, the default).
-// tests/cluster_lock.rs runs this page, 60 requests at once over 3 hosts.
+// tests/cluster_lock.rs runs a page like it, 60 requests at once over 3 hosts.
 ob_start(); // a warning must not send the headers before the status is set
 if (!session_start()) {
     http_response_code(503);
