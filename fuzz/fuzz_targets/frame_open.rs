@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use memcast_core::shared_key::TAG_LEN;
+use memcast_core::cluster_key::TAG_LEN;
 use memcast_core::{Frame, Keyring, SharedKey};
 
 fuzz_target!(|data: &[u8]| {

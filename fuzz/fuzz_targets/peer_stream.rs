@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use memcast_core::peer::{self, Digests, Record, Request, REQUEST_LEN};
-use memcast_core::shared_key::TAG_LEN;
+use memcast_core::cluster_key::TAG_LEN;
 use memcast_core::{Frame, SharedKey, StoredValue};
 
 fuzz_target!(|data: &[u8]| {

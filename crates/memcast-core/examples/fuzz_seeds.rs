@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
+use memcast_core::cluster_key::TAG_LEN;
 use memcast_core::peer::{self, BucketSet, Request};
-use memcast_core::shared_key::TAG_LEN;
 use memcast_core::{Frame, Keyring, Op, SharedKey, StoredValue, Version};
 
 fn main() {

@@ -19,8 +19,8 @@
 //! login credential. `sent ms` is the sender's clock when it sealed the frame,
 //! what receivers' replay protection judges freshness by.
 
-use crate::session_key::MAX_KEY_LEN;
-use crate::shared_key::{Keys, AEAD_TAG_LEN, NONCE_LEN, TAG_LEN};
+use crate::cluster_key::{Keys, AEAD_TAG_LEN, NONCE_LEN, TAG_LEN};
+use crate::memcached_key::MAX_KEY_LEN;
 use crate::version::Version;
 
 const MAGIC: &[u8; 4] = b"MCST";
@@ -241,7 +241,7 @@ impl Frame {
             body.to_vec()
         };
         let (k, v) = body.split_at(key_len);
-        if op != Op::Heartbeat && !crate::session_key::is_valid(k) {
+        if op != Op::Heartbeat && !crate::memcached_key::is_valid(k) {
             return Err(FrameError::BadKey);
         }
         let frame = Frame {
@@ -292,7 +292,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shared_key::{Keyring, SharedKey};
+    use crate::cluster_key::{Keyring, SharedKey};
 
     fn key(b: u8) -> SharedKey {
         SharedKey::from_secret(&[b; 32]).unwrap()

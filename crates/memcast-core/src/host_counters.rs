@@ -11,7 +11,7 @@
 //! The values are plain numbers without memcast's value header, so
 //! snapshots, repairs and anti-entropy never copy them to another host.
 
-use crate::store::{Memcached, StoreError};
+use crate::memcached::{Memcached, StoreError};
 
 /// One thing PHP counts on its host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

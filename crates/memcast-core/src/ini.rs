@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::legacy::{LegacyHandler, LegacySessions};
-use crate::store::Timeouts;
+use crate::memcached::Timeouts;
 
 pub struct IniSetting {
     pub name: &'static CStr,

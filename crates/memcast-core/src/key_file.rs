@@ -22,7 +22,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::shared_key::{file_mode, KeyError, Keyring, SharedKey};
+use crate::cluster_key::{file_mode, KeyError, Keyring, SharedKey};
 
 /// Mode bits that let the group or other users change a key file.
 const WRITABLE_BY_OTHERS: u32 = 0o022;

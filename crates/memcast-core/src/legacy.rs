@@ -119,7 +119,7 @@ impl LegacySessions {
     ) -> Result<Vec<u8>, LegacyError> {
         match (self.handler, flags) {
             (LegacyHandler::MemcastUnsealed, 0) => {
-                match crate::stored::StoredValue::parse(&value) {
+                match crate::stored_value::StoredValue::parse(&value) {
                     None => Err(LegacyError::NoHeader),
                     Some(s) if s.tombstone => Err(LegacyError::Destroyed),
                     Some(s) if s.data.len() > max_len => {
@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn memcasts_own_unsealed_values_are_read_past_their_header() {
-        use crate::stored::StoredValue;
+        use crate::stored_value::StoredValue;
         use crate::version::Version;
         let m = LegacySessions::new(LegacyHandler::MemcastUnsealed, "");
         assert_eq!(

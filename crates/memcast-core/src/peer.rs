@@ -17,8 +17,8 @@
 
 use std::io::{self, Read, Write};
 
+use crate::cluster_key::{Keys, TAG_LEN};
 use crate::frame::Frame;
-use crate::shared_key::{Keys, TAG_LEN};
 
 const MAGIC: &[u8; 4] = b"MCRQ";
 const FORMAT: u8 = 1;
@@ -201,7 +201,7 @@ impl Digests {
     /// newer than `cutoff_ms`; values memcast did not write are ignored.
     pub fn add(&mut self, key: &[u8], raw: &[u8], cutoff_ms: u64) {
         use sha2::{Digest as _, Sha256};
-        let Some(stored) = crate::stored::StoredValue::parse(raw) else {
+        let Some(stored) = crate::stored_value::StoredValue::parse(raw) else {
             return;
         };
         if stored.version.millis > cutoff_ms {
@@ -321,7 +321,7 @@ mod tests {
 
     #[test]
     fn digests_match_for_the_same_sessions_and_point_at_the_difference() {
-        use crate::stored::StoredValue;
+        use crate::stored_value::StoredValue;
         use crate::version::Version;
         let v = |m| Version {
             millis: m,

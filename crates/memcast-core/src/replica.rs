@@ -3,18 +3,11 @@
 //! path, repairs and snapshots all go through here.
 
 use crate::frame::{Frame, Op};
-use crate::store::{apply_if_newer, Applied, Expect, Memcached, StoreError, StoreOp, Stored};
-use crate::stored::{Decision, StoredValue};
+use crate::memcached::{apply_if_newer, Applied, Expect, Memcached, StoreError, StoreOp, Stored};
+use crate::stored_value::{Decision, StoredValue};
 use crate::version::Version;
 
-/// Present in a memcached if and only if its memcastd currently knows it
-/// complete: refilled from a peer since it and memcastd started, nothing
-/// evicted since, no gap outstanding, no origin silent. memcastd sets it with
-/// a 3 s TTL and refreshes it every second, so a dead or cut-off memcastd
-/// stops vouching within seconds; with no peer it is never set. A miss on a
-/// memcached without it may be a session it does not hold: readers confirm
-/// it on the next server.
-pub const WARM_SENTINEL: &[u8] = b"memcast:warm";
+pub use crate::memcached::WARM_SENTINEL;
 
 /// What applying a frame did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,7 +152,7 @@ pub fn apply_batch(
             .filter(|i| !known.contains_key(i))
             .map(|&i| &chunk[i].key[..])
             .collect();
-        let held: std::collections::HashMap<Vec<u8>, crate::store::Item> =
+        let held: std::collections::HashMap<Vec<u8>, crate::memcached::Item> =
             mc.gets_multi(&lookup)?.into_iter().collect();
         let mut values: Vec<(usize, Vec<u8>, Option<u64>)> = Vec::with_capacity(todo.len());
         for &i in &todo {

@@ -21,14 +21,14 @@
 //! under a key that is still accepted open after a roll; the next write
 //! seals it under the current key.
 //!
-//! [`StoredValue`]: crate::stored::StoredValue
+//! [`StoredValue`]: crate::stored_value::StoredValue
 
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::shared_key::{Keyring, SharedKey, AEAD_TAG_LEN, NONCE_LEN};
+use crate::cluster_key::{Keyring, SharedKey, AEAD_TAG_LEN, NONCE_LEN};
 
 const MAGIC: &[u8; 3] = b"\0MS";
 const FORMAT: u8 = 1;
@@ -180,7 +180,7 @@ fn fill_nonce(nonce: &mut [u8; NONCE_LEN]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stored::StoredValue;
+    use crate::stored_value::StoredValue;
     use crate::version::Version;
 
     fn key(seed: u8) -> SharedKey {
@@ -214,7 +214,7 @@ mod tests {
             ring(2, None).memcached_key(b"memcast.sess.", b"c8a60f3ef6267570"),
             "another cluster key hashes differently"
         );
-        assert!(crate::session_key::is_valid(
+        assert!(crate::memcached_key::is_valid(
             &[k.as_slice(), b".lock"].concat()
         ));
     }

@@ -32,7 +32,7 @@
 use std::time::{Duration, Instant};
 
 use memcast_core::ini::LockScope;
-use memcast_core::store::{Item, MarkedLockedRead, Vouch};
+use memcast_core::memcached::{Item, MarkedLockedRead, Vouch};
 use memcast_core::{lock_place, Version};
 
 use crate::error::SessionError;

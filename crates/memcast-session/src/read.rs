@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 use memcast_core::host_counters::HostCounter;
+use memcast_core::memcached::{Expect, Item, Reply};
 use memcast_core::session_seal::OpenError;
-use memcast_core::store::{Expect, Item, Reply};
-use memcast_core::stored::Decision;
+use memcast_core::stored_value::Decision;
 use memcast_core::StoredValue;
 
 use crate::error::SessionError;
@@ -341,7 +341,7 @@ impl SessionStore {
         let Some(seal) = self.seal() else {
             return Some(stored.data.to_vec());
         };
-        let header = &raw[..memcast_core::stored::HEADER_LEN];
+        let header = &raw[..memcast_core::stored_value::HEADER_LEN];
         let err = match seal.open(key, header, stored.data) {
             Ok(data) => {
                 if !seal.is_under_current_key(stored.data) {
@@ -361,7 +361,7 @@ impl SessionStore {
         if self.warnings.first_time(kind) {
             self.warnings.read = Some(format!(
                 "session {} on {}: the stored value {err}; read as a miss, never handed to PHP (counted in phpinfo: Sealed values not opened; warned once per process)",
-                memcast_core::session_key::log_name(key),
+                memcast_core::memcached_key::log_name(key),
                 self.servers.addr(server).map_or(String::new(), |s| s.to_string()),
             ));
         }

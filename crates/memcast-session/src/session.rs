@@ -10,8 +10,8 @@
 use std::collections::{HashMap, HashSet};
 
 use memcast_core::ini::ExtensionConfig;
+use memcast_core::memcached::Expect;
 use memcast_core::session_seal::SessionSeal;
-use memcast_core::store::Expect;
 use memcast_core::{Hlc, Version};
 
 use crate::counters::Counters;

@@ -3,7 +3,7 @@
 //! (`session.lazy_write`), destroying it with a tombstone; each write then
 //! published (see `publish.rs`).
 
-use memcast_core::store::Expect;
+use memcast_core::memcached::Expect;
 use memcast_core::{apply_create, apply_if_newer, Applied, Op, StoredValue, Version};
 
 use crate::error::SessionError;

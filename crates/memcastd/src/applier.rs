@@ -212,7 +212,7 @@ impl Applier {
                     "conflict",
                     &format!(
                         "kept the session at key {} (sha256 prefix): a write from origin {:016x} began from a miss but the session exists here (counted in conflicts)",
-                        memcast_core::session_key::log_name(&frame.key),
+                        memcast_core::memcached_key::log_name(&frame.key),
                         frame.origin
                     ),
                 );

@@ -202,7 +202,7 @@ impl Settings {
         if let Some(m) = &self.metrics {
             check_daemon_addr("--metrics", m)?;
         }
-        let most = memcast_core::session_key::MAX_KEY_LEN;
+        let most = memcast_core::memcached_key::MAX_KEY_LEN;
         if self.max_key_length == 0 || self.max_key_length > most {
             return Err(invalid(format!(
                 "--max-key-length {}: must be 1 to {most} (memcached's limit)",

@@ -24,13 +24,13 @@ use crate::config::{ConfigError, Settings};
 use crate::counters::Counters;
 use crate::every::Every;
 use crate::heard::HeardFrames;
-use crate::keys::{describe, KeyStore};
+use crate::key_store::{describe, KeyStore};
 use crate::metrics::Shared;
-use crate::origins::{Missing, Origins, Replay};
 use crate::peer_server::PeerServer;
 use crate::php_publish::PhpPublish;
 use crate::relay::Relay;
 use crate::repair::{Job, RepairQueue, RepairWorker, Report};
+use crate::sequences::{Missing, Origins, Replay};
 use crate::warmth::Warmth;
 use crate::warnings::Warnings;
 
@@ -558,7 +558,7 @@ impl Daemon {
         let beat = Duration::from_millis(self.settings.heartbeat_ms);
         let (silent, given_up) = self.origins.silent(beat);
         for addr in given_up {
-            warn!(%addr, "an origin has been silent and unreachable for {} s while others are heard: no longer waiting for it; what it sent last may be missing here until it returns", crate::origins::SILENT_GIVE_UP.as_secs());
+            warn!(%addr, "an origin has been silent and unreachable for {} s while others are heard: no longer waiting for it; what it sent last may be missing here until it returns", crate::sequences::SILENT_GIVE_UP.as_secs());
         }
         self.warmth.silent_origins = silent.len();
         for o in silent {

@@ -15,7 +15,7 @@
 //!     heartbeats), with `ring` (the replay ring);
 //!   - `applier`: frames into memcached, if newer, in batches; the backlog
 //!     while memcached is down, the CAS cache, memcached's health;
-//!   - `origins`: replays, gaps and silent origins, per origin;
+//!   - `sequences`: replays, gaps and silent origins: the sequence numbers seen per origin;
 //!   - `warmth`: the warm sentinel PHP trusts, kept as `completeness`
 //!     decides (whether the memcached is known complete);
 //!   - `every`: the loop's periodic tasks; `warnings`: rate-limited warnings.
@@ -23,7 +23,7 @@
 //!   up from peers; `peer_server`: what peers ask of this host (repairs,
 //!   snapshots, digests); `heard`: frames kept for peers from origins without
 //!   a ring.
-//! - `keys`: the key files, reloaded on SIGHUP.
+//! - `key_store`: the key files in use, reloaded on SIGHUP.
 //! - `metrics` (Prometheus), `counters`, `status` (`memcastd status`),
 //!   `verify` (`memcastd verify`, the convergence check), `php_publish` (what
 //!   this host's PHP workers could not publish), `pgm_log` (OpenPGM's
@@ -36,15 +36,15 @@ pub mod counters;
 pub mod daemon;
 pub mod every;
 pub mod heard;
-pub mod keys;
+pub mod key_store;
 pub mod metrics;
-pub mod origins;
 pub mod peer_server;
 pub mod pgm_log;
 pub mod php_publish;
 pub mod relay;
 pub mod repair;
 pub mod ring;
+pub mod sequences;
 pub mod settings;
 pub mod status;
 pub mod verify;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use clap::Parser;
 use memcast_core::SharedKey;
 use memcastd::config::{self, Cli, Command, ConfigError, DaemonArgs, FileSettings, Settings};
-use memcastd::{daemon, keys, status, verify};
+use memcastd::{daemon, key_store, status, verify};
 
 /// Where `memcastd status` looks when neither --metrics nor a config says.
 const DEFAULT_METRICS: &str = "127.0.0.1:9477";
@@ -112,7 +112,7 @@ fn run_daemon(args: DaemonArgs) -> Result<ExitCode, Failure> {
     let set_level = init_logging(&settings.log_level);
     // Before ZeroMQ opens any PGM socket.
     memcastd::pgm_log::install();
-    let keys = keys::KeyStore::load(
+    let keys = key_store::KeyStore::load(
         settings.key_file.clone(),
         settings.accept_key_file.clone(),
         settings.encrypt,

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::counters::Counters;
 use crate::heard::{HeardFrames, Position};
-use crate::keys::KeyStore;
+use crate::key_store::KeyStore;
 use crate::ring::{Gone, ReplayRing};
 
 /// Peers served at once; more wait in the listen backlog.

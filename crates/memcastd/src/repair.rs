@@ -23,9 +23,9 @@ use tracing::{debug, info, warn};
 use crate::completeness::{MemcachedStats, WarmMark};
 use crate::counters::Counters;
 use crate::heard::{HeardFrames, Position};
-use crate::keys::KeyStore;
-use crate::origins::Missing;
+use crate::key_store::KeyStore;
 use crate::peer_server::local_digests;
+use crate::sequences::Missing;
 
 /// A warm-up that found no peer to serve it tries again this soon: readers
 /// are sent elsewhere until it completes.

@@ -291,7 +291,7 @@ declare_settings! {
     /// Frames whose memcached key is longer are dropped (memcached's own
     /// limit is also the most allowed).
     max_key_length: Option<usize> => usize, "BYTES", Live,
-        value(memcast_core::session_key::MAX_KEY_LEN);
+        value(memcast_core::memcached_key::MAX_KEY_LEN);
 
     /// Take this host's PHP frames at ENDPOINT (ipc:///run/memcast/publish.sock
     /// or tcp://127.0.0.1:PORT, matching memcast.publish) and send them to the

@@ -150,7 +150,7 @@ impl Warmth {
             // With the eviction count it was known complete at: PHP checks
             // memcached's own count against it before trusting a miss, so
             // evictions that begin between two checks here are not missed.
-            let value = memcast_core::store::Vouch::sentinel_value(
+            let value = memcast_core::memcached::Vouch::sentinel_value(
                 unix_millis(),
                 self.completeness.evictions(),
             );

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use memcast_core::session_seal::SessionSeal;
-use memcast_core::stored::{StoredValue, HEADER_LEN};
+use memcast_core::stored_value::{StoredValue, HEADER_LEN};
 
 /// One acknowledged write: `session_write_close()` returned true.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,6 +5,15 @@
 //! timeouts in milliseconds, `gets`/`cas`, errors that name the server, and
 //! a connection that is simply dropped and reopened after any I/O failure.
 
+/// Present in a memcached if and only if its memcastd currently knows it
+/// complete: refilled from a peer since it and memcastd started, nothing
+/// evicted since, no gap outstanding, no origin silent. memcastd sets it with
+/// a 3 s TTL and refreshes it every second, so a dead or cut-off memcastd
+/// stops vouching within seconds; with no peer it is never set. A miss on a
+/// memcached without it may be a session it does not hold: readers confirm
+/// it on the next server.
+pub const WARM_SENTINEL: &[u8] = b"memcast:warm";
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::ops::ControlFlow;
@@ -12,8 +21,8 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use crate::failover::ServerAddr;
-use crate::session_key;
-use crate::stored::{Decision, StoredValue};
+use crate::memcached_key;
+use crate::stored_value::{Decision, StoredValue};
 use crate::version::Version;
 
 /// memcached reads a TTL above 30 days as an absolute Unix time.
@@ -267,7 +276,7 @@ impl Memcached {
         cmd.extend_from_slice(b"gets ");
         cmd.extend_from_slice(key);
         cmd.push(b' ');
-        cmd.extend_from_slice(crate::replica::WARM_SENTINEL);
+        cmd.extend_from_slice(WARM_SENTINEL);
         cmd.push(b' ');
         cmd.extend_from_slice(mark_key);
         cmd.extend_from_slice(b"\r\n");
@@ -279,7 +288,7 @@ impl Memcached {
             };
             let (mut item, mut warm, mut mark) = (None, None, None);
             while let Some((k, found)) = c.value_or_end()? {
-                if k == crate::replica::WARM_SENTINEL {
+                if k == WARM_SENTINEL {
                     warm = Some(Vouch::parse(&found.value));
                 } else if k == key {
                     item = Some(found);
@@ -846,7 +855,7 @@ impl Conn<'_> {
     fn item_and_warm(&mut self, key: &[u8]) -> Result<(Option<Item>, Option<Vouch>), StoreError> {
         let (mut item, mut warm) = (None, None);
         while let Some((k, found)) = self.value_or_end()? {
-            if k == crate::replica::WARM_SENTINEL {
+            if k == WARM_SENTINEL {
                 warm = Some(Vouch::parse(&found.value));
             } else if k == key {
                 item = Some(found);
@@ -891,12 +900,12 @@ fn push_gets_checking_warm(cmd: &mut Vec<u8>, key: &[u8]) {
     cmd.extend_from_slice(b"gets ");
     cmd.extend_from_slice(key);
     cmd.push(b' ');
-    cmd.extend_from_slice(crate::replica::WARM_SENTINEL);
+    cmd.extend_from_slice(WARM_SENTINEL);
     cmd.extend_from_slice(b"\r\n");
 }
 
 fn check_key(key: &[u8]) -> Result<(), StoreError> {
-    if session_key::is_valid(key) {
+    if memcached_key::is_valid(key) {
         Ok(())
     } else {
         let mut shown = String::from_utf8_lossy(key).into_owned();

@@ -3,7 +3,7 @@
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use memcast_core::store::{Expect, Reply};
+use memcast_core::memcached::{Expect, Reply};
 use memcast_core::{
     apply_if_newer, Applied, Memcached, ServerAddr, StoreError, StoredValue, Timeouts, Version,
 };
@@ -216,13 +216,13 @@ fn a_server_error_inside_a_pipeline_does_not_answer_the_next_command() {
     assert_eq!(mc.set(b"other", b"its value", 60).unwrap(), Reply::Stored);
     let big = vec![b'x'; 5 * 1024 * 1024];
     let ops = [
-        memcast_core::store::StoreOp {
+        memcast_core::memcached::StoreOp {
             key: b"big",
             value: &big,
             ttl: 60,
             cas: None,
         },
-        memcast_core::store::StoreOp {
+        memcast_core::memcached::StoreOp {
             key: b"after",
             value: b"stored",
             ttl: 60,
@@ -343,7 +343,7 @@ fn delete_if_unchanged_removes_only_the_value_it_read() {
 /// same (evictions since memcastd's last look undo the vouch at once).
 #[test]
 fn the_sentinel_vouches_only_while_the_eviction_count_it_carries_holds() {
-    use memcast_core::store::Vouch;
+    use memcast_core::memcached::Vouch;
     let server = kit::Memcached::start();
     let mut mc = client(&server);
     assert_eq!(mc.gets_checking_warm(b"sess").unwrap(), (None, None));
@@ -753,5 +753,5 @@ fn host_counters_start_at_the_first_add_and_add_up() {
     // Never expiring, and no memcast value: nothing a snapshot would copy.
     let raw = mc.get(HostCounter::Resent.key()).unwrap().unwrap();
     assert_eq!(raw, b"7");
-    assert!(memcast_core::stored::StoredValue::parse(&raw).is_none());
+    assert!(memcast_core::stored_value::StoredValue::parse(&raw).is_none());
 }
