@@ -21,6 +21,7 @@
 mod apply;
 mod handler;
 mod lag;
+mod profile;
 mod report;
 mod web;
 
@@ -141,6 +142,13 @@ fn main() {
                 l.name, l.read_p50, l.read_p99, l.write_p50, l.write_p99
             );
         }
+        return;
+    }
+
+    // BENCH_ONLY=profile: replication's CPU per write and perf's top costs
+    // (bench/results/profile-data.md).
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("profile") {
+        profile::run(&cluster, &out_dir);
         return;
     }
 
