@@ -28,6 +28,7 @@ mod apply;
 mod cluster_lock;
 mod handler;
 mod lag;
+mod profile;
 mod report;
 mod web;
 
@@ -155,6 +156,13 @@ fn main() {
     if std::env::var("BENCH_ONLY").as_deref() == Ok("cluster_lock") {
         let result = cluster_lock::run(&cluster, rounds, seconds);
         println!("{}", report::cluster_lock(&result));
+        return;
+    }
+
+    // BENCH_ONLY=profile: replication's CPU per write and perf's top costs
+    // (bench/results/profile-data.md).
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("profile") {
+        profile::run(&cluster, &out_dir);
         return;
     }
 
