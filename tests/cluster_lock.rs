@@ -245,3 +245,64 @@ fn a_lock_server_killed_mid_burst_loses_no_acknowledged_increment() {
         );
     }
 }
+
+#[test]
+fn a_lock_server_out_of_reach_fails_session_start_until_its_locks_expired() {
+    // lock_expire 3 s: a lock server that times out may be cut off from this
+    // host only while others still lock there, so its sessions cannot be
+    // locked (one warning, session_start() false) until every lock it
+    // granted has expired; then the next server takes them over.
+    let site = site("pt", &[("memcast.lock_expire", "3")]);
+    let servers: Vec<ServerAddr> = {
+        let cluster = site.cluster.lock().unwrap_or_else(|e| e.into_inner());
+        (0..HOSTS)
+            .map(|i| ServerAddr::parse(&cluster.memcached_addr(i)).unwrap())
+            .collect()
+    };
+    let lock_host = |id: &str| lock_order(format!("memcast.sess.{id}").as_bytes(), &servers)[0];
+    let ids = (0..).map(|k| format!("cutoff{k}x{}", std::process::id()));
+    let session = ids
+        .clone()
+        .find(|id| lock_host(id) == 2)
+        .unwrap_or_default();
+    let elsewhere = ids
+        .clone()
+        .find(|id| lock_host(id) == 0)
+        .unwrap_or_default();
+    // One visit each while everything is up.
+    for id in [&session, &elsewhere] {
+        let (status, body) = site.servers[0].get("/counter.php", id);
+        assert_eq!(status, 200, "{body}");
+    }
+    // Host 3 (its memcached the lock server of `session`) cut off.
+    let cluster = site.cluster.lock().unwrap_or_else(|e| e.into_inner());
+    cluster.net().set_link(3, false); // hosts count from 1 here
+    let cut = Instant::now();
+    let mut refused = 0;
+    let mut served_after = None;
+    while cut.elapsed() < Duration::from_secs(8) && served_after.is_none() {
+        let (status, body) = site.servers[0].get("/counter.php", &session);
+        if status == 200 && counter_of(&body).is_some() {
+            served_after = Some(cut.elapsed());
+        } else {
+            assert_eq!(status, 503, "{body}");
+            refused += 1;
+        }
+    }
+    // A session whose lock lives elsewhere is served all along.
+    let (status, body) = site.servers[0].get("/counter.php", &elsewhere);
+    cluster.net().set_link(3, true);
+    drop(cluster);
+    assert_eq!(status, 200, "{body}");
+    let served_after = served_after.expect("taken over after lock_expire");
+    println!(
+        "lock server cut off: {refused} requests refused, served again {:.1} s after the cut",
+        served_after.as_secs_f64()
+    );
+    assert!(refused > 0);
+    assert!(
+        served_after >= Duration::from_secs(3),
+        "taken over before its locks expired: {served_after:?}"
+    );
+    assert_eq!(final_count(&site, &session, 0), 2);
+}

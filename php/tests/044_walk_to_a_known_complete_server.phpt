@@ -1,5 +1,5 @@
 --TEST--
-past servers not known complete the read goes on until one known complete answers: the newest copy wins, and every server that missed it or held an older one gets it back
+past a server not known complete the read asks every server: the newest copy wins, and every server that missed it or held an older one gets it back
 --FILE--
 <?php
 require __DIR__ . '/memcast.inc';

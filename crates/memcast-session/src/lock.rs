@@ -249,8 +249,12 @@ impl SessionStore {
             if self.servers.failed_at_once(i) && self.servers.is_skipped(i) {
                 continue;
             }
+            // Down long enough, and not due to be asked again yet (its
+            // retry interval): the next server has its locks. Once its
+            // retry interval has passed it is asked again: it may be back.
             let down = self.servers.down_for(i);
-            if down.is_some_and(|d| d >= expire) {
+            let long_down = down.is_some_and(|d| d >= expire);
+            if long_down && self.servers.is_skipped(i) {
                 taken_over.get_or_insert((i, down.unwrap_or_default()));
                 continue;
             }
@@ -285,6 +289,11 @@ impl SessionStore {
             match answer {
                 Ok(read) => return Ok((i, read)),
                 Err(Some(e)) if e.is_immediate() => continue,
+                // Still down, and long enough: the next server takes over.
+                Err(Some(e)) if long_down && e.is_server_failure() => {
+                    taken_over.get_or_insert((i, down.unwrap_or_default()));
+                    continue;
+                }
                 Err(Some(e)) if !e.is_server_failure() => return Err(SessionError::LockRefused(e)),
                 Err(_) => {
                     return Err(SessionError::LockServerDown {

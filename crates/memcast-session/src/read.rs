@@ -156,8 +156,8 @@ impl SessionStore {
     }
 
     /// The session as of the lock's write mark at least: from the server
-    /// that took that write, or this host's first server. `Err`: why
-    /// neither holds it yet.
+    /// that took that write, this host's first server, or any other.
+    /// `Err`: why none holds it yet.
     fn read_marked(
         &mut self,
         key: &[u8],
@@ -171,9 +171,13 @@ impl SessionStore {
                 mark.server
             ));
         }
+        // The server that took the write, this host's first, then the rest:
+        // replication has put it on every other host by now, normally.
         let mut places: Vec<usize> = marked.into_iter().collect();
-        if !places.contains(&0) {
-            places.push(0);
+        for i in 0..self.servers.len() {
+            if !places.contains(&i) {
+                places.push(i);
+            }
         }
         for i in places {
             match self.servers.try_one(i, |s| s.gets(key)) {
@@ -233,11 +237,16 @@ impl SessionStore {
                         false
                     })
                 });
-                if complete || trust_miss {
+                if trust_miss || (complete && seen.best.is_none()) {
                     return Ok(Step::Done(match seen.best.take() {
                         Some((b, item)) => Found::Settled(b, item),
                         None => Found::Miss { answered: i },
                     }));
+                }
+                if complete {
+                    // A copy seen earlier, on a server not known complete:
+                    // every server is asked (below).
+                    return Ok(Step::Next);
                 }
                 counters.cold_misses += 1;
                 seen.missed.push(i);
@@ -252,10 +261,13 @@ impl SessionStore {
             }
             // A refill (warm-up, anti-entropy, a repair) can put back an
             // older copy of a session whose newer one a restarted or
-            // evicting memcached lost: a hit counts alone only where
-            // memcastd vouches for the server.
+            // evicting memcached lost, and the peer it came from may itself
+            // be behind: a hit counts alone only on the first server asked,
+            // where memcastd vouches for it; past one that is not known
+            // complete, every server is asked and the newest copy wins.
+            let first_asked = !checked && seen.missed.is_empty();
             match seen.best.take() {
-                Some((b, item)) if vouch.is_some() || trust_miss => {
+                Some((b, item)) if (vouch.is_some() && first_asked) || trust_miss => {
                     Ok(Step::Done(Found::Settled(b, item)))
                 }
                 best => {

@@ -235,12 +235,13 @@ impl Servers {
         answer
     }
 
-    /// How many servers answer now, of how many: each one not known down
-    /// is asked (one small `get`); one known down is not asked again.
+    /// How many servers answer now, of how many: each one not in its retry
+    /// interval is asked (one small `get`), so a server that came back
+    /// counts again; one that failed within its retry interval does not.
     pub fn probe_reachable(&mut self) -> (usize, usize) {
         let mut reachable = 0;
         for i in 0..self.len() {
-            if self.down_for(i).is_some() {
+            if self.is_skipped(i) {
                 continue;
             }
             if self.try_one(i, |s| s.get(b"memcast:warm")).is_ok() {
