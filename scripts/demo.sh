@@ -68,12 +68,14 @@ sleep 1
 say "memcached and memcastd running on every host"
 for h in "${hosts[@]}"; do sed 's/^/  '"$h"': /' "$work/memcastd-$h.log" | grep started || true; done
 
-# PHP on host $1 with memcast; its save_path lists itself first, then the others.
+# PHP on host $1 with memcast; its save_path lists itself first, then the
+# others, every server named as every host names it (the cluster-wide lock
+# places each session's lock by those names).
 php_on() {
     local h=$1 code=$2 others=()
     for o in "${hosts[@]}"; do [ "$o" = "$h" ] || others+=("${addr[$o]}:11211"); done
     ip netns exec "$tag$h" php -n -d "extension=$so" -d session.save_handler=memcast \
-        -d "session.save_path=127.0.0.1:11211, ${others[0]}, ${others[1]}" \
+        -d "session.save_path=${addr[$h]}:11211, ${others[0]}, ${others[1]}" \
         -d "memcast.publish=\"epgm://eth0;$group:5555\"" \
         -d "memcast.key_file=$work/cluster.key" -d display_errors=stderr \
         -r "ob_start(); $code"
