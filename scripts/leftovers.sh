@@ -6,9 +6,18 @@
 set -euo pipefail
 stamp=${1:-target/test-start}
 [ -f "$stamp" ] || { echo "leftovers: no $stamp (run through make test)"; exit 1; }
-since=$(( $(date +%s) - $(stat -c %Y "$stamp") ))
-left=$(ps -eo pid=,etimes=,comm=,args= | awk -v since="$since" -v me="$$" '
-    $1 != me && $2 <= since && $3 ~ /^(memcached|memcastd|php-fpm|nginx|php|php8\.[0-9]|redis-server|tcpdump|wrk)$/ { print }')
+started=$(stat -c %Y "$stamp")
+running() {
+    local since=$(( $(date +%s) - started ))
+    ps -eo pid=,etimes=,comm=,args= | awk -v since="$since" -v me="$$" '
+        $1 != me && $2 <= since && $3 ~ /^(memcached|memcastd|php-fpm|nginx|php|php8\.[0-9]|redis-server|tcpdump|wrk)$/ { print }'
+}
+# A process stopped a moment ago may still be exiting: up to 5 s.
+for _ in $(seq 50); do
+    left=$(running)
+    [ -z "$left" ] && break
+    sleep 0.1
+done
 if [ -n "$left" ]; then
     echo "leftovers: processes started by make test are still running:"
     echo "$left"

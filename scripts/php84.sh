@@ -66,7 +66,7 @@ packaging() {
         echo "php84: ok: dpkg -i in Debian 13; php -m lists memcast; memcastd runs"
         port=$(php -r "\$s = stream_socket_server(\"tcp://127.0.0.1:0\"); \$n = stream_socket_get_name(\$s, false); echo substr(\$n, strrpos(\$n, \":\") + 1);")
         memcached -u root -l 127.0.0.1 -p "$port" -U 0 & mc=$!
-        trap "kill $mc" EXIT
+        trap "kill $mc; wait $mc 2>/dev/null || true" EXIT
         for _ in $(seq 100); do php -r "exit(@fsockopen(\"127.0.0.1\", $port) ? 0 : 1);" && break; sleep 0.05; done
         # A single memcached with no memcastd: warm_check off (see the README).
         opts=(-d session.save_handler=memcast -d session.save_path=127.0.0.1:$port -d memcast.warm_check=0)
