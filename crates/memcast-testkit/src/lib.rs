@@ -2,6 +2,19 @@
 //! processes on free ports, network namespaces joined by a bridge, and child
 //! processes, each stopped by PID or removed when dropped, even when a test
 //! fails.
+//!
+//! # Layout
+//!
+//! - this file: [`Proc`] (a child stopped by PID), [`Memcached`] on a free
+//!   loopback port, [`Network`] (namespaces on a bridge, a free test
+//!   subnet, links up and down), [`TempDir`], [`eventually`].
+//! - [`cluster`]: N hosts in namespaces, each with memcached, memcastd and
+//!   PHP ([`cluster::Cluster`]), in the README's setups; PHP's built-in web
+//!   server on a host ([`cluster::PhpServer`]).
+//! - [`web`]: nginx + php-fpm on loopback ([`web::WebStack`]), and one
+//!   HTTP GET for both web servers.
+//! - [`soak`]: the fault soak: writers and readers on every host, seeded
+//!   faults, the ledger that judges every read and the end state.
 
 pub mod cluster;
 pub mod soak;
