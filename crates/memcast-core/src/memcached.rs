@@ -74,9 +74,7 @@ impl StoreError {
                 | StoreError::Protocol { .. }
         )
     }
-}
 
-impl StoreError {
     /// True when the server answered at once that it cannot serve: it
     /// refused the connection, or closed or reset one that was open (a
     /// memcached restarting does both). Asking it again costs a connect,
@@ -216,7 +214,7 @@ impl Memcached {
     ) -> Result<(Option<Item>, Option<Vouch>), StoreError> {
         check_key(key)?;
         let mut cmd = Vec::with_capacity(key.len() + 32);
-        push_gets_checking_warm(&mut cmd, key);
+        push_gets_checking_warm(&mut cmd, key, None);
         self.round_trip(&cmd, |c| c.item_and_warm(key))
     }
 
@@ -233,24 +231,8 @@ impl Memcached {
         ttl: u64,
         key: &[u8],
     ) -> Result<LockedRead, StoreError> {
-        check_key(lock_key)?;
-        check_key(key)?;
-        let mut cmd = Vec::with_capacity(lock_key.len() + key.len() + token.len() + 64);
-        cmd.extend_from_slice(b"ms ");
-        cmd.extend_from_slice(lock_key);
-        cmd.extend_from_slice(format!(" {} T{} ME c\r\n", token.len(), wire_ttl(ttl)).as_bytes());
-        cmd.extend_from_slice(token);
-        cmd.extend_from_slice(b"\r\n");
-        push_gets_checking_warm(&mut cmd, key);
-        self.round_trip(&cmd, |c| {
-            let locked = match c.meta_stored()? {
-                Stored::Stored(cas) => Some(cas),
-                Stored::Not(Reply::NotStored) => None,
-                Stored::Not(_) => return Err(c.unexpected(b"(not NS to a meta add)")),
-            };
-            let (item, warm) = c.item_and_warm(key)?;
-            Ok((locked, item, warm))
-        })
+        let (locked, item, warm, _) = self.lock_and_gets(lock_key, token, ttl, key, None)?;
+        Ok((locked, item, warm))
     }
 
     /// As [`Memcached::lock_and_gets_checking_warm`], and in the same round
@@ -264,38 +246,36 @@ impl Memcached {
         key: &[u8],
         mark_key: &[u8],
     ) -> Result<MarkedLockedRead, StoreError> {
+        self.lock_and_gets(lock_key, token, ttl, key, Some(mark_key))
+    }
+
+    fn lock_and_gets(
+        &mut self,
+        lock_key: &[u8],
+        token: &[u8],
+        ttl: u64,
+        key: &[u8],
+        mark_key: Option<&[u8]>,
+    ) -> Result<MarkedLockedRead, StoreError> {
         check_key(lock_key)?;
         check_key(key)?;
-        check_key(mark_key)?;
-        let mut cmd = Vec::with_capacity(lock_key.len() + key.len() + mark_key.len() + 96);
+        if let Some(mark_key) = mark_key {
+            check_key(mark_key)?;
+        }
+        let mut cmd = Vec::with_capacity(lock_key.len() + key.len() + token.len() + 96);
         cmd.extend_from_slice(b"ms ");
         cmd.extend_from_slice(lock_key);
         cmd.extend_from_slice(format!(" {} T{} ME c\r\n", token.len(), wire_ttl(ttl)).as_bytes());
         cmd.extend_from_slice(token);
         cmd.extend_from_slice(b"\r\n");
-        cmd.extend_from_slice(b"gets ");
-        cmd.extend_from_slice(key);
-        cmd.push(b' ');
-        cmd.extend_from_slice(WARM_SENTINEL);
-        cmd.push(b' ');
-        cmd.extend_from_slice(mark_key);
-        cmd.extend_from_slice(b"\r\n");
+        push_gets_checking_warm(&mut cmd, key, mark_key);
         self.round_trip(&cmd, |c| {
             let locked = match c.meta_stored()? {
                 Stored::Stored(cas) => Some(cas),
                 Stored::Not(Reply::NotStored) => None,
                 Stored::Not(_) => return Err(c.unexpected(b"(not NS to a meta add)")),
             };
-            let (mut item, mut warm, mut mark) = (None, None, None);
-            while let Some((k, found)) = c.value_or_end()? {
-                if k == WARM_SENTINEL {
-                    warm = Some(Vouch::parse(&found.value));
-                } else if k == key {
-                    item = Some(found);
-                } else if k == mark_key {
-                    mark = Some(found.value);
-                }
-            }
+            let (item, warm, mark) = c.item_warm_and(key, mark_key)?;
             Ok((locked, item, warm, mark))
         })
     }
@@ -328,12 +308,7 @@ impl Memcached {
                 Stored::Stored(_) => {}
                 Stored::Not(_) => return Err(c.unexpected(b"(not HD to a meta set)")),
             }
-            let line = c.read_line()?;
-            match line.get(..2) {
-                Some(b"HD") => Ok(true),
-                Some(b"EX") | Some(b"NF") => Ok(false),
-                _ => Err(c.unexpected(&line)),
-            }
+            c.deleted_if_cas()
         })
     }
 
@@ -345,10 +320,7 @@ impl Memcached {
         self.round_trip(&cmd, |c| {
             let line = c.read_line()?;
             match line.get(..2) {
-                Some(b"HD") => Ok(line
-                    .split(|b| *b == b' ')
-                    .find_map(|f| f.strip_prefix(b"c"))
-                    .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())),
+                Some(b"HD") => Ok(cas_flag(&line)),
                 Some(b"EN") => Ok(None),
                 _ => Err(c.unexpected(&line)),
             }
@@ -361,14 +333,7 @@ impl Memcached {
     pub fn delete_if_cas(&mut self, key: &[u8], cas: u64) -> Result<bool, StoreError> {
         check_key(key)?;
         let cmd = [b"md ", key, format!(" C{cas}\r\n").as_bytes()].concat();
-        self.round_trip(&cmd, |c| {
-            let line = c.read_line()?;
-            match line.get(..2) {
-                Some(b"HD") => Ok(true),
-                Some(b"EX") | Some(b"NF") => Ok(false),
-                _ => Err(c.unexpected(&line)),
-            }
-        })
+        self.round_trip(&cmd, |c| c.deleted_if_cas())
     }
 
     pub fn set(&mut self, key: &[u8], value: &[u8], ttl: u64) -> Result<Reply, StoreError> {
@@ -837,12 +802,7 @@ impl Conn<'_> {
     fn meta_stored(&mut self) -> Result<Stored, StoreError> {
         let line = self.read_line()?;
         Ok(match line.get(..2) {
-            Some(b"HD") => Stored::Stored(
-                line.split(|b| *b == b' ')
-                    .find_map(|f| f.strip_prefix(b"c"))
-                    .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
-                    .ok_or_else(|| self.unexpected(&line))?,
-            ),
+            Some(b"HD") => Stored::Stored(cas_flag(&line).ok_or_else(|| self.unexpected(&line))?),
             Some(b"NS") => Stored::Not(Reply::NotStored),
             Some(b"EX") => Stored::Not(Reply::Exists),
             Some(b"NF") => Stored::Not(Reply::NotFound),
@@ -853,15 +813,39 @@ impl Conn<'_> {
     /// The reply to `gets <key> memcast:warm`: the item, and what the warm
     /// sentinel vouches for if it was there.
     fn item_and_warm(&mut self, key: &[u8]) -> Result<(Option<Item>, Option<Vouch>), StoreError> {
-        let (mut item, mut warm) = (None, None);
+        let (item, warm, _) = self.item_warm_and(key, None)?;
+        Ok((item, warm))
+    }
+
+    /// As `item_and_warm`, and the value of `extra` if it was asked
+    /// for too (`gets <key> memcast:warm <extra>`).
+    fn item_warm_and(
+        &mut self,
+        key: &[u8],
+        extra: Option<&[u8]>,
+    ) -> Result<ItemWarmAnd, StoreError> {
+        let (mut item, mut warm, mut other) = (None, None, None);
         while let Some((k, found)) = self.value_or_end()? {
             if k == WARM_SENTINEL {
                 warm = Some(Vouch::parse(&found.value));
             } else if k == key {
                 item = Some(found);
+            } else if extra == Some(k.as_slice()) {
+                other = Some(found.value);
             }
         }
-        Ok((item, warm))
+        Ok((item, warm, other))
+    }
+
+    /// The reply to `md <key> C<cas>`: true when it deleted the key, false
+    /// when the key had another CAS or was gone.
+    fn deleted_if_cas(&mut self) -> Result<bool, StoreError> {
+        let line = self.read_line()?;
+        match line.get(..2) {
+            Some(b"HD") => Ok(true),
+            Some(b"EX") | Some(b"NF") => Ok(false),
+            _ => Err(self.unexpected(&line)),
+        }
     }
 
     fn storage_reply(&mut self) -> Result<Reply, StoreError> {
@@ -896,12 +880,27 @@ fn io_error(addr: &ServerAddr, ms: u128, e: io::Error) -> StoreError {
 
 /// Appends `gets <key> memcast:warm`: the session and the warm sentinel in
 /// one round trip.
-fn push_gets_checking_warm(cmd: &mut Vec<u8>, key: &[u8]) {
+fn push_gets_checking_warm(cmd: &mut Vec<u8>, key: &[u8], extra: Option<&[u8]>) {
     cmd.extend_from_slice(b"gets ");
     cmd.extend_from_slice(key);
     cmd.push(b' ');
     cmd.extend_from_slice(WARM_SENTINEL);
+    if let Some(extra) = extra {
+        cmd.push(b' ');
+        cmd.extend_from_slice(extra);
+    }
     cmd.extend_from_slice(b"\r\n");
+}
+
+/// A `gets <key> memcast:warm <extra>` reply: the item, the warm sentinel's
+/// vouch, the extra key's value.
+type ItemWarmAnd = (Option<Item>, Option<Vouch>, Option<Vec<u8>>);
+
+/// The `c<cas>` flag of a meta command's reply line.
+fn cas_flag(line: &[u8]) -> Option<u64> {
+    line.split(|b| *b == b' ')
+        .find_map(|f| f.strip_prefix(b"c"))
+        .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
 }
 
 fn check_key(key: &[u8]) -> Result<(), StoreError> {
