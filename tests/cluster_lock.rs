@@ -75,6 +75,18 @@ fn site(tag: &str, ini: &[(&str, &str)]) -> Site {
     }
 }
 
+/// Which host's memcached holds a session's cluster-wide lock (by the
+/// rendezvous order every host computes), from 0.
+fn lock_host_of(site: &Site) -> impl Fn(&str) -> usize {
+    let servers: Vec<ServerAddr> = {
+        let cluster = site.cluster.lock().unwrap_or_else(|e| e.into_inner());
+        (0..HOSTS)
+            .map(|i| ServerAddr::parse(&cluster.memcached_addr(i)).unwrap())
+            .collect()
+    };
+    move |id: &str| lock_order(format!("memcast.sess.{id}").as_bytes(), &servers)[0]
+}
+
 fn counter_of(body: &str) -> Option<u64> {
     body.split("n=")
         .nth(1)?
@@ -177,13 +189,7 @@ fn a_lock_server_killed_mid_burst_loses_no_acknowledged_increment() {
     // Its locks are taken over once they have all expired (2 s here).
     let site = site("kl", &[("memcast.lock_expire", "2")]);
     // Two sessions whose lock lives in host 2's memcached, one elsewhere.
-    let servers: Vec<ServerAddr> = {
-        let cluster = site.cluster.lock().unwrap_or_else(|e| e.into_inner());
-        (0..HOSTS)
-            .map(|i| ServerAddr::parse(&cluster.memcached_addr(i)).unwrap())
-            .collect()
-    };
-    let lock_host = |id: &str| lock_order(format!("memcast.sess.{id}").as_bytes(), &servers)[0];
+    let lock_host = lock_host_of(&site);
     let ids = (0..).map(|k| format!("killed{k}x{}", std::process::id()));
     let mut sessions: Vec<String> = ids
         .clone()
@@ -253,13 +259,7 @@ fn a_lock_server_out_of_reach_fails_session_start_until_its_locks_expired() {
     // locked (one warning, session_start() false) until every lock it
     // granted has expired; then the next server takes them over.
     let site = site("pt", &[("memcast.lock_expire", "3")]);
-    let servers: Vec<ServerAddr> = {
-        let cluster = site.cluster.lock().unwrap_or_else(|e| e.into_inner());
-        (0..HOSTS)
-            .map(|i| ServerAddr::parse(&cluster.memcached_addr(i)).unwrap())
-            .collect()
-    };
-    let lock_host = |id: &str| lock_order(format!("memcast.sess.{id}").as_bytes(), &servers)[0];
+    let lock_host = lock_host_of(&site);
     let ids = (0..).map(|k| format!("cutoff{k}x{}", std::process::id()));
     let session = ids
         .clone()

@@ -178,6 +178,23 @@ impl Shared {
             .push(line);
     }
 
+    /// What to add to the event of the stale read just judged: on the
+    /// writing host, its explanation ([`Shared::explain_stale`]); elsewhere
+    /// (replication is asynchronous) nothing. Takes the ledger, as the
+    /// explanation reads every memcached.
+    fn why_stale(&self, ledger: MutexGuard<'_, Ledger>, s: usize, id: &str) -> String {
+        let writer_host = ledger
+            .stale_reads
+            .last()
+            .is_some_and(|r| r.place == Where::WriterHost);
+        drop(ledger);
+        if writer_host {
+            format!("; {}", self.explain_stale(s, id))
+        } else {
+            String::new()
+        }
+    }
+
     /// A stale read on the writing host, explained: the session's last
     /// acknowledged writes and what each host's memcached holds right now.
     fn explain_stale(&self, s: usize, id: &str) -> String {
@@ -568,16 +585,7 @@ fn writer(shared: &Shared, i: usize) {
                         let before = ledger.stale_reads.len();
                         ledger.judge_read(s, i, ReadKind::ReadModifyWrite, started, seen);
                         if ledger.stale_reads.len() > before {
-                            let writer_host = ledger
-                                .stale_reads
-                                .last()
-                                .is_some_and(|r| r.place == Where::WriterHost);
-                            drop(ledger);
-                            let why = if writer_host {
-                                format!("; {}", shared.explain_stale(s, &id))
-                            } else {
-                                String::new()
-                            };
+                            let why = shared.why_stale(ledger, s, &id);
                             shared.event(format!(
                                 "host {} read-modify-write of {id} read write {} (stale){why}",
                                 i + 1,
@@ -685,16 +693,7 @@ fn reader(shared: &Shared, i: usize) {
                     let before = ledger.stale_reads.len();
                     ledger.judge_read(s, i, ReadKind::ReadOnly, started, seen);
                     if ledger.stale_reads.len() > before {
-                        let writer_host = ledger
-                            .stale_reads
-                            .last()
-                            .is_some_and(|r| r.place == Where::WriterHost);
-                        drop(ledger);
-                        let why = if writer_host {
-                            format!("; {}", shared.explain_stale(s, &id))
-                        } else {
-                            String::new()
-                        };
+                        let why = shared.why_stale(ledger, s, &id);
                         shared.event(format!(
                             "host {} read of {id} returned write {} (stale){why}",
                             i + 1,
