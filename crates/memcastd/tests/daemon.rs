@@ -600,6 +600,15 @@ fn encrypted_frames_are_applied_and_keys_roll_on_sighup() {
     // A frame under the next key is not accepted yet.
     let early = s.frame(Op::Set, "memcast.sess.early", b"early", v(100));
     s.publisher.send(&early.seal(&next)).unwrap();
+    // Frames from one publisher arrive in order: once a frame sent after it
+    // is applied, the early one has been judged (under the old keys), so the
+    // roll below cannot race it.
+    s.send(Op::Set, "memcast.sess.fence", b"fence", v(100));
+    assert!(eventually(Duration::from_secs(5), || data_of(
+        &mc,
+        "memcast.sess.fence"
+    ))
+    .is_some());
     // Roll: the next key becomes accepted, SIGHUP.
     std::fs::rename(&next_file, &accept).unwrap();
     s.daemon.signal("HUP", Duration::ZERO);
