@@ -74,14 +74,3 @@ pub fn unix_millis() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
-
-// The modules' names before they were named for what they hold; kept while
-// work begun under them is merged.
-#[doc(hidden)]
-pub use cluster_key as shared_key;
-#[doc(hidden)]
-pub use memcached as store;
-#[doc(hidden)]
-pub use memcached_key as session_key;
-#[doc(hidden)]
-pub use stored_value as stored;
