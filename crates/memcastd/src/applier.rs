@@ -20,6 +20,10 @@ use crate::warnings::Warnings;
 
 /// Keys whose CAS token is remembered (see [`CasCache`]).
 const CAS_CACHE_KEYS: usize = 200_000;
+/// This host's own writes are applied in batches of up to this many...
+const OWN_BATCH: usize = 512;
+/// ...or after waiting this long (see [`Whose::Own`]).
+const OWN_WAIT: Duration = Duration::from_millis(100);
 
 /// Whose frames a batch holds. They are applied alike; only the group's
 /// are counted as applied frames.
@@ -29,7 +33,11 @@ enum Whose {
     /// This host's own writes (relayed frames): PHP stored them here first,
     /// unless this memcached was being skipped (it failed moments ago), when
     /// they went to the next server only and this host would later read its
-    /// own older write. Applied if newer, they are a no-op in the usual case.
+    /// own older write. Applied if newer, they are a no-op in the usual case:
+    /// so they are applied rarely and in bulk (every [`OWN_WAIT`] or
+    /// [`OWN_BATCH`] frames: one lookup of all their keys), and without the
+    /// CAS cache, whose tokens PHP's own writes have made stale (a `cas`
+    /// with one fails and costs a second round trip).
     Own,
 }
 
@@ -40,6 +48,8 @@ pub struct Applier {
     /// Accepted frames waiting for the next batch.
     pending: Vec<Frame>,
     own: Vec<Frame>,
+    /// When the oldest of `own` came.
+    own_since: Option<Instant>,
     /// Frames held while memcached is unreachable, oldest first.
     backlog: VecDeque<Frame>,
     /// `--backlog`: beyond it the oldest are dropped.
@@ -65,6 +75,7 @@ impl Applier {
             name,
             pending: Vec::new(),
             own: Vec::new(),
+            own_since: None,
             backlog: VecDeque::new(),
             backlog_max,
             cas_cache: CasCache::new(CAS_CACHE_KEYS),
@@ -98,6 +109,7 @@ impl Applier {
 
     /// One of this host's own writes (see [`Whose::Own`]).
     pub fn push_own(&mut self, frame: Frame) {
+        self.own_since.get_or_insert_with(Instant::now);
         self.own.push(frame);
     }
 
@@ -106,16 +118,37 @@ impl Applier {
         self.backlog.is_empty()
     }
 
-    /// Applies what waits for the next batch: this host's own writes, then
-    /// the group's frames.
+    /// Applies the group's frames waiting for the next batch, and this
+    /// host's own writes if their batch is due.
     pub fn flush(&mut self) {
+        self.flush_own_if_due(Instant::now());
+        self.flush_batch(Whose::Group);
+    }
+
+    /// Applies everything waiting, own writes included (at exit).
+    pub fn flush_all(&mut self) {
         self.flush_batch(Whose::Own);
         self.flush_batch(Whose::Group);
+    }
+
+    /// Applies this host's own writes once [`OWN_BATCH`] of them wait or
+    /// the oldest waited [`OWN_WAIT`].
+    pub fn flush_own_if_due(&mut self, now: Instant) {
+        let due = self.own.len() >= OWN_BATCH
+            || self
+                .own_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= OWN_WAIT);
+        if due {
+            self.flush_batch(Whose::Own);
+        }
     }
 
     /// Applies one batch. On a memcached failure the frames wait in the
     /// backlog; on any other error the group's are applied one by one.
     fn flush_batch(&mut self, whose: Whose) {
+        if whose == Whose::Own {
+            self.own_since = None;
+        }
         let frames = std::mem::take(match whose {
             Whose::Group => &mut self.pending,
             Whose::Own => &mut self.own,
@@ -131,7 +164,12 @@ impl Applier {
             return;
         }
         let started = Instant::now();
-        match apply_batch(&mut self.memcached, &frames, &mut self.cas_cache) {
+        let mut no_cache = CasCache::new(0);
+        let cache = match whose {
+            Whose::Group => &mut self.cas_cache,
+            Whose::Own => &mut no_cache,
+        };
+        match apply_batch(&mut self.memcached, &frames, cache) {
             Ok(outcomes) if whose == Whose::Group => {
                 for (frame, outcome) in frames.iter().zip(outcomes) {
                     self.record(frame, outcome, started);
@@ -347,7 +385,7 @@ mod tests {
         let mut a = applier(&server, 10);
         a.push(set("memcast.sess.group", b"g", 1000));
         a.push_own(set("memcast.sess.own", b"o", 1000));
-        a.flush();
+        a.flush_all();
         assert_eq!(
             data(&mut a, "memcast.sess.group").as_deref(),
             Some(&b"g"[..])

@@ -288,10 +288,19 @@ impl Daemon {
         }
     }
 
-    /// Waits a moment for a frame, takes what is already queued behind it,
-    /// then applies it in batches.
+    /// Waits a moment for a frame (at most until the relay's batch is due),
+    /// takes what is already queued behind it, sends what the relay holds if
+    /// due, then applies what came in batches.
     fn receive(&mut self, subscriber: &mut Subscriber) {
-        match subscriber.recv(RECEIVE_WAIT) {
+        let now = Instant::now();
+        let wait = self
+            .relay
+            .as_ref()
+            .and_then(Relay::next_send)
+            .map_or(RECEIVE_WAIT, |at| {
+                at.saturating_duration_since(now).min(RECEIVE_WAIT)
+            });
+        match subscriber.recv(wait) {
             Ok(Some((source, bytes))) => {
                 self.handle(source, &bytes);
                 // Drain what is already queued before looking at timers.
@@ -301,9 +310,11 @@ impl Daemon {
                         _ => break,
                     }
                 }
+                // Other hosts wait for these: sent before applying here.
+                self.send_relayed(Instant::now(), false);
                 self.applier.flush();
             }
-            Ok(None) => {}
+            Ok(None) => self.send_relayed(Instant::now(), false),
             Err(e) => {
                 error!("receiving: {e}");
                 std::thread::sleep(Duration::from_millis(100));
@@ -317,6 +328,7 @@ impl Daemon {
             self.heartbeat();
         }
         self.applier.retry_backlog(now);
+        self.applier.flush_own_if_due(now);
         if t.unaddressed.due(now) {
             for missing in self.origins.unaddressed_since(UNADDRESSED_WAIT) {
                 self.report_gap(missing);
@@ -343,7 +355,8 @@ impl Daemon {
     /// What is left to apply, then the goodbyes: the sentinel goes and a
     /// last heartbeat tells peers the final sequence number.
     fn stop(&mut self) {
-        self.applier.flush();
+        self.send_relayed(Instant::now(), true);
+        self.applier.flush_all();
         // Nobody vouches for this memcached any more.
         self.warmth.delete_sentinel(self.applier.memcached());
         self.heartbeat();
@@ -378,21 +391,37 @@ impl Daemon {
         let Some(relay) = self.relay.as_mut() else {
             return;
         };
-        let (frame, sent) = relay.relay(frame, &*self.keys.get());
+        let frame = relay.relay(frame, &*self.keys.get());
         if frame.op.stores() {
             self.applier.push_own(frame);
         }
-        match sent {
-            Ok(()) => Counters::inc(&self.counters.relayed),
-            Err(e) => {
-                Counters::inc(&self.counters.dropped_relay);
-                self.warnings
-                    .warn("relay-out", &format!("could not send a relayed frame: {e}"));
-            }
+    }
+
+    /// Sends what the relay holds once its batch window has passed (or now,
+    /// with `force`), counting what went out and what could not.
+    fn send_relayed(&mut self, now: Instant, force: bool) {
+        let Some(relay) = self.relay.as_mut() else {
+            return;
+        };
+        let sent = relay.send_due(now, force);
+        if sent.frames == 0 {
+            return;
+        }
+        Counters::inc(&self.counters.relay_batches);
+        Counters::add(&self.counters.relayed, sent.frames - sent.failed);
+        Counters::add(&self.counters.dropped_relay, sent.failed);
+        if let Some(e) = sent.error {
+            self.warnings.warn(
+                "relay-out",
+                &format!("could not send {} relayed frames: {e}", sent.failed),
+            );
         }
     }
 
     fn heartbeat(&mut self) {
+        // The heartbeat names the last sequence number: what it covers goes
+        // out first, or receivers would take frames still queued for gaps.
+        self.send_relayed(Instant::now(), true);
         let Some(relay) = self.relay.as_mut() else {
             return;
         };

@@ -334,6 +334,14 @@ declare_settings! {
     heartbeat_ms: Option<u64> => u64, "MS", Restart,
         value(1000, min 10);
 
+    /// The relay's send batching, µs. A frame from PHP goes out at once
+    /// when the relay sent nothing in the last this many µs (an idle host
+    /// adds no delay); under load, frames are held until then and sent
+    /// together, so every receiver wakes and applies them with one memcached
+    /// round trip per batch instead of per frame. 0 sends every frame at once.
+    relay_batch_us: Option<u64> => u64, "US", Restart,
+        value(1000);
+
     /// Size of the relay's replay ring, MB.
     ring_mb: Option<usize> => usize, "MB", Restart,
         value(64, min 1);

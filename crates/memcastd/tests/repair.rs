@@ -86,11 +86,16 @@ struct Relay {
     tap: Subscriber,
     _daemon: Proc,
     php: Publisher,
+    log: std::path::PathBuf,
 }
 
 /// memcastd A as its host's relay: PHP frames in at an ipc socket, out to
 /// the test's tap, repairs served at `listen`.
 fn relay_host(mc: &Server) -> Relay {
+    relay_host_with(mc, &["--heartbeat-ms", "100"])
+}
+
+fn relay_host_with(mc: &Server, extra: &[&str]) -> Relay {
     let dir = TempDir::new("relay");
     let key_file = dir.key_file("key", 4);
     let key = SharedKey::from_file(&key_file).unwrap();
@@ -111,13 +116,13 @@ fn relay_host(mc: &Server) -> Relay {
         &group,
         "--listen",
         &listen,
-        "--heartbeat-ms",
-        "100",
     ]
     .iter()
+    .chain(extra)
     .map(|s| s.to_string())
     .collect();
-    let daemon = memcastd(&args, &dir.path.join("a.log"));
+    let log = dir.path.join("a.log");
+    let daemon = memcastd(&args, &log);
     assert!(
         wait_for_tcp(&listen, Duration::from_secs(5)),
         "memcastd did not listen"
@@ -138,6 +143,7 @@ fn relay_host(mc: &Server) -> Relay {
         tap,
         _daemon: daemon,
         php,
+        log,
     }
 }
 
@@ -244,6 +250,53 @@ fn relay_restamps_php_frames_keeps_them_in_its_ring_and_sends_heartbeats() {
     // An unsigned (wrong key) request gets nothing at all.
     let stranger = SharedKey::from_secret(&[9u8; 32]).unwrap();
     assert!(fetch(&r.listen, Request::Snapshot, &stranger).is_empty());
+}
+
+#[test]
+fn the_relay_sends_a_lone_frame_at_once_and_a_burst_together_after_its_batch_window() {
+    let mc = Server::start();
+    // A 3 s window and rare heartbeats, so what is held shows.
+    let mut r = relay_host_with(
+        &mc,
+        &["--relay-batch-us", "3000000", "--heartbeat-ms", "6000"],
+    );
+    let first = drain(&r.tap, &r.key, |got| !got.is_empty());
+    assert!(
+        first.iter().any(|(_, f)| f.op == Op::Heartbeat),
+        "no heartbeat reached the tap"
+    );
+    // Nothing was sent for a window: a lone frame goes out at once.
+    r.php.send(&php_frame(1, 1).seal(&r.key)).unwrap();
+    let data = |got: &[(Vec<u8>, Frame)]| got.iter().filter(|(_, f)| f.op == Op::Set).count();
+    let lone = drain(&r.tap, &r.key, |got| data(got) >= 1);
+    assert_eq!(data(&lone), 1, "a lone frame is not held");
+    // A burst right behind it waits for the window since that send...
+    for i in 2..=5 {
+        r.php.send(&php_frame(i, i).seal(&r.key)).unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_millis(1500);
+    let early = drain(&r.tap, &r.key, |_| std::time::Instant::now() > deadline);
+    assert_eq!(data(&early), 0, "the burst went out within its window");
+    // ...then goes out together, before the heartbeat that names its last one.
+    let rest = drain(&r.tap, &r.key, |got| {
+        got.iter().any(|(_, f)| f.op == Op::Heartbeat && f.seq == 5)
+    });
+    let seqs: Vec<u64> = rest
+        .iter()
+        .filter(|(_, f)| f.op == Op::Set)
+        .map(|(_, f)| f.seq)
+        .collect();
+    assert_eq!(seqs, [2, 3, 4, 5], "{rest:?}");
+    r._daemon
+        .signal("TERM", Duration::from_secs(5))
+        .expect("memcastd did not stop");
+    let log = std::fs::read_to_string(&r.log).unwrap();
+    let stats = log
+        .lines()
+        .find(|l| l.contains("memcastd stopping"))
+        .unwrap_or_else(|| panic!("no final stats in {log}"));
+    assert!(stats.contains(" relayed=5 "), "{stats}");
+    assert!(stats.contains(" relay_batches=2 "), "{stats}");
 }
 
 #[test]
