@@ -132,7 +132,16 @@ fn main() {
             "30".into(),
             "--heartbeat-ms".into(),
             "1000".into(),
-        ],
+        ]
+        .into_iter()
+        // Experiments: e.g. BENCH_MEMCASTD_ARGS="--relay-batch-us 0".
+        .chain(
+            std::env::var("BENCH_MEMCASTD_ARGS")
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(String::from),
+        )
+        .collect(),
     );
     assert!(
         cluster.wait_warm(Duration::from_secs(30)),

@@ -359,6 +359,15 @@ pub fn run(cluster: &Cluster, out_dir: &Path) {
         .map(|i| counter(cluster, i, "memcast_applied_total") - applied_before[i - 1])
         .collect();
     let lag_after: Vec<_> = (1..3).map(|i| lag_buckets(cluster, i)).collect();
+    eprintln!(
+        "profile: frames per batch (since start): relay {:.2}, receivers {:.2} {:.2}",
+        counter(cluster, 0, "memcast_relayed_total")
+            / counter(cluster, 0, "memcast_relay_batches_total").max(1.0),
+        counter(cluster, 1, "memcast_applied_total")
+            / counter(cluster, 1, "memcast_apply_batches_total").max(1.0),
+        counter(cluster, 2, "memcast_applied_total")
+            / counter(cluster, 2, "memcast_apply_batches_total").max(1.0),
+    );
     let lag: Vec<f64> = memcastd::metrics::quantiles_between(&lag_before, &lag_after, &[0.5, 0.99])
         .into_iter()
         .map(|s| s * 1000.0)

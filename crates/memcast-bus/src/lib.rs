@@ -359,7 +359,9 @@ impl Subscriber {
         if let Some(m) = self.try_recv()? {
             return Ok(Some(m));
         }
-        let ms = timeout.as_millis().min(i64::MAX as u128) as i64;
+        // Rounded up: a wait of under a millisecond must not become a poll
+        // that returns at once (a busy loop until the time has come).
+        let ms = timeout.as_micros().div_ceil(1000).min(i64::MAX as u128) as i64;
         let mut items = vec![self.socket.as_poll_item(zmq::POLLIN)];
         if let Some(relay) = &self.relay {
             items.push(relay.as_poll_item(zmq::POLLIN));

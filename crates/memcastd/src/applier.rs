@@ -171,6 +171,7 @@ impl Applier {
         };
         match apply_batch(&mut self.memcached, &frames, cache) {
             Ok(outcomes) if whose == Whose::Group => {
+                Counters::inc(&self.counters.apply_batches);
                 for (frame, outcome) in frames.iter().zip(outcomes) {
                     self.record(frame, outcome, started);
                 }

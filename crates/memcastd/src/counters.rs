@@ -36,6 +36,7 @@ macro_rules! counters {
 counters! {
     received: "Frames received from the group.",
     applied: "Frames stored in memcached (newer than what it held).",
+    apply_batches: "Batches of the group's frames applied: each one lookup (if any) and one pipelined round trip of stores.",
     skipped_older: "Frames memcached already held in this or a newer version.",
     touched: "Touch frames applied.",
     conflicts: "Writes that began from a miss (creates) and found a live session here: the session was kept, the write lost.",
