@@ -66,7 +66,7 @@ pub fn run(rounds: usize) -> Apply {
     let dir = TempDir::new("bench-apply");
     let key_file = dir.key_file("key", 3);
     let key = SharedKey::from_file(&key_file).unwrap();
-    let value = vec![b'a'; 2048];
+    let value = crate::session_payload::encoded();
     let mut rates = Vec::new();
     let mut ceilings = Vec::new();
     for round in 0..rounds {

@@ -1,5 +1,5 @@
 //! Per-call latency from PHP CLI inside host 1: session_start() (read) and
-//! session_write_close() (write) of a 2 KB session, memcast and
+//! session_write_close() (write) of the bench's 2 KB session, memcast and
 //! php-memcached, locking on and off, against raw get/set round trips of the
 //! same value with php-memcached's client (the floor). memcast seals
 //! sessions (the default with a key file), and once more with
@@ -13,7 +13,7 @@ const CALLS: usize = 2000;
 
 const HANDLER: &str = r#"ob_start();
 $n = N; $id = 'lat' . bin2hex(random_bytes(6));
-session_id($id); session_start(); $_SESSION = ['n' => 0, 'payload' => str_repeat('p', 2048)]; session_write_close();
+session_id($id); session_start(); $_SESSION = []; SESSION_DECODE; $_SESSION['n'] = 0; session_write_close();
 $r = []; $w = [];
 for ($i = 0; $i < $n; $i++) {
     session_id($id);
@@ -29,7 +29,7 @@ echo implode(',', $r), "\n", implode(',', $w), "\n";
 
 const RAW: &str = r#"
 $n = N; $m = new Memcached(); $m->addServer('127.0.0.1', 11211);
-$v = serialize(['n' => 0, 'payload' => str_repeat('p', 2048)]); $m->set('rawbench', $v);
+$v = SESSION_LITERAL . 'n|i:0;'; $m->set('rawbench', $v);
 $r = []; $w = [];
 for ($i = 0; $i < $n; $i++) {
     $t0 = hrtime(true); $got = $m->get('rawbench'); $t1 = hrtime(true);
@@ -122,7 +122,11 @@ pub fn run(cluster: &Cluster, rounds: usize) -> Vec<Latency> {
             for d in ini {
                 php.arg("-d").arg(d);
             }
-            php.args(["-r", &script.replace("N;", &format!("{CALLS};"))])
+            let script = script
+                .replace("N;", &format!("{CALLS};"))
+                .replace("SESSION_DECODE", &crate::session_payload::php_decode())
+                .replace("SESSION_LITERAL", &crate::session_payload::php_literal());
+            php.args(["-r", &script])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             let o = php.output().unwrap();

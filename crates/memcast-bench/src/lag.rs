@@ -1,4 +1,4 @@
-//! Replication lag across the namespaces: frames of 2 KB handed to host 1's
+//! Replication lag across the namespaces: frames of the 2 KB session handed to host 1's
 //! relay (as PHP does) at a steady rate; hosts 2 and 3 record, in their
 //! `memcast_replication_lag_seconds` histogram, how old each write was when
 //! memcached had it. Versions carry milliseconds, so lags are good to ±1 ms.
@@ -39,7 +39,7 @@ pub fn run(cluster: &Cluster) -> Vec<Lag> {
         },
     )
     .unwrap();
-    let value = vec![b'v'; 2048];
+    let value = crate::session_payload::encoded();
     let mut out = Vec::new();
     for rate in RATES {
         let before: Vec<_> = (1..3).map(|i| buckets(cluster, i)).collect();

@@ -20,22 +20,38 @@
 //! - **replication**: lag from PHP's write to applied on the other hosts at
 //!   1k, 5k and 20k writes/s; memcastd's apply rate against memcached's own
 //!   pipelined-set ceiling.
+//! - **replication CPU**: cluster CPU per replicated write, per process
+//!   (store only against store + publish, medians of rounds).
+//! - **scale**: lag, apply and CPU per write at 3, 5 and 8 hosts.
 //! - **memory**: memcastd and php-fpm workers, idle and under load.
 //!
-//! Writes bench/results/latest.md and PNG charts (gnuplot) beside it.
+//! Writes bench/results/latest.md and PNG charts (gnuplot) beside it, with
+//! issue 14's four goals judged on this run's numbers. Every session and
+//! frame carries one realistic 2 KB PHP session ([`session_payload`]).
+//!
+//! `BENCH_ONLY=<section>` runs one section and prints it: `handler`,
+//! `cluster_lock`, `lag`, `replication_cpu`, `scale`, `apply`, or `profile`
+//! (replication CPU plus perf, bench/results/profile-data.md).
 
 mod apply;
 mod cluster_lock;
 mod handler;
 mod lag;
 mod profile;
+mod replication_cpu;
 mod report;
+mod scale;
+mod session_payload;
 mod web;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use memcast_testkit::cluster::{Artifacts, Cluster, Publish};
+
+/// Replication CPU section: writes per second and seconds per phase.
+const REPLICATION_CPU_RATE: u64 = 5_000;
+const REPLICATION_CPU_SECONDS: u64 = 4;
 
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -99,23 +115,11 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn main() {
-    memcast_testkit::require_root("make bench (network namespaces)");
-    let rounds: usize = std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
-    let seconds: u64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
-    let out_dir = workspace().join("bench/results");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let started = std::time::Instant::now();
-    eprintln!("bench: three hosts (namespaces), memcastd relays; {rounds} rounds of {seconds} s per web variant");
-    let mut cluster = Cluster::start_with(
-        "bn",
-        3,
+/// A cluster of `hosts` with the bench's memcastd settings, warm.
+pub fn bench_cluster(tag: &str, hosts: u8) -> Cluster {
+    let cluster = Cluster::start_with(
+        tag,
+        hosts,
         Publish::Relay,
         Artifacts::release(&workspace()),
         vec![
@@ -148,6 +152,37 @@ fn main() {
         "{}",
         cluster.logs()
     );
+    cluster
+}
+
+fn main() {
+    memcast_testkit::require_root("make bench (network namespaces)");
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let out_dir = workspace().join("bench/results");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let started = std::time::Instant::now();
+    eprintln!("bench: three hosts (namespaces), memcastd relays; {rounds} rounds of {seconds} s per web variant");
+    let only = std::env::var("BENCH_ONLY").ok();
+    // Sections that start their own clusters (or none).
+    match only.as_deref() {
+        Some("scale") => {
+            println!("{}", report::scale(&scale::run()));
+            return;
+        }
+        Some("apply") => {
+            println!("{}", report::apply(&apply::run(rounds)));
+            return;
+        }
+        _ => {}
+    }
+    let mut cluster = bench_cluster("bn", 3);
     let memcastd_idle = cluster.memcastd_pid(0).map_or(0, rss_kb);
     // BENCH_ONLY=handler: the handler latencies alone, printed (no report),
     // e.g. to see what memcast.seal costs in a minute.
@@ -175,6 +210,22 @@ fn main() {
         return;
     }
 
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("replication_cpu") {
+        let r = replication_cpu::run(
+            &cluster,
+            rounds,
+            REPLICATION_CPU_RATE,
+            REPLICATION_CPU_SECONDS,
+        );
+        println!("{}", report::replication_cpu(&r));
+        return;
+    }
+
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("lag") {
+        println!("{}", report::lag(&lag::run(&cluster)));
+        return;
+    }
+
     let web = web::run(&mut cluster, rounds, seconds);
     eprintln!(
         "bench: web done after {:.0} s",
@@ -196,7 +247,22 @@ fn main() {
         "bench: lag done after {:.0} s",
         started.elapsed().as_secs_f64()
     );
+    let replication_cpu = replication_cpu::run(
+        &cluster,
+        rounds,
+        REPLICATION_CPU_RATE,
+        REPLICATION_CPU_SECONDS,
+    );
+    eprintln!(
+        "bench: replication CPU done after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     drop(cluster);
+    let scale = scale::run();
+    eprintln!(
+        "bench: scale done after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     let apply = apply::run(rounds);
     eprintln!(
         "bench: apply done after {:.0} s",
@@ -216,6 +282,8 @@ fn main() {
             cluster_lock: &cluster_lock,
             handler: &handler,
             lag: &lag,
+            replication_cpu: &replication_cpu,
+            scale: &scale,
             apply: &apply,
             memory: &memory,
         },

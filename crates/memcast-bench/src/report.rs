@@ -10,6 +10,8 @@ use crate::apply::Apply;
 use crate::cluster_lock::ClusterLockResult;
 use crate::handler::Latency;
 use crate::lag::Lag;
+use crate::replication_cpu::{ReplicationCpu, GOAL_US};
+use crate::scale::Scale;
 use crate::web::WebResult;
 
 pub struct Memory {
@@ -79,7 +81,7 @@ pub fn cluster_lock(result: &ClusterLockResult) -> String {
     .unwrap();
     writeln!(
         md,
-        "nginx + php-fpm (pm = static, 8 workers) on each of the three hosts, wrk ({CONNECTIONS} threads, {CONNECTIONS} connections) on each at once, all over one pool of {POOL} existing sessions, each request picking one at random: requests of one session arrive at different hosts concurrently, as behind a round-robin load balancer, and about one request in five finds its session in use somewhere. The same page as above (read a counter and a 2 KB payload, increment, write back). {} rounds of {} s, medians. req/s: the three hosts together; p50/p99: the slowest host's. \"counters\": whether the sessions' counters add up to the successful requests (plus at most one in flight per connection) in every round; otherwise the updates lost in the worst round.\n",
+        "nginx + php-fpm (pm = static, 8 workers) on each of the three hosts, wrk ({CONNECTIONS} threads, {CONNECTIONS} connections) on each at once, all over one pool of {POOL} existing sessions, each request picking one at random: requests of one session arrive at different hosts concurrently, as behind a round-robin load balancer, and about one request in five finds its session in use somewhere. The same page as above (read the 2 KB session and its counter, increment, write back). {} rounds of {} s, medians. req/s: the three hosts together; p50/p99: the slowest host's. \"counters\": whether the sessions' counters add up to the successful requests (plus at most one in flight per connection) in every round; otherwise the updates lost in the worst round.\n",
         result.rounds, result.seconds
     )
     .unwrap();
@@ -161,12 +163,243 @@ pub fn cluster_lock(result: &ClusterLockResult) -> String {
     md
 }
 
+/// The replication lag table (3 hosts, rates).
+pub fn lag(lag: &[Lag]) -> String {
+    let mut md = String::new();
+    writeln!(md, "## Replication\n").unwrap();
+    writeln!(md, "Frames of the 2 KB session handed to host 1's relay at a steady rate; hosts 2 and 3 record how old each write was when their memcached had it (`memcast_replication_lag_seconds`; bucket bounds, versions carry milliseconds so ±1 ms).\n").unwrap();
+    writeln!(
+        md,
+        "| writes/s asked | achieved | frames | lag p50 ≤ | lag p99 ≤ | max ≤ |"
+    )
+    .unwrap();
+    writeln!(md, "| --- | --- | --- | --- | --- | --- |").unwrap();
+    for l in lag {
+        writeln!(
+            md,
+            "| {} | {:.0} | {} | {} ms | {} ms | {} ms |",
+            l.rate, l.achieved, l.sent, l.p50_ms, l.p99_ms, l.max_ms
+        )
+        .unwrap();
+    }
+    md
+}
+
+/// memcastd's apply rate against memcached's ceiling.
+pub fn apply(apply: &Apply) -> String {
+    format!(
+        "\nmemcastd apply rate (loopback, one memcastd, {} frames of the 2 KB session over tcp://): **{:.0} frames/s**; memcached's own ceiling, the same number of 2 KB sets pipelined 100 per write: {:.0} sets/s; ratio {:.2}.\n\n",
+        apply.frames,
+        apply.frames_per_sec,
+        apply.ceiling_per_sec,
+        apply.frames_per_sec / apply.ceiling_per_sec
+    )
+}
+
+/// Cluster CPU per replicated write, per process.
+pub fn replication_cpu(r: &ReplicationCpu) -> String {
+    let mut md = String::new();
+    writeln!(
+        md,
+        "## Replication CPU per replicated write ({} hosts, {} writes/s of the 2 KB session)\n",
+        r.hosts, r.rate
+    )
+    .unwrap();
+    let applied = if r.all_applied() {
+        "every receiver applied every frame of phase 2 in every round".to_string()
+    } else {
+        let short: Vec<String> = r
+            .publish_writes
+            .iter()
+            .zip(&r.applied_min)
+            .map(|(w, a)| format!("{a:.0} of {w}"))
+            .collect();
+        format!(
+            "**not every frame was applied** (fewest applied by a receiver, per round: {})",
+            short.join(", ")
+        )
+    };
+    writeln!(
+        md,
+        "A sender in the bench process does per write what a PHP worker does: `set` of the session into host 1's memcached, then seal + hand-off to host 1's relay (ZeroMQ ipc). Each round: phase 1 store only (the baseline without replication), phase 2 store + publish, {} s each at {} writes/s; utime + stime of every process from /proc before and after each phase. Replication's cost = phase 2 − phase 1. {} rounds; each process's numbers are the medians of its rounds, the cluster row the median of the rounds' totals. Phase 2: {applied}; lag p50 ≤ {} ms, p99 ≤ {} ms (median of rounds).\n",
+        r.seconds, r.rate, r.rounds, r.lag_p50_ms, r.lag_p99_ms
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "| process | store only µs/write | store + publish µs/write | replication µs/write |"
+    )
+    .unwrap();
+    writeln!(md, "| --- | ---: | ---: | ---: |").unwrap();
+    for row in &r.rows {
+        writeln!(
+            md,
+            "| {} | {:.1} | {:.1} | {:.1} |",
+            row.name, row.store_us, row.publish_us, row.replication_us
+        )
+        .unwrap();
+    }
+    let c = &r.cluster;
+    writeln!(
+        md,
+        "| **cluster** | **{:.1}** | **{:.1}** | **{:.1}** |\n",
+        c.store_us, c.publish_us, c.replication_us
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "Replication CPU: **{:.1} µs per replicated write**, goal ≤ {GOAL_US:.0} µs: {} ({:.2}× the goal).\n",
+        c.replication_us,
+        if r.met() { "met" } else { "**not met**" },
+        c.replication_us / GOAL_US
+    )
+    .unwrap();
+    md
+}
+
+/// Lag, apply and CPU at 3, 5 and 8 hosts.
+pub fn scale(rows: &[Scale]) -> String {
+    let mut md = String::new();
+    let (rate, seconds) = (crate::scale::RATE, rows.first().map_or(0, |r| r.seconds));
+    writeln!(
+        md,
+        "## Cluster size: lag, apply and CPU at 3, 5 and 8 hosts\n"
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "Each size a fresh cluster (memcached + memcastd per host, each host its own network namespace, all on this machine's cores); the sender writes the session at {rate} writes/s for {seconds} s through host 1's relay (store + publish, as PHP does). Lag: the worst receiver's bucket bound for each quantile (`memcast_replication_lag_seconds`, ±1 ms). \"applied\": the fewest frames any receiver had applied within 5 s after the last write. CPU: utime + stime during the run and the drain, per write: the whole cluster (the sender, every memcastd and memcached), host 1 (relay), and a receiver host (mean). Every host here shares the same cores, so at some size the machine, not the design, is the limit: frames not applied or a growing lag say where. A receiver that falls behind applies what queued in larger batches, so its CPU per write drops as its lag grows.\n"
+    )
+    .unwrap();
+    writeln!(md, "| hosts | writes/s achieved | writes | applied (fewest receiver) | lag p50 ≤ | lag p99 ≤ (host) | max ≤ | cluster CPU µs/write | relay host µs/write | a receiver host µs/write |").unwrap();
+    writeln!(
+        md,
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    )
+    .unwrap();
+    for r in rows {
+        let applied = if r.all_applied() {
+            format!("all ({:.0})", r.applied_min)
+        } else {
+            format!("**{:.0} of {}**", r.applied_min, r.writes)
+        };
+        writeln!(
+            md,
+            "| {} | {:.0} | {} | {applied} | {} ms | {} ms (host {}) | {} ms | {:.0} | {:.0} | {:.0} |",
+            r.hosts,
+            r.achieved,
+            r.writes,
+            r.p50_ms,
+            r.p99_ms,
+            r.worst_host,
+            r.max_ms,
+            r.cluster_us,
+            r.relay_host_us,
+            r.receiver_host_us
+        )
+        .unwrap();
+    }
+    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+        let per_receiver = if last.hosts > first.hosts {
+            (last.cluster_us - first.cluster_us) / (last.hosts - first.hosts) as f64
+        } else {
+            f64::NAN
+        };
+        writeln!(
+            md,
+            "\nEach added host added about {per_receiver:.0} µs of cluster CPU per write ({} → {} hosts). At {rate} writes/s, one µs per write is 0.5 % of a core.\n",
+            first.hosts, last.hosts
+        )
+        .unwrap();
+    }
+    md
+}
+
+/// Issue 14's four goals, each judged on this run's numbers.
+fn goals(measured: &Measured<'_>) -> String {
+    let verdict = |met: bool| if met { "met" } else { "**not met**" };
+    let mut md = String::new();
+    writeln!(md, "## Goals (issue 14), this run\n").unwrap();
+    // 1. Replication CPU.
+    let r = measured.replication_cpu;
+    writeln!(
+        md,
+        "- Replication CPU per replicated 2 KB write, 3 hosts: **{:.1} µs** (goal ≤ {GOAL_US:.0}): {}.",
+        r.cluster.replication_us,
+        verdict(r.met())
+    )
+    .unwrap();
+    // 2. Web stack.
+    let web = measured.web;
+    let of = |prefix: &str| {
+        web.variants
+            .iter()
+            .find(|(n, _)| n.starts_with(prefix))
+            .map(|(_, runs)| {
+                let mut rps: Vec<f64> = runs.iter().map(|x| x.rps).collect();
+                let mut p99: Vec<f64> = runs.iter().map(|x| x.p99_ms).collect();
+                (super::median(&mut rps), super::median(&mut p99))
+            })
+            .unwrap_or((f64::NAN, f64::NAN))
+    };
+    let (single, single_p99) = of("php-memcached, 1 server");
+    let (replicas, _) = of("php-memcached, 3 servers, 2 replicas, locking");
+    let mut web_met = false;
+    let mut parts = Vec::new();
+    for (label, prefix) in [
+        ("relay", "memcast (host relay), cluster"),
+        ("direct", "memcast (direct"),
+    ] {
+        let (rps, p99) = of(prefix);
+        let met = rps / replicas >= 2.0 && rps / single >= 1.0 && p99 <= single_p99;
+        web_met |= met;
+        parts.push(format!(
+            "{label} {:.2}× the replicas, {:.2}× single, p99 {p99:.1} ms",
+            rps / replicas,
+            rps / single
+        ));
+    }
+    writeln!(
+        md,
+        "- Web stack (cluster lock): memcast ≥ 2.0× php-memcached with 2 replicas and locking, ≥ 1.0× php-memcached single, p99 no worse than single's ({single_p99:.1} ms): {}; {}.",
+        parts.join("; "),
+        verdict(web_met)
+    )
+    .unwrap();
+    // 3. Lag at 5 000/s.
+    let lag5k = measured.lag.iter().find(|l| l.rate == 5_000);
+    match lag5k {
+        Some(l) => writeln!(
+            md,
+            "- Lag p99 < 2 ms at 5 000 writes/s (3 hosts): p99 ≤ {} ms (bucket bound, ±1 ms; ≤ 2 ms counts as met): {}.",
+            l.p99_ms,
+            verdict(l.p99_ms <= 2.0)
+        )
+        .unwrap(),
+        None => writeln!(md, "- Lag at 5 000 writes/s: not measured.").unwrap(),
+    }
+    // 4. Apply rate.
+    let a = measured.apply;
+    let ratio = a.frames_per_sec / a.ceiling_per_sec;
+    writeln!(
+        md,
+        "- memcastd apply ≥ 150 000 frames/s of 2 KB and ≥ 0.6× memcached's pipelined ceiling: {:.0} frames/s, {ratio:.2}× ({:.0} sets/s): {}.\n",
+        a.frames_per_sec,
+        a.ceiling_per_sec,
+        verdict(a.frames_per_sec >= 150_000.0 && ratio >= 0.6)
+    )
+    .unwrap();
+    md
+}
+
 /// Everything one run measured.
 pub struct Measured<'a> {
     pub web: &'a WebResult,
     pub cluster_lock: &'a ClusterLockResult,
     pub handler: &'a [Latency],
     pub lag: &'a [Lag],
+    pub replication_cpu: &'a ReplicationCpu,
+    pub scale: &'a [Scale],
     pub apply: &'a Apply,
     pub memory: &'a Memory,
 }
@@ -177,6 +410,8 @@ pub fn write(dir: &Path, measured: &Measured<'_>, took: Duration) -> String {
         cluster_lock,
         handler,
         lag,
+        replication_cpu,
+        scale,
         apply,
         memory,
     } = *measured;
@@ -202,6 +437,15 @@ pub fn write(dir: &Path, measured: &Measured<'_>, took: Duration) -> String {
         web.seconds
     )
     .unwrap();
+    writeln!(
+        md,
+        "{}: a repeated byte would compress unrealistically well.\n",
+        crate::session_payload::describe()
+    )
+    .unwrap();
+    let goals = goals(measured);
+    eprintln!("{goals}");
+    md.push_str(&goals);
 
     // Web.
     let rps: Vec<(&str, f64)> = web
@@ -223,7 +467,7 @@ pub fn write(dir: &Path, measured: &Measured<'_>, took: Duration) -> String {
     writeln!(md, "## Web stack: requests per second\n").unwrap();
     writeln!(
         md,
-        "nginx + php-fpm (pm = static, 8 workers) + wrk (8 threads, 8 connections) on loopback inside host 1 of three (network namespaces; the other hosts hold the remote memcached servers and memcastd). The page reads a counter and a 2 KB payload, increments, writes back; each wrk thread cycles through its own 25 of 200 existing sessions. \"counters\": the sessions' counters add up to the requests wrk counted (plus at most one in-flight request per connection), every round. memcast's rows say where the session lock lives: \"cluster lock\" (`memcast.lock_scope = cluster`, the default: the first server of the session's rendezvous order over the three, another host's memcached for two sessions in three, one round trip there to lock and one to release) or \"host lock\" (`memcast.lock_scope = host`: host 1's own memcached; right only with sticky sessions). Here every session's requests come to host 1 only, so both count exactly: the difference is what the cluster lock costs on one entry host.\n"
+        "nginx + php-fpm (pm = static, 8 workers) + wrk (8 threads, 8 connections) on loopback inside host 1 of three (network namespaces; the other hosts hold the remote memcached servers and memcastd). The page reads the 2 KB session and its counter, increments, writes back; each wrk thread cycles through its own 25 of 200 existing sessions. \"counters\": the sessions' counters add up to the requests wrk counted (plus at most one in-flight request per connection), every round. memcast's rows say where the session lock lives: \"cluster lock\" (`memcast.lock_scope = cluster`, the default: the first server of the session's rendezvous order over the three, another host's memcached for two sessions in three, one round trip there to lock and one to release) or \"host lock\" (`memcast.lock_scope = host`: host 1's own memcached; right only with sticky sessions). Here every session's requests come to host 1 only, so both count exactly: the difference is what the cluster lock costs on one entry host.\n"
     )
     .unwrap();
     writeln!(md, "| variant | req/s | × php-memcached (1 server) | × php-memcached (2 replicas, locking) | × ceiling | p50 ms | p99 ms | non-2xx | memcached + memcastd CPU, µs/request (3 hosts) | counters |").unwrap();
@@ -263,15 +507,13 @@ pub fn write(dir: &Path, measured: &Measured<'_>, took: Duration) -> String {
         )
         .unwrap();
     }
-    let memcast_best = find("memcast (direct").max(find("memcast (host relay), cluster"));
     writeln!(
         md,
-        "\nTargets: memcast ≥ 1.0× php-memcached on one server: direct {:.2}×, relay {:.2}×; ≥ 1.3× php-memcached with two replicas: direct {:.2}×, relay {:.2}× (best {:.2}×).\n",
-        find("memcast (direct") / single,
-        find("memcast (host relay), cluster") / single,
+        "\nTargets (issue 14): memcast ≥ 2.0× php-memcached with two replicas and locking: direct {:.2}×, relay {:.2}×; ≥ 1.0× php-memcached on one server: direct {:.2}×, relay {:.2}×, with p99 no worse (php-memcached single's is the bar).\n",
         find("memcast (direct") / replicas,
         find("memcast (host relay), cluster") / replicas,
-        memcast_best / replicas
+        find("memcast (direct") / single,
+        find("memcast (host relay), cluster") / single,
     )
     .unwrap();
     writeln!(md, "![requests per second](throughput.png)\n").unwrap();
@@ -301,32 +543,11 @@ pub fn write(dir: &Path, measured: &Measured<'_>, took: Duration) -> String {
     writeln!(md, "\n![read latency CDF](latency_cdf.png)\n").unwrap();
 
     // Replication.
-    writeln!(md, "## Replication\n").unwrap();
-    writeln!(md, "Frames of 2 KB handed to host 1's relay at a steady rate; hosts 2 and 3 record how old each write was when their memcached had it (`memcast_replication_lag_seconds`; bucket bounds, versions carry milliseconds so ±1 ms).\n").unwrap();
-    writeln!(
-        md,
-        "| writes/s asked | achieved | frames | lag p50 ≤ | lag p99 ≤ | max ≤ |"
-    )
-    .unwrap();
-    writeln!(md, "| --- | --- | --- | --- | --- | --- |").unwrap();
-    for l in lag {
-        writeln!(
-            md,
-            "| {} | {:.0} | {} | {} ms | {} ms | {} ms |",
-            l.rate, l.achieved, l.sent, l.p50_ms, l.p99_ms, l.max_ms
-        )
-        .unwrap();
-    }
-    writeln!(
-        md,
-        "\nmemcastd apply rate (loopback, one memcastd, {} frames of 2 KB over tcp://): **{:.0} frames/s**; memcached's own ceiling, the same number of 2 KB sets pipelined 100 per write: {:.0} sets/s; ratio {:.2}.\n",
-        apply.frames,
-        apply.frames_per_sec,
-        apply.ceiling_per_sec,
-        apply.frames_per_sec / apply.ceiling_per_sec
-    )
-    .unwrap();
+    md.push_str(&self::lag(lag));
+    md.push_str(&self::apply(apply));
     writeln!(md, "![lag against rate](lag.png)\n").unwrap();
+    md.push_str(&self::replication_cpu(replication_cpu));
+    md.push_str(&self::scale(scale));
 
     // Memory.
     writeln!(md, "## Memory (resident)\n").unwrap();

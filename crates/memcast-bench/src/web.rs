@@ -12,24 +12,38 @@ const WORKERS: usize = 8;
 const CONNECTIONS: usize = 8;
 const POOL: usize = 200;
 
-const PAGE: &str = r#"<?php
+/// Reads the session (the shared 2 KB one plus a counter), increments the
+/// counter, writes back; 500 if the session's content did not survive.
+fn page() -> String {
+    format!(
+        r#"<?php
 session_start();
 $_SESSION['n'] = ($_SESSION['n'] ?? 0) + 1;
-if (strlen($_SESSION['payload'] ?? '') !== 2048) { http_response_code(500); echo "payload lost"; exit; }
+if (($_SESSION['auth']['{}'] ?? '') !== '{}') {{ http_response_code(500); echo "session content lost"; exit; }}
 echo $_SESSION['n'];
-"#;
+"#,
+        crate::session_payload::CHECK_KEY,
+        crate::session_payload::check_value()
+    )
+}
 
 const NO_SESSION: &str = "<?php echo 'ok';\n";
 
-const INIT: &str = r#"<?php
+/// Creates the pool's sessions: the shared 2 KB session, counter 0.
+fn init() -> String {
+    format!(
+        r#"<?php
 $p = $_GET['p']; $n = (int) $_GET['n']; $ok = 0;
-for ($i = 0; $i < $n; $i++) {
+for ($i = 0; $i < $n; $i++) {{
     session_id($p . $i); session_start();
-    $_SESSION = ['n' => 0, 'payload' => str_repeat('p', 2048)];
+    $_SESSION = []; {}; $_SESSION['n'] = 0;
     $ok += session_write_close() ? 1 : 0;
-}
+}}
 echo "ok $ok";
-"#;
+"#,
+        crate::session_payload::php_decode()
+    )
+}
 
 const SUM: &str = r#"<?php
 $p = $_GET['p']; $n = (int) $_GET['n']; $sum = 0; $missing = 0;
@@ -110,9 +124,9 @@ pub(crate) fn stack_on(
         php_args,
         ini,
         pages: vec![
-            ("page.php".into(), PAGE.into()),
+            ("page.php".into(), page()),
             ("nosession.php".into(), NO_SESSION.into()),
-            ("init.php".into(), INIT.into()),
+            ("init.php".into(), init()),
             ("sum.php".into(), SUM.into()),
         ],
         workers: WORKERS,
