@@ -249,6 +249,21 @@ pub struct Phases {
     pub applied: Vec<f64>,
     /// Lag p50 and p99 ≤ (ms, bucket bounds) over the receivers, phase 2.
     pub lag_ms: [f64; 2],
+    /// Phase 2's frames per relay send (`--relay-batch-us`), and per apply
+    /// batch at the receivers (mean): what the batching achieved.
+    pub batch: [f64; 2],
+}
+
+/// Host `i`'s counters `frames` and `batches`.
+fn batch_counters(cluster: &Cluster, i: usize, frames: &str, batches: &str) -> [f64; 2] {
+    [counter(cluster, i, frames), counter(cluster, i, batches)]
+}
+
+/// Frames per batch between two readings of [`batch_counters`].
+fn per_batch(before: &[[f64; 2]], after: &[[f64; 2]]) -> f64 {
+    let frames: f64 = before.iter().zip(after).map(|(b, a)| a[0] - b[0]).sum();
+    let batches: f64 = before.iter().zip(after).map(|(b, a)| a[1] - b[1]).sum();
+    frames / batches.max(1.0)
 }
 
 /// Both phases at `rate` for `seconds` each.
@@ -270,6 +285,20 @@ pub fn phases(
         .map(|i| counter(cluster, i, "memcast_applied_total"))
         .collect();
     let lag_before: Vec<_> = receivers.clone().map(|i| lag_buckets(cluster, i)).collect();
+    let relay = |c: &Cluster| {
+        [batch_counters(
+            c,
+            0,
+            "memcast_relayed_total",
+            "memcast_relay_batches_total",
+        )]
+    };
+    let apply = |c: &Cluster| -> Vec<[f64; 2]> {
+        (1..c.sites.len())
+            .map(|i| batch_counters(c, i, "memcast_applied_total", "memcast_apply_batches_total"))
+            .collect()
+    };
+    let (relay_before, apply_before) = (relay(cluster), apply(cluster));
     let (publish_writes, publish) = account(procs, || {
         let n = sender.run(rate, seconds, true);
         // What is queued is applied (and accounted) before the end.
@@ -283,6 +312,10 @@ pub fn phases(
         .collect();
     let lag_after: Vec<_> = receivers.map(|i| lag_buckets(cluster, i)).collect();
     let lag = memcastd::metrics::quantiles_between(&lag_before, &lag_after, &[0.5, 0.99]);
+    let batch = [
+        per_batch(&relay_before, &relay(cluster)),
+        per_batch(&apply_before, &apply(cluster)),
+    ];
     Phases {
         store_writes,
         store,
@@ -290,6 +323,7 @@ pub fn phases(
         publish,
         applied,
         lag_ms: [lag[0] * 1000.0, lag[1] * 1000.0],
+        batch,
     }
 }
 
@@ -317,6 +351,9 @@ pub struct ReplicationCpu {
     pub applied_min: Vec<f64>,
     pub lag_p50_ms: f64,
     pub lag_p99_ms: f64,
+    /// Frames per relay send and per receiver apply batch (medians).
+    pub frames_per_send: f64,
+    pub frames_per_apply: f64,
 }
 
 impl ReplicationCpu {
@@ -350,10 +387,12 @@ pub fn run(cluster: &Cluster, rounds: usize, rate: u64, seconds: u64) -> Replica
             total(&p.publish, p.publish_writes),
         );
         eprintln!(
-            "bench: replication CPU round {}: store only {s:.1} µs/write, store + publish {x:.1}, replication {:.1} (goal ≤ {GOAL_US}); lag p99 ≤ {} ms",
+            "bench: replication CPU round {}: store only {s:.1} µs/write, store + publish {x:.1}, replication {:.1} (goal ≤ {GOAL_US}); lag p99 ≤ {} ms; frames per relay send {:.1}, per apply batch {:.1}",
             round + 1,
             x - s,
-            p.lag_ms[1]
+            p.lag_ms[1],
+            p.batch[0],
+            p.batch[1]
         );
         per_round.push(p);
     }
@@ -429,5 +468,7 @@ pub fn run(cluster: &Cluster, rounds: usize, rate: u64, seconds: u64) -> Replica
             .collect(),
         lag_p50_ms: med(&|p| p.lag_ms[0]),
         lag_p99_ms: med(&|p| p.lag_ms[1]),
+        frames_per_send: med(&|p| p.batch[0]),
+        frames_per_apply: med(&|p| p.batch[1]),
     }
 }

@@ -221,8 +221,8 @@ pub fn replication_cpu(r: &ReplicationCpu) -> String {
     };
     writeln!(
         md,
-        "A sender in the bench process does per write what a PHP worker does: `set` of the session into host 1's memcached, then seal + hand-off to host 1's relay (ZeroMQ ipc). Each round: phase 1 store only (the baseline without replication), phase 2 store + publish, {} s each at {} writes/s; utime + stime of every process from /proc before and after each phase. Replication's cost = phase 2 − phase 1. {} rounds; each process's numbers are the medians of its rounds, the cluster row the median of the rounds' totals. Phase 2: {applied}; lag p50 ≤ {} ms, p99 ≤ {} ms (median of rounds).\n",
-        r.seconds, r.rate, r.rounds, r.lag_p50_ms, r.lag_p99_ms
+        "A sender in the bench process does per write what a PHP worker does: `set` of the session into host 1's memcached, then seal + hand-off to host 1's relay (ZeroMQ ipc). Each round: phase 1 store only (the baseline without replication), phase 2 store + publish, {} s each at {} writes/s; utime + stime of every process from /proc before and after each phase. Replication's cost = phase 2 − phase 1. {} rounds; each process's numbers are the medians of its rounds, the cluster row the median of the rounds' totals. Phase 2: {applied}; lag p50 ≤ {} ms, p99 ≤ {} ms (median of rounds); the relay sent {:.1} frames per send (`--relay-batch-us`) and the receivers applied {:.1} frames per memcached batch.\n",
+        r.seconds, r.rate, r.rounds, r.lag_p50_ms, r.lag_p99_ms, r.frames_per_send, r.frames_per_apply
     )
     .unwrap();
     writeln!(
