@@ -27,6 +27,8 @@ pub struct Relay {
     advertise: String,
     host_name: String,
     pub heartbeat: Every,
+    /// `--compress-threshold`.
+    compress_threshold: usize,
 }
 
 impl Relay {
@@ -69,6 +71,7 @@ impl Relay {
             publishers,
             advertise: s.advertise.clone().unwrap_or_default(),
             host_name: s.host_name.clone(),
+            compress_threshold: s.compress_threshold,
             // Peers pull a snapshot from a relay when they hear its first
             // heartbeat: by then every local PHP worker has reconnected, so
             // what they could not hand over while this relay was away is in
@@ -97,7 +100,7 @@ impl Relay {
         frame.origin = self.origin.id;
         frame.epoch = self.origin.epoch;
         frame.seq = self.origin.next_seq();
-        let sealed = frame.seal(keys);
+        let sealed = frame.seal_compressed(keys, self.compress_threshold);
         let sent = self.send(&sealed);
         // Kept even when the send failed: a peer that notices the gap repairs it.
         self.ring.lock().push(frame.seq, sealed);
