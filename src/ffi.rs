@@ -68,11 +68,11 @@ macro_rules! ini_table {
     };
 }
 const _: () = assert!(
-    SETTINGS.len() == 24,
+    SETTINGS.len() == 25,
     "add the new setting's index to ini_table! below"
 );
-static INI: IniEntryDefs<25> =
-    ini_table!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23);
+static INI: IniEntryDefs<26> =
+    ini_table!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24);
 
 /// PHP's entry point into the extension.
 #[no_mangle]

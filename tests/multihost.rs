@@ -167,3 +167,46 @@ fn two_hosts_writing_one_session_concurrently_end_identical_everywhere() {
     assert_eq!(cluster.php(1, read), a);
     assert_eq!(cluster.php(2, read), a);
 }
+
+/// A session of about 4 KB as PHP serializes it: a cart of 60 items.
+const WRITE_LARGE_SESSION: &str = r#"
+    session_id("compressed0000000000000000000001");
+    session_start();
+    for ($i = 0; $i < 60; $i++) {
+        $_SESSION["cart"][] = ["sku" => 100000 + $i * 7919, "title" => "Product $i", "qty" => $i % 4];
+    }
+    $_SESSION["token"] = md5("token");
+    session_write_close();
+    echo strlen(serialize($_SESSION)) > 3000 ? "large\n" : "small\n";
+"#;
+
+const READ_LARGE_SESSION: &str = r#"
+    session_id("compressed0000000000000000000001");
+    session_start();
+    echo count($_SESSION["cart"] ?? []), " ", md5(serialize($_SESSION)), "\n";
+"#;
+
+#[test]
+fn a_large_session_crosses_compressed_and_is_stored_whole_on_the_other_host() {
+    // Straight to the group, PHP compresses (memcast.compress_threshold);
+    // through the host relay, memcastd does (--compress-threshold).
+    for publish in [Publish::Direct, Publish::Relay] {
+        let artifacts = Artifacts::release(Path::new(env!("CARGO_MANIFEST_DIR")));
+        let mut cluster = Cluster::start("zip", 2, publish, artifacts);
+        assert_eq!(cluster.php(0, WRITE_LARGE_SESSION).trim(), "large");
+        let key = "memcast.sess.compressed0000000000000000000001";
+        let arrived = eventually(Duration::from_secs(10), || cluster.raw(1, key));
+        assert!(arrived.is_some(), "{publish:?}: {}", cluster.logs());
+        assert_eq!(
+            arrived,
+            cluster.raw(0, key),
+            "{publish:?}: stored differently"
+        );
+        let on_a = cluster.php(0, READ_LARGE_SESSION);
+        assert!(on_a.starts_with("60 "), "{on_a}");
+        assert_eq!(cluster.php(1, READ_LARGE_SESSION), on_a, "{publish:?}");
+        let (sums, logs) = cluster.stop_and_count();
+        assert!(sums["received_compressed"] >= 1, "{publish:?}: {logs}");
+        assert_eq!(sums["dropped_decode"], 0, "{publish:?}: {logs}");
+    }
+}

@@ -3,7 +3,7 @@
 //! checks before authentication), or re-signed with the cluster key, so the
 //! decoder behind the HMAC (lengths, flags, ops, keys, decryption) sees
 //! arbitrary "authentic" input too. It must return, never panic; what it
-//! accepts must seal and open again to the same frame.
+//! accepts must seal (plain and compressed) and open again to the same frame.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -33,5 +33,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok((frame, _)) = Frame::open_envelope(&bytes, &ring, 1 << 16) {
         let again = Frame::open(&frame.seal(&ring), &ring, 1 << 16);
         assert_eq!(again.as_ref(), Ok(&frame));
+        let compressed = Frame::open(&frame.seal_compressed(&ring, 1), &ring, 1 << 16);
+        assert_eq!(compressed.as_ref(), Ok(&frame));
     }
 });

@@ -21,6 +21,7 @@ bool(true)
 bool(true)
 bool(true)
 memcast.accept_key_file=
+memcast.compress_threshold=1024
 memcast.connect_timeout_ms=100
 memcast.encrypt=0
 memcast.io_timeout_ms=500

@@ -1,5 +1,5 @@
 //! Writes the seed corpus of the fuzz targets (fuzz/corpus/*): real frames
-//! (plain, encrypted, every op), peer requests and response streams, config
+//! (plain, encrypted, compressed, every op), peer requests and response streams, config
 //! files and php.ini values. `cargo run -p memcast-core --example fuzz_seeds`
 //! from the repository root regenerates them.
 
@@ -37,15 +37,26 @@ fn main() {
         value: value.to_vec(),
     };
     let session = StoredValue::live(version, b"user|s:5:\"alice\";n|i:3;").encode();
+    let cart: String = (0..40)
+        .map(|i| format!("i:{i};a:2:{{s:5:\"title\";s:10:\"Product {i:02}\";}}"))
+        .collect();
+    let large = StoredValue::live(version, format!("cart|a:40:{{{cart}}}").as_bytes()).encode();
     let frames = [
         ("set", frame(Op::Set, &session)),
         ("delete", frame(Op::Delete, b"")),
         ("touch", frame(Op::Touch, b"")),
         ("heartbeat", frame(Op::Heartbeat, b"10.0.0.1:7711")),
     ];
-    for (name, f) in &frames {
+    // Sealed compressed (its value is at least the threshold).
+    let compressed = frame(Op::Set, &large);
+    for (name, f, threshold) in
+        frames
+            .iter()
+            .map(|(name, f)| (*name, f, 0))
+            .chain([("set-compressed", &compressed, 1024)])
+    {
         for (mode, encrypt) in [(0u8, false), (2u8, true)] {
-            let sealed = f.seal(&Keyring::new(key.clone(), None, encrypt));
+            let sealed = f.seal_compressed(&Keyring::new(key.clone(), None, encrypt), threshold);
             // Mode 0: as received.
             write(
                 "frame_open",

@@ -3,13 +3,15 @@
 //! the sender encrypts, with its body encrypted by XChaCha20-Poly1305.
 //!
 //! ```text
-//! magic "MCST" | format u8 (2) | flags u8 (bit 0: encrypted) | op u8 |
+//! magic "MCST" | format u8 (2) | flags u8 (bit 0: encrypted, bit 1: compressed) | op u8 |
 //! (op: 1 set, 2 delete, 3 touch, 4 heartbeat, 5 create: a set that began from a miss)
 //! key id u32 | origin u64 | epoch u64 | seq u64 | sent ms u64 |
 //! version (20) | ttl u32 | key len u16 | value len u32 |
 //! plain:     key | value
 //! encrypted: nonce (24) | ciphertext of key | value | Poly1305 tag (16)
 //! HMAC-SHA256 tag (32) over everything before it
+//!
+//! compressed: value = inflated len u32 | LZ4 block; value len counts these bytes
 //! ```
 //!
 //! All integers are big-endian. A receiver finds the key by its id and checks
@@ -18,6 +20,13 @@
 //! as associated data. The session id (in the key) is encrypted too: it is a
 //! login credential. `sent ms` is the sender's clock when it sealed the frame,
 //! what receivers' replay protection judges freshness by.
+//!
+//! A sender may compress a large value ([`Frame::seal_compressed`]): fewer
+//! multicast packets per write. It is compressed before it is encrypted and
+//! signed; the key stays as is. A receiver checks the declared inflated
+//! length against its value limit before inflating, so a small frame cannot
+//! make it allocate more than it would accept uncompressed. Frames without
+//! the flag are exactly the format-2 frames of senders that never compress.
 
 use crate::cluster_key::{Keys, AEAD_TAG_LEN, NONCE_LEN, TAG_LEN};
 use crate::memcached_key::MAX_KEY_LEN;
@@ -26,6 +35,9 @@ use crate::version::Version;
 const MAGIC: &[u8; 4] = b"MCST";
 const FORMAT: u8 = 2;
 const FLAG_ENCRYPTED: u8 = 1;
+const FLAG_COMPRESSED: u8 = 2;
+/// The inflated length before a compressed value.
+const INFLATED_LEN_BYTES: usize = 4;
 /// Bytes before the body: magic, format, flags, op, key id, origin, epoch,
 /// seq, sent ms, version, ttl, key len, value len.
 pub const HEADER_LEN: usize = 4 + 1 + 1 + 1 + 4 + 8 + 8 + 8 + 8 + Version::ENCODED_LEN + 4 + 2 + 4;
@@ -105,6 +117,10 @@ pub enum FrameError {
     UnknownOp(u8),
     #[error("frame has unknown flags {0:#04x}")]
     UnknownFlags(u8),
+    #[error("compressed value inflates to {len} bytes, over the limit of {max}")]
+    InflatesOversized { len: usize, max: usize },
+    #[error("compressed value does not inflate to its declared length")]
+    BadCompression,
     #[error(
         "frame key is empty, longer than {MAX_KEY_LEN} bytes, or has spaces or control characters"
     )]
@@ -115,7 +131,7 @@ impl FrameError {
     /// The drop counter this error increments: `size`, `auth` or `decode`.
     pub fn reason(&self) -> &'static str {
         match self {
-            FrameError::Oversized { .. } => "size",
+            FrameError::Oversized { .. } | FrameError::InflatesOversized { .. } => "size",
             FrameError::UnknownKey(_) | FrameError::BadTag | FrameError::Undecryptable => "auth",
             _ => "decode",
         }
@@ -130,24 +146,46 @@ pub struct Envelope {
     /// The sender's clock when it sealed the frame (ms since the epoch).
     pub sent_ms: u64,
     pub encrypted: bool,
+    /// Whether its value came compressed.
+    pub compressed: bool,
 }
 
 impl Frame {
     /// Encodes and signs the frame with `keys`' current key (and encrypts its
     /// body when `keys` says so), stamped with the current time.
     pub fn seal<K: Keys + ?Sized>(&self, keys: &K) -> Vec<u8> {
-        self.seal_at(keys, crate::unix_millis())
+        self.seal_full(keys, crate::unix_millis(), 0)
+    }
+
+    /// [`Frame::seal`], with the value LZ4-compressed when it is at least
+    /// `threshold` bytes (0: never) and compressing makes it smaller.
+    /// Heartbeats are never compressed.
+    pub fn seal_compressed<K: Keys + ?Sized>(&self, keys: &K, threshold: usize) -> Vec<u8> {
+        self.seal_full(keys, crate::unix_millis(), threshold)
     }
 
     /// [`Frame::seal`] with the send time given (tests of replay windows).
     pub fn seal_at<K: Keys + ?Sized>(&self, keys: &K, sent_ms: u64) -> Vec<u8> {
+        self.seal_full(keys, sent_ms, 0)
+    }
+
+    fn seal_full<K: Keys + ?Sized>(&self, keys: &K, sent_ms: u64, threshold: usize) -> Vec<u8> {
         let key = keys.signing();
         let encrypt = keys.encrypts();
-        let body_len = self.key.len() + self.value.len();
+        let compressed = self.compressed_value(threshold);
+        let value = compressed.as_deref().unwrap_or(&self.value);
+        let body_len = self.key.len() + value.len();
         let mut out = Vec::with_capacity(HEADER_LEN + ENCRYPTION_OVERHEAD + body_len + TAG_LEN);
         out.extend_from_slice(MAGIC);
         out.push(FORMAT);
-        out.push(if encrypt { FLAG_ENCRYPTED } else { 0 });
+        let mut flags = 0;
+        if encrypt {
+            flags |= FLAG_ENCRYPTED;
+        }
+        if compressed.is_some() {
+            flags |= FLAG_COMPRESSED;
+        }
+        out.push(flags);
         out.push(self.op as u8);
         out.extend_from_slice(&key.id().to_be_bytes());
         out.extend_from_slice(&self.origin.to_be_bytes());
@@ -157,22 +195,43 @@ impl Frame {
         self.version.encode(&mut out);
         out.extend_from_slice(&self.ttl.to_be_bytes());
         out.extend_from_slice(&(self.key.len() as u16).to_be_bytes());
-        out.extend_from_slice(&(self.value.len() as u32).to_be_bytes());
+        out.extend_from_slice(&(value.len() as u32).to_be_bytes());
         if encrypt {
             let mut body = Vec::with_capacity(body_len);
             body.extend_from_slice(&self.key);
-            body.extend_from_slice(&self.value);
+            body.extend_from_slice(value);
             let (nonce, tag) = key.encrypt(&out, &mut body);
             out.extend_from_slice(&nonce);
             out.extend_from_slice(&body);
             out.extend_from_slice(&tag);
         } else {
             out.extend_from_slice(&self.key);
-            out.extend_from_slice(&self.value);
+            out.extend_from_slice(value);
         }
         let tag = key.tag(&out);
         out.extend_from_slice(&tag);
         out
+    }
+
+    /// The value as a compressed frame carries it (inflated length, LZ4
+    /// block), when it is due for compression and comes out smaller.
+    fn compressed_value(&self, threshold: usize) -> Option<Vec<u8>> {
+        let due = threshold > 0
+            && self.value.len() >= threshold
+            && self.op != Op::Heartbeat
+            && u32::try_from(self.value.len()).is_ok();
+        if !due {
+            return None;
+        }
+        let mut out = vec![
+            0;
+            INFLATED_LEN_BYTES
+                + lz4_flex::block::get_maximum_output_size(self.value.len())
+        ];
+        out[..INFLATED_LEN_BYTES].copy_from_slice(&(self.value.len() as u32).to_be_bytes());
+        let n = lz4_flex::block::compress_into(&self.value, &mut out[INFLATED_LEN_BYTES..]).ok()?;
+        out.truncate(INFLATED_LEN_BYTES + n);
+        (out.len() < self.value.len()).then_some(out)
     }
 
     /// Authenticates and decodes `bytes`. `max_value_len` bounds the value.
@@ -211,10 +270,11 @@ impl Frame {
             return Err(FrameError::BadTag);
         }
         let flags = bytes[5];
-        if flags & !FLAG_ENCRYPTED != 0 {
+        if flags & !(FLAG_ENCRYPTED | FLAG_COMPRESSED) != 0 {
             return Err(FrameError::UnknownFlags(flags));
         }
         let encrypted = flags & FLAG_ENCRYPTED != 0;
+        let compressed = flags & FLAG_COMPRESSED != 0;
         let op = Op::from_u8(bytes[6]).ok_or(FrameError::UnknownOp(bytes[6]))?;
         let origin = r.u64();
         let epoch = r.u64();
@@ -244,6 +304,11 @@ impl Frame {
         if op != Op::Heartbeat && !crate::memcached_key::is_valid(k) {
             return Err(FrameError::BadKey);
         }
+        let value = if compressed {
+            inflate(v, max_value_len)?
+        } else {
+            v.to_vec()
+        };
         let frame = Frame {
             op,
             origin,
@@ -252,14 +317,37 @@ impl Frame {
             version,
             ttl,
             key: k.to_vec(),
-            value: v.to_vec(),
+            value,
         };
         let envelope = Envelope {
             key_id,
             sent_ms,
             encrypted,
+            compressed,
         };
         Ok((frame, envelope))
+    }
+}
+
+/// A compressed value (inflated length, LZ4 block) inflated, once its
+/// declared length is known to be within `max_value_len`: the buffer is
+/// that length and decoding never writes past it.
+fn inflate(wire: &[u8], max_value_len: usize) -> Result<Vec<u8>, FrameError> {
+    if wire.len() < INFLATED_LEN_BYTES {
+        return Err(FrameError::BadLength);
+    }
+    let (len, block) = wire.split_at(INFLATED_LEN_BYTES);
+    let len = Reader(len).u32() as usize;
+    if len > max_value_len {
+        return Err(FrameError::InflatesOversized {
+            len,
+            max: max_value_len,
+        });
+    }
+    let mut value = vec![0; len];
+    match lz4_flex::block::decompress_into(block, &mut value) {
+        Ok(n) if n == len => Ok(value),
+        _ => Err(FrameError::BadCompression),
     }
 }
 
@@ -466,6 +554,233 @@ mod tests {
             Frame::open(&bytes, &key(1), 1 << 20),
             Err(FrameError::BadKey)
         );
+    }
+
+    /// A serialized PHP session of about 2 KB, as `session_encode()` writes
+    /// it: a user record, random hex tokens, a cart of items.
+    fn php_session() -> Vec<u8> {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut hex = |n: usize| -> String {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    char::from(b"0123456789abcdef"[(x % 16) as usize])
+                })
+                .collect()
+        };
+        let s = |v: &str| format!("s:{}:\"{v}\";", v.len());
+        let mut out = format!(
+            "user|a:4:{{{}i:48213;{}{}{}{}{}i:1764154023;}}csrf_token|{}",
+            s("id"),
+            s("name"),
+            s("Alice Martin"),
+            s("email"),
+            s("alice.martin@example.com"),
+            s("login_at"),
+            s(&hex(64))
+        );
+        out += "cart|a:16:{";
+        for i in 0..16 {
+            out += &format!(
+                "i:{i};a:4:{{{}i:{};{}{}{}i:{};{}{}}}",
+                s("sku"),
+                100_000 + i * 7919,
+                s("title"),
+                s(&format!("Product {i} {}", hex(8))),
+                s("qty"),
+                1 + i % 4,
+                s("token"),
+                s(&hex(16))
+            );
+        }
+        out += "}last_seen|i:1764154100;visits|i:37;";
+        out.into_bytes()
+    }
+
+    fn big() -> Frame {
+        Frame {
+            value: php_session(),
+            ..sample()
+        }
+    }
+
+    #[test]
+    fn a_large_value_is_sent_compressed_and_opens_whole_plain_or_encrypted() {
+        let f = big();
+        assert!((1800..2400).contains(&f.value.len()), "{}", f.value.len());
+        for keys in [Keyring::new(key(1), None, false), encrypting(1)] {
+            let plain = f.seal(&keys);
+            let compressed = f.seal_compressed(&keys, 1024);
+            assert!(
+                compressed.len() + 400 < plain.len(),
+                "{} bytes compressed, {} plain",
+                compressed.len(),
+                plain.len()
+            );
+            let (opened, env) = Frame::open_envelope(&compressed, &key(1), 1 << 20).unwrap();
+            assert_eq!(opened, f);
+            assert!(env.compressed);
+            assert_eq!(env.encrypted, keys.encrypts());
+            // The key is never compressed: a plain frame still shows it.
+            let shows_key = compressed.windows(8).any(|w| w == b"sess.abc");
+            assert_eq!(shows_key, !keys.encrypts());
+            let (_, env) = Frame::open_envelope(&plain, &key(1), 1 << 20).unwrap();
+            assert!(!env.compressed);
+        }
+    }
+
+    #[test]
+    fn a_value_below_the_threshold_or_with_compression_off_is_sent_plain() {
+        let f = big();
+        let n = f.value.len();
+        let compressed = |threshold| {
+            let bytes = f.seal_compressed(&key(1), threshold);
+            let (opened, env) = Frame::open_envelope(&bytes, &key(1), 1 << 20).unwrap();
+            assert_eq!(opened, f);
+            env.compressed
+        };
+        assert!(compressed(n));
+        assert!(!compressed(n + 1));
+        assert!(!compressed(0));
+        let small = sample().seal_compressed(&key(1), 1);
+        let (_, env) = Frame::open_envelope(&small, &key(1), 1 << 20).unwrap();
+        assert!(!env.compressed, "a value that would grow is sent plain");
+    }
+
+    #[test]
+    fn incompressible_values_and_heartbeats_are_sent_plain() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let random: Vec<u8> = (0..2048)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        let f = Frame {
+            value: random,
+            ..sample()
+        };
+        let bytes = f.seal_compressed(&key(1), 1024);
+        assert_eq!(bytes.len(), f.seal(&key(1)).len());
+        let (opened, env) = Frame::open_envelope(&bytes, &key(1), 1 << 20).unwrap();
+        assert_eq!((opened, env.compressed), (f, false));
+        let heartbeat = Frame {
+            op: Op::Heartbeat,
+            value: vec![b'a'; 4096],
+            ..sample()
+        };
+        let bytes = heartbeat.seal_compressed(&key(1), 1024);
+        let (_, env) = Frame::open_envelope(&bytes, &key(1), 1 << 20).unwrap();
+        assert!(!env.compressed);
+    }
+
+    /// A frame signed with the cluster key whose value is `wire` as a
+    /// compressed frame carries it (inflated length, LZ4 block), however
+    /// wrong: what a sender holding the key could send.
+    fn forged_compressed(wire: &[u8]) -> Vec<u8> {
+        let mut bytes = Frame {
+            value: wire.to_vec(),
+            ..sample()
+        }
+        .seal(&key(1));
+        bytes.truncate(bytes.len() - TAG_LEN);
+        bytes[5] |= FLAG_COMPRESSED;
+        let tag = key(1).tag(&bytes);
+        bytes.extend_from_slice(&tag);
+        bytes
+    }
+
+    fn wire_value(value: &[u8]) -> (u32, Vec<u8>) {
+        (value.len() as u32, lz4_flex::block::compress(value))
+    }
+
+    fn with_len(len: u32, block: &[u8]) -> Vec<u8> {
+        [&len.to_be_bytes()[..], block].concat()
+    }
+
+    #[test]
+    fn the_forging_helper_makes_frames_that_open() {
+        let (len, block) = wire_value(&php_session());
+        let (opened, env) =
+            Frame::open_envelope(&forged_compressed(&with_len(len, &block)), &key(1), 1 << 20)
+                .unwrap();
+        assert!(env.compressed);
+        assert_eq!(opened.value, php_session());
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_by_its_declared_length_before_inflating() {
+        // 1 MB of zeros compresses to about 4 KB: a small frame, a large value.
+        let (len, block) = wire_value(&vec![0u8; 1 << 20]);
+        let bytes = forged_compressed(&with_len(len, &block));
+        let max = 64 * 1024;
+        assert!(
+            bytes.len() < max_frame_len(max),
+            "the frame itself is small"
+        );
+        let err = Frame::open(&bytes, &key(1), max).unwrap_err();
+        assert_eq!(err, FrameError::InflatesOversized { len: 1 << 20, max });
+        assert_eq!(err.reason(), "size");
+        // A declared length no receiver could allocate: refused as well.
+        let err = Frame::open(
+            &forged_compressed(&with_len(u32::MAX, &block)),
+            &key(1),
+            max,
+        );
+        assert_eq!(err.unwrap_err().reason(), "size");
+        // The same through the sealer: over the limit once inflated.
+        let huge = Frame {
+            value: vec![b'a'; 100_000],
+            ..sample()
+        };
+        let sealed = huge.seal_compressed(&key(1), 1024);
+        assert!(sealed.len() < 2000);
+        assert_eq!(
+            Frame::open(&sealed, &key(1), 65_536).unwrap_err().reason(),
+            "size"
+        );
+        assert_eq!(Frame::open(&sealed, &key(1), 100_000).unwrap(), huge);
+    }
+
+    #[test]
+    fn a_signed_frame_whose_compressed_value_does_not_inflate_is_a_decode_error() {
+        let (len, block) = wire_value(&php_session());
+        let cases = [
+            ("truncated block", with_len(len, &block[..block.len() / 2])),
+            ("garbage block", with_len(len, &[0xff; 64])),
+            ("empty block", with_len(len, &[])),
+            ("declared one byte longer", with_len(len + 1, &block)),
+            ("declared one byte shorter", with_len(len - 1, &block)),
+            ("declared empty", with_len(0, &block)),
+        ];
+        for (what, wire) in cases {
+            let err = Frame::open(&forged_compressed(&wire), &key(1), 1 << 20).unwrap_err();
+            assert_eq!(err, FrameError::BadCompression, "{what}");
+            assert_eq!(err.reason(), "decode", "{what}");
+        }
+        for short in [&[][..], &[0, 0, 8]] {
+            assert_eq!(
+                Frame::open(&forged_compressed(short), &key(1), 1 << 20),
+                Err(FrameError::BadLength)
+            );
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_a_compressed_frame_is_rejected() {
+        for keys in [Keyring::new(key(1), None, false), encrypting(1)] {
+            let bytes = big().seal_compressed(&keys, 1024);
+            for n in 0..bytes.len() {
+                assert!(
+                    Frame::open(&bytes[..n], &key(1), 1 << 20).is_err(),
+                    "prefix {n}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub const ACCEPT_KEY_FILE: &CStr = c"memcast.accept_key_file";
 pub const ENCRYPT: &CStr = c"memcast.encrypt";
 pub const SEAL: &CStr = c"memcast.seal";
 pub const MAX_SESSION_SIZE: &CStr = c"memcast.max_session_size";
+pub const COMPRESS_THRESHOLD: &CStr = c"memcast.compress_threshold";
 pub const MIGRATE_FROM: &CStr = c"memcast.migrate_from";
 pub const MIGRATE_PREFIX: &CStr = c"memcast.migrate_prefix";
 
@@ -152,6 +153,11 @@ pub const SETTINGS: &[IniSetting] = &[
         doc: "Largest session data written, in bytes (K and M suffixes): a larger session is not stored, session_write_close() warns and returns false. Keep it at most memcached's -I and memcastd's --max-value-bytes.",
     },
     IniSetting {
+        name: COMPRESS_THRESHOLD,
+        default: c"1024",
+        doc: "Session data of at least this many bytes (K and M suffixes) is LZ4-compressed in the frames this process sends straight to the group (memcast.publish = epgm:// or pgm://), when that makes it smaller: fewer multicast packets per write. 0: never. With the host relay (ipc://, tcp://) memcastd's --compress-threshold applies instead. Sessions sealed at rest (memcast.seal) are ciphertext and are sent as they are.",
+    },
+    IniSetting {
         name: MIGRATE_FROM,
         default: c"off",
         doc: "While switching from another save handler on the same memcached servers: memcached (php-memcached) or memcache (pecl-memcache); or memcast: sessions memcast stored unsealed (memcast.seal = 0, or before sealing existed), read while sessions are sealed. A session memcast does not hold is looked for under that handler's key on every server, and its next write stores it as memcast's (see Switching from php-memcached). off: never.",
@@ -189,6 +195,9 @@ pub struct ExtensionConfig {
     /// Seal sessions at rest (when a key file is set): see `session_seal`.
     pub seal: bool,
     pub max_session_size: usize,
+    /// Values of at least this many bytes are compressed in frames sent
+    /// straight to the group (0: never).
+    pub compress_threshold: usize,
     /// Where another save handler's sessions are read from (`None`: off).
     pub migrate_from: Option<LegacySessions>,
 }
@@ -301,6 +310,15 @@ impl ExtensionConfig {
                         MAX_SESSION_SIZE,
                         &text(MAX_SESSION_SIZE),
                         "expected a size from 1 to 8M (bytes, or with a K or M suffix)",
+                    )
+                })?,
+            compress_threshold: parse_size(&text(COMPRESS_THRESHOLD))
+                .filter(|n| *n <= crate::frame::DEFAULT_MAX_VALUE_LEN)
+                .ok_or_else(|| {
+                    invalid(
+                        COMPRESS_THRESHOLD,
+                        &text(COMPRESS_THRESHOLD),
+                        "expected a size from 0 (never) to 8M (bytes, or with a K or M suffix)",
                     )
                 })?,
             migrate_from,
@@ -443,6 +461,10 @@ mod tests {
         assert!(check(ENCRYPT, "yes").is_ok());
         assert!(check(LOCKING, "maybe").is_err());
         assert!(check(MAX_SESSION_SIZE, "9M").is_err());
+        assert!(check(COMPRESS_THRESHOLD, "0").is_ok());
+        assert!(check(COMPRESS_THRESHOLD, "2K").is_ok());
+        assert!(check(COMPRESS_THRESHOLD, "-1").is_err());
+        assert!(check(COMPRESS_THRESHOLD, "9M").is_err());
         assert!(check(RETRY_INTERVAL, "soon").is_err());
         let e = check(MIGRATE_FROM, "php-memcached").unwrap_err();
         assert!(e.contains("memcached (php-memcached), memcache"), "{e}");

@@ -112,6 +112,18 @@ impl Publish for BusPublisher {
     }
 }
 
+/// The compression threshold of the frames this process seals: only frames
+/// it sends straight to the group are compressed (the host relay compresses
+/// what it sends on), and never sessions sealed at rest: ciphertext does not
+/// compress.
+fn compress_threshold(endpoint: &str, config: &ExtensionConfig) -> usize {
+    if config.seal || !memcast_bus::is_multicast_endpoint(endpoint) {
+        0
+    } else {
+        config.compress_threshold
+    }
+}
+
 /// One write to publish.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
@@ -189,7 +201,7 @@ impl Replicator {
             key: w.key,
             value: w.value,
         };
-        let bytes = frame.seal(keyring);
+        let bytes = frame.seal_compressed(keyring, compress_threshold(endpoint, config));
         let (_, publisher) = self
             .publisher
             .get_or_insert_with(|| (endpoint.clone(), (self.open)(endpoint, config)));

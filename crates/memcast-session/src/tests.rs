@@ -361,6 +361,44 @@ fn a_dropped_frame_is_sent_again_as_stored_once_the_publisher_takes_frames() {
 }
 
 #[test]
+fn a_large_session_is_compressed_only_when_sent_straight_to_the_group_unsealed() {
+    let mc = Server::start();
+    let dir = TempDir::new("session-compress");
+    let (config, keys) = publishing(&dir);
+    let data: Vec<u8> = (0..40)
+        .flat_map(|i| format!("i:{i};a:2:{{s:5:\"title\";s:10:\"Product {i:02}\";}}").into_bytes())
+        .collect();
+    assert!(data.len() > 1500);
+    let group = "epgm://lo;239.192.1.1:5555";
+    for (publish, seal, compressed) in [
+        (group, false, true),
+        ("ipc:///nowhere/recorded", false, false),
+        (group, true, false),
+    ] {
+        let recorder = Recorder::default();
+        let config = ExtensionConfig {
+            publish: Some(publish.into()),
+            seal,
+            ..config.clone()
+        };
+        let mut s = recorder.store(&mc.addr(), config);
+        s.read(b"compressed1", 60).unwrap();
+        s.write(b"compressed1", &data, 60).unwrap();
+        s.close();
+        let frames = std::mem::take(&mut *recorder.frames.lock());
+        assert_eq!(frames.len(), 1);
+        let (frame, envelope) = Frame::open_envelope(&frames[0], &keys, 1 << 20).unwrap();
+        assert_eq!(envelope.compressed, compressed, "{publish} seal={seal}");
+        if !seal {
+            assert_eq!(frame.value, data);
+        }
+        if compressed {
+            assert!(frames[0].len() < data.len() / 2, "{}", frames[0].len());
+        }
+    }
+}
+
+#[test]
 fn without_a_usable_key_nothing_is_published_and_the_reason_is_said_once() {
     let mc = Server::start();
     let dir = TempDir::new("session-nokey");

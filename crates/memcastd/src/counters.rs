@@ -68,6 +68,7 @@ counters! {
     dropped_size: "Frames dropped: over --max-value-bytes or --max-key-length.",
     dropped_replay: "Frames dropped: replays (sequence number seen, outside the window, old epoch, or sealed longer ago than --max-frame-age-ms).",
     received_unencrypted: "Authenticated frames that came unencrypted while this host encrypts.",
+    received_compressed: "Frames from the group whose value came compressed (and was inflated).",
     key_reloads: "Key files reloaded (SIGHUP).",
     origins_evicted: "Origins forgotten early because --max-origins were tracked.",
     dropped_store: "Frames memcached refused (too large, out of memory).",

@@ -532,6 +532,9 @@ impl Daemon {
                 return None;
             }
         }
+        if envelope.compressed {
+            Counters::inc(&self.counters.received_compressed);
+        }
         if !envelope.encrypted && self.keys.get().encrypts() {
             Counters::inc(&self.counters.received_unencrypted);
             self.warnings.warn(

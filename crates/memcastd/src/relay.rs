@@ -41,6 +41,8 @@ pub struct Relay {
     /// `--relay-batch-us`.
     window: Duration,
     last_send: Option<Instant>,
+    /// `--compress-threshold`.
+    compress_threshold: usize,
 }
 
 /// What sending the outbox did.
@@ -92,6 +94,7 @@ impl Relay {
             publishers,
             advertise: s.advertise.clone().unwrap_or_default(),
             host_name: s.host_name.clone(),
+            compress_threshold: s.compress_threshold,
             // Peers pull a snapshot from a relay when they hear its first
             // heartbeat: by then every local PHP worker has reconnected, so
             // what they could not hand over while this relay was away is in
@@ -123,7 +126,7 @@ impl Relay {
         frame.origin = self.origin.id;
         frame.epoch = self.origin.epoch;
         frame.seq = self.origin.next_seq();
-        let sealed = frame.seal(keys);
+        let sealed = frame.seal_compressed(keys, self.compress_threshold);
         // Kept even if the send fails: a peer that notices the gap repairs it.
         self.ring.lock().push(frame.seq, sealed.clone());
         self.outbox.push(sealed);

@@ -402,6 +402,13 @@ declare_settings! {
     max_value_bytes: Option<usize> => usize, "BYTES", Restart,
         value(memcast_core::frame::DEFAULT_MAX_VALUE_LEN);
 
+    /// The relay compresses (LZ4) the value of every frame it sends on of at
+    /// least this many bytes, when that makes it smaller: fewer multicast
+    /// packets per write. 0: never. Receivers inflate whatever comes
+    /// compressed, whatever their own setting.
+    compress_threshold: Option<usize> => usize, "BYTES", Restart,
+        value(1024);
+
     /// Frames held while memcached is unreachable, then applied when it is
     /// back; beyond this the oldest are dropped and counted.
     backlog: Option<usize> => usize, "FRAMES", Live,

@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use memcast_bus::{BusOptions, Publisher};
+use memcast_core::cluster_key::TAG_LEN;
 use memcast_core::{Frame, Op, SharedKey, StoredValue, Version};
 use memcast_testkit::{eventually, Memcached, Proc, TempDir};
 
@@ -716,4 +717,94 @@ fn sighup_rereads_the_config_file_applies_what_it_can_and_names_the_rest() {
     assert_eq!(data_of(&mc, "memcast.sess.five2"), None);
     let stats = s.stop();
     assert_eq!(count(&stats, "dropped_replay"), 1, "{stats}");
+}
+
+/// A serialized PHP session of about 2 KB: a user, hex tokens, a cart.
+fn php_session() -> Vec<u8> {
+    let mut out = String::from(
+        "user|a:3:{s:2:\"id\";i:48213;s:4:\"name\";s:12:\"Alice Martin\";s:5:\"email\";s:24:\"alice.martin@example.com\";}",
+    );
+    out += "csrf_token|s:64:\"597eab4a89a5c7580534a45e431c20a7990d6d0e3f2424ee588b1701ecec8ad9\";cart|a:16:{";
+    for i in 0..16u64 {
+        let token = format!("{:016x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        out += &format!(
+            "i:{i};a:3:{{s:3:\"sku\";i:{};s:5:\"title\";s:{}:\"Product {i}\";s:5:\"token\";s:16:\"{token}\";}}",
+            100_000 + i * 7919,
+            8 + i.to_string().len(),
+        );
+    }
+    out += "}visits|i:37;";
+    out.into_bytes()
+}
+
+#[test]
+fn compressed_frames_are_stored_inflated_and_bad_compressed_bodies_are_dropped_and_counted() {
+    let mc = Memcached::start();
+    let mut s = setup(&mc);
+    let session = php_session();
+    assert!(session.len() > 1500, "{}", session.len());
+    let good = s
+        .frame(Op::Set, "memcast.sess.zipped1", &session, v(10))
+        .seal_compressed(&s.key, 1024);
+    let plain = s
+        .frame(Op::Set, "memcast.sess.zipped1", &session, v(10))
+        .seal(&s.key);
+    assert!(
+        good.len() < plain.len() * 3 / 4,
+        "{} vs {}",
+        good.len(),
+        plain.len()
+    );
+    s.publisher.send(&good).unwrap();
+
+    // What follows the compressed flag in `good`: inflated length, LZ4 block.
+    let value_at = memcast_core::frame::HEADER_LEN + "memcast.sess.zipped1".len();
+    let wire = good[value_at..good.len() - TAG_LEN].to_vec();
+    let (len, block) = wire.split_at(4);
+    // Signed with the cluster key, so only the inflating can judge them.
+    let corrupted = [len, &block[..block.len() / 2]].concat();
+    let bad = forged_compressed(&mut s, "memcast.sess.zipped2", &corrupted);
+    s.publisher.send(&bad).unwrap();
+    // A bomb: a small frame declaring 1 MB (over --max-value-bytes 100000).
+    let bomb = [&1_000_000u32.to_be_bytes()[..], block].concat();
+    let bad = forged_compressed(&mut s, "memcast.sess.zipped3", &bomb);
+    s.publisher.send(&bad).unwrap();
+    // The daemon keeps going: the next good frame, after the bad ones, lands.
+    let next = s
+        .frame(Op::Set, "memcast.sess.zipped4", &session, v(11))
+        .seal_compressed(&s.key, 1024);
+    s.publisher.send(&next).unwrap();
+    let landed = eventually(Duration::from_secs(10), || {
+        data_of(&mc, "memcast.sess.zipped4")
+    });
+    assert!(landed.is_some(), "{}", s.log_text());
+    assert_eq!(
+        data_of(&mc, "memcast.sess.zipped1"),
+        Some((v(10), false, session.clone()))
+    );
+    assert_eq!(landed, Some((v(11), false, session)));
+    assert_eq!(data_of(&mc, "memcast.sess.zipped2"), None);
+    assert_eq!(data_of(&mc, "memcast.sess.zipped3"), None);
+    let stats = s.stop();
+    assert_eq!(count(&stats, "received_compressed"), 2, "{stats}");
+    assert_eq!(count(&stats, "dropped_decode"), 1, "{stats}");
+    assert_eq!(count(&stats, "dropped_size"), 1, "{stats}");
+    let log = s.log_text();
+    assert!(
+        log.contains("does not inflate to its declared length")
+            && log.contains("inflates to 1000000 bytes, over the limit of 100000"),
+        "{log}"
+    );
+}
+
+/// A frame signed with the cluster key whose flags say its value is
+/// compressed, `wire` being that value as sent (inflated length, LZ4
+/// block), however wrong.
+fn forged_compressed(s: &mut Setup, key: &str, wire: &[u8]) -> Vec<u8> {
+    let mut bytes = s.frame(Op::Set, key, wire, v(12)).seal(&s.key);
+    bytes.truncate(bytes.len() - TAG_LEN);
+    bytes[5] |= 2; // the flags byte; bit 1: compressed (memcast_core::frame)
+    let tag = s.key.tag(&bytes);
+    bytes.extend_from_slice(&tag);
+    bytes
 }
