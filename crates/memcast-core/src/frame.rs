@@ -289,16 +289,20 @@ impl Frame {
             return Err(FrameError::BadLength);
         }
         let (header, body) = signed.split_at(HEADER_LEN);
-        let body = if encrypted {
+        // Plain bodies are read in place; a decrypted one is the buffer the
+        // value then keeps (one copy of the value either way).
+        let decrypted;
+        let body: &[u8] = if encrypted {
             let (nonce, rest) = body.split_at(NONCE_LEN);
             let (ciphertext, aead_tag) = rest.split_at(rest.len() - AEAD_TAG_LEN);
             let mut plain = ciphertext.to_vec();
             if !key.decrypt(header, nonce, &mut plain, aead_tag) {
                 return Err(FrameError::Undecryptable);
             }
-            plain
+            decrypted = plain;
+            &decrypted
         } else {
-            body.to_vec()
+            body
         };
         let (k, v) = body.split_at(key_len);
         if op != Op::Heartbeat && !crate::memcached_key::is_valid(k) {
