@@ -41,7 +41,7 @@ counters! {
     touched: "Touch frames applied.",
     conflicts: "Writes that began from a miss (creates) and found a live session here: the session was kept, the write lost.",
     relayed: "Frames taken from this host's PHP workers and sent to the group.",
-    relay_batches: "Sends of the relay: relayed / relay_batches is the frames per batch (--relay-batch-us).",
+    relay_batches: "Sends of the relay: relayed / relay_batches is the frames per batch (--batch-us).",
     heartbeats_sent: "Heartbeats sent as the host's relay.",
     gaps: "Gaps noticed in an origin's sequence numbers.",
     missing_frames: "Frames those gaps left out.",

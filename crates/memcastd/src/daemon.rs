@@ -50,6 +50,8 @@ const ORIGIN_IDLE: Duration = Duration::from_secs(600);
 const RECEIVE_WAIT: Duration = Duration::from_millis(50);
 /// Frames taken from the queue before the next batch is applied.
 const DRAIN_AT_MOST: usize = 1024;
+/// The longest batching window (`--batch-us`): the loop sleeps through it.
+const MAX_BATCH_US: u64 = 100_000;
 
 /// Why the daemon could not start: what failed, by the flag that names it.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +132,9 @@ pub struct Daemon {
     /// What this host's PHP workers could not publish.
     php_publish: PhpPublish,
     warnings: Warnings,
+    /// `--batch-us`, and when the last batch was handled.
+    batch_window: Duration,
+    last_batch: Option<Instant>,
 }
 
 impl Daemon {
@@ -157,6 +162,8 @@ impl Daemon {
             out_of_sync: false,
             php_publish: PhpPublish::default(),
             warnings: Warnings::default(),
+            batch_window: Duration::from_micros(settings.batch_us.min(MAX_BATCH_US)),
+            last_batch: None,
             settings,
         })
     }
@@ -288,22 +295,23 @@ impl Daemon {
         }
     }
 
-    /// Waits a moment for a frame (at most until the relay's batch is due),
-    /// takes what is already queued behind it, sends what the relay holds if
-    /// due, then applies what came in batches.
+    /// Waits a moment for a frame, then takes it and whatever is queued
+    /// behind it as one batch: the relay sends its part together, the
+    /// group's frames are applied together. When the previous batch was
+    /// handled less than `--batch-us` ago, it first waits out that window
+    /// (asleep, not woken by every frame), so a busy host handles one batch
+    /// per window; after a quiet window a frame is handled at once.
     fn receive(&mut self, subscriber: &mut Subscriber) {
-        let now = Instant::now();
-        let wait = self
-            .relay
-            .as_ref()
-            .and_then(Relay::next_send)
-            .map_or(RECEIVE_WAIT, |at| {
-                at.saturating_duration_since(now).min(RECEIVE_WAIT)
-            });
-        match subscriber.recv(wait) {
+        match subscriber.recv(RECEIVE_WAIT) {
             Ok(Some((source, bytes))) => {
+                if let Some(last) = self.last_batch {
+                    let until = last + self.batch_window;
+                    let now = Instant::now();
+                    if until > now {
+                        std::thread::sleep(until - now);
+                    }
+                }
                 self.handle(source, &bytes);
-                // Drain what is already queued before looking at timers.
                 for _ in 0..DRAIN_AT_MOST {
                     match subscriber.try_recv() {
                         Ok(Some((source, bytes))) => self.handle(source, &bytes),
@@ -311,10 +319,11 @@ impl Daemon {
                     }
                 }
                 // Other hosts wait for these: sent before applying here.
-                self.send_relayed(Instant::now(), false);
+                self.send_relayed();
                 self.applier.flush();
+                self.last_batch = Some(Instant::now());
             }
-            Ok(None) => self.send_relayed(Instant::now(), false),
+            Ok(None) => {}
             Err(e) => {
                 error!("receiving: {e}");
                 std::thread::sleep(Duration::from_millis(100));
@@ -355,7 +364,7 @@ impl Daemon {
     /// What is left to apply, then the goodbyes: the sentinel goes and a
     /// last heartbeat tells peers the final sequence number.
     fn stop(&mut self) {
-        self.send_relayed(Instant::now(), true);
+        self.send_relayed();
         self.applier.flush_all();
         // Nobody vouches for this memcached any more.
         self.warmth.delete_sentinel(self.applier.memcached());
@@ -397,13 +406,13 @@ impl Daemon {
         }
     }
 
-    /// Sends what the relay holds once its batch window has passed (or now,
-    /// with `force`), counting what went out and what could not.
-    fn send_relayed(&mut self, now: Instant, force: bool) {
+    /// Sends the relay's frames of this batch, counting what went out and
+    /// what could not.
+    fn send_relayed(&mut self) {
         let Some(relay) = self.relay.as_mut() else {
             return;
         };
-        let sent = relay.send_due(now, force);
+        let sent = relay.send_queued();
         if sent.frames == 0 {
             return;
         }
@@ -421,7 +430,7 @@ impl Daemon {
     fn heartbeat(&mut self) {
         // The heartbeat names the last sequence number: what it covers goes
         // out first, or receivers would take frames still queued for gaps.
-        self.send_relayed(Instant::now(), true);
+        self.send_relayed();
         let Some(relay) = self.relay.as_mut() else {
             return;
         };

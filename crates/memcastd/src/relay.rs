@@ -5,14 +5,10 @@
 //! tcp://`) or both; a heartbeat carrying the last sequence number goes out
 //! every `--heartbeat-ms`, so a lost tail is noticed.
 //!
-//! Sends are batched adaptively (`--relay-batch-us`): a frame goes out at
-//! once when nothing was sent for a window, so an idle host adds no delay;
-//! under load, frames wait until the window since the last send has passed
-//! and go out together. The cost of a frame is mostly per message, not per
-//! byte (every receiver wakes for it, and applies it with a memcached round
-//! trip): k frames sent together cost every receiver one wake-up and one
-//! round trip. Each frame keeps its own seal and sequence number, so gap
-//! repair, replay protection and ordering are as for single frames.
+//! Frames are sent in batches: the receive loop takes what is queued (see
+//! `--batch-us` in [`crate::daemon`]) and the relay sends it together at the
+//! end. Each frame keeps its own seal and sequence number, so gap repair,
+//! replay protection and ordering are as for single frames.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,11 +32,8 @@ pub struct Relay {
     advertise: String,
     host_name: String,
     pub heartbeat: Every,
-    /// Sealed frames waiting for the batch window to pass.
+    /// Sealed frames of the batch being taken in, sent at its end.
     outbox: Vec<Vec<u8>>,
-    /// `--relay-batch-us`.
-    window: Duration,
-    last_send: Option<Instant>,
     /// `--compress-threshold`.
     compress_threshold: usize,
 }
@@ -104,8 +97,6 @@ impl Relay {
                 Instant::now() + memcast_bus::RELAY_RECONNECTED_WITHIN,
             ),
             outbox: Vec::new(),
-            window: Duration::from_micros(s.relay_batch_us),
-            last_send: None,
         }))
     }
 
@@ -120,7 +111,7 @@ impl Relay {
     }
 
     /// A frame from this host's PHP, stamped as the host's own, kept for
-    /// repairs and queued for the next send ([`Relay::send_due`]). Its write
+    /// repairs and queued to be sent at the batch's end ([`Relay::send_queued`]). Its write
     /// version is PHP's, untouched. Gives the frame back.
     pub fn relay(&mut self, mut frame: Frame, keys: &impl Keys) -> Frame {
         frame.origin = self.origin.id;
@@ -133,26 +124,10 @@ impl Relay {
         frame
     }
 
-    /// When the queued frames are due to go out: none queued, never.
-    pub fn next_send(&self) -> Option<Instant> {
-        if self.outbox.is_empty() {
-            return None;
-        }
-        Some(
-            self.last_send
-                .map_or_else(Instant::now, |t| t + self.window),
-        )
-    }
-
-    /// Sends the queued frames if the window since the last send has
-    /// passed (or `force`: before a heartbeat, which names the last
-    /// sequence number, and at exit).
-    pub fn send_due(&mut self, now: Instant, force: bool) -> Sent {
+    /// Sends the frames of this batch (at its end, and before a heartbeat,
+    /// which names the last sequence number).
+    pub fn send_queued(&mut self) -> Sent {
         let mut sent = Sent::default();
-        let due = self.next_send().is_some_and(|at| at <= now);
-        if self.outbox.is_empty() || !(due || force) {
-            return sent;
-        }
         for frame in std::mem::take(&mut self.outbox) {
             sent.frames += 1;
             if let Err(e) = self.send(&frame) {
@@ -160,7 +135,6 @@ impl Relay {
                 sent.error = Some(e);
             }
         }
-        self.last_send = Some(now);
         sent
     }
 

@@ -334,12 +334,15 @@ declare_settings! {
     heartbeat_ms: Option<u64> => u64, "MS", Restart,
         value(1000, min 10);
 
-    /// The relay's send batching, µs. A frame from PHP goes out at once
-    /// when the relay sent nothing in the last this many µs (an idle host
-    /// adds no delay); under load, frames are held until then and sent
-    /// together, so every receiver wakes and applies them with one memcached
-    /// round trip per batch instead of per frame. 0 sends every frame at once.
-    relay_batch_us: Option<u64> => u64, "US", Restart,
+    /// Batching window of the receive loop, µs. When frames arrive while
+    /// the last batch was handled less than this long ago, the loop waits
+    /// out the window and then takes everything queued as one batch: the
+    /// relay sends it together, and the frames from the group are applied
+    /// with one memcached round trip, so a busy host wakes once per window
+    /// instead of once per frame. A frame arriving after a quiet window is
+    /// handled at once (an idle host adds no delay). 0 handles every frame as
+    /// it comes. At most 100000.
+    batch_us: Option<u64> => u64, "US", Restart,
         value(1000);
 
     /// Size of the relay's replay ring, MB.
