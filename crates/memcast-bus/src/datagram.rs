@@ -49,6 +49,22 @@ pub fn big_frame_endpoint(path: &str) -> String {
     format!("ipc://{path}{BIG_FRAME_SUFFIX}")
 }
 
+/// Below this many queued datagrams (net.unix.max_dgram_qlen, read when
+/// the relay's socket is made), a burst of PHP writes while memcastd's main
+/// loop is busy makes PHP wait: memcastd warns.
+pub const SHORT_QUEUE: u64 = 64;
+
+/// This network namespace's net.unix.max_dgram_qlen: how many datagrams
+/// the relay's socket queues before senders wait (the kernel's default is
+/// 10, systemd's 512).
+pub fn queue_limit() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 pub fn is_datagram(endpoint: &str) -> bool {
     endpoint.starts_with(SCHEME)
 }

@@ -129,7 +129,7 @@ fn run(scheme: &str, socket: &str, mc: &Server, rate: u64, seconds: u64) -> (f64
     let per_ms = (rate / 1000).max(1);
     let start = Instant::now();
     for (i, frame) in frames[1..].iter().enumerate() {
-        if i as u64 % per_ms == 0 {
+        if (i as u64).is_multiple_of(per_ms) {
             let due = start + Duration::from_millis(i as u64 / per_ms);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
