@@ -1,6 +1,8 @@
 //! memcast's ZeroMQ layer: moves sealed frames (opaque bytes) between
 //! processes over `epgm://` / `pgm://` (reliable multicast), `tcp://` or
-//! `ipc://`. It knows nothing of frames' contents; the core does.
+//! `ipc://`, and from PHP to the host relay also over `unixgram://` (a Unix
+//! datagram socket, [`datagram`]). It knows nothing of frames' contents;
+//! the core does.
 //!
 //! ZeroMQ's PGM defaults lose data quietly (a 100 kbit/s rate limit, a PUB
 //! socket that drops at its high-water mark), so every option that decides
@@ -8,6 +10,8 @@
 //! sized for session traffic.
 
 use std::time::Duration;
+
+pub mod datagram;
 
 /// Socket options for both ends. Defaults are documented in the README.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,8 +33,8 @@ pub struct BusOptions {
     pub linger_ms: i32,
     /// ZMQ_MULTICAST_HOPS: TTL of multicast datagrams.
     pub multicast_hops: i32,
-    /// ZMQ_SNDTIMEO when handing frames to a local memcastd (`ipc://`,
-    /// `tcp://`): the longest a PHP request waits before the frame is
+    /// ZMQ_SNDTIMEO (SO_SNDTIMEO for `unixgram://`) when handing frames to
+    /// a local memcastd (`ipc://`, `tcp://`, `unixgram://`): the longest a PHP request waits before the frame is
     /// dropped and counted, ms.
     pub send_timeout_ms: i32,
 }
@@ -65,6 +69,17 @@ pub enum BusError {
     QueueFull,
     #[error("{endpoint} did not take the frame within {ms} ms: frame dropped")]
     Timeout { endpoint: String, ms: i32 },
+    #[error("{endpoint}: no relay is listening ({source}): frame dropped")]
+    NoRelay {
+        endpoint: String,
+        source: std::io::Error,
+    },
+    #[error("{endpoint}: {what}: {source}")]
+    Io {
+        endpoint: String,
+        what: &'static str,
+        source: std::io::Error,
+    },
 }
 
 fn zmq_err(what: &'static str) -> impl FnOnce(zmq::Error) -> BusError {
@@ -73,15 +88,30 @@ fn zmq_err(what: &'static str) -> impl FnOnce(zmq::Error) -> BusError {
 
 /// The transports memcast speaks.
 pub fn check_endpoint(endpoint: &str) -> Result<(), BusError> {
-    let known = ["epgm://", "pgm://", "tcp://", "ipc://"];
-    if known.iter().any(|p| endpoint.starts_with(p)) && endpoint.len() > 7 {
+    let known = ["epgm://", "pgm://", "tcp://", "ipc://", datagram::SCHEME];
+    if known
+        .iter()
+        .any(|p| endpoint.starts_with(p) && endpoint.len() > p.len())
+    {
         Ok(())
     } else {
         Err(BusError::Endpoint {
             endpoint: endpoint.to_owned(),
-            message: "expected epgm://IFACE;GROUP:PORT, pgm://IFACE;GROUP:PORT, tcp://HOST:PORT or ipc://PATH".into(),
+            message: "expected epgm://IFACE;GROUP:PORT, pgm://IFACE;GROUP:PORT, tcp://HOST:PORT, ipc://PATH or unixgram://PATH".into(),
         })
     }
+}
+
+/// `unixgram://` is only the hand-off from PHP to the host relay.
+fn check_zmq_endpoint(endpoint: &str) -> Result<(), BusError> {
+    check_endpoint(endpoint)?;
+    if datagram::is_datagram(endpoint) {
+        return Err(BusError::Endpoint {
+            endpoint: endpoint.to_owned(),
+            message: "unixgram:// is only for handing PHP's frames to the host relay (memcast.publish and memcastd --relay)".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Over TCP (TCP mode, the relay), ZMTP heartbeats notice a peer whose link
@@ -131,14 +161,23 @@ fn is_multicast(endpoint: &str) -> bool {
 /// a local memcastd (`ipc://`, `tcp://`: the host relay) it is a PUSH socket
 /// that only queues while connected (ZMQ_IMMEDIATE) and waits at most
 /// `send_timeout_ms` for the daemon, so an absent or stuck memcastd costs a
-/// request a bounded delay and a counted drop, never a hang.
+/// request a bounded delay and a counted drop, never a hang. To a local
+/// memcastd at `unixgram://` it is a Unix datagram socket with the same
+/// bounded wait ([`datagram`]).
 pub struct Publisher {
-    socket: zmq::Socket,
-    relay: bool,
-    send_timeout_ms: i32,
-    // Dropped after the socket (fields drop in order), so closing lingers.
-    _context: zmq::Context,
+    way: Way,
     endpoint: String,
+}
+
+enum Way {
+    Zmq {
+        socket: zmq::Socket,
+        relay: bool,
+        send_timeout_ms: i32,
+        // Dropped after the socket (fields drop in order), so closing lingers.
+        _context: zmq::Context,
+    },
+    Datagram(datagram::Sender),
 }
 
 impl Publisher {
@@ -148,13 +187,20 @@ impl Publisher {
         Publisher::open(endpoint, opts, false, |socket| socket.connect(endpoint))
     }
 
-    /// A PHP worker's sender to its host's memcastd (`ipc://`, `tcp://`):
-    /// PUSH, bounded wait, counted drops.
+    /// A PHP worker's sender to its host's memcastd (`ipc://`, `tcp://`:
+    /// PUSH; `unixgram://`: a datagram socket): bounded wait, counted drops.
     pub fn relay(endpoint: &str, opts: &BusOptions) -> Result<Publisher, BusError> {
         if is_multicast(endpoint) {
             return Err(BusError::Endpoint {
                 endpoint: endpoint.to_owned(),
-                message: "a relay endpoint is ipc:// or tcp://, not multicast".into(),
+                message: "a relay endpoint is unixgram://, ipc:// or tcp://, not multicast".into(),
+            });
+        }
+        if datagram::is_datagram(endpoint) {
+            check_endpoint(endpoint)?;
+            return Ok(Publisher {
+                way: Way::Datagram(datagram::Sender::open(endpoint, opts)?),
+                endpoint: endpoint.to_owned(),
             });
         }
         Publisher::open(endpoint, opts, true, |socket| socket.connect(endpoint))
@@ -171,7 +217,7 @@ impl Publisher {
         relay: bool,
         attach: impl FnOnce(&zmq::Socket) -> zmq::Result<()>,
     ) -> Result<Publisher, BusError> {
-        check_endpoint(endpoint)?;
+        check_zmq_endpoint(endpoint)?;
         let context = zmq::Context::new();
         let kind = if relay { zmq::PUSH } else { zmq::PUB };
         let socket = context.socket(kind).map_err(zmq_err("socket"))?;
@@ -227,10 +273,12 @@ impl Publisher {
             .filter(|e| !e.is_empty())
             .unwrap_or_else(|| endpoint.to_owned());
         Ok(Publisher {
-            socket,
-            relay,
-            send_timeout_ms: opts.send_timeout_ms,
-            _context: context,
+            way: Way::Zmq {
+                socket,
+                relay,
+                send_timeout_ms: opts.send_timeout_ms,
+                _context: context,
+            },
             endpoint,
         })
     }
@@ -243,12 +291,21 @@ impl Publisher {
     /// Queues one frame: never blocks on a multicast group; waits at most
     /// `send_timeout_ms` for a local memcastd.
     pub fn send(&self, frame: &[u8]) -> Result<(), BusError> {
-        let flags = if self.relay { 0 } else { zmq::DONTWAIT };
-        match self.socket.send(frame, flags) {
+        let (socket, relay, send_timeout_ms) = match &self.way {
+            Way::Datagram(sender) => return sender.send(frame),
+            Way::Zmq {
+                socket,
+                relay,
+                send_timeout_ms,
+                ..
+            } => (socket, *relay, *send_timeout_ms),
+        };
+        let flags = if relay { 0 } else { zmq::DONTWAIT };
+        match socket.send(frame, flags) {
             Ok(()) => Ok(()),
-            Err(zmq::Error::EAGAIN) if self.relay => Err(BusError::Timeout {
+            Err(zmq::Error::EAGAIN) if relay => Err(BusError::Timeout {
                 endpoint: self.endpoint.clone(),
-                ms: self.send_timeout_ms,
+                ms: send_timeout_ms,
             }),
             Err(zmq::Error::EAGAIN) => Err(BusError::QueueFull),
             Err(e) => Err(BusError::Zmq {
@@ -274,10 +331,12 @@ pub enum Source {
 }
 
 /// The receiving end: one SUB socket joined to every endpoint given, and
-/// optionally the PULL socket PHP workers hand frames to (the host relay).
+/// optionally the PULL socket PHP workers hand frames to (the host relay),
+/// with `unixgram://` also the datagram socket they send to.
 pub struct Subscriber {
     socket: zmq::Socket,
     relay: Option<zmq::Socket>,
+    datagrams: Option<datagram::Inbox>,
     _context: zmq::Context,
 }
 
@@ -306,7 +365,7 @@ impl Subscriber {
             .set_subscribe(b"")
             .map_err(zmq_err("ZMQ_SUBSCRIBE"))?;
         for endpoint in endpoints {
-            check_endpoint(endpoint)?;
+            check_zmq_endpoint(endpoint)?;
             socket.connect(endpoint).map_err(|e| BusError::Endpoint {
                 endpoint: endpoint.clone(),
                 message: e.to_string(),
@@ -315,6 +374,7 @@ impl Subscriber {
         Ok(Subscriber {
             socket,
             relay: None,
+            datagrams: None,
             _context: context,
         })
     }
@@ -330,10 +390,17 @@ impl Subscriber {
         Ok(sub)
     }
 
-    /// Also receive frames PHP workers hand over at `endpoint` (`ipc://...`
-    /// or `tcp://127.0.0.1:...`).
+    /// Also receive frames PHP workers hand over at `endpoint` (`ipc://...`,
+    /// `tcp://127.0.0.1:...`, or `unixgram://PATH`: the datagram socket at
+    /// PATH and, for frames too big for a datagram, `ipc://PATH.big`).
     pub fn bind_relay(&mut self, endpoint: &str, opts: &BusOptions) -> Result<(), BusError> {
         check_endpoint(endpoint)?;
+        if let Some(path) = endpoint.strip_prefix(datagram::SCHEME) {
+            let inbox = datagram::Inbox::bind(endpoint)?;
+            self.bind_relay(&datagram::big_frame_endpoint(path), opts)?;
+            self.datagrams = Some(inbox);
+            return Ok(());
+        }
         if let Some(path) = endpoint.strip_prefix("ipc://") {
             // A socket file left by a daemon that was killed would make bind fail.
             let _ = std::fs::remove_file(path);
@@ -366,6 +433,9 @@ impl Subscriber {
         if let Some(relay) = &self.relay {
             items.push(relay.as_poll_item(zmq::POLLIN));
         }
+        if let Some(datagrams) = &self.datagrams {
+            items.push(zmq::PollItem::from_fd(datagrams.fd(), zmq::POLLIN));
+        }
         let ready = match zmq::poll(&mut items, ms) {
             Ok(n) => n,
             // A signal (SIGTERM, SIGINT): the caller's loop decides what next.
@@ -381,6 +451,11 @@ impl Subscriber {
     /// A message already queued on either socket (relay first: local writes
     /// are what other hosts wait for).
     pub fn try_recv(&self) -> Result<Option<(Source, Vec<u8>)>, BusError> {
+        if let Some(datagrams) = &self.datagrams {
+            if let Some(bytes) = datagrams.try_recv()? {
+                return Ok(Some((Source::Relay, bytes)));
+            }
+        }
         if let Some(relay) = &self.relay {
             if let Some(bytes) = recv_now(relay)? {
                 return Ok(Some((Source::Relay, bytes)));
@@ -521,5 +596,170 @@ mod tests {
             Some((Source::Relay, b"after".to_vec()))
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn datagram_endpoint(tag: &str) -> (std::path::PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!("memcast-dgram-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let endpoint = format!("unixgram://{}/relay.dgram", dir.display());
+        (dir, endpoint)
+    }
+
+    #[test]
+    fn datagram_relay_absent_is_an_immediate_clear_error() {
+        let (dir, endpoint) = datagram_endpoint("absent");
+        let opts = BusOptions::default();
+        let lonely = Publisher::relay(&endpoint, &opts).unwrap();
+        let started = std::time::Instant::now();
+        let err = lonely.send(b"x").unwrap_err();
+        assert!(matches!(err, BusError::NoRelay { .. }), "{err}");
+        assert!(err.to_string().contains(&endpoint), "{err}");
+        // A socket file nobody reads any more (a killed relay's).
+        let path = endpoint.strip_prefix("unixgram://").unwrap();
+        drop(std::os::unix::net::UnixDatagram::bind(path).unwrap());
+        let err = lonely.send(b"x").unwrap_err();
+        assert!(matches!(err, BusError::NoRelay { .. }), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_millis(20),
+            "waited {:?} for an absent relay",
+            started.elapsed()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn datagram_frames_arrive_in_order_marked_relayed() {
+        let (dir, endpoint) = datagram_endpoint("order");
+        let opts = BusOptions::default();
+        let mut inbox = Subscriber::connect(&[], &opts).unwrap();
+        inbox.bind_relay(&endpoint, &opts).unwrap();
+        let php = Publisher::relay(&endpoint, &opts).unwrap();
+        let mut got = Vec::new();
+        for i in 0..1000u32 {
+            php.send(&i.to_be_bytes()).unwrap();
+            // Read as we go: the kernel queues only a few datagrams.
+            while let Some(m) = inbox.try_recv().unwrap() {
+                got.push(m);
+            }
+        }
+        while got.len() < 1000 {
+            match inbox.recv(Duration::from_secs(5)).unwrap() {
+                Some(m) => got.push(m),
+                None => break,
+            }
+        }
+        let expected: Vec<_> = (0..1000u32)
+            .map(|i| (Source::Relay, i.to_be_bytes().to_vec()))
+            .collect();
+        assert_eq!(got, expected);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stuck_datagram_relay_costs_a_send_at_most_the_timeout() {
+        let (dir, endpoint) = datagram_endpoint("stuck");
+        let opts = BusOptions {
+            send_timeout_ms: 40,
+            ..BusOptions::default()
+        };
+        // Bound, never read: its queue fills.
+        let mut inbox = Subscriber::connect(&[], &opts).unwrap();
+        inbox.bind_relay(&endpoint, &opts).unwrap();
+        let php = Publisher::relay(&endpoint, &opts).unwrap();
+        let frame = vec![7u8; 2048];
+        let mut taken = 0;
+        let refused = loop {
+            let started = std::time::Instant::now();
+            match php.send(&frame) {
+                Ok(()) => taken += 1,
+                Err(e) => break (e, started.elapsed()),
+            }
+            assert!(taken < 100_000, "the relay's queue never filled");
+        };
+        assert!(
+            matches!(refused.0, BusError::Timeout { ms: 40, .. }),
+            "{}",
+            refused.0
+        );
+        assert!(
+            refused.1 >= Duration::from_millis(35) && refused.1 < Duration::from_millis(500),
+            "a refused send took {:?}",
+            refused.1
+        );
+        assert!(taken > 0);
+        // What was queued is still there, in order, once the relay reads.
+        assert_eq!(
+            inbox.try_recv().unwrap(),
+            Some((Source::Relay, frame.clone()))
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_frame_too_big_for_a_datagram_arrives_by_zeromq() {
+        let (dir, endpoint) = datagram_endpoint("big");
+        let opts = BusOptions {
+            send_timeout_ms: 2000,
+            ..BusOptions::default()
+        };
+        let mut inbox = Subscriber::connect(&[], &opts).unwrap();
+        inbox.bind_relay(&endpoint, &opts).unwrap();
+        let php = Publisher::relay(&endpoint, &opts).unwrap();
+        let largest = vec![1u8; datagram::MAX_DATAGRAM];
+        let big: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        php.send(b"small").unwrap();
+        php.send(&largest).unwrap();
+        php.send(&big).unwrap();
+        php.send(b"after").unwrap();
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            match inbox.recv(Duration::from_secs(5)).unwrap() {
+                Some((source, bytes)) => {
+                    assert_eq!(source, Source::Relay);
+                    got.push(bytes);
+                }
+                None => break,
+            }
+        }
+        got.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
+        let expected = vec![b"after".to_vec(), b"small".to_vec(), largest, big];
+        let lengths = |v: &[Vec<u8>]| v.iter().map(Vec::len).collect::<Vec<_>>();
+        assert_eq!(lengths(&got), lengths(&expected));
+        assert!(got == expected, "a frame arrived changed");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_restarted_datagram_relay_takes_the_next_frame() {
+        let (dir, endpoint) = datagram_endpoint("back");
+        let opts = BusOptions::default();
+        let bind = || {
+            let mut inbox = Subscriber::connect(&[], &opts).unwrap();
+            inbox.bind_relay(&endpoint, &opts).unwrap();
+            inbox
+        };
+        let php = Publisher::relay(&endpoint, &opts).unwrap();
+        let inbox = bind();
+        php.send(b"before").unwrap();
+        drop(inbox);
+        assert!(matches!(php.send(b"away"), Err(BusError::NoRelay { .. })));
+        let inbox = bind();
+        php.send(b"after").unwrap();
+        assert_eq!(
+            inbox.recv(Duration::from_secs(5)).unwrap(),
+            Some((Source::Relay, b"after".to_vec()))
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unixgram_is_only_for_the_relay() {
+        let opts = BusOptions::default();
+        let err = Subscriber::connect(&["unixgram:///tmp/x".to_owned()], &opts)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("host relay"), "{err}");
+        assert!(Publisher::connect("unixgram:///tmp/x", &opts).is_err());
     }
 }

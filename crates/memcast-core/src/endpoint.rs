@@ -5,7 +5,15 @@ use std::net::{IpAddr, Ipv4Addr};
 
 /// The forms memcast speaks, shown with every complaint.
 pub const FORMS: &str =
-    "epgm://IFACE;GROUP:PORT, pgm://IFACE;GROUP:PORT, tcp://HOST:PORT or ipc://PATH";
+    "epgm://IFACE;GROUP:PORT, pgm://IFACE;GROUP:PORT, tcp://HOST:PORT, ipc://PATH or unixgram://PATH";
+
+/// The longest socket path Linux takes (`sun_path` is 108 bytes with its
+/// terminating NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// A `unixgram://PATH` relay also binds `PATH` + this for frames too big
+/// for one datagram (see memcast-bus).
+pub const BIG_FRAME_SUFFIX: &str = ".big";
 
 /// An example of a multicast endpoint, for hints.
 pub const EXAMPLE: &str = "epgm://eth0;239.192.1.1:5555";
@@ -24,6 +32,14 @@ pub fn problem(endpoint: &str) -> Option<String> {
             Some("ipc:// needs a socket path, e.g. ipc:///run/memcast/publish.sock".into())
         }
         "ipc" => None,
+        "unixgram" if rest.is_empty() => Some(
+            "unixgram:// needs a socket path, e.g. unixgram:///run/memcast/publish.dgram".into(),
+        ),
+        "unixgram" if rest.len() + BIG_FRAME_SUFFIX.len() > MAX_SOCKET_PATH => Some(format!(
+            "socket path {rest:?} is too long: at most {} bytes (the relay also binds {rest}{BIG_FRAME_SUFFIX})",
+            MAX_SOCKET_PATH - BIG_FRAME_SUFFIX.len()
+        )),
+        "unixgram" => None,
         other => Some(format!("unknown transport {other}://: expected {FORMS}")),
     }
 }
@@ -113,6 +129,7 @@ mod tests {
             "tcp://*:*",
             "tcp://[::1]:5",
             "ipc:///run/memcast/publish.sock",
+            "unixgram:///run/memcast/publish.dgram",
         ] {
             assert_eq!(problem(e), None, "{e}");
         }
@@ -135,5 +152,7 @@ mod tests {
         says("udp://h:1", "unknown transport udp://");
         says("127.0.0.1:5555", "no transport");
         says("ipc://", "socket path");
+        says("unixgram://", "socket path");
+        says(&format!("unixgram:///{}", "d".repeat(110)), "too long");
     }
 }

@@ -45,7 +45,7 @@ pub const SETTINGS: &[IniSetting] = &[
     IniSetting {
         name: PUBLISH,
         default: c"",
-        doc: "Where each write is published: epgm://IFACE;GROUP:PORT (or pgm://, tcp://, ipc://). Empty: no replication.",
+        doc: "Where each write is published: epgm://IFACE;GROUP:PORT (or pgm://, tcp://, ipc://, unixgram://). Empty: no replication.",
     },
     IniSetting {
         name: KEY_FILE,
@@ -95,7 +95,7 @@ pub const SETTINGS: &[IniSetting] = &[
     IniSetting {
         name: RELAY_TIMEOUT_MS,
         default: c"50",
-        doc: "With memcast.publish = ipc:// or tcp:// (the host relay): the longest a request waits for the local memcastd before the frame is dropped and counted, milliseconds.",
+        doc: "With memcast.publish = unixgram://, ipc:// or tcp:// (the host relay): the longest a request waits for the local memcastd before the frame is dropped and counted, milliseconds.",
     },
     IniSetting {
         name: WARM_CHECK,

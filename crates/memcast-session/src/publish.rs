@@ -60,8 +60,9 @@ impl NotPublished {
     }
 }
 
-/// The ZeroMQ publisher, connected at the first frame: to the multicast
-/// group directly, or to the local memcastd (host relay).
+/// The bus publisher, made at the first frame: to the multicast group
+/// directly, or to the local memcastd (host relay: `unixgram://`, `ipc://`
+/// or `tcp://`).
 pub struct BusPublisher {
     endpoint: String,
     options: BusOptions,

@@ -17,6 +17,27 @@ pub enum Publish {
     Relay,
 }
 
+/// How a PHP worker reaches its host's relay (with [`Publish::Relay`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayScheme {
+    /// ZeroMQ over a Unix socket (`ipc://`).
+    Ipc,
+    /// A Unix datagram socket (`unixgram://`).
+    Unixgram,
+}
+
+impl RelayScheme {
+    /// `MEMCAST_RELAY_SCHEME=unixgram` (or `ipc`, the default) runs every
+    /// relay test and benchmark over that scheme.
+    pub fn from_env() -> RelayScheme {
+        match std::env::var("MEMCAST_RELAY_SCHEME").as_deref() {
+            Ok("unixgram") => RelayScheme::Unixgram,
+            Ok("ipc") | Ok("") | Err(_) => RelayScheme::Ipc,
+            Ok(other) => panic!("MEMCAST_RELAY_SCHEME={other}: ipc or unixgram"),
+        }
+    }
+}
+
 /// What carries frames between hosts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -111,6 +132,7 @@ pub struct Cluster {
     pub group: String,
     pub publish: Publish,
     pub transport: Transport,
+    pub relay_scheme: RelayScheme,
     /// memcastd listens for peers and is given every other host as `--peer`
     /// (false only in [`Setup::MINIMAL`]).
     pub repair: bool,
@@ -201,6 +223,23 @@ impl Cluster {
         Cluster::start_on(tag, hosts, Publish::Relay, Transport::Tcp, artifacts, args)
     }
 
+    /// PHP hands frames to the host relay over `scheme`.
+    pub fn start_relay_over(
+        tag: &str,
+        hosts: u8,
+        scheme: RelayScheme,
+        artifacts: Artifacts,
+        memcastd_args: Vec<String>,
+    ) -> Cluster {
+        Cluster::start_full(
+            tag,
+            hosts,
+            (Publish::Relay, Transport::Pgm, true, scheme),
+            artifacts,
+            memcastd_args,
+        )
+    }
+
     /// One of the README's setups, with extra memcastd arguments.
     pub fn start_setup(
         tag: &str,
@@ -212,7 +251,12 @@ impl Cluster {
         Cluster::start_full(
             tag,
             hosts,
-            (setup.publish, Transport::Pgm, setup.repair),
+            (
+                setup.publish,
+                Transport::Pgm,
+                setup.repair,
+                RelayScheme::from_env(),
+            ),
             artifacts,
             memcastd_args,
         )
@@ -229,7 +273,7 @@ impl Cluster {
         Cluster::start_full(
             tag,
             hosts,
-            (publish, transport, true),
+            (publish, transport, true, RelayScheme::from_env()),
             artifacts,
             memcastd_args,
         )
@@ -238,7 +282,7 @@ impl Cluster {
     fn start_full(
         tag: &str,
         hosts: u8,
-        (publish, transport, repair): (Publish, Transport, bool),
+        (publish, transport, repair, relay_scheme): (Publish, Transport, bool, RelayScheme),
         artifacts: Artifacts,
         memcastd_args: Vec<String>,
     ) -> Cluster {
@@ -284,6 +328,7 @@ impl Cluster {
             group,
             publish,
             transport,
+            relay_scheme,
             repair,
             memcastd_args,
             php_ini: Vec::new(),
@@ -337,7 +382,14 @@ impl Cluster {
     }
 
     fn relay_endpoint(&self, i: usize) -> String {
-        format!("ipc://{}/relay{}.sock", self.dir.path.display(), i + 1)
+        match self.relay_scheme {
+            RelayScheme::Ipc => format!("ipc://{}/relay{}.sock", self.dir.path.display(), i + 1),
+            RelayScheme::Unixgram => format!(
+                "unixgram://{}/relay{}.dgram",
+                self.dir.path.display(),
+                i + 1
+            ),
+        }
     }
 
     /// Starts (or restarts) memcastd on host `i`, as relay and repair server.

@@ -146,7 +146,13 @@ pub(crate) fn check_endpoint(flag: &str, endpoint: &str) -> Result<(), ConfigErr
     if let Some(problem) = memcast_core::endpoint::problem(endpoint) {
         return Err(invalid(format!("{flag} {endpoint}: {problem}")));
     }
-    memcast_bus::check_endpoint(endpoint).map_err(|e| invalid(format!("{flag}: {e}")))
+    memcast_bus::check_endpoint(endpoint).map_err(|e| invalid(format!("{flag}: {e}")))?;
+    if flag != "--relay" && memcast_bus::datagram::is_datagram(endpoint) {
+        return Err(invalid(format!(
+            "{flag} {endpoint}: unixgram:// is only where PHP hands frames to the relay (--relay)"
+        )));
+    }
+    Ok(())
 }
 
 /// A memcastd address (--peer, --listen, --advertise, --metrics): the port
@@ -297,6 +303,14 @@ mod tests {
     }
 
     #[test]
+    fn the_core_and_the_bus_agree_where_big_frames_go() {
+        assert_eq!(
+            memcast_core::endpoint::BIG_FRAME_SUFFIX,
+            memcast_bus::datagram::BIG_FRAME_SUFFIX
+        );
+    }
+
+    #[test]
     fn relay_and_publish_go_together() {
         let base = ["--key-file", "/k", "--subscribe", "tcp://127.0.0.1:1"];
         let with = |extra: &[&str]| {
@@ -320,6 +334,11 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.advertise.as_deref(), Some("10.0.0.1:7711"));
+        let dgram = "unixgram:///tmp/r.dgram";
+        let pgm = "epgm://eth0;239.1.1.1:5555";
+        assert!(with(&["--relay", dgram, "--publish", pgm]).is_ok());
+        let err = with(&["--relay", dgram, "--publish", dgram]).unwrap_err();
+        assert!(err.to_string().contains("only where PHP hands"), "{err}");
         let s = with(&["--listen", "0.0.0.0:7711"]).unwrap();
         assert_eq!(
             s.advertise, None,

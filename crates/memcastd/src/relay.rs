@@ -62,6 +62,13 @@ impl Relay {
         subscriber
             .bind_relay(relay, &bus)
             .map_err(|e| StartError::bus("--relay", e))?;
+        if memcast_bus::datagram::is_datagram(relay) {
+            if let Some(n) = memcast_bus::datagram::queue_limit()
+                .filter(|&n| n < memcast_bus::datagram::SHORT_QUEUE)
+            {
+                warn!("--relay {relay}: net.unix.max_dgram_qlen is {n}: a burst of more than {n} PHP writes while memcastd is busy makes PHP wait (up to memcast.relay_timeout_ms); set it to 512 (sysctl -w net.unix.max_dgram_qlen=512, before memcastd starts) or use ipc://");
+            }
+        }
         let mut publishers = Vec::new();
         if let Some(publish) = &s.publish {
             publishers.push(

@@ -293,7 +293,8 @@ declare_settings! {
     max_key_length: Option<usize> => usize, "BYTES", Live,
         value(memcast_core::memcached_key::MAX_KEY_LEN);
 
-    /// Take this host's PHP frames at ENDPOINT (ipc:///run/memcast/publish.sock
+    /// Take this host's PHP frames at ENDPOINT
+    /// (unixgram:///run/memcast/publish.dgram, ipc:///run/memcast/publish.sock
     /// or tcp://127.0.0.1:PORT, matching memcast.publish) and send them to the
     /// group (--publish) as the host's one long-lived sender, with a replay
     /// ring and heartbeats.

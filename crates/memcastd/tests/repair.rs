@@ -96,11 +96,17 @@ fn relay_host(mc: &Server) -> Relay {
 }
 
 fn relay_host_with(mc: &Server, extra: &[&str]) -> Relay {
+    relay_host_over("ipc://", "publish.sock", mc, extra)
+}
+
+/// [`relay_host_with`], PHP handing frames over at `scheme` + a socket
+/// named `socket` in the test's directory.
+fn relay_host_over(scheme: &str, socket: &str, mc: &Server, extra: &[&str]) -> Relay {
     let dir = TempDir::new("relay");
     let key_file = dir.key_file("key", 4);
     let key = SharedKey::from_file(&key_file).unwrap();
     let (tap, group) = group_tap();
-    let relay = format!("ipc://{}/publish.sock", dir.path.display());
+    let relay = format!("{scheme}{}/{socket}", dir.path.display());
     let listen = format!("127.0.0.1:{}", free_port());
     let unused = format!("tcp://127.0.0.1:{}", free_port());
     let args: Vec<String> = [
@@ -250,6 +256,63 @@ fn relay_restamps_php_frames_keeps_them_in_its_ring_and_sends_heartbeats() {
     // An unsigned (wrong key) request gets nothing at all.
     let stranger = SharedKey::from_secret(&[9u8; 32]).unwrap();
     assert!(fetch(&r.listen, Request::Snapshot, &stranger).is_empty());
+}
+
+#[test]
+fn php_frames_over_unixgram_are_relayed_a_big_one_too() {
+    let mc = Server::start();
+    let r = relay_host_over(
+        "unixgram://",
+        "publish.dgram",
+        &mc,
+        &["--heartbeat-ms", "100"],
+    );
+    // The datagram socket is there once memcastd listens for peers.
+    let mut sent: Vec<Frame> = (1..=20).map(|i| php_frame(i, i)).collect();
+    // A 1 MB session: too big for a datagram, it goes by ipc://PATH.big.
+    let mut big = php_frame(21, 21);
+    big.value = (0..1_000_000).map(|i| b'a' + (i % 26) as u8).collect();
+    sent.insert(10, big);
+    for f in &sent {
+        r.php.send(&f.seal(&r.key)).unwrap();
+    }
+    let got = drain(&r.tap, &r.key, |got| {
+        got.iter().filter(|(_, f)| f.op == Op::Set).count() == sent.len()
+    });
+    let mut data: Vec<&Frame> = got
+        .iter()
+        .map(|(_, f)| f)
+        .filter(|f| f.op == Op::Set)
+        .collect();
+    assert_eq!(
+        data.len(),
+        sent.len(),
+        "relayed {} of {}",
+        data.len(),
+        sent.len()
+    );
+    assert!(
+        data.iter().all(|f| f.origin != 77),
+        "restamped as the relay's"
+    );
+    // The small ones keep their order; the big one may come before or after.
+    let small: Vec<&Vec<u8>> = data
+        .iter()
+        .filter(|f| f.value.len() < 100)
+        .map(|f| &f.key)
+        .collect();
+    let expected: Vec<&Vec<u8>> = sent
+        .iter()
+        .filter(|f| f.value.len() < 100)
+        .map(|f| &f.key)
+        .collect();
+    assert_eq!(small, expected);
+    data.retain(|f| f.value.len() >= 100);
+    assert_eq!(data.len(), 1);
+    assert!(
+        data[0].value == sent[10].value,
+        "the big session arrived changed"
+    );
 }
 
 #[test]

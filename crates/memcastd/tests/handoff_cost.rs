@@ -1,0 +1,193 @@
+//! What handing a frame from PHP to the relay costs, per scheme: CPU µs per
+//! frame in the sender (this process: the send, and ZeroMQ's I/O thread for
+//! `ipc://`) and in the relay (memcastd, all its threads), from the
+//! scheduler's run time of every thread (/proc/PID/task/*/schedstat), at a
+//! steady rate as PHP workers send. A measurement, not
+//! a check: run it by hand on a quiet machine,
+//!
+//! ```sh
+//! cargo test --release -p memcastd --test handoff_cost -- --ignored --nocapture
+//! # HANDOFF_RATE (frames/s, default 5000), HANDOFF_SECONDS (default 5), HANDOFF_RUNS (default 3)
+//! ```
+//!
+//! The relay publishes to a TCP endpoint nobody subscribes to, so its
+//! figure leaves out the multicast send (the same for every scheme).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use memcast_bus::{BusOptions, Publisher};
+use memcast_core::{unix_millis, Frame, Op, SharedKey, Version};
+use memcast_testkit::{eventually, free_port, wait_for_tcp, Memcached as Server, Proc, TempDir};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// CPU time of one task, µs: schedstat's run time (exact, where utime and
+/// stime are sampled at timer ticks, which a paced sender's wake-ups line
+/// up with).
+fn task_us(path: &str) -> u64 {
+    std::fs::read_to_string(format!("{path}/schedstat"))
+        .ok()
+        .and_then(|s| s.split(' ').next()?.parse::<u64>().ok())
+        .map_or(0, |ns| ns / 1000)
+}
+
+/// CPU µs per thread name of a process (all its live threads).
+fn threads_us(pid: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .flatten()
+    {
+        let path = task.path().to_string_lossy().into_owned();
+        let name = std::fs::read_to_string(format!("{path}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        *out.entry(name).or_default() += task_us(&path);
+    }
+    out
+}
+
+fn cpu_us(pid: &str) -> u64 {
+    threads_us(pid).values().sum()
+}
+
+fn relayed(metrics: &str) -> f64 {
+    memcastd::metrics::scrape(metrics, Duration::from_secs(3))
+        .map(|page| {
+            memcastd::metrics::parse(&page)
+                .into_iter()
+                .filter(|s| s.name == "memcast_relayed_total")
+                .map(|s| s.value)
+                .sum()
+        })
+        .unwrap_or(0.0)
+}
+
+/// (sender µs/frame, relay µs/frame) for one run over `scheme`.
+fn run(scheme: &str, socket: &str, mc: &Server, rate: u64, seconds: u64) -> (f64, f64) {
+    let dir = TempDir::new("handoff");
+    let key_file = dir.key_file("key", 4);
+    let key = SharedKey::from_file(&key_file).unwrap();
+    let relay = format!("{scheme}{}/{socket}", dir.path.display());
+    let listen = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let nobody = format!("tcp://127.0.0.1:{}", free_port());
+    let unused = format!("tcp://127.0.0.1:{}", free_port());
+    let log = std::fs::File::create(dir.path.join("memcastd.log")).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_memcastd"));
+    cmd.args(["--memcached", &mc.addr(), "--subscribe", &unused])
+        .args(["--key-file", key_file.to_str().unwrap()])
+        .args(["--relay", &relay, "--publish", &nobody])
+        .args(["--listen", &listen, "--metrics", &metrics])
+        .args(["--stats-interval", "0"])
+        .stdout(Stdio::null())
+        .stderr(log);
+    let daemon = Proc::spawn("memcastd", &mut cmd);
+    assert!(wait_for_tcp(&listen, Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(600));
+    let php = Publisher::relay(
+        &relay,
+        &BusOptions {
+            send_timeout_ms: 5_000,
+            ..BusOptions::default()
+        },
+    )
+    .unwrap();
+    let total = rate * seconds;
+    // Sealed beforehand: only the hand-off is measured here.
+    let frames: Vec<Vec<u8>> = (1..=total)
+        .map(|seq| {
+            Frame {
+                op: Op::Set,
+                origin: 77,
+                epoch: 1,
+                seq,
+                version: Version {
+                    millis: unix_millis(),
+                    counter: seq as u32,
+                    origin: 77,
+                },
+                ttl: 600,
+                key: format!("memcast.sess.cost{}", seq % 10_000).into_bytes(),
+                value: vec![b'v'; 2048],
+            }
+            .seal(&key)
+        })
+        .collect();
+    php.send(&frames[0]).unwrap(); // connected (ipc) before the clock starts
+    let before = relayed(&metrics);
+    let pid = daemon.pid().to_string();
+    let (sender0, relay0) = (cpu_us("self"), cpu_us(&pid));
+    let threads0 = threads_us(&pid);
+    let per_ms = (rate / 1000).max(1);
+    let start = Instant::now();
+    for (i, frame) in frames[1..].iter().enumerate() {
+        if (i as u64).is_multiple_of(per_ms) {
+            let due = start + Duration::from_millis(i as u64 / per_ms);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        php.send(frame).expect("hand-off");
+    }
+    let sent = (total - 1) as f64;
+    let all = eventually(Duration::from_secs(10), || {
+        (relayed(&metrics) - before >= sent).then_some(())
+    });
+    assert!(all.is_some(), "the relay did not take every frame");
+    let (sender1, relay1) = (cpu_us("self"), cpu_us(&pid));
+    let threads: Vec<String> = threads_us(&pid)
+        .into_iter()
+        .map(|(name, us)| {
+            let was = threads0.get(&name).copied().unwrap_or(0);
+            format!("{name} {:.1}", (us - was) as f64 / (total - 1) as f64)
+        })
+        .collect();
+    eprintln!("  relay threads µs/frame: {}", threads.join(", "));
+    drop(php);
+    drop(daemon);
+    (
+        (sender1 - sender0) as f64 / sent,
+        (relay1 - relay0) as f64 / sent,
+    )
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+#[test]
+#[ignore = "a measurement: run by hand (see the file's comment)"]
+fn handoff_cost_per_frame_ipc_against_unixgram() {
+    let (rate, seconds, runs) = (
+        env_or("HANDOFF_RATE", 5000),
+        env_or("HANDOFF_SECONDS", 5),
+        env_or("HANDOFF_RUNS", 3),
+    );
+    let mc = Server::start();
+    let schemes = [("ipc://", "publish.sock"), ("unixgram://", "publish.dgram")];
+    let mut results = vec![(Vec::new(), Vec::new()); schemes.len()];
+    for r in 0..runs {
+        // Alternating, so a noisy neighbour hits both alike.
+        for (i, (scheme, socket)) in schemes.iter().enumerate() {
+            let (s, d) = run(scheme, socket, &mc, rate, seconds);
+            eprintln!("run {r} {scheme:<12} sender {s:6.1} µs/frame, relay {d:6.1} µs/frame");
+            results[i].0.push(s);
+            results[i].1.push(d);
+        }
+    }
+    println!("| hand-off ({rate} frames/s of 2 KB, medians of {runs} runs of {seconds} s) | sender µs/frame | relay µs/frame | both |");
+    println!("|---|---:|---:|---:|");
+    for ((scheme, _), (s, d)) in schemes.iter().zip(results) {
+        let (s, d) = (median(s), median(d));
+        println!("| `{scheme}` | {s:.1} | {d:.1} | {:.1} |", s + d);
+    }
+}
