@@ -28,6 +28,7 @@ install -D -m 0644 "$build_dir/libmemcast.so" "$root$ext_dir/libmemcast.so"
 install -D -m 0644 php/memcast.ini "$root/etc/php/$php_version/mods-available/memcast.ini"
 install -D -m 0755 "$build_dir/memcastd" "$root/usr/bin/memcastd"
 install -D -m 0644 packaging/memcastd.toml "$root/etc/memcast/memcastd.toml"
+install -D -m 0644 packaging/60-memcast.conf "$root/usr/lib/sysctl.d/60-memcast.conf"
 install -d "$root$unit_dir"
 sed 's|@BINDIR@|/usr/bin|g' packaging/memcastd.service.in > "$root$unit_dir/memcastd.service"
 chmod 0644 "$root$unit_dir/memcastd.service"
@@ -79,7 +80,11 @@ if [ "\$1" = configure ]; then
     getent passwd memcast >/dev/null || useradd --system --gid memcast --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin memcast
     chgrp memcast /etc/memcast && chmod 0750 /etc/memcast
     if command -v phpenmod >/dev/null; then phpenmod -v $php_version memcast; fi
-    if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+    if [ -d /run/systemd/system ]; then
+        systemctl daemon-reload || true
+        # Now, not only from the next boot (systemd-sysctl applies it then).
+        sysctl -q -p /usr/lib/sysctl.d/60-memcast.conf || true
+    fi
 fi
 exit 0
 POSTINST

@@ -60,10 +60,10 @@ for dep in "phpapi-$phpapi" php8.2-common libzmq5 memcached libc6; do
 done
 contents=$(dpkg-deb --contents "$deb" | awk '{print $6}' | sed 's|^\.||' | grep -v '/$' | sort)
 want=$(printf '%s\n' "$ext_dir/libmemcast.so" /etc/php/8.2/mods-available/memcast.ini /usr/bin/memcastd \
-    /etc/memcast/memcastd.toml /lib/systemd/system/memcastd.service \
+    /etc/memcast/memcastd.toml /lib/systemd/system/memcastd.service /usr/lib/sysctl.d/60-memcast.conf \
     /usr/share/doc/memcast/copyright /usr/share/doc/memcast/changelog.gz /usr/share/man/man8/memcastd.8.gz | sort)
 [ "$contents" = "$want" ] || fail "package contents differ: $(diff <(echo "$want") <(echo "$contents") || true)"
-ok "dpkg-deb --info: depends on phpapi-$phpapi, php8.2-common, libzmq5, memcached, libc6; --contents: the five files, copyright, changelog, man page"
+ok "dpkg-deb --info: depends on phpapi-$phpapi, php8.2-common, libzmq5, memcached, libc6; --contents: the five files, the sysctl file, copyright, changelog, man page"
 # Debian's own package checks; the README lists what remains (info tags only).
 command -v lintian >/dev/null || fail "lintian is not installed (make deps)"
 lintian --fail-on error,warning "$deb" || fail "lintian reports errors or warnings"

@@ -7,8 +7,8 @@
 //!    replication;
 //! 2. **store + publish**: the replicated write.
 //!
-//! Every memcastd, every memcached and the sender are accounted (utime +
-//! stime from /proc, per thread for memcastd); replication's cost per write
+//! Every memcastd, every memcached and the sender are accounted (the run
+//! time of every thread, from /proc's schedstat); replication's cost per write
 //! is phase 2 minus phase 1, per process. `make bench` runs it as its own
 //! section (medians of rounds); `BENCH_ONLY=profile` runs one round of it
 //! before perf. The scale section uses its [`Sender`] and accounting too.
@@ -17,7 +17,6 @@
 //! section's), so its own CPU is what storing, sealing and handing over cost.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use memcast_bus::{BusOptions, Publisher};
@@ -29,30 +28,25 @@ use memcast_testkit::cluster::Cluster;
 /// The goal: cluster CPU per replicated write, µs.
 pub const GOAL_US: f64 = 60.0;
 
-/// Clock ticks per second of /proc's utime and stime.
+/// Units per second of what [`Cpu`] counts: nanoseconds.
 pub fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
+    1e9
 }
 
-/// (comm, utime + stime in ticks) of a /proc stat file.
-fn stat_ticks(path: &str) -> Option<(String, u64)> {
-    let stat = std::fs::read_to_string(path).ok()?;
-    let open = stat.find('(')?;
-    let (comm, rest) = stat[open + 1..].rsplit_once(')')?;
-    // After "pid (comm)": state is field 3; utime and stime are 14 and 15.
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((comm.to_owned(), utime + stime))
+/// (comm, run time in ns) of one thread: the scheduler's exact account
+/// (`schedstat`), where utime and stime are sampled at timer ticks, which
+/// the wake-ups of a paced sender and of the daemons it drives line up
+/// with (a thread woken just after each tick shows almost no CPU).
+fn thread_ns(task: &std::path::Path) -> Option<(String, u64)> {
+    let comm = std::fs::read_to_string(task.join("comm")).ok()?;
+    let sched = std::fs::read_to_string(task.join("schedstat")).ok()?;
+    let ns = sched.split_whitespace().next()?.parse().ok()?;
+    Some((comm.trim().to_owned(), ns))
 }
 
-/// A process's CPU so far, in ticks, in total and per thread name (threads
-/// of one name summed: ZeroMQ's I/O threads, say).
+/// A process's CPU so far, in ns, in total and per thread name (threads
+/// of one name summed: ZeroMQ's I/O threads, say). Threads that exited are
+/// not counted: the processes watched keep theirs.
 #[derive(Clone, Default)]
 pub struct Cpu {
     pub total: u64,
@@ -60,15 +54,12 @@ pub struct Cpu {
 }
 
 fn cpu_of(pid: u32) -> Cpu {
-    let mut cpu = Cpu {
-        total: stat_ticks(&format!("/proc/{pid}/stat")).map_or(0, |(_, t)| t),
-        ..Cpu::default()
-    };
+    let mut cpu = Cpu::default();
     if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for task in dir.flatten() {
-            let path = format!("{}/stat", task.path().display());
-            if let Some((comm, ticks)) = stat_ticks(&path) {
-                *cpu.threads.entry(comm).or_default() += ticks;
+            if let Some((comm, ns)) = thread_ns(&task.path()) {
+                cpu.total += ns;
+                *cpu.threads.entry(comm).or_default() += ns;
             }
         }
     }

@@ -267,7 +267,14 @@ fn php_frames_over_unixgram_are_relayed_a_big_one_too() {
         &mc,
         &["--heartbeat-ms", "100"],
     );
-    // The datagram socket is there once memcastd listens for peers.
+    // The datagram socket is there once memcastd listens for peers; the
+    // tap hears the relay once a heartbeat arrives (a PUB drops what it
+    // sends before its subscriber is connected).
+    let early = drain(&r.tap, &r.key, |got| !got.is_empty());
+    assert!(
+        early.iter().any(|(_, f)| f.op == Op::Heartbeat),
+        "no heartbeat reached the tap"
+    );
     let mut sent: Vec<Frame> = (1..=20).map(|i| php_frame(i, i)).collect();
     // A 1 MB session: too big for a datagram, it goes by ipc://PATH.big.
     let mut big = php_frame(21, 21);
@@ -287,9 +294,10 @@ fn php_frames_over_unixgram_are_relayed_a_big_one_too() {
     assert_eq!(
         data.len(),
         sent.len(),
-        "relayed {} of {}",
+        "relayed {} of {}: {}",
         data.len(),
-        sent.len()
+        sent.len(),
+        std::fs::read_to_string(&r.log).unwrap_or_default()
     );
     assert!(
         data.iter().all(|f| f.origin != 77),
