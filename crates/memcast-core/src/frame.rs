@@ -22,7 +22,8 @@
 //! what receivers' replay protection judges freshness by.
 //!
 //! A sender may compress a large value ([`Frame::seal_compressed`]): fewer
-//! multicast packets per write. It is compressed before it is encrypted and
+//! multicast packets per write; never a session sealed at rest, which was
+//! compressed before it was sealed, if at all (`session_seal`). It is compressed before it is encrypted and
 //! signed; the key stays as is. A receiver checks the declared inflated
 //! length against its value limit before inflating, so a small frame cannot
 //! make it allocate more than it would accept uncompressed. Frames without
@@ -214,11 +215,14 @@ impl Frame {
     }
 
     /// The value as a compressed frame carries it (inflated length, LZ4
-    /// block), when it is due for compression and comes out smaller.
+    /// block), when it is due for compression and comes out smaller. A
+    /// session sealed at rest is ciphertext (compressed before sealing when
+    /// large): not worth an attempt.
     fn compressed_value(&self, threshold: usize) -> Option<Vec<u8>> {
         let due = threshold > 0
             && self.value.len() >= threshold
             && self.op != Op::Heartbeat
+            && !crate::session_seal::is_sealed(&self.value)
             && u32::try_from(self.value.len()).is_ok();
         if !due {
             return None;
