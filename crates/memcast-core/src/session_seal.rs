@@ -165,8 +165,8 @@ impl SessionSeal {
         };
         let mut nonce = [0u8; NONCE_LEN];
         fill_nonce(&mut nonce);
-        let preamble = |format: u8| {
-            let mut out = Vec::with_capacity(OVERHEAD + data.len());
+        let preamble = |format: u8, body_len: usize| {
+            let mut out = Vec::with_capacity(OVERHEAD + body_len);
             out.extend_from_slice(MAGIC);
             out.push(format);
             out.extend_from_slice(&current.id.to_be_bytes());
@@ -174,7 +174,8 @@ impl SessionSeal {
         };
         let due = threshold > 0 && data.len() >= threshold && data.len() <= MAX_INFLATED_LEN;
         if due {
-            let mut out = preamble(FORMAT_COMPRESSED);
+            let block_len = lz4_flex::block::get_maximum_output_size(data.len());
+            let mut out = preamble(FORMAT_COMPRESSED, INFLATED_LEN_BYTES + block_len);
             let aad = [&out[..], key, header].concat();
             out.extend_from_slice(&nonce);
             let body = out.len();
@@ -183,7 +184,7 @@ impl SessionSeal {
                 return out;
             }
         }
-        let mut out = preamble(FORMAT_PLAIN);
+        let mut out = preamble(FORMAT_PLAIN, data.len());
         out.extend_from_slice(&nonce);
         let body = out.len();
         out.extend_from_slice(data);
