@@ -273,3 +273,80 @@ fn no_id_and_no_data_in_any_memcached_and_a_key_roll_during_writes_loses_nothing
         3 * KNOWN + 3 * N
     );
 }
+
+/// A logged-in shop session of about 2.6 KB as PHP encodes it: a third of it
+/// random-looking hex tokens, which do not compress.
+const WRITE_LARGE_SESSION: &str = r#"
+    session_id("sealedlarge00000000000000000001");
+    session_start();
+    $tok = fn ($s, $n) => substr(hash("sha256", $s) . hash("sha256", "$s+"), 0, $n);
+    $_SESSION["csrf_token"] = $tok("csrf", 64);
+    $_SESSION["user"] = ["id" => 48213, "email" => "julia.martinez@example.com", "remember_token" => $tok("rt", 64)];
+    for ($i = 0; $i < 12; $i++) {
+        $_SESSION["cart"][] = ["line_id" => $tok("line$i", 32), "sku" => "SKU-" . (10000 + 7 * $i), "name" => "Cotton t-shirt, white, M", "qty" => $i % 4];
+    }
+    $_SESSION["form_nonces"] = array_map(fn ($i) => $tok("nonce$i", 40), range(1, 8));
+    $_SESSION["flash"] = str_repeat("Your order confirmation was sent to your email address. ", 3);
+    echo strlen(session_encode()), "\n";
+    session_write_close();
+"#;
+
+const READ_LARGE_SESSION: &str = r#"
+    session_id("sealedlarge00000000000000000001");
+    session_start();
+    echo count($_SESSION["cart"] ?? []), " ", strlen(session_encode()), " ", md5(session_encode()), "\n";
+"#;
+
+/// A large session is compressed before it is sealed (memcast.compress_threshold):
+/// memcached holds less than the session, on every host, and frames carry
+/// the sealed value as it is (never compressed again, neither by PHP sending
+/// straight to the group nor by the relay); it reads back whole everywhere.
+#[test]
+fn a_large_sealed_session_is_stored_compressed_and_replicates_whole() {
+    require_root("the sealed-at-rest test (network namespaces)");
+    for publish in [Publish::Direct, Publish::Relay] {
+        let mut cluster = Cluster::start("szip", 2, publish, artifacts());
+        cluster.seal = true;
+        let written: usize = cluster.php(0, WRITE_LARGE_SESSION).trim().parse().unwrap();
+        assert!(written > 2500, "{written}");
+        let seal = memcast_core::session_seal::SessionSeal::new(&memcast_core::Keyring::new(
+            SharedKey::from_file(&cluster.key_file).unwrap(),
+            None,
+            false,
+        ));
+        let key = seal.memcached_key(b"memcast.sess.", b"sealedlarge00000000000000000001");
+        let key = String::from_utf8(key).unwrap();
+        let arrived = eventually(Duration::from_secs(10), || cluster.raw(1, &key));
+        assert!(arrived.is_some(), "{publish:?}: {}", cluster.logs());
+        let stored = cluster.raw(0, &key).unwrap();
+        assert_eq!(
+            arrived.as_ref(),
+            Some(&stored),
+            "{publish:?}: stored differently"
+        );
+        let value = memcast_core::StoredValue::parse(&stored).unwrap();
+        assert_eq!(
+            value.data[..4],
+            [0, b'M', b'S', 2],
+            "{publish:?}: sealed compressed"
+        );
+        assert!(
+            value.data.len() < written * 3 / 4,
+            "{publish:?}: {} B stored for a {written} B session",
+            value.data.len()
+        );
+        let header = &stored[..memcast_core::stored_value::HEADER_LEN];
+        let opened = seal.open(key.as_bytes(), header, value.data).unwrap();
+        assert_eq!(opened.len(), written);
+        let on_a = cluster.php(0, READ_LARGE_SESSION);
+        assert!(on_a.starts_with(&format!("12 {written} ")), "{on_a}");
+        assert_eq!(cluster.php(1, READ_LARGE_SESSION), on_a, "{publish:?}");
+        let (sums, logs) = cluster.stop_and_count();
+        assert_eq!(sums["received_compressed"], 0, "{publish:?}: {logs}");
+        assert_eq!(sums["dropped_decode"], 0, "{publish:?}: {logs}");
+        println!(
+            "{publish:?}: a {written} B session sealed compressed: {} B in memcached, replicated whole",
+            value.data.len()
+        );
+    }
+}

@@ -22,7 +22,8 @@
 //! what receivers' replay protection judges freshness by.
 //!
 //! A sender may compress a large value ([`Frame::seal_compressed`]): fewer
-//! multicast packets per write. It is compressed before it is encrypted and
+//! multicast packets per write; never a session sealed at rest, which was
+//! compressed before it was sealed, if at all (`session_seal`). It is compressed before it is encrypted and
 //! signed; the key stays as is. A receiver checks the declared inflated
 //! length against its value limit before inflating, so a small frame cannot
 //! make it allocate more than it would accept uncompressed. Frames without
@@ -214,11 +215,14 @@ impl Frame {
     }
 
     /// The value as a compressed frame carries it (inflated length, LZ4
-    /// block), when it is due for compression and comes out smaller.
+    /// block), when it is due for compression and comes out smaller. A
+    /// session sealed at rest is ciphertext (compressed before sealing when
+    /// large): not worth an attempt.
     fn compressed_value(&self, threshold: usize) -> Option<Vec<u8>> {
         let due = threshold > 0
             && self.value.len() >= threshold
             && self.op != Op::Heartbeat
+            && !crate::session_seal::is_sealed(&self.value)
             && u32::try_from(self.value.len()).is_ok();
         if !due {
             return None;
@@ -680,6 +684,16 @@ mod tests {
         let bytes = heartbeat.seal_compressed(&key(1), 1024);
         let (_, env) = Frame::open_envelope(&bytes, &key(1), 1 << 20).unwrap();
         assert!(!env.compressed);
+        // A session sealed at rest is not even tried (it is ciphertext,
+        // compressed before sealing if at all): told by its magic, so a
+        // compressible value behind the magic shows the attempt is skipped.
+        let sealed = Frame {
+            value: [&b"\0MS\x02"[..], &[0u8; 4096]].concat(),
+            ..sample()
+        };
+        let bytes = sealed.seal_compressed(&key(1), 1024);
+        let (opened, env) = Frame::open_envelope(&bytes, &key(1), 1 << 20).unwrap();
+        assert_eq!((opened, env.compressed), (sealed, false));
     }
 
     /// A frame signed with the cluster key whose value is `wire` as a

@@ -155,7 +155,7 @@ pub const SETTINGS: &[IniSetting] = &[
     IniSetting {
         name: COMPRESS_THRESHOLD,
         default: c"1024",
-        doc: "Session data of at least this many bytes (K and M suffixes) is LZ4-compressed in the frames this process sends straight to the group (memcast.publish = epgm:// or pgm://), when that makes it smaller: fewer multicast packets per write. 0: never. With the host relay (ipc://, tcp://) memcastd's --compress-threshold applies instead. Sessions sealed at rest (memcast.seal) are ciphertext and are sent as they are.",
+        doc: "Session data of at least this many bytes (K and M suffixes) is LZ4-compressed when that makes it smaller. Sealed sessions (memcast.seal, the default with a key file): before sealing, so memcached stores them compressed and every frame carrying them is smaller. Unsealed sessions: in the frames this process sends straight to the group (memcast.publish = epgm:// or pgm://); with the host relay (ipc://, tcp://) memcastd's --compress-threshold applies to them instead. 0: never. A memcast that predates compression reads a session sealed compressed as a miss: 0 until every host runs this version.",
     },
     IniSetting {
         name: MIGRATE_FROM,

@@ -11,7 +11,10 @@
 //!   opaque bytes and needs no key for them.
 //!
 //! ```text
-//! sealed data = "\0MS" | 1 | key id u32 | nonce (24) | ciphertext | Poly1305 tag (16)
+//! sealed data = "\0MS" | format u8 | key id u32 | nonce (24) | ciphertext | Poly1305 tag (16)
+//! format 1: plaintext = the session data;       associated data = memcached key | header
+//! format 2: plaintext = inflated len u32 | LZ4 block;
+//!           associated data = "\0MS" | 2 | key id | memcached key | header
 //! ```
 //!
 //! XChaCha20-Poly1305 under a subkey of the cluster key (never the frame
@@ -20,6 +23,17 @@
 //! win over a newer write), does not open. The key id lets a value sealed
 //! under a key that is still accepted open after a roll; the next write
 //! seals it under the current key.
+//!
+//! Ciphertext does not compress, so a large session is compressed before it
+//! is sealed ([`SessionSeal::seal_compressed`], `memcast.compress_threshold`):
+//! format 2, when that makes it smaller. memcached then holds fewer bytes and
+//! every frame carrying the value is smaller, while memcastd still moves it
+//! as opaque bytes. Format 1 is unchanged (small sessions, and values sealed
+//! by hosts that never compress), and every host opens both. Format 2's
+//! associated data begins with its preamble: a format byte changed either way
+//! does not open (format 1's begins with a memcached key, never a NUL byte).
+//! The declared inflated length is checked against [`MAX_INFLATED_LEN`]
+//! before anything is allocated.
 //!
 //! [`StoredValue`]: crate::stored_value::StoredValue
 
@@ -31,10 +45,17 @@ use sha2::Sha256;
 use crate::cluster_key::{Keyring, SharedKey, AEAD_TAG_LEN, NONCE_LEN};
 
 const MAGIC: &[u8; 3] = b"\0MS";
-const FORMAT: u8 = 1;
+/// The session data as it is.
+const FORMAT_PLAIN: u8 = 1;
+/// The session data LZ4-compressed: inflated length u32, then the block.
+const FORMAT_COMPRESSED: u8 = 2;
 const PREAMBLE_LEN: usize = MAGIC.len() + 1 + 4;
-/// What sealing adds to a session's data.
+const INFLATED_LEN_BYTES: usize = 4;
+/// What sealing adds to a session's data (uncompressed, format 1).
 pub const OVERHEAD: usize = PREAMBLE_LEN + NONCE_LEN + AEAD_TAG_LEN;
+/// The most a compressed value may inflate to: the largest session
+/// `memcast.max_session_size` lets any host write.
+pub const MAX_INFLATED_LEN: usize = crate::frame::DEFAULT_MAX_VALUE_LEN;
 /// Hex digits of the keyed hash in a memcached key (128 bits).
 pub const HASH_HEX_LEN: usize = 32;
 const VALUE_KEY_LABEL: &str = "memcast session values";
@@ -48,6 +69,22 @@ pub enum OpenError {
     UnknownKey(u32),
     #[error("does not open: altered in memcached, or copied there from another session's key")]
     Tampered,
+    #[error(
+        "is sealed in format {0}, which this memcast does not know (written by a newer version)"
+    )]
+    UnknownFormat(u8),
+    #[error(
+        "opens but declares {0} bytes inflated, over the {MAX_INFLATED_LEN} a session may hold"
+    )]
+    InflatesOversized(usize),
+    #[error("opens but does not inflate to its declared length (a corrupt LZ4 block)")]
+    DoesNotInflate,
+}
+
+/// Whether `data` is sealed session data (by its magic): ciphertext, not
+/// worth trying to compress.
+pub fn is_sealed(data: &[u8]) -> bool {
+    data.len() >= OVERHEAD && data.starts_with(MAGIC)
 }
 
 struct ValueKey {
@@ -107,28 +144,51 @@ impl SessionSeal {
         key
     }
 
-    /// Seals `data`, bound to the memcached `key` and the value's `header`.
+    /// Seals `data`, bound to the memcached `key` and the value's `header`
+    /// (format 1: never compressed).
     pub fn seal(&self, key: &[u8], header: &[u8], data: &[u8]) -> Vec<u8> {
+        self.seal_compressed(key, header, data, 0)
+    }
+
+    /// [`SessionSeal::seal`], with `data` LZ4-compressed inside the seal
+    /// (format 2) when it is at least `threshold` bytes (0: never) and
+    /// compressing makes it smaller; else format 1, as [`SessionSeal::seal`].
+    pub fn seal_compressed(
+        &self,
+        key: &[u8],
+        header: &[u8],
+        data: &[u8],
+        threshold: usize,
+    ) -> Vec<u8> {
         let Some(current) = self.value_keys.first() else {
             return data.to_vec(); // unreachable: a keyring has a current key
         };
         let mut nonce = [0u8; NONCE_LEN];
         fill_nonce(&mut nonce);
-        let mut out = Vec::with_capacity(OVERHEAD + data.len());
-        out.extend_from_slice(MAGIC);
-        out.push(FORMAT);
-        out.extend_from_slice(&current.id.to_be_bytes());
+        let preamble = |format: u8, body_len: usize| {
+            let mut out = Vec::with_capacity(OVERHEAD + body_len);
+            out.extend_from_slice(MAGIC);
+            out.push(format);
+            out.extend_from_slice(&current.id.to_be_bytes());
+            out
+        };
+        let due = threshold > 0 && data.len() >= threshold && data.len() <= MAX_INFLATED_LEN;
+        if due {
+            let block_len = lz4_flex::block::get_maximum_output_size(data.len());
+            let mut out = preamble(FORMAT_COMPRESSED, INFLATED_LEN_BYTES + block_len);
+            let aad = [&out[..], key, header].concat();
+            out.extend_from_slice(&nonce);
+            let body = out.len();
+            if compress_behind(&mut out, data) {
+                encrypt(current, &nonce, &aad, body, &mut out);
+                return out;
+            }
+        }
+        let mut out = preamble(FORMAT_PLAIN, data.len());
         out.extend_from_slice(&nonce);
         let body = out.len();
         out.extend_from_slice(data);
-        let aad = [key, header].concat();
-        let tag = current
-            .cipher
-            .encrypt_in_place_detached(XNonce::from_slice(&nonce), &aad, &mut out[body..])
-            // Only fails beyond 256 GiB.
-            .map(|t| t.to_vec())
-            .unwrap_or_else(|_| vec![0u8; AEAD_TAG_LEN]);
-        out.extend_from_slice(&tag);
+        encrypt(current, &nonce, &[key, header].concat(), body, &mut out);
         out
     }
 
@@ -142,11 +202,17 @@ impl SessionSeal {
     }
 
     /// The session data in `sealed`, if it opens under an accepted key for
-    /// this `key` and `header`; the key id it was sealed under.
+    /// this `key` and `header` (inflated, when sealed compressed).
     pub fn open(&self, key: &[u8], header: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
-        if sealed.len() < OVERHEAD || &sealed[..3] != MAGIC || sealed[3] != FORMAT {
+        if !is_sealed(sealed) {
             return Err(OpenError::NotSealed);
         }
+        let format = sealed[3];
+        let aad = match format {
+            FORMAT_PLAIN => [key, header].concat(),
+            FORMAT_COMPRESSED => [&sealed[..PREAMBLE_LEN], key, header].concat(),
+            other => return Err(OpenError::UnknownFormat(other)),
+        };
         let id = u32::from_be_bytes([sealed[4], sealed[5], sealed[6], sealed[7]]);
         let value_key = self
             .value_keys
@@ -156,12 +222,74 @@ impl SessionSeal {
         let nonce = &sealed[PREAMBLE_LEN..PREAMBLE_LEN + NONCE_LEN];
         let (body, tag) = sealed[PREAMBLE_LEN + NONCE_LEN..].split_at(sealed.len() - OVERHEAD);
         let mut data = body.to_vec();
-        let aad = [key, header].concat();
         value_key
             .cipher
             .decrypt_in_place_detached(XNonce::from_slice(nonce), &aad, &mut data, tag.into())
             .map_err(|_| OpenError::Tampered)?;
+        if format == FORMAT_COMPRESSED {
+            return inflate(&data);
+        }
         Ok(data)
+    }
+}
+
+/// Appends `data` LZ4-compressed (inflated length u32, block) to `out`, if
+/// that is smaller than `data`; else leaves `out` as it was and says so.
+fn compress_behind(out: &mut Vec<u8>, data: &[u8]) -> bool {
+    let start = out.len();
+    let Ok(inflated_len) = u32::try_from(data.len()) else {
+        return false;
+    };
+    out.extend_from_slice(&inflated_len.to_be_bytes());
+    let block = out.len();
+    out.resize(
+        block + lz4_flex::block::get_maximum_output_size(data.len()),
+        0,
+    );
+    match lz4_flex::block::compress_into(data, &mut out[block..]) {
+        Ok(n) if INFLATED_LEN_BYTES + n < data.len() => {
+            out.truncate(block + n);
+            true
+        }
+        _ => {
+            out.truncate(start);
+            false
+        }
+    }
+}
+
+/// Encrypts `out[body..]` in place and appends the tag.
+fn encrypt(
+    value_key: &ValueKey,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    body: usize,
+    out: &mut Vec<u8>,
+) {
+    let tag = value_key
+        .cipher
+        .encrypt_in_place_detached(XNonce::from_slice(nonce), aad, &mut out[body..])
+        // Only fails beyond 256 GiB.
+        .map(|t| t.to_vec())
+        .unwrap_or_else(|_| vec![0u8; AEAD_TAG_LEN]);
+    out.extend_from_slice(&tag);
+}
+
+/// A format-2 plaintext inflated, once its declared length is known to be
+/// within [`MAX_INFLATED_LEN`]: the buffer is that length and decoding
+/// never writes past it.
+fn inflate(plaintext: &[u8]) -> Result<Vec<u8>, OpenError> {
+    let Some((len, block)) = plaintext.split_first_chunk::<INFLATED_LEN_BYTES>() else {
+        return Err(OpenError::DoesNotInflate);
+    };
+    let len = u32::from_be_bytes(*len) as usize;
+    if len > MAX_INFLATED_LEN {
+        return Err(OpenError::InflatesOversized(len));
+    }
+    let mut data = vec![0; len];
+    match lz4_flex::block::decompress_into(block, &mut data) {
+        Ok(n) if n == len => Ok(data),
+        _ => Err(OpenError::DoesNotInflate),
     }
 }
 
@@ -267,5 +395,262 @@ mod tests {
             Err(OpenError::UnknownKey(key(1).id()))
         );
         assert_eq!(rolled.open(b"k", &header(2), &resealed).unwrap(), b"x|i:1;");
+    }
+
+    /// A PHP-encoded shop session of about `size` bytes, about 40 % random
+    /// hex tokens (which do not compress) beside field names, ints and text.
+    fn realistic_session(size: usize) -> Vec<u8> {
+        let mut state = 0x6d65_6d63_6173_7431u64;
+        let mut hex = |chars: usize| {
+            let mut t = String::new();
+            while t.len() < chars {
+                state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                t.push_str(&format!("{:016x}", z ^ (z >> 31)));
+            }
+            t.truncate(chars);
+            t
+        };
+        let mut out = format!(
+            "csrf_token|s:64:\"{}\";user|a:4:{{s:2:\"id\";i:48213;s:5:\"email\";s:26:\"julia.martinez@example.com\";s:14:\"remember_token\";s:64:\"{}\";s:7:\"api_key\";s:40:\"{}\";}}",
+            hex(64),
+            hex(64),
+            hex(40)
+        );
+        let mut n = 0;
+        while out.len() + 200 < size {
+            out.push_str(&format!(
+                "item{n}|a:4:{{s:7:\"line_id\";s:32:\"{}\";s:3:\"sku\";s:9:\"SKU-{:05}\";s:4:\"name\";s:24:\"Cotton t-shirt, white, M\";s:3:\"qty\";i:{};}}",
+                hex(32),
+                10_000 + n * 7,
+                n % 4
+            ));
+            n += 1;
+        }
+        // The filler's length, whose own digits count in the session's size.
+        let fixed = out.len() + "flash|s::\"\";".len();
+        let filler = (1..=4)
+            .map(|digits| size.saturating_sub(fixed + digits))
+            .find(|n| fixed + n.to_string().len() + n == size)
+            .unwrap_or(0);
+        let words = "Your order confirmation was sent to your email address. ";
+        let text: String = words.chars().cycle().take(filler).collect();
+        out.push_str(&format!("flash|s:{}:\"{text}\";", text.len()));
+        out.into_bytes()
+    }
+
+    /// A format-2 value of any plaintext, sealed properly under `seal`'s
+    /// current key: what a host with the key could write.
+    fn sealed_compressed_raw(
+        seal: &SessionSeal,
+        key: &[u8],
+        hdr: &[u8],
+        plaintext: &[u8],
+    ) -> Vec<u8> {
+        let current = &seal.value_keys[0];
+        let mut out = MAGIC.to_vec();
+        out.push(FORMAT_COMPRESSED);
+        out.extend_from_slice(&current.id.to_be_bytes());
+        let aad = [&out[..], key, hdr].concat();
+        let nonce = [7u8; NONCE_LEN];
+        out.extend_from_slice(&nonce);
+        let body = out.len();
+        out.extend_from_slice(plaintext);
+        encrypt(current, &nonce, &aad, body, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_large_session_is_sealed_compressed_and_opens_whole() {
+        let seal = ring(1, None);
+        let data = realistic_session(2048);
+        assert_eq!(data.len(), 2048);
+        let plain = seal.seal(b"k", &header(5), &data);
+        let sealed = seal.seal_compressed(b"k", &header(5), &data, 1024);
+        assert_eq!(sealed[3], FORMAT_COMPRESSED);
+        assert_eq!(plain[3], FORMAT_PLAIN);
+        assert!(is_sealed(&sealed) && is_sealed(&plain));
+        assert!(
+            sealed.len() < plain.len() * 3 / 4,
+            "{} B sealed compressed, {} B plain",
+            sealed.len(),
+            plain.len()
+        );
+        assert!(!sealed.windows(8).any(|w| w == b"email\";s"));
+        assert_eq!(seal.open(b"k", &header(5), &sealed).unwrap(), data);
+        assert!(seal.is_under_current_key(&sealed));
+        // Bound to its key and header like format 1.
+        assert_eq!(
+            seal.open(b"k2", &header(5), &sealed),
+            Err(OpenError::Tampered)
+        );
+        assert_eq!(
+            seal.open(b"k", &header(6), &sealed),
+            Err(OpenError::Tampered)
+        );
+        for i in 0..sealed.len() {
+            let mut flipped = sealed.clone();
+            flipped[i] ^= 0x01;
+            assert!(seal.open(b"k", &header(5), &flipped).is_err(), "byte {i}");
+        }
+        // Opens after a roll while its key is accepted, like format 1.
+        let rolling = ring(2, Some(1));
+        assert_eq!(rolling.open(b"k", &header(5), &sealed).unwrap(), data);
+        assert!(!rolling.is_under_current_key(&sealed));
+    }
+
+    #[test]
+    fn below_the_threshold_or_off_the_value_is_format_1_as_before() {
+        let seal = ring(1, None);
+        let data = realistic_session(2048);
+        for (data, threshold) in [(&data[..1000], 1024), (&data[..], 0), (&data[..], 4096)] {
+            let sealed = seal.seal_compressed(b"k", &header(5), data, threshold);
+            assert_eq!(sealed[..4], [0, b'M', b'S', FORMAT_PLAIN]);
+            assert_eq!(sealed.len(), data.len() + OVERHEAD);
+            // Exactly what format 1 always was: the data encrypted under
+            // key | header, nothing else in the associated data.
+            let nonce = XNonce::from_slice(&sealed[PREAMBLE_LEN..PREAMBLE_LEN + NONCE_LEN]);
+            let mut body = data.to_vec();
+            let tag = seal.value_keys[0]
+                .cipher
+                .encrypt_in_place_detached(nonce, &[&b"k"[..], &header(5)].concat(), &mut body)
+                .unwrap();
+            assert_eq!(
+                sealed[PREAMBLE_LEN + NONCE_LEN..],
+                [&body[..], &tag[..]].concat()
+            );
+            assert_eq!(seal.open(b"k", &header(5), &sealed).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn an_incompressible_session_stays_format_1() {
+        let seal = ring(1, None);
+        let mut data = vec![0u8; 4096];
+        getrandom::fill(&mut data).unwrap();
+        let sealed = seal.seal_compressed(b"k", &header(5), &data, 1024);
+        assert_eq!(sealed[3], FORMAT_PLAIN);
+        assert_eq!(sealed.len(), data.len() + OVERHEAD);
+        assert_eq!(seal.open(b"k", &header(5), &sealed).unwrap(), data);
+    }
+
+    #[test]
+    fn a_format_1_value_sealed_before_compression_existed_opens() {
+        // Sealed by the previous version (format 1, key 1, zero nonce):
+        // fixed bytes, so a change to format 1 cannot go unnoticed.
+        let seal = ring(1, None);
+        let data = b"user|s:5:\"alice\";";
+        let mut old = vec![0, b'M', b'S', 1];
+        old.extend_from_slice(&key(1).id().to_be_bytes());
+        old.extend_from_slice(&[0u8; NONCE_LEN]);
+        let mut body = data.to_vec();
+        let cipher = XChaCha20Poly1305::new(&key(1).subkey(VALUE_KEY_LABEL).into());
+        let tag = cipher
+            .encrypt_in_place_detached(
+                XNonce::from_slice(&[0u8; NONCE_LEN]),
+                &[&b"k1"[..], &header(5)].concat(),
+                &mut body,
+            )
+            .unwrap();
+        old.extend_from_slice(&body);
+        old.extend_from_slice(&tag);
+        assert_eq!(seal.open(b"k1", &header(5), &old).unwrap(), data);
+    }
+
+    #[test]
+    fn a_changed_format_byte_does_not_open() {
+        let seal = ring(1, None);
+        let data = realistic_session(2048);
+        let compressed = seal.seal_compressed(b"k", &header(5), &data, 1024);
+        let mut as_plain = compressed.clone();
+        as_plain[3] = FORMAT_PLAIN;
+        assert_eq!(
+            seal.open(b"k", &header(5), &as_plain),
+            Err(OpenError::Tampered)
+        );
+        let plain = seal.seal(b"k", &header(5), &data);
+        let mut as_compressed = plain.clone();
+        as_compressed[3] = FORMAT_COMPRESSED;
+        assert_eq!(
+            seal.open(b"k", &header(5), &as_compressed),
+            Err(OpenError::Tampered)
+        );
+        let mut unknown = compressed;
+        unknown[3] = 3;
+        assert_eq!(
+            seal.open(b"k", &header(5), &unknown),
+            Err(OpenError::UnknownFormat(3))
+        );
+    }
+
+    #[test]
+    fn a_declared_length_over_the_limit_is_refused_before_inflating() {
+        let seal = ring(1, None);
+        // 4 GiB declared, a block of a few bytes: refused before allocating.
+        let mut plaintext = u32::MAX.to_be_bytes().to_vec();
+        plaintext.extend_from_slice(&lz4_flex::block::compress(b"tiny"));
+        let bomb = sealed_compressed_raw(&seal, b"k", &header(5), &plaintext);
+        assert_eq!(
+            seal.open(b"k", &header(5), &bomb),
+            Err(OpenError::InflatesOversized(u32::MAX as usize))
+        );
+        let mut plaintext = ((MAX_INFLATED_LEN + 1) as u32).to_be_bytes().to_vec();
+        plaintext.extend_from_slice(&lz4_flex::block::compress(&vec![
+            b'a';
+            MAX_INFLATED_LEN + 1
+        ]));
+        let just_over = sealed_compressed_raw(&seal, b"k", &header(5), &plaintext);
+        assert!(just_over.len() < 64 * 1024);
+        assert_eq!(
+            seal.open(b"k", &header(5), &just_over),
+            Err(OpenError::InflatesOversized(MAX_INFLATED_LEN + 1))
+        );
+        assert!(OpenError::InflatesOversized(MAX_INFLATED_LEN + 1)
+            .to_string()
+            .contains("8388608"));
+    }
+
+    #[test]
+    fn a_corrupt_block_inside_a_valid_seal_does_not_inflate() {
+        let seal = ring(1, None);
+        let data = realistic_session(2048);
+        let block = lz4_flex::block::compress(&data);
+        let with_len = |len: u32, block: &[u8]| [&len.to_be_bytes()[..], block].concat();
+        // The genuine block opens (the helper seals as seal_compressed does).
+        let good = sealed_compressed_raw(&seal, b"k", &header(5), &with_len(2048, &block));
+        assert_eq!(seal.open(b"k", &header(5), &good).unwrap(), data);
+        let mut truncated = block.clone();
+        truncated.truncate(block.len() / 2);
+        let mut garbled = block.clone();
+        for b in garbled.iter_mut().step_by(7) {
+            *b = 0xff;
+        }
+        for plaintext in [
+            with_len(2047, &block), // inflates longer than declared
+            with_len(2049, &block), // shorter than declared
+            with_len(2048, &truncated),
+            with_len(2048, &garbled),
+            with_len(2048, &[]),
+            vec![0, 0], // not even a length
+        ] {
+            let value = sealed_compressed_raw(&seal, b"k", &header(5), &plaintext);
+            assert_eq!(
+                seal.open(b"k", &header(5), &value),
+                Err(OpenError::DoesNotInflate),
+                "{:?}",
+                &plaintext[..plaintext.len().min(8)]
+            );
+        }
+    }
+
+    #[test]
+    fn sealed_data_is_recognised_by_its_magic() {
+        let seal = ring(1, None);
+        assert!(is_sealed(&seal.seal(b"k", &header(1), b"")));
+        assert!(!is_sealed(b"user|s:5:\"alice\";"));
+        assert!(!is_sealed(b"\0MS"));
+        assert!(!is_sealed(b""));
     }
 }

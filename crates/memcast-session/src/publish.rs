@@ -115,10 +115,11 @@ impl Publish for BusPublisher {
 
 /// The compression threshold of the frames this process seals: only frames
 /// it sends straight to the group are compressed (the host relay compresses
-/// what it sends on), and never sessions sealed at rest: ciphertext does not
-/// compress.
+/// what it sends on). Sessions sealed at rest were compressed before they
+/// were sealed, and frames never try to compress them again
+/// (`session_seal::is_sealed`).
 fn compress_threshold(endpoint: &str, config: &ExtensionConfig) -> usize {
-    if config.seal || !memcast_bus::is_multicast_endpoint(endpoint) {
+    if !memcast_bus::is_multicast_endpoint(endpoint) {
         0
     } else {
         config.compress_threshold

@@ -369,6 +369,10 @@ impl SessionStore {
             OpenError::NotSealed => "unopened:not sealed",
             OpenError::UnknownKey(_) => "unopened:unknown key",
             OpenError::Tampered => "unopened:tampered",
+            OpenError::UnknownFormat(_) => "unopened:unknown format",
+            OpenError::InflatesOversized(_) | OpenError::DoesNotInflate => {
+                "unopened:does not inflate"
+            }
         };
         if self.warnings.first_time(kind) {
             self.warnings.read = Some(format!(

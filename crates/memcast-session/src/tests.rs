@@ -360,6 +360,9 @@ fn a_dropped_frame_is_sent_again_as_stored_once_the_publisher_takes_frames() {
     );
 }
 
+/// Unsealed, a large session is compressed in frames sent straight to the
+/// group; sealed, it is compressed inside the seal (smaller in memcached and
+/// in every frame) and frames carry it as it is.
 #[test]
 fn a_large_session_is_compressed_only_when_sent_straight_to_the_group_unsealed() {
     let mc = Server::start();
@@ -394,6 +397,12 @@ fn a_large_session_is_compressed_only_when_sent_straight_to_the_group_unsealed()
         }
         if compressed {
             assert!(frames[0].len() < data.len() / 2, "{}", frames[0].len());
+        }
+        if seal {
+            assert!(memcast_core::session_seal::is_sealed(&frame.value));
+            assert!(frame.value.len() < data.len() / 2, "{}", frame.value.len());
+            let stored = raw_get(&mc.addr(), std::str::from_utf8(&frame.key).unwrap()).unwrap();
+            assert_eq!(StoredValue::parse(&stored).unwrap().data, frame.value);
         }
     }
 }

@@ -34,14 +34,16 @@ impl SessionStore {
         let created = read.is_some_and(|r| r.created);
         let version = self.clock.next(read.and_then(|r| r.version));
         // Sealed, the data is bound to the header as stored: a create is
-        // stored with its flag (`apply_create`).
+        // stored with its flag (`apply_create`). A large session is
+        // compressed inside the seal: memcached and every frame hold less.
+        let threshold = self.config.as_ref().map_or(0, |c| c.compress_threshold);
         let sealed = self.seal().map(|seal| {
             let header = StoredValue {
                 created,
                 ..StoredValue::live(version, &[])
             }
             .header();
-            seal.seal(&key, &header, data)
+            seal.seal_compressed(&key, &header, data, threshold)
         });
         let data = sealed.as_deref().unwrap_or(data);
         let value = StoredValue::live(version, data);
