@@ -30,12 +30,13 @@
 //! frame carries one realistic 2 KB PHP session ([`session_payload`]).
 //!
 //! `BENCH_ONLY=<section>` runs one section and prints it: `handler`,
-//! `cluster_lock`, `lag`, `replication_cpu`, `scale`, `apply`, or `profile`
+//! `cluster_lock`, `lag`, `replication_cpu`, `scale`, `apply`, `handoff`, or `profile`
 //! (replication CPU plus perf, bench/results/profile-data.md).
 
 mod apply;
 mod cluster_lock;
 mod handler;
+mod handoff;
 mod lag;
 mod profile;
 mod replication_cpu;
@@ -47,7 +48,7 @@ mod web;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use memcast_testkit::cluster::{Artifacts, Cluster, Publish};
+use memcast_testkit::cluster::{Artifacts, Cluster, RelayScheme};
 
 /// Replication CPU section: writes per second and seconds per phase.
 const REPLICATION_CPU_RATE: u64 = 5_000;
@@ -117,10 +118,16 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 /// A cluster of `hosts` with the bench's memcastd settings, warm.
 pub fn bench_cluster(tag: &str, hosts: u8) -> Cluster {
-    let cluster = Cluster::start_with(
+    // The README's recommended relay socket (unixgram://);
+    // MEMCAST_RELAY_SCHEME=ipc measures ZeroMQ's ipc:// instead.
+    let scheme = match std::env::var("MEMCAST_RELAY_SCHEME").as_deref() {
+        Ok("ipc") => RelayScheme::Ipc,
+        _ => RelayScheme::Unixgram,
+    };
+    let cluster = Cluster::start_relay_over(
         tag,
         hosts,
-        Publish::Relay,
+        scheme,
         Artifacts::release(&workspace()),
         vec![
             "--metrics".into(),
@@ -178,6 +185,10 @@ fn main() {
         }
         Some("apply") => {
             println!("{}", report::apply(&apply::run(rounds)));
+            return;
+        }
+        Some("handoff") => {
+            println!("{}", report::handoff(&handoff::run(rounds)));
             return;
         }
         _ => {}
@@ -268,6 +279,11 @@ fn main() {
         "bench: apply done after {:.0} s",
         started.elapsed().as_secs_f64()
     );
+    let handoff = handoff::run(rounds);
+    eprintln!(
+        "bench: hand-off done after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
 
     let memory = report::Memory {
         memcastd_idle_kb: memcastd_idle,
@@ -285,6 +301,7 @@ fn main() {
             replication_cpu: &replication_cpu,
             scale: &scale,
             apply: &apply,
+            handoff: &handoff,
             memory: &memory,
         },
         started.elapsed(),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::apply::Apply;
 use crate::cluster_lock::ClusterLockResult;
 use crate::handler::Latency;
+use crate::handoff::Handoffs;
 use crate::lag::Lag;
 use crate::replication_cpu::{ReplicationCpu, GOAL_US};
 use crate::scale::Scale;
@@ -194,6 +195,27 @@ pub fn apply(apply: &Apply) -> String {
         apply.ceiling_per_sec,
         apply.frames_per_sec / apply.ceiling_per_sec
     )
+}
+
+/// PHP's hand-off to the relay, per relay socket.
+pub fn handoff(h: &Handoffs) -> String {
+    let mut md = format!(
+        "## PHP's hand-off to the host relay\n\nCPU per frame of the 2 KB session handed to a real memcastd relay ({} frames/s, one frame per wake-up as PHP workers send; the relay publishes to a TCP endpoint without subscribers, so the multicast send is left out), from the scheduler's run time of every thread; medians of {} rounds of {} s, the schemes alternating.\n\n| relay socket | sender (PHP's part) µs | relay µs | both µs |\n| --- | ---: | ---: | ---: |\n",
+        h.rate, h.rounds, h.seconds
+    );
+    for r in &h.rows {
+        writeln!(
+            md,
+            "| `{}` | {:.1} | {:.1} | {:.1} |",
+            r.scheme,
+            r.sender_us,
+            r.relay_us,
+            r.sender_us + r.relay_us
+        )
+        .unwrap();
+    }
+    md.push('\n');
+    md
 }
 
 /// Cluster CPU per replicated write, per process.
@@ -401,6 +423,7 @@ pub struct Measured<'a> {
     pub replication_cpu: &'a ReplicationCpu,
     pub scale: &'a [Scale],
     pub apply: &'a Apply,
+    pub handoff: &'a Handoffs,
     pub memory: &'a Memory,
 }
 
@@ -413,6 +436,7 @@ pub fn write(dir: &Path, measured: &Measured<'_>, took: Duration) -> String {
         replication_cpu,
         scale,
         apply,
+        handoff,
         memory,
     } = *measured;
     let mut md = String::new();
@@ -547,6 +571,7 @@ pub fn write(dir: &Path, measured: &Measured<'_>, took: Duration) -> String {
     md.push_str(&self::apply(apply));
     writeln!(md, "![lag against rate](lag.png)\n").unwrap();
     md.push_str(&self::replication_cpu(replication_cpu));
+    md.push_str(&self::handoff(handoff));
     md.push_str(&self::scale(scale));
 
     // Memory.

@@ -434,6 +434,17 @@ impl Network {
         ns(&["link", "set", &iface, "up"]);
         ns(&["link", "set", "lo", "up"]);
         ns(&["route", "add", "224.0.0.0/4", "dev", &iface]);
+        // As a systemd host has it (and memcast's package sets): PHP's
+        // datagram hand-off to the relay queues up to this many frames.
+        // A new namespace starts at the kernel's 10.
+        let qlen = Command::new("ip")
+            .args(["netns", "exec", &netns, "sh", "-c"])
+            .arg("echo 512 > /proc/sys/net/unix/max_dgram_qlen")
+            .status();
+        assert!(
+            qlen.is_ok_and(|s| s.success()),
+            "could not set net.unix.max_dgram_qlen in {netns}"
+        );
         Host { netns, iface, addr }
     }
 }

@@ -1,14 +1,10 @@
-//! What handing a frame from PHP to the relay costs, per scheme: CPU µs per
-//! frame in the sender (this process: the send, and ZeroMQ's I/O thread for
-//! `ipc://`) and in the relay (memcastd, all its threads), from the
-//! scheduler's run time of every thread (/proc/PID/task/*/schedstat), at a
-//! steady rate as PHP workers send. A measurement, not
-//! a check: run it by hand on a quiet machine,
-//!
-//! ```sh
-//! cargo test --release -p memcastd --test handoff_cost -- --ignored --nocapture
-//! # HANDOFF_RATE (frames/s, default 5000), HANDOFF_SECONDS (default 5), HANDOFF_RUNS (default 3)
-//! ```
+//! What handing a frame from PHP to the host relay costs, per relay socket:
+//! CPU µs per frame in the sender (this process: the send, and ZeroMQ's I/O
+//! thread for `ipc://`) and in the relay (memcastd, all its threads), from
+//! the scheduler's run time of every thread (/proc/PID/task/*/schedstat), at
+//! a steady rate as PHP workers send (`HANDOFF_RATE`, default 5 000 frames/s
+//! of the 2 KB session, `HANDOFF_SECONDS` per run, default 4). The schemes
+//! alternate round by round, so a noisy neighbour hits both alike.
 //!
 //! The relay publishes to a TCP endpoint nobody subscribes to, so its
 //! figure leaves out the multicast send (the same for every scheme).
@@ -19,6 +15,20 @@ use std::time::{Duration, Instant};
 use memcast_bus::{BusOptions, Publisher};
 use memcast_core::{unix_millis, Frame, Op, SharedKey, Version};
 use memcast_testkit::{eventually, free_port, wait_for_tcp, Memcached as Server, Proc, TempDir};
+
+/// One scheme's medians.
+pub struct Handoff {
+    pub scheme: &'static str,
+    pub sender_us: f64,
+    pub relay_us: f64,
+}
+
+pub struct Handoffs {
+    pub rate: u64,
+    pub seconds: u64,
+    pub rounds: usize,
+    pub rows: Vec<Handoff>,
+}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -71,7 +81,7 @@ fn relayed(metrics: &str) -> f64 {
 }
 
 /// (sender µs/frame, relay µs/frame) for one run over `scheme`.
-fn run(scheme: &str, socket: &str, mc: &Server, rate: u64, seconds: u64) -> (f64, f64) {
+fn one(scheme: &str, socket: &str, mc: &Server, rate: u64, seconds: u64) -> (f64, f64) {
     let dir = TempDir::new("handoff");
     let key_file = dir.key_file("key", 4);
     let key = SharedKey::from_file(&key_file).unwrap();
@@ -81,7 +91,7 @@ fn run(scheme: &str, socket: &str, mc: &Server, rate: u64, seconds: u64) -> (f64
     let nobody = format!("tcp://127.0.0.1:{}", free_port());
     let unused = format!("tcp://127.0.0.1:{}", free_port());
     let log = std::fs::File::create(dir.path.join("memcastd.log")).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_memcastd"));
+    let mut cmd = Command::new(super::workspace().join("target/release/memcastd"));
     cmd.args(["--memcached", &mc.addr(), "--subscribe", &unused])
         .args(["--key-file", key_file.to_str().unwrap()])
         .args(["--relay", &relay, "--publish", &nobody])
@@ -116,7 +126,7 @@ fn run(scheme: &str, socket: &str, mc: &Server, rate: u64, seconds: u64) -> (f64
                 },
                 ttl: 600,
                 key: format!("memcast.sess.cost{}", seq % 10_000).into_bytes(),
-                value: vec![b'v'; 2048],
+                value: crate::session_payload::encoded(),
             }
             .seal(&key)
         })
@@ -150,7 +160,10 @@ fn run(scheme: &str, socket: &str, mc: &Server, rate: u64, seconds: u64) -> (f64
             format!("{name} {:.1}", (us - was) as f64 / (total - 1) as f64)
         })
         .collect();
-    eprintln!("  relay threads µs/frame: {}", threads.join(", "));
+    eprintln!(
+        "bench: hand-off over {scheme}: relay threads µs/frame: {}",
+        threads.join(", ")
+    );
     drop(php);
     drop(daemon);
     (
@@ -159,35 +172,34 @@ fn run(scheme: &str, socket: &str, mc: &Server, rate: u64, seconds: u64) -> (f64
     )
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-#[test]
-#[ignore = "a measurement: run by hand (see the file's comment)"]
-fn handoff_cost_per_frame_ipc_against_unixgram() {
-    let (rate, seconds, runs) = (
-        env_or("HANDOFF_RATE", 5000),
-        env_or("HANDOFF_SECONDS", 5),
-        env_or("HANDOFF_RUNS", 3),
-    );
+pub fn run(rounds: usize) -> Handoffs {
+    let (rate, seconds) = (env_or("HANDOFF_RATE", 5000), env_or("HANDOFF_SECONDS", 4));
     let mc = Server::start();
     let schemes = [("ipc://", "publish.sock"), ("unixgram://", "publish.dgram")];
     let mut results = vec![(Vec::new(), Vec::new()); schemes.len()];
-    for r in 0..runs {
-        // Alternating, so a noisy neighbour hits both alike.
+    for r in 0..rounds {
         for (i, (scheme, socket)) in schemes.iter().enumerate() {
-            let (s, d) = run(scheme, socket, &mc, rate, seconds);
-            eprintln!("run {r} {scheme:<12} sender {s:6.1} µs/frame, relay {d:6.1} µs/frame");
+            let (s, d) = one(scheme, socket, &mc, rate, seconds);
+            eprintln!(
+                "bench: hand-off round {} {scheme:<12} sender {s:6.1} µs/frame, relay {d:6.1} µs/frame",
+                r + 1
+            );
             results[i].0.push(s);
             results[i].1.push(d);
         }
     }
-    println!("| hand-off ({rate} frames/s of 2 KB, medians of {runs} runs of {seconds} s) | sender µs/frame | relay µs/frame | both |");
-    println!("|---|---:|---:|---:|");
-    for ((scheme, _), (s, d)) in schemes.iter().zip(results) {
-        let (s, d) = (median(s), median(d));
-        println!("| `{scheme}` | {s:.1} | {d:.1} | {:.1} |", s + d);
+    Handoffs {
+        rate,
+        seconds,
+        rounds,
+        rows: schemes
+            .iter()
+            .zip(results)
+            .map(|((scheme, _), (mut s, mut d))| Handoff {
+                scheme,
+                sender_us: super::median(&mut s),
+                relay_us: super::median(&mut d),
+            })
+            .collect(),
     }
 }
