@@ -120,10 +120,7 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
 pub fn bench_cluster(tag: &str, hosts: u8) -> Cluster {
     // The README's recommended relay socket (unixgram://);
     // MEMCAST_RELAY_SCHEME=ipc measures ZeroMQ's ipc:// instead.
-    let scheme = match std::env::var("MEMCAST_RELAY_SCHEME").as_deref() {
-        Ok("ipc") => RelayScheme::Ipc,
-        _ => RelayScheme::Unixgram,
-    };
+    let scheme = RelayScheme::recommended();
     let cluster = Cluster::start_relay_over(
         tag,
         hosts,

@@ -36,6 +36,15 @@ impl RelayScheme {
             Ok(other) => panic!("MEMCAST_RELAY_SCHEME={other}: ipc or unixgram"),
         }
     }
+
+    /// The README's recommended relay socket (`unixgram://`), unless
+    /// `MEMCAST_RELAY_SCHEME` names one: what the README's setups run.
+    pub fn recommended() -> RelayScheme {
+        match std::env::var("MEMCAST_RELAY_SCHEME").as_deref() {
+            Ok("") | Err(_) => RelayScheme::Unixgram,
+            _ => RelayScheme::from_env(),
+        }
+    }
 }
 
 /// What carries frames between hosts.
@@ -255,7 +264,7 @@ impl Cluster {
                 setup.publish,
                 Transport::Pgm,
                 setup.repair,
-                RelayScheme::from_env(),
+                RelayScheme::recommended(),
             ),
             artifacts,
             memcastd_args,
