@@ -21,9 +21,9 @@ use crate::warnings::Warnings;
 /// Keys whose CAS token is remembered (see [`CasCache`]).
 const CAS_CACHE_KEYS: usize = 200_000;
 /// This host's own writes are applied in batches of up to this many...
-const OWN_BATCH: usize = 512;
+const OWN_BATCH: usize = 64;
 /// ...or after waiting this long (see [`Whose::Own`]).
-const OWN_WAIT: Duration = Duration::from_millis(100);
+const OWN_WAIT: Duration = Duration::from_millis(20);
 
 /// Whose frames a batch holds. They are applied alike; only the group's
 /// are counted as applied frames.
