@@ -311,6 +311,9 @@ impl Daemon {
                         std::thread::sleep(until - now);
                     }
                 }
+                // The window runs from a batch's start: under load a batch
+                // every window, however long handling one takes.
+                self.last_batch = Some(Instant::now());
                 self.handle(source, &bytes);
                 for _ in 0..DRAIN_AT_MOST {
                     match subscriber.try_recv() {
@@ -321,7 +324,6 @@ impl Daemon {
                 // Other hosts wait for these: sent before applying here.
                 self.send_relayed();
                 self.applier.flush();
-                self.last_batch = Some(Instant::now());
             }
             Ok(None) => {}
             Err(e) => {
