@@ -167,7 +167,8 @@ demo: deps build
 # Benchmarks against php-memcached, phpredis and files (root: namespaces);
 # writes bench/results/latest.md and PNG charts. BENCH_ROUNDS (3) and
 # BENCH_SECONDS (5 per web variant and round) tune the run; BENCH_ONLY=
-# cluster_lock (or handler) runs one part alone and prints it.
+# handler, cluster_lock, lag, replication_cpu, handoff, scale, apply or
+# profile runs one part alone and prints it.
 bench-deps:
 	bash scripts/install-deps.sh php8.2-memcached php8.2-redis redis-server wrk gnuplot-nox
 
