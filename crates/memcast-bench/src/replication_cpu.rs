@@ -53,7 +53,7 @@ pub struct Cpu {
     pub threads: BTreeMap<String, u64>,
 }
 
-fn cpu_of(pid: u32) -> Cpu {
+pub(crate) fn cpu_of(pid: u32) -> Cpu {
     let mut cpu = Cpu::default();
     if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for task in dir.flatten() {

@@ -377,7 +377,7 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
                 fpm_load_kb = fpm_load_kb.max(load);
             }
             let out = child.wait_with_output().unwrap();
-            let cpu_ticks = cluster_cpu_ticks(cluster) - cpu_before;
+            let cpu_ticks = cluster_cpu_ticks(cluster).saturating_sub(cpu_before);
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
             let line = text
                 .lines()
@@ -445,11 +445,11 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
 }
 
 pub(crate) fn ticks_per_sec() -> f64 {
-    // Linux reports /proc/<pid>/stat times in USER_HZ, 100 per second.
-    100.0
+    crate::replication_cpu::clock_ticks()
 }
 
-/// utime + stime of every memcastd and memcached of the cluster, in ticks.
+/// Run time (schedstat, ns) of every thread of every memcastd and memcached
+/// of the cluster, as the replication CPU section counts it.
 pub(crate) fn cluster_cpu_ticks(cluster: &Cluster) -> u64 {
     let mut pids = Vec::new();
     for (i, site) in cluster.sites.iter().enumerate() {
@@ -459,21 +459,7 @@ pub(crate) fn cluster_cpu_ticks(cluster: &Cluster) -> u64 {
         }
     }
     pids.into_iter()
-        .map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let fields: Vec<&str> = stat
-                .rsplit_once(')')
-                .map(|(_, r)| r.split_whitespace().collect())
-                .unwrap_or_default();
-            // After "(comm)": state is field 0, utime 11, stime 12.
-            let get = |i: usize| {
-                fields
-                    .get(i)
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
-            get(11) + get(12)
-        })
+        .map(|pid| crate::replication_cpu::cpu_of(pid).total)
         .sum()
 }
 
