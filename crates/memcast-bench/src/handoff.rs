@@ -12,6 +12,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::replication_cpu::{account, Watched};
 use memcast_bus::{BusOptions, Publisher};
 use memcast_core::{unix_millis, Frame, Op, SharedKey, Version};
 use memcast_testkit::{eventually, free_port, wait_for_tcp, Memcached as Server, Proc, TempDir};
@@ -35,37 +36,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// CPU time of one task, µs: schedstat's run time (exact, where utime and
-/// stime are sampled at timer ticks, which a paced sender's wake-ups line
-/// up with).
-fn task_us(path: &str) -> u64 {
-    std::fs::read_to_string(format!("{path}/schedstat"))
-        .ok()
-        .and_then(|s| s.split(' ').next()?.parse::<u64>().ok())
-        .map_or(0, |ns| ns / 1000)
-}
-
-/// CPU µs per thread name of a process (all its live threads).
-fn threads_us(pid: &str) -> std::collections::BTreeMap<String, u64> {
-    let mut out = std::collections::BTreeMap::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("tasks")
-        .flatten()
-    {
-        let path = task.path().to_string_lossy().into_owned();
-        let name = std::fs::read_to_string(format!("{path}/comm"))
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
-        *out.entry(name).or_default() += task_us(&path);
-    }
-    out
-}
-
-fn cpu_us(pid: &str) -> u64 {
-    threads_us(pid).values().sum()
 }
 
 fn relayed(metrics: &str) -> f64 {
@@ -133,32 +103,45 @@ fn one(scheme: &str, socket: &str, mc: &Server, rate: u64, seconds: u64) -> (f64
         .collect();
     php.send(&frames[0]).unwrap(); // connected (ipc) before the clock starts
     let before = relayed(&metrics);
-    let pid = daemon.pid().to_string();
-    let (sender0, relay0) = (cpu_us("self"), cpu_us(&pid));
-    let threads0 = threads_us(&pid);
+    // The scheduler's run time of every thread, as the replication CPU
+    // section accounts it.
+    let procs = [
+        Watched {
+            name: "sender".into(),
+            pid: std::process::id(),
+            per_thread: false,
+            host: None,
+        },
+        Watched {
+            name: "relay".into(),
+            pid: daemon.pid(),
+            per_thread: true,
+            host: None,
+        },
+    ];
     let per_ms = (rate / 1000).max(1);
-    let start = Instant::now();
-    for (i, frame) in frames[1..].iter().enumerate() {
-        if (i as u64).is_multiple_of(per_ms) {
-            let due = start + Duration::from_millis(i as u64 / per_ms);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-        }
-        php.send(frame).expect("hand-off");
-    }
     let sent = (total - 1) as f64;
-    let all = eventually(Duration::from_secs(10), || {
-        (relayed(&metrics) - before >= sent).then_some(())
+    let ((), cpu) = account(&procs, || {
+        let start = Instant::now();
+        for (i, frame) in frames[1..].iter().enumerate() {
+            if (i as u64).is_multiple_of(per_ms) {
+                let due = start + Duration::from_millis(i as u64 / per_ms);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            php.send(frame).expect("hand-off");
+        }
+        let all = eventually(Duration::from_secs(10), || {
+            (relayed(&metrics) - before >= sent).then_some(())
+        });
+        assert!(all.is_some(), "the relay did not take every frame");
     });
-    assert!(all.is_some(), "the relay did not take every frame");
-    let (sender1, relay1) = (cpu_us("self"), cpu_us(&pid));
-    let threads: Vec<String> = threads_us(&pid)
-        .into_iter()
-        .map(|(name, us)| {
-            let was = threads0.get(&name).copied().unwrap_or(0);
-            format!("{name} {:.1}", (us - was) as f64 / (total - 1) as f64)
-        })
+    let us_per_frame = |ns: u64| ns as f64 / 1000.0 / sent;
+    let threads: Vec<String> = cpu[1]
+        .threads
+        .iter()
+        .map(|(name, ns)| format!("{name} {:.1}", us_per_frame(*ns)))
         .collect();
     eprintln!(
         "bench: hand-off over {scheme}: relay threads µs/frame: {}",
@@ -166,10 +149,7 @@ fn one(scheme: &str, socket: &str, mc: &Server, rate: u64, seconds: u64) -> (f64
     );
     drop(php);
     drop(daemon);
-    (
-        (sender1 - sender0) as f64 / sent,
-        (relay1 - relay0) as f64 / sent,
-    )
+    (us_per_frame(cpu[0].total), us_per_frame(cpu[1].total))
 }
 
 pub fn run(rounds: usize) -> Handoffs {

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::replication_cpu::lag_buckets;
 use memcast_bus::{BusOptions, Publisher};
 use memcast_core::{unix_millis, Frame, Op, SharedKey, Version};
 use memcast_testkit::cluster::Cluster;
@@ -22,12 +23,6 @@ pub struct Lag {
     pub relay_rss_kb: u64,
 }
 
-fn buckets(cluster: &Cluster, i: usize) -> Vec<(f64, f64)> {
-    let addr = format!("{}:9477", cluster.sites[i].host.addr);
-    let page = memcastd::metrics::scrape(&addr, Duration::from_secs(3)).expect("scrape");
-    memcastd::metrics::histogram_buckets(&page, "memcast_replication_lag_seconds")
-}
-
 pub fn run(cluster: &Cluster) -> Vec<Lag> {
     let key = SharedKey::from_file(&cluster.key_file_of(0)).unwrap();
     let php = Publisher::relay(
@@ -42,7 +37,7 @@ pub fn run(cluster: &Cluster) -> Vec<Lag> {
     let value = crate::session_payload::encoded();
     let mut out = Vec::new();
     for rate in RATES {
-        let before: Vec<_> = (1..3).map(|i| buckets(cluster, i)).collect();
+        let before: Vec<_> = (1..3).map(|i| lag_buckets(cluster, i)).collect();
         let per_tick = (rate / 1000).max(1);
         let start = Instant::now();
         let mut sent = 0u64;
@@ -78,7 +73,7 @@ pub fn run(cluster: &Cluster) -> Vec<Lag> {
         }
         let achieved = sent as f64 / start.elapsed().as_secs_f64();
         std::thread::sleep(Duration::from_secs(2));
-        let after: Vec<_> = (1..3).map(|i| buckets(cluster, i)).collect();
+        let after: Vec<_> = (1..3).map(|i| lag_buckets(cluster, i)).collect();
         let q: Vec<f64> = memcastd::metrics::quantiles_between(&before, &after, &[0.5, 0.99, 1.0])
             .into_iter()
             .map(|s| s * 1000.0)

@@ -209,13 +209,20 @@ impl Sender {
 
 /// A counter of host `i`'s memcastd (all its label sets summed).
 pub fn counter(cluster: &Cluster, i: usize, name: &str) -> f64 {
+    counters(cluster, i, [name])[0]
+}
+
+/// Host `i`'s counters `names` (summed over their labels), from one scrape.
+pub fn counters<const N: usize>(cluster: &Cluster, i: usize, names: [&str; N]) -> [f64; N] {
     let addr = format!("{}:9477", cluster.sites[i].host.addr);
     let page = memcastd::metrics::scrape(&addr, Duration::from_secs(3)).expect("scrape");
-    memcastd::metrics::parse(&page)
-        .into_iter()
-        .filter(|s| s.name == name)
-        .map(|s| s.value)
-        .sum()
+    let mut out = [0.0; N];
+    for sample in memcastd::metrics::parse(&page) {
+        if let Some(k) = names.iter().position(|n| *n == sample.name) {
+            out[k] += sample.value;
+        }
+    }
+    out
 }
 
 /// Host `i`'s replication lag histogram.
@@ -245,12 +252,7 @@ pub struct Phases {
     pub batch: [f64; 2],
 }
 
-/// Host `i`'s counters `frames` and `batches`.
-fn batch_counters(cluster: &Cluster, i: usize, frames: &str, batches: &str) -> [f64; 2] {
-    [counter(cluster, i, frames), counter(cluster, i, batches)]
-}
-
-/// Frames per batch between two readings of [`batch_counters`].
+/// Frames per batch between two readings of (frames, batches) [`counters`].
 fn per_batch(before: &[[f64; 2]], after: &[[f64; 2]]) -> f64 {
     let frames: f64 = before.iter().zip(after).map(|(b, a)| a[0] - b[0]).sum();
     let batches: f64 = before.iter().zip(after).map(|(b, a)| a[1] - b[1]).sum();
@@ -277,16 +279,21 @@ pub fn phases(
         .collect();
     let lag_before: Vec<_> = receivers.clone().map(|i| lag_buckets(cluster, i)).collect();
     let relay = |c: &Cluster| {
-        [batch_counters(
+        [counters(
             c,
             0,
-            "memcast_relayed_total",
-            "memcast_relay_batches_total",
+            ["memcast_relayed_total", "memcast_relay_batches_total"],
         )]
     };
     let apply = |c: &Cluster| -> Vec<[f64; 2]> {
         (1..c.sites.len())
-            .map(|i| batch_counters(c, i, "memcast_applied_total", "memcast_apply_batches_total"))
+            .map(|i| {
+                counters(
+                    c,
+                    i,
+                    ["memcast_applied_total", "memcast_apply_batches_total"],
+                )
+            })
             .collect()
     };
     let (relay_before, apply_before) = (relay(cluster), apply(cluster));
