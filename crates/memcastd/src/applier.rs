@@ -118,10 +118,10 @@ impl Applier {
         self.backlog.is_empty()
     }
 
-    /// Applies the group's frames waiting for the next batch, and this
-    /// host's own writes if their batch is due.
+    /// Applies the group's frames waiting for the next batch (this host's
+    /// own writes go when due: [`Applier::flush_own_if_due`], which the loop
+    /// runs after every receive).
     pub fn flush(&mut self) {
-        self.flush_own_if_due(Instant::now());
         self.flush_batch(Whose::Group);
     }
 
