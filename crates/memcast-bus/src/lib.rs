@@ -12,6 +12,9 @@
 use std::time::Duration;
 
 pub mod datagram;
+mod tpdu;
+
+pub use tpdu::{DEFAULT_MAX_TPDU, MAX_MAX_TPDU, MIN_MAX_TPDU};
 
 /// Socket options for both ends. Defaults are documented in the README.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +40,12 @@ pub struct BusOptions {
     /// a local memcastd (`ipc://`, `tcp://`, `unixgram://`): the longest a PHP request waits before the frame is
     /// dropped and counted, ms.
     pub send_timeout_ms: i32,
+    /// ZMQ_MULTICAST_MAXTPDU: the largest PGM packet, bytes (IP and UDP
+    /// headers included). ZeroMQ's default, 1 500, fits an Ethernet MTU; on
+    /// a network of jumbo frames a larger one carries a 2 KB session, or a
+    /// batch of them, in one packet: one send, one wake-up per receiver.
+    /// Every host of a group must use the same value.
+    pub max_tpdu: i32,
 }
 
 impl Default for BusOptions {
@@ -52,6 +61,7 @@ impl Default for BusOptions {
             linger_ms: 1_000,
             multicast_hops: 1,
             send_timeout_ms: 50,
+            max_tpdu: DEFAULT_MAX_TPDU,
         }
     }
 }
@@ -220,7 +230,7 @@ impl Publisher {
         check_zmq_endpoint(endpoint)?;
         let context = zmq::Context::new();
         let kind = if relay { zmq::PUSH } else { zmq::PUB };
-        let socket = context.socket(kind).map_err(zmq_err("socket"))?;
+        let mut socket = context.socket(kind).map_err(zmq_err("socket"))?;
         if relay {
             socket
                 .set_immediate(true)
@@ -260,6 +270,7 @@ impl Publisher {
             socket
                 .set_multicast_hops(opts.multicast_hops)
                 .map_err(zmq_err("ZMQ_MULTICAST_HOPS"))?;
+            tpdu::set_max_tpdu(&mut socket, opts.max_tpdu)?;
         }
         attach(&socket).map_err(|e| BusError::Endpoint {
             endpoint: endpoint.to_owned(),
@@ -343,7 +354,7 @@ pub struct Subscriber {
 impl Subscriber {
     pub fn connect(endpoints: &[String], opts: &BusOptions) -> Result<Subscriber, BusError> {
         let context = zmq::Context::new();
-        let socket = context.socket(zmq::SUB).map_err(zmq_err("socket"))?;
+        let mut socket = context.socket(zmq::SUB).map_err(zmq_err("socket"))?;
         socket
             .set_rcvhwm(opts.rcvhwm)
             .map_err(zmq_err("ZMQ_RCVHWM"))?;
@@ -360,6 +371,11 @@ impl Subscriber {
             .set_recovery_ivl(opts.recovery_ms)
             .map_err(zmq_err("ZMQ_RECOVERY_IVL"))?;
         socket.set_linger(0).map_err(zmq_err("ZMQ_LINGER"))?;
+        // A receiver's buffers are sized by it: it must be at least the
+        // senders' (the group's one value).
+        if endpoints.iter().any(|e| is_multicast(e)) {
+            tpdu::set_max_tpdu(&mut socket, opts.max_tpdu)?;
+        }
         set_tcp_liveness(&socket)?;
         socket
             .set_subscribe(b"")

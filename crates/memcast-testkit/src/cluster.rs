@@ -295,7 +295,14 @@ impl Cluster {
         artifacts: Artifacts,
         memcastd_args: Vec<String>,
     ) -> Cluster {
-        let mut net = Network::new(tag);
+        // A memcastd told to send PGM packets larger than Ethernet's runs, as
+        // an operator sets it, on a network of jumbo frames that size.
+        let tpdu = memcastd_args
+            .iter()
+            .position(|a| a == "--pgm-max-tpdu")
+            .and_then(|i| memcastd_args.get(i + 1))
+            .and_then(|v| v.parse::<u32>().ok());
+        let mut net = Network::with_mtu(tag, tpdu.unwrap_or(1500).max(1500));
         let dir = TempDir::new(tag);
         let key_file = dir.key_file("cluster.key", 5);
         for i in 1..=hosts {

@@ -329,6 +329,8 @@ fn free_subnet(seed: usize) -> u8 {
 /// networks). Everything is removed on drop.
 pub struct Network {
     pub bridge: String,
+    /// Every link's MTU: 1500, or jumbo frames ([`Network::with_mtu`]).
+    pub mtu: u32,
     prefix: String,
     subnet: u8,
     hosts: Vec<String>,
@@ -350,10 +352,27 @@ impl Host {
     }
 }
 
+/// The MTU of a test network's links: `MEMCAST_NET_MTU` if set (e.g. 1500
+/// under `--pgm-max-tpdu 9000`, to see IP fragmentation), else `wanted`.
+pub fn network_mtu(wanted: u32) -> u32 {
+    std::env::var("MEMCAST_NET_MTU")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|m| (576..=65_535).contains(m))
+        .unwrap_or(wanted)
+}
+
 impl Network {
     /// `name` is a short tag (a few letters) that makes every object's name
     /// unique to this process and test.
     pub fn new(name: &str) -> Network {
+        Network::with_mtu(name, 1500)
+    }
+
+    /// A network whose links carry frames of up to `mtu` bytes (9000: jumbo
+    /// frames), unless `MEMCAST_NET_MTU` says otherwise.
+    pub fn with_mtu(name: &str, mtu: u32) -> Network {
+        let mtu = network_mtu(mtu);
         require_root("a multi-host test");
         let n = NEXT_NET.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id() % 100_000;
@@ -370,6 +389,7 @@ impl Network {
         let bridge = format!("{prefix}br");
         let net = Network {
             bridge: bridge.clone(),
+            mtu,
             prefix,
             subnet,
             hosts: Vec::new(),
@@ -423,6 +443,8 @@ impl Network {
         must(&[
             "link", "add", &outer, "type", "veth", "peer", "name", &iface, "netns", &netns,
         ]);
+        let mtu = self.mtu.to_string();
+        must(&["link", "set", &outer, "mtu", &mtu]);
         must(&["link", "set", &outer, "master", &self.bridge]);
         must(&["link", "set", &outer, "up"]);
         let ns = |args: &[&str]| {
@@ -430,6 +452,7 @@ impl Network {
             full.extend_from_slice(args);
             must(&full);
         };
+        ns(&["link", "set", &iface, "mtu", &mtu]);
         ns(&["addr", "add", &format!("{addr}/24"), "dev", &iface]);
         ns(&["link", "set", &iface, "up"]);
         ns(&["link", "set", "lo", "up"]);
@@ -457,6 +480,20 @@ impl Network {
         let iface = format!("eth{i}");
         must(&["-n", &ns, "route", "del", "224.0.0.0/4", "dev", &iface]);
         must(&["-n", &ns, "link", "set", &iface, "multicast", "off"]);
+    }
+
+    /// Packets host `i`'s interface has received so far.
+    pub fn rx_packets(&self, i: u8) -> u64 {
+        let ns = format!("{}h{i}", self.prefix);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns, "cat"])
+            .arg(format!("/sys/class/net/eth{i}/statistics/rx_packets"))
+            .output()
+            .expect("run ip netns exec");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("rx_packets of eth{i} in {ns}: {out:?}"))
     }
 
     fn outer(&self, i: u8) -> String {

@@ -208,6 +208,15 @@ impl Settings {
         if let Some(m) = &self.metrics {
             check_daemon_addr("--metrics", m)?;
         }
+        let tpdu = memcast_bus::MIN_MAX_TPDU..=memcast_bus::MAX_MAX_TPDU;
+        if !tpdu.contains(&self.pgm_max_tpdu) {
+            return Err(invalid(format!(
+                "--pgm-max-tpdu {}: must be {} to {} bytes (a PGM packet, IP header included)",
+                self.pgm_max_tpdu,
+                tpdu.start(),
+                tpdu.end()
+            )));
+        }
         let most = memcast_core::memcached_key::MAX_KEY_LEN;
         if self.max_key_length == 0 || self.max_key_length > most {
             return Err(invalid(format!(
@@ -406,6 +415,35 @@ mod tests {
             FileSettings::default(),
         );
         assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn the_pgm_packet_size_is_checked_and_reaches_the_bus() {
+        let sub = ["--subscribe", "tcp://127.0.0.1:1"];
+        for bad in ["100", "70000"] {
+            let e = error_of(&[&sub[..], &["--pgm-max-tpdu", bad]].concat());
+            assert_eq!(
+                e,
+                format!("--pgm-max-tpdu {bad}: must be 576 to 65535 bytes (a PGM packet, IP header included)")
+            );
+        }
+        let s = Settings::resolve(
+            cli(&[
+                &["--key-file", "/k"][..],
+                &sub[..],
+                &["--pgm-max-tpdu", "9000"],
+            ]
+            .concat()),
+            FileSettings::default(),
+        )
+        .unwrap();
+        assert_eq!(s.bus().max_tpdu, 9000);
+        let s = Settings::resolve(
+            cli(&[&["--key-file", "/k"][..], &sub[..]].concat()),
+            FileSettings::default(),
+        )
+        .unwrap();
+        assert_eq!(s.bus().max_tpdu, 1500, "ZeroMQ's default, an Ethernet MTU");
     }
 
     #[test]

@@ -389,6 +389,16 @@ declare_settings! {
     pgm_recovery_ms: Option<i32> => i32, "MS", Restart,
         value(BusOptions::default().recovery_ms);
 
+    /// Largest PGM packet, bytes, IP and UDP headers included
+    /// (ZMQ_MULTICAST_MAXTPDU). 1500 fits an Ethernet MTU. On a network of
+    /// jumbo frames (MTU 9000) set 9000: a 2 KB session, or a batch of
+    /// several, then travels in one packet, which costs the relay one send
+    /// and every receiver one wake-up. Larger than the network's MTU works
+    /// too (IP fragments it) but a lost fragment loses the whole packet.
+    /// Every host of a group must give the same value. 576 to 65535.
+    pgm_max_tpdu: Option<i32> => i32, "BYTES", Restart,
+        value(BusOptions::default().max_tpdu);
+
     /// Kernel receive buffer, bytes (ZMQ_RCVBUF).
     rcvbuf: Option<i32> => i32, "BYTES", Restart,
         value(BusOptions::default().rcvbuf);
@@ -467,6 +477,7 @@ impl Settings {
             rcvbuf: self.rcvbuf,
             rcvhwm: self.rcvhwm,
             sndhwm: self.sndhwm,
+            max_tpdu: self.pgm_max_tpdu,
             ..BusOptions::default()
         }
     }
@@ -648,6 +659,7 @@ mod tests {
                 "ENDPOINT" if d.key == "relay" => continue,
                 "ENDPOINT" => "tcp://127.0.0.1:9",
                 "HOST:PORT" | "HOST:PORT|tcp://ADDR:PORT" => "127.0.0.1:9",
+                "BYTES" if d.key == "pgm_max_tpdu" => "9000",
                 _ => "77",
             };
             let mut args = vec!["--key-file", "/k", "--subscribe", "tcp://127.0.0.1:1"];
