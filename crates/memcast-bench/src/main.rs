@@ -116,8 +116,29 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// The replication CPU measurement again on a fresh cluster whose network
+/// carries jumbo frames and whose memcastd send 9 000-byte PGM packets.
+fn replication_cpu_jumbo(rounds: usize) -> replication_cpu::ReplicationCpu {
+    let cluster = bench_cluster_with("bj", 3, &JUMBO_ARGS);
+    replication_cpu::run(
+        &cluster,
+        rounds,
+        REPLICATION_CPU_RATE,
+        REPLICATION_CPU_SECONDS,
+    )
+}
+
 /// A cluster of `hosts` with the bench's memcastd settings, warm.
 pub fn bench_cluster(tag: &str, hosts: u8) -> Cluster {
+    bench_cluster_with(tag, hosts, &[])
+}
+
+/// memcastd's flags for a network of jumbo frames (the testkit then gives
+/// every link MTU 9000).
+pub const JUMBO_ARGS: [&str; 2] = ["--pgm-max-tpdu", "9000"];
+
+/// [`bench_cluster`] with more memcastd flags.
+pub fn bench_cluster_with(tag: &str, hosts: u8, extra: &[&str]) -> Cluster {
     // The README's recommended relay socket (unixgram://);
     // MEMCAST_RELAY_SCHEME=ipc measures ZeroMQ's ipc:// instead.
     let scheme = RelayScheme::recommended();
@@ -142,6 +163,7 @@ pub fn bench_cluster(tag: &str, hosts: u8) -> Cluster {
             "1000".into(),
         ]
         .into_iter()
+        .chain(extra.iter().map(|a| a.to_string()))
         // Experiments: e.g. BENCH_MEMCASTD_ARGS="--relay-batch-us 0".
         .chain(
             std::env::var("BENCH_MEMCASTD_ARGS")
@@ -225,7 +247,10 @@ fn main() {
             REPLICATION_CPU_RATE,
             REPLICATION_CPU_SECONDS,
         );
+        drop(cluster);
+        let jumbo = replication_cpu_jumbo(rounds);
         println!("{}", report::replication_cpu(&r));
+        println!("{}", report::replication_cpu_jumbo(&r, &jumbo));
         return;
     }
 
@@ -266,6 +291,11 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
     drop(cluster);
+    let replication_cpu_jumbo = replication_cpu_jumbo(rounds);
+    eprintln!(
+        "bench: replication CPU on jumbo frames done after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     let scale = scale::run();
     eprintln!(
         "bench: scale done after {:.0} s",
@@ -296,6 +326,7 @@ fn main() {
             handler: &handler,
             lag: &lag,
             replication_cpu: &replication_cpu,
+            replication_cpu_jumbo: &replication_cpu_jumbo,
             scale: &scale,
             apply: &apply,
             handoff: &handoff,
