@@ -17,7 +17,67 @@ const FRAMES: u64 = 100_000;
 pub struct Apply {
     pub frames_per_sec: f64,
     pub ceiling_per_sec: f64,
+    /// The same burst taken by a bare ZeroMQ subscriber that stores each
+    /// batch with pipelined sets (the floor section's `floor-sub`): what
+    /// ZeroMQ and memcached alone allow, without anything of memcastd's.
+    pub floor_per_sec: f64,
     pub frames: u64,
+}
+
+/// The burst of [`run`] sent as plain messages (send time, sequence, the
+/// rest) to a `floor-sub` storing them in a memcached of its own: messages
+/// per second until the last is stored.
+fn floor_rate(value_len: usize) -> f64 {
+    let mc = Memcached::start();
+    let publisher = Publisher::bind(
+        "tcp://127.0.0.1:*",
+        &BusOptions {
+            sndhwm: 2_000_000,
+            ..BusOptions::default()
+        },
+    )
+    .unwrap();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "floor-sub",
+        publisher.endpoint(),
+        &mc.addr(),
+        "1000",
+        "1500",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null());
+    let mut sub = cmd.spawn().expect("floor-sub");
+    let message = |seq: u64| {
+        let mut m = vec![0x5a; value_len + 90];
+        m[8..16].copy_from_slice(&seq.to_le_bytes());
+        m
+    };
+    // A TCP subscriber joins a moment after it connects: probe until one
+    // is stored (the warm bit keeps probes out of its count).
+    let warm = 1u64 << 63;
+    let mut probe = 0;
+    let joined = eventually(Duration::from_secs(10), || {
+        probe += 1;
+        publisher.send(&message(warm | probe)).ok()?;
+        raw_get(&mc.addr(), &format!("floor{}", warm | probe)).map(|_| ())
+    });
+    assert!(joined.is_some(), "floor-sub never stored a message");
+    let burst: Vec<Vec<u8>> = (0..FRAMES).map(message).collect();
+    let started = Instant::now();
+    for m in &burst {
+        publisher.send(m).unwrap();
+    }
+    let last = format!("floor{}", FRAMES - 1);
+    let done = eventually(Duration::from_secs(120), || raw_get(&mc.addr(), &last));
+    let rate = FRAMES as f64 / started.elapsed().as_secs_f64();
+    drop(sub.stdin.take());
+    let _ = sub.wait();
+    assert!(
+        done.is_some(),
+        "floor-sub never stored the burst's last message"
+    );
+    rate
 }
 
 fn frame(seq: u64, key: String, value: &[u8]) -> Frame {
@@ -69,6 +129,7 @@ pub fn run(rounds: usize) -> Apply {
     let value = crate::session_payload::encoded();
     let mut rates = Vec::new();
     let mut ceilings = Vec::new();
+    let mut floors = Vec::new();
     for round in 0..rounds {
         let mc = Memcached::start();
         let ceiling_mc = Memcached::start();
@@ -137,12 +198,18 @@ pub fn run(rounds: usize) -> Apply {
         eprintln!(
             "bench: memcastd applied {FRAMES} frames of 2 KB at {rate:.0}/s; memcached took pipelined sets at {ceiling:.0}/s"
         );
+        let floor = floor_rate(value.len());
+        eprintln!(
+            "bench: a bare ZeroMQ subscriber with pipelined sets took the burst at {floor:.0}/s"
+        );
         rates.push(rate);
         ceilings.push(ceiling);
+        floors.push(floor);
     }
     Apply {
         frames_per_sec: super::median(&mut rates),
         ceiling_per_sec: super::median(&mut ceilings),
+        floor_per_sec: super::median(&mut floors),
         frames: FRAMES,
     }
 }

@@ -35,6 +35,7 @@
 
 mod apply;
 mod cluster_lock;
+mod floor;
 mod handler;
 mod handoff;
 mod lag;
@@ -53,6 +54,7 @@ use memcast_testkit::cluster::{Artifacts, Cluster, RelayScheme};
 /// Replication CPU section: writes per second and seconds per phase.
 const REPLICATION_CPU_RATE: u64 = 5_000;
 const REPLICATION_CPU_SECONDS: u64 = 4;
+const FLOOR_SECONDS: u64 = 4;
 
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -182,6 +184,10 @@ pub fn bench_cluster_with(tag: &str, hosts: u8, extra: &[&str]) -> Cluster {
 }
 
 fn main() {
+    // This binary is also the floor section's publisher and subscribers.
+    if let Some(code) = floor::child(&std::env::args().collect::<Vec<_>>()) {
+        std::process::exit(code);
+    }
     memcast_testkit::require_root("make bench (network namespaces)");
     let rounds: usize = std::env::var("BENCH_ROUNDS")
         .ok()
@@ -204,6 +210,11 @@ fn main() {
         }
         Some("apply") => {
             println!("{}", report::apply(&apply::run(rounds)));
+            return;
+        }
+        Some("floor") => {
+            let floor = floor::run(rounds, REPLICATION_CPU_RATE, FLOOR_SECONDS);
+            println!("{}", report::floor(&floor, None));
             return;
         }
         Some("handoff") => {
@@ -296,6 +307,11 @@ fn main() {
         "bench: replication CPU on jumbo frames done after {:.0} s",
         started.elapsed().as_secs_f64()
     );
+    let floor = floor::run(rounds, REPLICATION_CPU_RATE, FLOOR_SECONDS);
+    eprintln!(
+        "bench: floor done after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     let scale = scale::run();
     eprintln!(
         "bench: scale done after {:.0} s",
@@ -327,6 +343,7 @@ fn main() {
             lag: &lag,
             replication_cpu: &replication_cpu,
             replication_cpu_jumbo: &replication_cpu_jumbo,
+            floor: &floor,
             scale: &scale,
             apply: &apply,
             handoff: &handoff,

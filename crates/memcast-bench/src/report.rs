@@ -189,11 +189,14 @@ pub fn lag(lag: &[Lag]) -> String {
 /// memcastd's apply rate against memcached's ceiling.
 pub fn apply(apply: &Apply) -> String {
     format!(
-        "\nmemcastd apply rate (loopback, one memcastd, {} frames of the 2 KB session over tcp://): **{:.0} frames/s**; memcached's own ceiling, the same number of 2 KB sets pipelined 100 per write: {:.0} sets/s; ratio {:.2}.\n\n",
+        "\nmemcastd apply rate (loopback, one memcastd, {} frames of the 2 KB session over tcp://): **{:.0} frames/s**; memcached's own ceiling, the same number of 2 KB sets pipelined 100 per write: {:.0} sets/s; ratio {:.2}. The same burst taken by a bare ZeroMQ subscriber that stores each batch with pipelined sets and does nothing else (the floor section's subscriber): {:.0} messages/s, {:.2}× the ceiling; memcastd reaches {:.2}× this floor.\n\n",
         apply.frames,
         apply.frames_per_sec,
         apply.ceiling_per_sec,
-        apply.frames_per_sec / apply.ceiling_per_sec
+        apply.frames_per_sec / apply.ceiling_per_sec,
+        apply.floor_per_sec,
+        apply.floor_per_sec / apply.ceiling_per_sec,
+        apply.frames_per_sec / apply.floor_per_sec
     )
 }
 
@@ -334,6 +337,87 @@ pub fn replication_cpu_jumbo(ethernet: &ReplicationCpu, jumbo: &ReplicationCpu) 
         .unwrap();
     }
     writeln!(md).unwrap();
+    md
+}
+
+/// The transport's and memcached's floor, beside memcast's replication CPU
+/// of the same run (Ethernet-sized and jumbo) when given.
+pub fn floor(
+    runs: &[crate::floor::FloorRun],
+    memcast: Option<(&ReplicationCpu, &ReplicationCpu)>,
+) -> String {
+    let mut md = String::new();
+    writeln!(md, "## The floor of this design on this machine\n").unwrap();
+    writeln!(
+        md,
+        "The least a replicated write costs with ZeroMQ PGM and memcached: one multicast send, and on each other host one receive and one memcached `set`. Measured with nothing of memcast's (`floor.rs`): a publisher process on host 1 sends 2 140-byte messages (the size of the session's frame) to the group at 5 000/s with memcast's ZeroMQ options; a subscriber process on hosts 2 and 3 receives them, batches as memcastd's receive loop does, and stores each batch with one pipelined write of plain `set`s. No seal, MAC, relay hop, version check or counters. CPU: `schedstat` run time of every thread of the five processes during the timed phase, per message; lag: per message, at the receivers (the worst receiver's quantile). Medians of rounds.\n"
+    )
+    .unwrap();
+    let mut header = String::from("| process |");
+    let mut rule = String::from("| --- |");
+    for r in runs {
+        header.push_str(&format!(" {} |", r.variant.label));
+        rule.push_str(" ---: |");
+    }
+    writeln!(md, "{header}\n{rule}").unwrap();
+    if let Some(first) = runs.first() {
+        for (i, (name, _)) in first.rows.iter().enumerate() {
+            let cells: String = runs
+                .iter()
+                .map(|r| format!(" {:.1} |", r.rows[i].1))
+                .collect();
+            writeln!(md, "| {name} µs/message |{cells}").unwrap();
+        }
+    }
+    let cells = |f: &dyn Fn(&crate::floor::FloorRun) -> String| -> String {
+        runs.iter().map(|r| format!(" {} |", f(r))).collect()
+    };
+    writeln!(
+        md,
+        "| **floor, cluster µs/message** |{}",
+        cells(&|r| format!("**{:.1}**", r.total_us))
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "| lag p50 / p99 |{}",
+        cells(&|r| format!(
+            "{:.2} / {:.2} ms",
+            r.lag_p50_us / 1000.0,
+            r.lag_p99_us / 1000.0
+        ))
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "| received (fewest) of sent |{}",
+        cells(&|r| format!("{} of {}", r.received_min, r.sent))
+    )
+    .unwrap();
+    writeln!(md).unwrap();
+    if let (Some((ethernet, jumbo)), Some(base), Some(big)) = (
+        memcast,
+        runs.first(),
+        runs.iter().find(|r| r.variant.tpdu > 1500),
+    ) {
+        writeln!(
+            md,
+            "memcast's replication CPU in this run, {:.1} µs per write (MTU 1500) and {:.1} (jumbo), is {:.1}× and {:.1}× this floor ({:.1} and {:.1}): memcast's own work (seal and MAC, the relay hop, version checks, counters) is the difference. The goal of ≤ {GOAL_US:.0} µs is {:.1}× the Ethernet-sized floor on this machine{}.\n",
+            ethernet.cluster.replication_us,
+            jumbo.cluster.replication_us,
+            ethernet.cluster.replication_us / base.total_us,
+            jumbo.cluster.replication_us / big.total_us,
+            base.total_us,
+            big.total_us,
+            GOAL_US / base.total_us,
+            if base.total_us > GOAL_US {
+                ": below what the transport and memcached alone cost, before any of memcast's work"
+            } else {
+                ""
+            }
+        )
+        .unwrap();
+    }
     md
 }
 
@@ -482,6 +566,7 @@ pub struct Measured<'a> {
     pub lag: &'a [Lag],
     pub replication_cpu: &'a ReplicationCpu,
     pub replication_cpu_jumbo: &'a ReplicationCpu,
+    pub floor: &'a [crate::floor::FloorRun],
     pub scale: &'a [Scale],
     pub apply: &'a Apply,
     pub handoff: &'a Handoffs,
@@ -496,6 +581,7 @@ pub fn write(dir: &Path, measured: &Measured<'_>, took: Duration) -> String {
         lag,
         replication_cpu,
         replication_cpu_jumbo,
+        floor,
         scale,
         apply,
         handoff,
@@ -636,6 +722,10 @@ pub fn write(dir: &Path, measured: &Measured<'_>, took: Duration) -> String {
     md.push_str(&self::replication_cpu_jumbo(
         replication_cpu,
         replication_cpu_jumbo,
+    ));
+    md.push_str(&self::floor(
+        floor,
+        Some((replication_cpu, replication_cpu_jumbo)),
     ));
     md.push_str(&self::handoff(handoff));
     md.push_str(&self::scale(scale));

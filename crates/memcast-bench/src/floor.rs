@@ -1,0 +1,438 @@
+//! `BENCH_ONLY=floor`: the floor of this design on this machine, measured.
+//!
+//! The least a replicated write can cost with ZeroMQ PGM and memcached is
+//! one multicast send and, on every other host, one receive and one
+//! memcached `set`. This section runs exactly that and nothing of
+//! memcast's: on the same three namespaced hosts, a publisher process (this
+//! binary, `floor-pub`) on host 1 sends 2 KB messages to the group at the
+//! replication section's rate through the same ZeroMQ options memcast uses,
+//! and a subscriber process (`floor-sub`) on hosts 2 and 3 receives them,
+//! with the same batching window as memcastd's `--batch-us` (the variant
+//! says which), and stores each batch in its host's memcached with one
+//! pipelined write of plain `set`s. No seal, no HMAC, no relay hop, no
+//! version check, no CAS, no counters. CPU is every thread's `schedstat`
+//! run time during the timed phase, per message; lag is measured per
+//! message (send time carried in it; one clock) at the receivers.
+//!
+//! What memcast costs beyond this is its own work; what this costs is the
+//! transport's and memcached's on this machine, which no change inside
+//! memcast can take away.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use memcast_bus::{BusOptions, Publisher, Subscriber};
+use memcast_testkit::{memcached_binary, user_arg, wait_for_tcp, Network, Proc, MEMCACHED_ARGS};
+
+use crate::replication_cpu::{account, Watched};
+
+/// A message: the size of the frame memcast sends for the bench's session
+/// (its 2 048 bytes plus key, header and MAC).
+const MESSAGE: usize = 2_140;
+/// Warm-up messages carry this bit in their sequence number.
+const WARM: u64 = 1 << 63;
+
+/// One variant: the network's MTU (and PGM packet size) and the window.
+#[derive(Clone, Copy)]
+pub struct Variant {
+    pub label: &'static str,
+    pub tpdu: u32,
+    pub window_us: u64,
+}
+
+pub const VARIANTS: [Variant; 3] = [
+    Variant {
+        label: "MTU 1500, batching window 1 ms (memcastd's default)",
+        tpdu: 1500,
+        window_us: 1000,
+    },
+    Variant {
+        label: "MTU 1500, no window",
+        tpdu: 1500,
+        window_us: 0,
+    },
+    Variant {
+        label: "jumbo frames (9000), batching window 1 ms",
+        tpdu: 9000,
+        window_us: 1000,
+    },
+];
+
+pub struct FloorRun {
+    pub variant: Variant,
+    /// (process, µs per message), medians of rounds.
+    pub rows: Vec<(String, f64)>,
+    pub total_us: f64,
+    /// Messages sent in the timed phase and the fewest a receiver got.
+    pub sent: u64,
+    pub received_min: u64,
+    /// Worst receiver's lag quantiles, µs (medians of rounds).
+    pub lag_p50_us: f64,
+    pub lag_p99_us: f64,
+}
+
+fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn bus(tpdu: u32) -> BusOptions {
+    BusOptions {
+        // As the bench's memcastd (--pgm-rate-kbps 1000000).
+        rate_kbps: 1_000_000,
+        max_tpdu: tpdu as i32,
+        ..BusOptions::default()
+    }
+}
+
+/// Runs a child role (`floor-pub`, `floor-sub`) if `args` name one; its
+/// exit code.
+pub fn child(args: &[String]) -> Option<i32> {
+    match args.get(1).map(String::as_str) {
+        Some("floor-pub") => Some(publisher(&args[2..])),
+        Some("floor-sub") => Some(subscriber(&args[2..])),
+        _ => None,
+    }
+}
+
+/// `floor-pub ENDPOINT RATE SECONDS TPDU`: warms up, prints `ready`, waits
+/// for `go` on stdin, sends RATE messages/s for SECONDS (1 ms ticks,
+/// sleeping between), prints `done sent=N`, and exits at stdin's end.
+fn publisher(args: &[String]) -> i32 {
+    let [endpoint, rate, seconds, tpdu] = args else {
+        eprintln!("floor-pub ENDPOINT RATE SECONDS TPDU");
+        return 2;
+    };
+    let (rate, seconds, tpdu): (u64, u64, u32) = (
+        rate.parse().unwrap_or(5000),
+        seconds.parse().unwrap_or(4),
+        tpdu.parse().unwrap_or(1500),
+    );
+    let publisher = Publisher::connect(endpoint, &bus(tpdu)).expect("floor-pub: connect");
+    let mut message: Vec<u8> = (0..MESSAGE).map(|i| (i * 131 % 251) as u8).collect();
+    let send = |seq: u64, message: &mut Vec<u8>| {
+        message[..8].copy_from_slice(&unix_nanos().to_le_bytes());
+        message[8..16].copy_from_slice(&seq.to_le_bytes());
+        let _ = publisher.send(message);
+    };
+    // PGM receivers join at the first packets they see: warm up.
+    for i in 0..150 {
+        send(WARM | i, &mut message);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "ready");
+    let _ = out.flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    let per_tick = (rate / 1000).max(1);
+    let start = Instant::now();
+    let mut seq = 0;
+    for tick in 0..seconds * 1000 {
+        let due = start + Duration::from_millis(tick);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        for _ in 0..per_tick {
+            send(seq, &mut message);
+            seq += 1;
+        }
+    }
+    let _ = writeln!(out, "done sent={seq}");
+    let _ = out.flush();
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    0
+}
+
+/// `floor-sub ENDPOINT MEMCACHED WINDOW_US TPDU`: receives, batches as
+/// memcastd does, stores each batch with one pipelined write of `set`s;
+/// at `stop` on stdin prints `received=N p50_us=.. p99_us=..`.
+fn subscriber(args: &[String]) -> i32 {
+    let [endpoint, memcached, window_us, tpdu] = args else {
+        eprintln!("floor-sub ENDPOINT MEMCACHED WINDOW_US TPDU");
+        return 2;
+    };
+    let window = Duration::from_micros(window_us.parse().unwrap_or(1000));
+    let tpdu: u32 = tpdu.parse().unwrap_or(1500);
+    let sub = Subscriber::connect(std::slice::from_ref(endpoint), &bus(tpdu))
+        .expect("floor-sub: subscribe");
+    let stream = TcpStream::connect(memcached).expect("floor-sub: memcached");
+    stream.set_nodelay(true).expect("nodelay");
+    let mut replies = BufReader::new(stream.try_clone().expect("clone"));
+    let mut writer = stream;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
+    let mut lag_us: Vec<u64> = Vec::new();
+    let mut received = 0u64;
+    let mut last_batch: Option<Instant> = None;
+    let mut buf = Vec::new();
+    let mut line = String::new();
+    while !stop.load(Ordering::SeqCst) {
+        let Ok(Some((_, first))) = sub.recv(Duration::from_millis(50)) else {
+            continue;
+        };
+        if let Some(wait) =
+            last_batch.and_then(|l| (l + window).checked_duration_since(Instant::now()))
+        {
+            std::thread::sleep(wait);
+        }
+        last_batch = Some(Instant::now());
+        let mut batch = vec![first];
+        while batch.len() < 1024 {
+            match sub.try_recv() {
+                Ok(Some((_, m))) => batch.push(m),
+                _ => break,
+            }
+        }
+        let now = unix_nanos();
+        buf.clear();
+        for m in &batch {
+            if m.len() < 16 {
+                continue;
+            }
+            let sent = u64::from_le_bytes(m[..8].try_into().unwrap_or_default());
+            let seq = u64::from_le_bytes(m[8..16].try_into().unwrap_or_default());
+            if seq & WARM == 0 {
+                received += 1;
+                lag_us.push(now.saturating_sub(sent) / 1000);
+            }
+            buf.extend_from_slice(format!("set floor{seq} 0 600 {}\r\n", m.len()).as_bytes());
+            buf.extend_from_slice(m);
+            buf.extend_from_slice(b"\r\n");
+        }
+        writer
+            .write_all(&buf)
+            .expect("floor-sub: write to memcached");
+        for _ in 0..batch.len() {
+            line.clear();
+            replies
+                .read_line(&mut line)
+                .expect("floor-sub: memcached reply");
+        }
+    }
+    lag_us.sort_unstable();
+    let q = |f: f64| {
+        lag_us
+            .get(((lag_us.len() as f64 - 1.0) * f).round().max(0.0) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    println!("received={received} p50_us={} p99_us={}", q(0.5), q(0.99));
+    0
+}
+
+/// A child with pipes, killed and reaped on drop (by its PID).
+struct Kid {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Kid {
+    fn spawn(mut cmd: Command) -> Kid {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn a floor child");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        Kid {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn say(&mut self, line: &str) {
+        if let Some(s) = self.stdin.as_mut() {
+            let _ = writeln!(s, "{line}");
+            let _ = s.flush();
+        }
+    }
+
+    fn hear(&mut self) -> String {
+        let mut line = String::new();
+        let _ = self.stdout.read_line(&mut line);
+        line.trim().to_owned()
+    }
+}
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        self.stdin = None;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn field(line: &str, name: &str) -> Option<u64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+}
+
+struct Round {
+    cpu_us: Vec<f64>,
+    sent: u64,
+    received_min: u64,
+    lag_p50_us: u64,
+    lag_p99_us: u64,
+}
+
+const NAMES: [&str; 5] = [
+    "publisher (host 1)",
+    "subscriber 2",
+    "memcached 2",
+    "subscriber 3",
+    "memcached 3",
+];
+
+fn round(v: Variant, rate: u64, seconds: u64) -> Round {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut net = Network::with_mtu("fl", v.tpdu.max(1500));
+    let hosts: Vec<_> = (1..=3).map(|i| net.add_host(i)).collect();
+    let group = net.group();
+    let endpoint = |h: &memcast_testkit::Host| format!("epgm://{};{group}:5555", h.iface);
+    let mut memcached = Vec::new();
+    for h in &hosts[1..] {
+        let mut mc = h.command(memcached_binary());
+        mc.args(["-l", "0.0.0.0", "-p", "11211"])
+            .args(MEMCACHED_ARGS)
+            .args(user_arg())
+            .stdout(Stdio::null());
+        memcached.push(Proc::spawn("memcached", &mut mc));
+        assert!(
+            wait_for_tcp(&format!("{}:11211", h.addr), Duration::from_secs(5)),
+            "memcached on {} did not start",
+            h.netns
+        );
+    }
+    let mut subs: Vec<Kid> = hosts[1..]
+        .iter()
+        .map(|h| {
+            let mut c = h.command(&exe);
+            c.args(["floor-sub", &endpoint(h), "127.0.0.1:11211"])
+                .arg(v.window_us.to_string())
+                .arg(v.tpdu.to_string());
+            Kid::spawn(c)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut publisher = {
+        let mut c = hosts[0].command(&exe);
+        c.args(["floor-pub", &endpoint(&hosts[0])])
+            .arg(rate.to_string())
+            .arg(seconds.to_string())
+            .arg(v.tpdu.to_string());
+        Kid::spawn(c)
+    };
+    assert_eq!(publisher.hear(), "ready", "floor-pub did not start");
+    std::thread::sleep(Duration::from_millis(300));
+    let procs: Vec<Watched> = [publisher.child.id(), subs[0].child.id()]
+        .into_iter()
+        .chain([memcached[0].pid(), subs[1].child.id(), memcached[1].pid()])
+        .zip(NAMES)
+        .map(|(pid, name)| Watched {
+            name: name.into(),
+            pid,
+            per_thread: false,
+            host: None,
+        })
+        .collect();
+    let (sent, cpu) = account(&procs, || {
+        publisher.say("go");
+        let done = publisher.hear();
+        // The last messages' way to memcached.
+        std::thread::sleep(Duration::from_millis(300));
+        field(&done, "sent").unwrap_or_else(|| panic!("floor-pub said {done:?}"))
+    });
+    let results: Vec<String> = subs
+        .iter_mut()
+        .map(|s| {
+            s.say("stop");
+            s.hear()
+        })
+        .collect();
+    drop(publisher);
+    drop(subs);
+    drop(memcached);
+    drop(net);
+    let got = |name: &'static str| {
+        results
+            .iter()
+            .map(move |r| field(r, name).unwrap_or(0))
+            .collect::<Vec<u64>>()
+            .into_iter()
+    };
+    Round {
+        cpu_us: cpu
+            .iter()
+            .map(|c| c.total as f64 / 1000.0 / sent.max(1) as f64)
+            .collect(),
+        sent,
+        received_min: got("received").min().unwrap_or(0),
+        lag_p50_us: got("p50_us").max().unwrap_or(0),
+        lag_p99_us: got("p99_us").max().unwrap_or(0),
+    }
+}
+
+pub fn run(rounds: usize, rate: u64, seconds: u64) -> Vec<FloorRun> {
+    VARIANTS
+        .iter()
+        .map(|&variant| {
+            let runs: Vec<Round> = (0..rounds)
+                .map(|r| {
+                    let one = round(variant, rate, seconds);
+                    eprintln!(
+                        "bench: floor, {}, round {}: {:.1} µs/message; lag p50 {} µs, p99 {} µs; received {} of {}",
+                        variant.label,
+                        r + 1,
+                        one.cpu_us.iter().sum::<f64>(),
+                        one.lag_p50_us,
+                        one.lag_p99_us,
+                        one.received_min,
+                        one.sent
+                    );
+                    one
+                })
+                .collect();
+            let med = |f: &dyn Fn(&Round) -> f64| {
+                let mut v: Vec<f64> = runs.iter().map(f).collect();
+                crate::median(&mut v)
+            };
+            FloorRun {
+                variant,
+                rows: NAMES
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (n.to_string(), med(&|r: &Round| r.cpu_us[i])))
+                    .collect(),
+                total_us: med(&|r: &Round| r.cpu_us.iter().sum()),
+                sent: runs.iter().map(|r| r.sent).min().unwrap_or(0),
+                received_min: runs.iter().map(|r| r.received_min).min().unwrap_or(0),
+                lag_p50_us: med(&|r: &Round| r.lag_p50_us as f64),
+                lag_p99_us: med(&|r: &Round| r.lag_p99_us as f64),
+            }
+        })
+        .collect()
+}
