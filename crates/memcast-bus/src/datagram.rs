@@ -159,6 +159,28 @@ pub(crate) struct Inbox {
     /// One datagram at a time; one byte more than the largest we send, to
     /// notice a longer one (cut off by the kernel).
     buffer: RefCell<Vec<u8>>,
+    /// The socket file and its (device, inode) as bound: removed at drop
+    /// if it is still ours (a daemon started meanwhile binds a new one).
+    file: Option<(PathBuf, (u64, u64))>,
+}
+
+fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        // A file left behind would look like a relay to PHP's senders until
+        // the next bind; they are told `NoRelay` at once either way.
+        if let Some((path, id)) = &self.file {
+            if identity(path) == Some(*id) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
 }
 
 impl Inbox {
@@ -177,10 +199,12 @@ impl Inbox {
         // SO_RCVBUF is not what bounds this queue (std cannot set it anyway):
         // a Unix datagram is charged to its sender's SO_SNDBUF until read,
         // and the queue holds at most net.unix.max_dgram_qlen datagrams.
+        let file = identity(std::path::Path::new(path)).map(|id| (PathBuf::from(path), id));
         Ok(Inbox {
             socket,
             endpoint: endpoint.to_owned(),
             buffer: RefCell::new(vec![0; MAX_DATAGRAM + 1]),
+            file,
         })
     }
 

@@ -511,6 +511,36 @@ mod tests {
     }
 
     #[test]
+    fn a_relay_s_datagram_socket_file_goes_with_it_unless_another_took_the_path() {
+        let dir = std::env::temp_dir().join(format!("memcast-bus-dg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("relay.sock");
+        let endpoint = format!("unixgram://{}", path.display());
+        let opts = BusOptions::default();
+        let mut first = Subscriber::connect(&[], &opts).unwrap();
+        first.bind_relay(&endpoint, &opts).unwrap();
+        assert!(path.exists());
+        drop(first);
+        assert!(!path.exists(), "the socket file outlived its relay");
+        // A second relay binding the same path (a restart) keeps its file
+        // when the first one goes after it.
+        let mut old = Subscriber::connect(&[], &opts).unwrap();
+        old.bind_relay(&endpoint, &opts).unwrap();
+        let mut new = Subscriber::connect(&[], &opts).unwrap();
+        new.bind_relay(&endpoint, &opts).unwrap();
+        drop(old);
+        assert!(path.exists(), "the old relay removed the new one's socket");
+        let sender = Publisher::relay(&endpoint, &opts).unwrap();
+        sender.send(b"frame").unwrap();
+        assert_eq!(
+            new.recv(Duration::from_secs(1)).unwrap(),
+            Some((Source::Relay, b"frame".to_vec()))
+        );
+        drop(new);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn unknown_transport_is_a_clear_error() {
         let err = check_endpoint("udp://239.1.1.1:5555")
             .unwrap_err()
