@@ -18,6 +18,7 @@
 //! transport's and memcached's on this machine, which no change inside
 //! memcast can take away.
 
+use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -42,25 +43,118 @@ pub struct Variant {
     pub label: &'static str,
     pub tpdu: u32,
     pub window_us: u64,
+    /// Plain UDP multicast instead of ZeroMQ PGM (no repair, no I/O
+    /// thread): what another transport could cost, not this design.
+    pub udp: bool,
 }
 
-pub const VARIANTS: [Variant; 3] = [
+pub const VARIANTS: [Variant; 4] = [
     Variant {
         label: "MTU 1500, batching window 1 ms (memcastd's default)",
         tpdu: 1500,
         window_us: 1000,
+        udp: false,
     },
     Variant {
         label: "MTU 1500, no window",
         tpdu: 1500,
         window_us: 0,
+        udp: false,
     },
     Variant {
         label: "jumbo frames (9000), batching window 1 ms",
         tpdu: 9000,
         window_us: 1000,
+        udp: false,
+    },
+    Variant {
+        label: "not this design: plain UDP multicast, MTU 1500, window 1 ms",
+        tpdu: 1500,
+        window_us: 1000,
+        udp: true,
     },
 ];
+
+/// `udp://LOCAL_ADDR;GROUP:PORT`: (local address, group, port).
+fn udp_endpoint(endpoint: &str) -> Option<(std::net::Ipv4Addr, std::net::Ipv4Addr, u16)> {
+    let rest = endpoint.strip_prefix("udp://")?;
+    let (local, group_port) = rest.split_once(';')?;
+    let (group, port) = group_port.rsplit_once(':')?;
+    Some((local.parse().ok()?, group.parse().ok()?, port.parse().ok()?))
+}
+
+/// A sender: ZeroMQ (PGM) or a plain UDP socket.
+enum Tx {
+    Bus(Publisher),
+    Udp(std::net::UdpSocket, std::net::SocketAddr),
+}
+
+impl Tx {
+    fn open(endpoint: &str, tpdu: u32) -> Tx {
+        match udp_endpoint(endpoint) {
+            Some((local, group, port)) => {
+                let socket = std::net::UdpSocket::bind((local, 0)).expect("floor-pub: bind");
+                socket.set_multicast_ttl_v4(1).expect("ttl");
+                Tx::Udp(socket, (group, port).into())
+            }
+            None => Tx::Bus(Publisher::connect(endpoint, &bus(tpdu)).expect("floor-pub: connect")),
+        }
+    }
+
+    fn send(&self, m: &[u8]) {
+        let _ = match self {
+            Tx::Bus(p) => p.send(m).map_err(|_| ()),
+            Tx::Udp(s, to) => s.send_to(m, to).map(|_| ()).map_err(|_| ()),
+        };
+    }
+}
+
+/// A receiver: ZeroMQ (PGM, TCP) or a plain UDP socket joined to the group.
+enum Rx {
+    Bus(Subscriber),
+    Udp(std::net::UdpSocket, RefCell<Vec<u8>>),
+}
+
+impl Rx {
+    fn open(endpoint: &str, tpdu: u32) -> Rx {
+        match udp_endpoint(endpoint) {
+            Some((local, group, port)) => {
+                let socket = std::net::UdpSocket::bind(("0.0.0.0", port)).expect("floor-sub: bind");
+                socket.join_multicast_v4(&group, &local).expect("join");
+                Rx::Udp(socket, RefCell::new(vec![0; 65_536]))
+            }
+            None => Rx::Bus(
+                Subscriber::connect(&[endpoint.to_owned()], &bus(tpdu))
+                    .expect("floor-sub: subscribe"),
+            ),
+        }
+    }
+
+    fn recv(&self, timeout: Duration) -> Option<Vec<u8>> {
+        match self {
+            Rx::Bus(sub) => sub.recv(timeout).ok().flatten().map(|(_, m)| m),
+            Rx::Udp(s, buf) => {
+                s.set_nonblocking(false).ok()?;
+                s.set_read_timeout(Some(timeout)).ok()?;
+                let mut buf = buf.borrow_mut();
+                let n = s.recv(&mut buf).ok()?;
+                Some(buf[..n].to_vec())
+            }
+        }
+    }
+
+    fn try_recv(&self) -> Option<Vec<u8>> {
+        match self {
+            Rx::Bus(sub) => sub.try_recv().ok().flatten().map(|(_, m)| m),
+            Rx::Udp(s, buf) => {
+                s.set_nonblocking(true).ok()?;
+                let mut buf = buf.borrow_mut();
+                let n = s.recv(&mut buf).ok()?;
+                Some(buf[..n].to_vec())
+            }
+        }
+    }
+}
 
 pub struct FloorRun {
     pub variant: Variant,
@@ -113,12 +207,12 @@ fn publisher(args: &[String]) -> i32 {
         seconds.parse().unwrap_or(4),
         tpdu.parse().unwrap_or(1500),
     );
-    let publisher = Publisher::connect(endpoint, &bus(tpdu)).expect("floor-pub: connect");
+    let publisher = Tx::open(endpoint, tpdu);
     let mut message: Vec<u8> = (0..MESSAGE).map(|i| (i * 131 % 251) as u8).collect();
     let send = |seq: u64, message: &mut Vec<u8>| {
         message[..8].copy_from_slice(&unix_nanos().to_le_bytes());
         message[8..16].copy_from_slice(&seq.to_le_bytes());
-        let _ = publisher.send(message);
+        publisher.send(message);
     };
     // PGM receivers join at the first packets they see: warm up.
     for i in 0..150 {
@@ -159,8 +253,7 @@ fn subscriber(args: &[String]) -> i32 {
     };
     let window = Duration::from_micros(window_us.parse().unwrap_or(1000));
     let tpdu: u32 = tpdu.parse().unwrap_or(1500);
-    let sub = Subscriber::connect(std::slice::from_ref(endpoint), &bus(tpdu))
-        .expect("floor-sub: subscribe");
+    let sub = Rx::open(endpoint, tpdu);
     let stream = TcpStream::connect(memcached).expect("floor-sub: memcached");
     stream.set_nodelay(true).expect("nodelay");
     let mut replies = BufReader::new(stream.try_clone().expect("clone"));
@@ -180,7 +273,7 @@ fn subscriber(args: &[String]) -> i32 {
     let mut buf = Vec::new();
     let mut line = String::new();
     while !stop.load(Ordering::SeqCst) {
-        let Ok(Some((_, first))) = sub.recv(Duration::from_millis(50)) else {
+        let Some(first) = sub.recv(Duration::from_millis(50)) else {
             continue;
         };
         if let Some(wait) =
@@ -192,8 +285,8 @@ fn subscriber(args: &[String]) -> i32 {
         let mut batch = vec![first];
         while batch.len() < 1024 {
             match sub.try_recv() {
-                Ok(Some((_, m))) => batch.push(m),
-                _ => break,
+                Some(m) => batch.push(m),
+                None => break,
             }
         }
         let now = unix_nanos();
@@ -312,7 +405,13 @@ fn round(v: Variant, rate: u64, seconds: u64) -> Round {
     let mut net = Network::with_mtu("fl", v.tpdu.max(1500));
     let hosts: Vec<_> = (1..=3).map(|i| net.add_host(i)).collect();
     let group = net.group();
-    let endpoint = |h: &memcast_testkit::Host| format!("epgm://{};{group}:5555", h.iface);
+    let endpoint = |h: &memcast_testkit::Host| {
+        if v.udp {
+            format!("udp://{};{group}:5555", h.addr)
+        } else {
+            format!("epgm://{};{group}:5555", h.iface)
+        }
+    };
     let mut memcached = Vec::new();
     for h in &hosts[1..] {
         let mut mc = h.command(memcached_binary());
