@@ -4,7 +4,9 @@
 //! README's recommended setup, real PHP, real memcastd, real PGM: sessions
 //! of every size (one packet, several jumbo packets, 1 MB) reach every host
 //! whole, and the receivers' interfaces count far fewer packets than
-//! 1 500-byte packets would need. Needs root and `make build`.
+//! 1 500-byte packets would need. PHP's own Ethernet-sized packets are
+//! taken too, and a receiver left at 1 500 still gets every session by
+//! memcast's TCP catch-up. Needs root and `make build`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -142,5 +144,61 @@ fn receivers_set_for_jumbo_packets_take_php_s_ethernet_sized_ones() {
         cluster.php(1, &read(20)),
         on_1,
         "host 2 reads what host 1 wrote"
+    );
+}
+
+/// A receiver left at 1 500 while its sender sends 9 000-byte packets
+/// (a host missed in the roll-out) cannot take them; memcast's own repair
+/// still brings it every session.
+#[test]
+fn a_receiver_left_at_ethernet_size_still_gets_every_session() {
+    memcast_testkit::require_root("the jumbo-frame test (network namespaces)");
+    let mut cluster = Cluster::start_setup(
+        "jbm",
+        2,
+        Setup::RECOMMENDED,
+        artifacts(),
+        vec!["--pgm-max-tpdu".into(), "9000".into()],
+    );
+    cluster.lock_per_host();
+    cluster
+        .memcastd_args
+        .retain(|a| a != "--pgm-max-tpdu" && a != "9000");
+    cluster.kill_memcastd(1);
+    cluster.start_memcastd(1);
+    assert!(
+        cluster.wait_warm(Duration::from_secs(30)),
+        "{}",
+        cluster.logs()
+    );
+    assert_eq!(cluster.php(0, &write(50)).trim(), "written");
+    let on_1 = cluster.php(0, &read(50));
+    let arrived = eventually(Duration::from_secs(60), || {
+        (0..50)
+            .map(|i| format!("memcast.sess.jb-{i}"))
+            .chain(["memcast.sess.jb-big".to_owned()])
+            .all(|k| cluster.raw(1, &k).is_some())
+            .then_some(())
+    });
+    let on_2 = cluster.php(1, &read(50));
+    let (by_host, logs) = cluster.stop_and_count_by_host();
+    let get = |k: &str| by_host[1].get(k).copied().unwrap_or(0);
+    println!(
+        "host 2 at 1500: received={} gaps={} missing_frames={} frames_repaired={} resyncs={} resync_entries={}",
+        get("received"),
+        get("gaps"),
+        get("missing_frames"),
+        get("frames_repaired"),
+        get("resyncs"),
+        get("resync_entries")
+    );
+    assert!(arrived.is_some(), "host 2 misses sessions; logs:\n{logs}");
+    assert_eq!(on_2, on_1, "host 2 reads what host 1 wrote");
+    // The 6 KB frames never crossed by PGM to it: they came by TCP, from
+    // the sender's ring (catch-up, repair) or a peer's snapshot.
+    assert!(get("received") < 51, "host 2 took 9 000-byte packets");
+    assert!(
+        get("frames_caught_up") + get("frames_repaired") + get("resync_entries") >= 51,
+        "the sessions reached host 2 some other way"
     );
 }
