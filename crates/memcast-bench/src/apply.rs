@@ -126,7 +126,7 @@ pub fn run(rounds: usize) -> Apply {
     let dir = TempDir::new("bench-apply");
     let key_file = dir.key_file("key", 3);
     let key = SharedKey::from_file(&key_file).unwrap();
-    let value = crate::session_payload::encoded();
+    let value = crate::session_payload::sealed(&key);
     let mut rates = Vec::new();
     let mut ceilings = Vec::new();
     let mut floors = Vec::new();

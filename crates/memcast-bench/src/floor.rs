@@ -32,8 +32,27 @@ use memcast_testkit::{memcached_binary, user_arg, wait_for_tcp, Network, Proc, M
 use crate::replication_cpu::{account, Watched};
 
 /// A message: the size of the frame memcast sends for the bench's session
-/// (its 2 048 bytes plus key, header and MAC).
-const MESSAGE: usize = 2_140;
+/// (sealed at rest as by default, plus key, header and MAC).
+pub fn message_len() -> usize {
+    let dir = memcast_testkit::TempDir::new("floor");
+    let key = memcast_core::SharedKey::from_file(&dir.key_file("k", 1)).expect("key");
+    memcast_core::Frame {
+        op: memcast_core::Op::Set,
+        origin: 1,
+        epoch: 1,
+        seq: 1,
+        version: memcast_core::Version {
+            millis: memcast_core::unix_millis(),
+            counter: 1,
+            origin: 1,
+        },
+        ttl: 600,
+        key: b"memcast.sess.0123456789abcdef0123456789abcdef".to_vec(),
+        value: crate::session_payload::sealed(&key),
+    }
+    .seal(&key)
+    .len()
+}
 /// Warm-up messages carry this bit in their sequence number.
 const WARM: u64 = 1 << 63;
 
@@ -158,6 +177,8 @@ impl Rx {
 
 pub struct FloorRun {
     pub variant: Variant,
+    /// Bytes per message.
+    pub size: usize,
     /// (process, µs per message), medians of rounds.
     pub rows: Vec<(String, f64)>,
     pub total_us: f64,
@@ -194,21 +215,22 @@ pub fn child(args: &[String]) -> Option<i32> {
     }
 }
 
-/// `floor-pub ENDPOINT RATE SECONDS TPDU`: warms up, prints `ready`, waits
+/// `floor-pub ENDPOINT RATE SECONDS TPDU SIZE`: warms up, prints `ready`, waits
 /// for `go` on stdin, sends RATE messages/s for SECONDS (1 ms ticks,
 /// sleeping between), prints `done sent=N`, and exits at stdin's end.
 fn publisher(args: &[String]) -> i32 {
-    let [endpoint, rate, seconds, tpdu] = args else {
-        eprintln!("floor-pub ENDPOINT RATE SECONDS TPDU");
+    let [endpoint, rate, seconds, tpdu, size] = args else {
+        eprintln!("floor-pub ENDPOINT RATE SECONDS TPDU SIZE");
         return 2;
     };
+    let size: usize = size.parse::<usize>().unwrap_or(2_000).max(16);
     let (rate, seconds, tpdu): (u64, u64, u32) = (
         rate.parse().unwrap_or(5000),
         seconds.parse().unwrap_or(4),
         tpdu.parse().unwrap_or(1500),
     );
     let publisher = Tx::open(endpoint, tpdu);
-    let mut message: Vec<u8> = (0..MESSAGE).map(|i| (i * 131 % 251) as u8).collect();
+    let mut message: Vec<u8> = (0..size).map(|i| (i * 131 % 251) as u8).collect();
     let send = |seq: u64, message: &mut Vec<u8>| {
         message[..8].copy_from_slice(&unix_nanos().to_le_bytes());
         message[8..16].copy_from_slice(&seq.to_le_bytes());
@@ -400,7 +422,7 @@ const NAMES: [&str; 5] = [
     "memcached 3",
 ];
 
-fn round(v: Variant, rate: u64, seconds: u64) -> Round {
+fn round(v: Variant, rate: u64, seconds: u64, size: usize) -> Round {
     let exe = std::env::current_exe().expect("current_exe");
     let mut net = Network::with_mtu("fl", v.tpdu.max(1500));
     let hosts: Vec<_> = (1..=3).map(|i| net.add_host(i)).collect();
@@ -442,7 +464,8 @@ fn round(v: Variant, rate: u64, seconds: u64) -> Round {
         c.args(["floor-pub", &endpoint(&hosts[0])])
             .arg(rate.to_string())
             .arg(seconds.to_string())
-            .arg(v.tpdu.to_string());
+            .arg(v.tpdu.to_string())
+            .arg(size.to_string());
         Kid::spawn(c)
     };
     assert_eq!(publisher.hear(), "ready", "floor-pub did not start");
@@ -496,12 +519,13 @@ fn round(v: Variant, rate: u64, seconds: u64) -> Round {
 }
 
 pub fn run(rounds: usize, rate: u64, seconds: u64) -> Vec<FloorRun> {
+    let size = message_len();
     VARIANTS
         .iter()
         .map(|&variant| {
             let runs: Vec<Round> = (0..rounds)
                 .map(|r| {
-                    let one = round(variant, rate, seconds);
+                    let one = round(variant, rate, seconds, size);
                     eprintln!(
                         "bench: floor, {}, round {}: {:.1} µs/message; lag p50 {} µs, p99 {} µs; received {} of {}",
                         variant.label,
@@ -521,6 +545,7 @@ pub fn run(rounds: usize, rate: u64, seconds: u64) -> Vec<FloorRun> {
             };
             FloorRun {
                 variant,
+                size,
                 rows: NAMES
                     .iter()
                     .enumerate()

@@ -96,7 +96,7 @@ fn one(scheme: &str, socket: &str, mc: &Server, rate: u64, seconds: u64) -> (f64
                 },
                 ttl: 600,
                 key: format!("memcast.sess.cost{}", seq % 10_000).into_bytes(),
-                value: crate::session_payload::encoded(),
+                value: crate::session_payload::sealed(&key),
             }
             .seal(&key)
         })

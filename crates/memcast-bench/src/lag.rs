@@ -34,7 +34,7 @@ pub fn run(cluster: &Cluster) -> Vec<Lag> {
         },
     )
     .unwrap();
-    let value = crate::session_payload::encoded();
+    let value = crate::session_payload::sealed(&key);
     let mut out = Vec::new();
     for rate in RATES {
         let before: Vec<_> = (1..3).map(|i| lag_buckets(cluster, i)).collect();

@@ -136,6 +136,7 @@ pub struct Sender {
 impl Sender {
     pub fn new(cluster: &Cluster) -> Sender {
         let key = SharedKey::from_file(&cluster.key_file_of(0)).expect("key file");
+        let cluster_key = key.clone();
         let relay = Publisher::relay(
             &cluster.relay(0),
             &BusOptions {
@@ -157,7 +158,7 @@ impl Sender {
             key,
             relay,
             memcached,
-            value: crate::session_payload::encoded(),
+            value: crate::session_payload::sealed(&cluster_key),
             seq: 0,
         }
     }

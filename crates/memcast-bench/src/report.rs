@@ -350,7 +350,8 @@ pub fn floor(
     writeln!(md, "## The floor of this design on this machine\n").unwrap();
     writeln!(
         md,
-        "The least a replicated write costs with ZeroMQ PGM and memcached: one multicast send, and on each other host one receive and one memcached `set`. Measured with nothing of memcast's (`floor.rs`): a publisher process on host 1 sends 2 140-byte messages (the size of the session's frame) to the group at 5 000/s with memcast's ZeroMQ options; a subscriber process on hosts 2 and 3 receives them, batches as memcastd's receive loop does, and stores each batch with one pipelined write of plain `set`s. No seal, MAC, relay hop, version check or counters. CPU: `schedstat` run time of every thread of the five processes during the timed phase, per message; lag: per message, at the receivers (the worst receiver's quantile). Medians of rounds.\n"
+        "The least a replicated write costs with ZeroMQ PGM and memcached: one multicast send, and on each other host one receive and one memcached `set`. Measured with nothing of memcast's (`floor.rs`): a publisher process on host 1 sends {}-byte messages (the size of the session's frame, sealed as by default) to the group at 5 000/s with memcast's ZeroMQ options; a subscriber process on hosts 2 and 3 receives them, batches as memcastd's receive loop does, and stores each batch with one pipelined write of plain `set`s. No seal, MAC, relay hop, version check or counters. CPU: `schedstat` run time of every thread of the five processes during the timed phase, per message; lag: per message, at the receivers (the worst receiver's quantile). Medians of rounds.\n",
+        runs.first().map_or(0, |r| r.size)
     )
     .unwrap();
     let mut header = String::from("| process |");
