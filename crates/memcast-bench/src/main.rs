@@ -271,6 +271,19 @@ fn main() {
     }
 
     let web = web::run(&mut cluster, rounds, seconds);
+    // BENCH_ONLY=web: the web stack's variants alone, printed.
+    if only.as_deref() == Some("web") {
+        for (name, runs) in &web.variants {
+            let mut rps: Vec<f64> = runs.iter().map(|r| r.rps).collect();
+            let mut p99: Vec<f64> = runs.iter().map(|r| r.p99_ms).collect();
+            println!(
+                "| {name} | {:.0} | {:.2} |",
+                median(&mut rps),
+                median(&mut p99)
+            );
+        }
+        return;
+    }
     eprintln!(
         "bench: web done after {:.0} s",
         started.elapsed().as_secs_f64()

@@ -244,6 +244,15 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
             ),
         },
         Variant {
+            name: "memcast (replication off: the handler alone), host lock",
+            session: true,
+            stack: stack(
+                cluster,
+                vec![memcast_so.clone()],
+                memcast_ini(String::new(), "host"),
+            ),
+        },
+        Variant {
             name: "php-memcached, 1 server",
             session: true,
             stack: stack(
