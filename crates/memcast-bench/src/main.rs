@@ -29,9 +29,10 @@
 //! issue 14's four goals judged on this run's numbers. Every session and
 //! frame carries one realistic 2 KB PHP session ([`session_payload`]).
 //!
-//! `BENCH_ONLY=<section>` runs one section and prints it: `handler`,
-//! `cluster_lock`, `lag`, `replication_cpu`, `scale`, `apply`, `handoff`, or `profile`
-//! (replication CPU plus perf, bench/results/profile-data.md).
+//! `BENCH_ONLY=<section>` runs one section and prints it: `web`, `handler`,
+//! `cluster_lock`, `lag`, `replication_cpu` (with its jumbo-frame run),
+//! `floor`, `scale`, `apply`, `handoff`, or `profile` (replication CPU plus
+//! perf, bench/results/profile-data.md).
 
 mod apply;
 mod cluster_lock;
