@@ -237,7 +237,14 @@ fn a_server_error_inside_a_pipeline_does_not_answer_the_next_command() {
         Some(&b"its value"[..])
     );
     assert_eq!(mc.gets_checking_warm(b"missing").unwrap(), (None, None));
-    assert_eq!(mc.get(b"after").unwrap().as_deref(), Some(&b"stored"[..]));
+    // The client drops the connection at the error: whether memcached
+    // still read the command after it (it first swallows the 5 MB) is a
+    // race, but never may that key hold anything else.
+    let after = mc.get(b"after").unwrap();
+    assert!(
+        matches!(after.as_deref(), None | Some(b"stored")),
+        "{after:?}"
+    );
 }
 
 #[test]
