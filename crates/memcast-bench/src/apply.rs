@@ -24,19 +24,36 @@ pub struct Apply {
     pub frames: u64,
 }
 
-/// The burst of [`run`] sent as plain messages (send time, sequence, the
-/// rest) to a `floor-sub` storing them in a memcached of its own: messages
-/// per second until the last is stored.
-fn floor_rate(value_len: usize) -> f64 {
-    let mc = Memcached::start();
-    let publisher = Publisher::bind(
+/// A TCP publisher that queues a whole burst (ZeroMQ's high-water mark
+/// above [`FRAMES`]).
+fn burst_publisher() -> Publisher {
+    Publisher::bind(
         "tcp://127.0.0.1:*",
         &BusOptions {
             sndhwm: 2_000_000,
             ..BusOptions::default()
         },
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// Sends `burst` at once and waits up to 120 s for `last` in the memcached
+/// at `addr`: messages per second until it was there, if it came.
+fn timed_burst(publisher: &Publisher, burst: &[Vec<u8>], addr: &str, last: &str) -> Option<f64> {
+    let started = Instant::now();
+    for m in burst {
+        publisher.send(m).unwrap();
+    }
+    let done = eventually(Duration::from_secs(120), || raw_get(addr, last));
+    done.map(|_| burst.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The burst of [`run`] sent as plain messages (send time, sequence, the
+/// rest) to a `floor-sub` storing them in a memcached of its own: messages
+/// per second until the last is stored.
+fn floor_rate(value_len: usize) -> f64 {
+    let mc = Memcached::start();
+    let publisher = burst_publisher();
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "floor-sub",
@@ -44,10 +61,9 @@ fn floor_rate(value_len: usize) -> f64 {
         &mc.addr(),
         "1000",
         "1500",
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::null());
-    let mut sub = cmd.spawn().expect("floor-sub");
+    ]);
+    // Stops (stdin closed) and is reaped when dropped, a panic included.
+    let _sub = crate::floor::Kid::spawn(cmd);
     let message = |seq: u64| {
         let mut m = vec![0x5a; value_len + 90];
         m[8..16].copy_from_slice(&seq.to_le_bytes());
@@ -64,20 +80,9 @@ fn floor_rate(value_len: usize) -> f64 {
     });
     assert!(joined.is_some(), "floor-sub never stored a message");
     let burst: Vec<Vec<u8>> = (0..FRAMES).map(message).collect();
-    let started = Instant::now();
-    for m in &burst {
-        publisher.send(m).unwrap();
-    }
     let last = format!("floor{}", FRAMES - 1);
-    let done = eventually(Duration::from_secs(120), || raw_get(&mc.addr(), &last));
-    let rate = FRAMES as f64 / started.elapsed().as_secs_f64();
-    drop(sub.stdin.take());
-    let _ = sub.wait();
-    assert!(
-        done.is_some(),
-        "floor-sub never stored the burst's last message"
-    );
-    rate
+    timed_burst(&publisher, &burst, &mc.addr(), &last)
+        .expect("floor-sub never stored the burst's last message")
 }
 
 fn frame(seq: u64, key: String, value: &[u8]) -> Frame {
@@ -133,14 +138,7 @@ pub fn run(rounds: usize) -> Apply {
     for round in 0..rounds {
         let mc = Memcached::start();
         let ceiling_mc = Memcached::start();
-        let publisher = Publisher::bind(
-            "tcp://127.0.0.1:*",
-            &BusOptions {
-                sndhwm: 2_000_000,
-                ..BusOptions::default()
-            },
-        )
-        .unwrap();
+        let publisher = burst_publisher();
         let log = std::fs::File::create(dir.path.join(format!("memcastd{round}.log"))).unwrap();
         let memcastd = super::workspace().join("target/release/memcastd");
         let mut cmd = Command::new(memcastd);
@@ -187,13 +185,8 @@ pub fn run(rounds: usize) -> Apply {
                 frame(seq, k, &value).seal(&key)
             })
             .collect();
-        let started = Instant::now();
-        for bytes in &sealed {
-            publisher.send(bytes).unwrap();
-        }
-        let done = eventually(Duration::from_secs(120), || raw_get(&mc.addr(), &last));
-        assert!(done.is_some(), "the burst never completed");
-        let rate = FRAMES as f64 / started.elapsed().as_secs_f64();
+        let rate =
+            timed_burst(&publisher, &sealed, &mc.addr(), &last).expect("the burst never completed");
         let ceiling = pipelined_sets(&ceiling_mc.addr(), &format!("r{round}c"), &value);
         eprintln!(
             "bench: memcastd applied {FRAMES} frames of 2 KB at {rate:.0}/s; memcached took pipelined sets at {ceiling:.0}/s"

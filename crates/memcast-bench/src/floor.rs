@@ -247,18 +247,13 @@ fn publisher(args: &[String]) -> i32 {
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
     let per_tick = (rate / 1000).max(1);
-    let start = Instant::now();
     let mut seq = 0;
-    for tick in 0..seconds * 1000 {
-        let due = start + Duration::from_millis(tick);
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
+    crate::every_ms(seconds, |_| {
         for _ in 0..per_tick {
             send(seq, &mut message);
             seq += 1;
         }
-    }
+    });
     let _ = writeln!(out, "done sent={seq}");
     let _ = out.flush();
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
@@ -289,7 +284,7 @@ fn subscriber(args: &[String]) -> i32 {
             stop.store(true, Ordering::SeqCst);
         });
     }
-    let mut lag_us: Vec<u64> = Vec::new();
+    let mut lag_us: Vec<f64> = Vec::new();
     let mut received = 0u64;
     let mut last_batch: Option<Instant> = None;
     let mut buf = Vec::new();
@@ -321,7 +316,7 @@ fn subscriber(args: &[String]) -> i32 {
             let seq = u64::from_le_bytes(m[8..16].try_into().unwrap_or_default());
             if seq & WARM == 0 {
                 received += 1;
-                lag_us.push(now.saturating_sub(sent) / 1000);
+                lag_us.push((now.saturating_sub(sent) / 1000) as f64);
             }
             buf.extend_from_slice(format!("set floor{seq} 0 600 {}\r\n", m.len()).as_bytes());
             buf.extend_from_slice(m);
@@ -337,26 +332,25 @@ fn subscriber(args: &[String]) -> i32 {
                 .expect("floor-sub: memcached reply");
         }
     }
-    lag_us.sort_unstable();
-    let q = |f: f64| {
-        lag_us
-            .get(((lag_us.len() as f64 - 1.0) * f).round().max(0.0) as usize)
-            .copied()
-            .unwrap_or(0)
-    };
-    println!("received={received} p50_us={} p99_us={}", q(0.5), q(0.99));
+    lag_us.sort_by(|a, b| a.total_cmp(b));
+    let q = |f| crate::percentile(&lag_us, f);
+    println!(
+        "received={received} p50_us={:.0} p99_us={:.0}",
+        q(0.5),
+        q(0.99)
+    );
     0
 }
 
 /// A child with pipes, killed and reaped on drop (by its PID).
-struct Kid {
+pub(crate) struct Kid {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
 }
 
 impl Kid {
-    fn spawn(mut cmd: Command) -> Kid {
+    pub(crate) fn spawn(mut cmd: Command) -> Kid {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

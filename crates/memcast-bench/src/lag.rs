@@ -42,13 +42,7 @@ pub fn run(cluster: &Cluster) -> Vec<Lag> {
         let start = Instant::now();
         let mut sent = 0u64;
         let mut rss = 0;
-        for tick in 0..SECONDS * 1000 {
-            let due = start + Duration::from_millis(tick);
-            // Asleep until the tick, not spinning: a spinning sender takes a
-            // whole core of two from the relay and receivers it measures.
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
+        super::every_ms(SECONDS, |tick| {
             for _ in 0..per_tick {
                 sent += 1;
                 let frame = Frame {
@@ -70,7 +64,7 @@ pub fn run(cluster: &Cluster) -> Vec<Lag> {
             if tick == SECONDS * 500 {
                 rss = cluster.memcastd_pid(0).map_or(0, super::rss_kb);
             }
-        }
+        });
         let achieved = sent as f64 / start.elapsed().as_secs_f64();
         std::thread::sleep(Duration::from_secs(2));
         let after: Vec<_> = (1..3).map(|i| lag_buckets(cluster, i)).collect();

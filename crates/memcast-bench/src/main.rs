@@ -111,6 +111,20 @@ pub fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// Calls `tick(n)` for every 1 ms tick of `seconds`, asleep until each is
+/// due: a spinning sender would take a whole core of two from what it
+/// measures. A late tick runs at once (the schedule does not drift).
+pub fn every_ms(seconds: u64, mut tick: impl FnMut(u64)) {
+    let start = std::time::Instant::now();
+    for n in 0..seconds * 1000 {
+        let due = start + Duration::from_millis(n);
+        if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        tick(n);
+    }
+}
+
 pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;

@@ -17,7 +17,7 @@
 //! section's), so its own CPU is what storing, sealing and handing over cost.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use memcast_bus::{BusOptions, Publisher};
 use memcast_core::{
@@ -167,13 +167,8 @@ impl Sender {
     /// relay after storing it. The number of writes.
     pub fn run(&mut self, rate: u64, seconds: u64, publish: bool) -> u64 {
         let per_tick = (rate / 1000).max(1);
-        let start = Instant::now();
         let mut sent = 0;
-        for tick in 0..seconds * 1000 {
-            let due = start + Duration::from_millis(tick);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
+        crate::every_ms(seconds, |_| {
             for _ in 0..per_tick {
                 self.seq += 1;
                 sent += 1;
@@ -203,7 +198,7 @@ impl Sender {
                         .expect("hand-off to the relay");
                 }
             }
-        }
+        });
         sent
     }
 }
