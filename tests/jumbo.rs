@@ -18,6 +18,21 @@ fn artifacts() -> Artifacts {
     Artifacts::release(Path::new(env!("CARGO_MANIFEST_DIR")))
 }
 
+/// memcastd's flags for 9 000-byte PGM packets.
+const JUMBO: [&str; 2] = ["--pgm-max-tpdu", "9000"];
+
+/// `hosts` hosts in `setup`, every memcastd sending and taking 9 000-byte
+/// packets (the testkit then gives every link MTU 9000).
+fn jumbo_cluster(tag: &str, hosts: u8, setup: Setup) -> Cluster {
+    Cluster::start_setup(
+        tag,
+        hosts,
+        setup,
+        artifacts(),
+        JUMBO.map(String::from).to_vec(),
+    )
+}
+
 /// Sessions `jb-0` .. `jb-{N-1}`: 3 000 random bytes as hex (6 000 bytes
 /// that LZ4 does not shrink), then `jb-big` (~1 MB, many packets).
 const N: usize = 200;
@@ -50,13 +65,7 @@ fn read(n: usize) -> String {
 #[test]
 fn jumbo_pgm_packets_carry_a_6_kb_session_in_one_and_every_session_arrives_whole() {
     memcast_testkit::require_root("the jumbo-frame test (network namespaces)");
-    let mut cluster = Cluster::start_setup(
-        "jb",
-        3,
-        Setup::RECOMMENDED,
-        artifacts(),
-        vec!["--pgm-max-tpdu".into(), "9000".into()],
-    );
+    let mut cluster = jumbo_cluster("jb", 3, Setup::RECOMMENDED);
     assert_eq!(cluster.net().mtu, 9000, "the testkit gives jumbo frames");
     // Locks on host 1's own memcached: the packets counted below are then
     // replication's (and a few heartbeats), not lock round trips.
@@ -120,13 +129,7 @@ fn jumbo_pgm_packets_carry_a_6_kb_session_in_one_and_every_session_arrives_whole
 #[test]
 fn receivers_set_for_jumbo_packets_take_php_s_ethernet_sized_ones() {
     memcast_testkit::require_root("the jumbo-frame test (network namespaces)");
-    let cluster = Cluster::start_setup(
-        "jbd",
-        2,
-        Setup::MINIMAL,
-        artifacts(),
-        vec!["--pgm-max-tpdu".into(), "9000".into()],
-    );
+    let cluster = jumbo_cluster("jbd", 2, Setup::MINIMAL);
     assert_eq!(cluster.php(0, &write(20)).trim(), "written");
     let on_1 = cluster.php(0, &read(20));
     let arrived = eventually(Duration::from_secs(20), || {
@@ -153,13 +156,7 @@ fn receivers_set_for_jumbo_packets_take_php_s_ethernet_sized_ones() {
 #[test]
 fn a_receiver_left_at_ethernet_size_still_gets_every_session() {
     memcast_testkit::require_root("the jumbo-frame test (network namespaces)");
-    let mut cluster = Cluster::start_setup(
-        "jbm",
-        2,
-        Setup::RECOMMENDED,
-        artifacts(),
-        vec!["--pgm-max-tpdu".into(), "9000".into()],
-    );
+    let mut cluster = jumbo_cluster("jbm", 2, Setup::RECOMMENDED);
     cluster.lock_per_host();
     cluster
         .memcastd_args
