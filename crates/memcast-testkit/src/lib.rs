@@ -423,7 +423,7 @@ impl Network {
 
     /// Adds host number `i` (1, 2, 3...) as 198.18.<subnet>.<i>/24.
     pub fn add_host(&mut self, i: u8) -> Host {
-        let netns = format!("{}h{i}", self.prefix);
+        let netns = self.netns(i);
         let outer = format!("{}v{i}", self.prefix);
         let iface = format!("eth{i}");
         let addr = format!("198.18.{}.{i}", self.subnet);
@@ -476,7 +476,7 @@ impl Network {
     /// Takes multicast away from host `i`: no route for 224.0.0.0/4, and the
     /// interface's multicast flag off (TCP mode's test network).
     pub fn no_multicast(&self, i: u8) {
-        let ns = format!("{}h{i}", self.prefix);
+        let ns = self.netns(i);
         let iface = format!("eth{i}");
         must(&["-n", &ns, "route", "del", "224.0.0.0/4", "dev", &iface]);
         must(&["-n", &ns, "link", "set", &iface, "multicast", "off"]);
@@ -484,7 +484,7 @@ impl Network {
 
     /// Packets host `i`'s interface has received so far.
     pub fn rx_packets(&self, i: u8) -> u64 {
-        let ns = format!("{}h{i}", self.prefix);
+        let ns = self.netns(i);
         let out = Command::new("ip")
             .args(["netns", "exec", &ns, "cat"])
             .arg(format!("/sys/class/net/eth{i}/statistics/rx_packets"))
@@ -494,6 +494,11 @@ impl Network {
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("rx_packets of eth{i} in {ns}: {out:?}"))
+    }
+
+    /// Host `i`'s namespace.
+    fn netns(&self, i: u8) -> String {
+        format!("{}h{i}", self.prefix)
     }
 
     fn outer(&self, i: u8) -> String {
@@ -514,7 +519,7 @@ impl Network {
     /// nftables inside its namespace (this kernel has no netem); loopback is
     /// spared. The table goes with the namespace.
     pub fn set_loss(&self, i: u8, percent: u32) {
-        let ns = format!("{}h{i}", self.prefix);
+        let ns = self.netns(i);
         let rules = format!(
             "table inet memcast_loss {{\n\
                chain in {{ type filter hook input priority 0; iifname != \"lo\" numgen random mod 100 < {percent} drop; }}\n\
@@ -539,7 +544,7 @@ impl Network {
     }
 
     pub fn clear_loss(&self, i: u8) {
-        let ns = format!("{}h{i}", self.prefix);
+        let ns = self.netns(i);
         let _ = Command::new("ip")
             .args([
                 "netns",
