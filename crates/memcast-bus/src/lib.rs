@@ -439,19 +439,43 @@ impl Subscriber {
 
     /// The next message from either socket, or `None` after `timeout`.
     pub fn recv(&self, timeout: Duration) -> Result<Option<(Source, Vec<u8>)>, BusError> {
-        if let Some(m) = self.try_recv()? {
+        self.recv_from(Sources::ALL, timeout)
+    }
+
+    /// A message already queued on either socket (relay first: local writes
+    /// are what other hosts wait for).
+    pub fn try_recv(&self) -> Result<Option<(Source, Vec<u8>)>, BusError> {
+        self.try_recv_from(Sources::ALL)
+    }
+
+    /// The next message from the sources in `from`, or `None` after
+    /// `timeout`. A source left out does not wake the caller: its messages
+    /// wait in its queue (how memcastd batches one source's frames while
+    /// still taking the other's at once).
+    pub fn recv_from(
+        &self,
+        from: Sources,
+        timeout: Duration,
+    ) -> Result<Option<(Source, Vec<u8>)>, BusError> {
+        if let Some(m) = self.try_recv_from(from)? {
             return Ok(Some(m));
         }
         // Rounded up: a wait of under a millisecond must not become a poll
         // that returns at once (a busy loop until the time has come).
         let ms = timeout.as_micros().div_ceil(1000).min(i64::MAX as u128) as i64;
-        let mut items = vec![self.socket.as_poll_item(zmq::POLLIN)];
-        if let Some(relay) = &self.relay {
-            items.push(relay.as_poll_item(zmq::POLLIN));
+        let mut items = Vec::with_capacity(3);
+        if from.group {
+            items.push(self.socket.as_poll_item(zmq::POLLIN));
         }
-        if let Some(datagrams) = &self.datagrams {
-            items.push(zmq::PollItem::from_fd(datagrams.fd(), zmq::POLLIN));
+        if from.relay {
+            if let Some(relay) = &self.relay {
+                items.push(relay.as_poll_item(zmq::POLLIN));
+            }
+            if let Some(datagrams) = &self.datagrams {
+                items.push(zmq::PollItem::from_fd(datagrams.fd(), zmq::POLLIN));
+            }
         }
+        // zmq_poll with no items sleeps out the timeout.
         let ready = match zmq::poll(&mut items, ms) {
             Ok(n) => n,
             // A signal (SIGTERM, SIGINT): the caller's loop decides what next.
@@ -461,24 +485,43 @@ impl Subscriber {
         if ready == 0 {
             return Ok(None);
         }
-        self.try_recv()
+        self.try_recv_from(from)
     }
 
-    /// A message already queued on either socket (relay first: local writes
-    /// are what other hosts wait for).
-    pub fn try_recv(&self) -> Result<Option<(Source, Vec<u8>)>, BusError> {
-        if let Some(datagrams) = &self.datagrams {
-            if let Some(bytes) = datagrams.try_recv()? {
-                return Ok(Some((Source::Relay, bytes)));
+    /// A message already queued on a socket of the sources in `from`
+    /// (relay first).
+    pub fn try_recv_from(&self, from: Sources) -> Result<Option<(Source, Vec<u8>)>, BusError> {
+        if from.relay {
+            if let Some(datagrams) = &self.datagrams {
+                if let Some(bytes) = datagrams.try_recv()? {
+                    return Ok(Some((Source::Relay, bytes)));
+                }
+            }
+            if let Some(relay) = &self.relay {
+                if let Some(bytes) = recv_now(relay)? {
+                    return Ok(Some((Source::Relay, bytes)));
+                }
             }
         }
-        if let Some(relay) = &self.relay {
-            if let Some(bytes) = recv_now(relay)? {
-                return Ok(Some((Source::Relay, bytes)));
-            }
+        if !from.group {
+            return Ok(None);
         }
         Ok(recv_now(&self.socket)?.map(|b| (Source::Group, b)))
     }
+}
+
+/// Which of a [`Subscriber`]'s sources a receive takes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sources {
+    pub group: bool,
+    pub relay: bool,
+}
+
+impl Sources {
+    pub const ALL: Sources = Sources {
+        group: true,
+        relay: true,
+    };
 }
 
 fn recv_now(socket: &zmq::Socket) -> Result<Option<Vec<u8>>, BusError> {
@@ -569,6 +612,74 @@ mod tests {
             }
         }
         assert_eq!(got, Some((Source::Group, b"frame".to_vec())));
+    }
+
+    #[test]
+    fn a_source_left_out_keeps_its_frames_queued_and_does_not_wake_the_caller() {
+        let opts = BusOptions::default();
+        let ctx = zmq::Context::new();
+        let group = ctx.socket(zmq::PUB).unwrap();
+        group.bind("tcp://127.0.0.1:*").unwrap();
+        let endpoint = group.get_last_endpoint().unwrap().unwrap();
+        let mut sub = Subscriber::connect(std::slice::from_ref(&endpoint), &opts).unwrap();
+        let dir = std::env::temp_dir().join(format!("memcast-bus-src-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let relay = format!("unixgram://{}/relay.sock", dir.display());
+        sub.bind_relay(&relay, &opts).unwrap();
+        // Slow joiner: one group frame through, then one more queued.
+        let mut joined = false;
+        for _ in 0..100 {
+            group.send(&b"probe"[..], 0).unwrap();
+            if sub.recv(Duration::from_millis(20)).unwrap().is_some() {
+                joined = true;
+                break;
+            }
+        }
+        assert!(joined, "the subscription never went through");
+        while sub.try_recv().unwrap().is_some() {}
+        group.send(&b"queued"[..], 0).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let relay_only = Sources {
+            group: false,
+            relay: true,
+        };
+        let started = std::time::Instant::now();
+        assert_eq!(
+            sub.recv_from(relay_only, Duration::from_millis(30))
+                .unwrap(),
+            None
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(30),
+            "woken by the group"
+        );
+        assert_eq!(sub.try_recv_from(relay_only).unwrap(), None);
+        // The relay's frame is taken; the group's still waits for its turn.
+        let php = Publisher::relay(&relay, &opts).unwrap();
+        php.send(b"local").unwrap();
+        assert_eq!(
+            sub.recv_from(relay_only, Duration::from_secs(5)).unwrap(),
+            Some((Source::Relay, b"local".to_vec()))
+        );
+        let nothing = Sources {
+            group: false,
+            relay: false,
+        };
+        let started = std::time::Instant::now();
+        assert_eq!(
+            sub.recv_from(nothing, Duration::from_millis(20)).unwrap(),
+            None
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(20),
+            "no source: a sleep"
+        );
+        assert_eq!(
+            sub.recv_from(Sources::ALL, Duration::from_secs(5)).unwrap(),
+            Some((Source::Group, b"queued".to_vec()))
+        );
+        drop(sub);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

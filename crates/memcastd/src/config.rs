@@ -173,6 +173,9 @@ fn check_daemon_addr(flag: &str, addr: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The longest batching window, µs (`--batch-us`, `--apply-batch-us`).
+pub const MAX_BATCH_US: u64 = 100_000;
+
 impl Settings {
     /// What each setting's own resolution cannot see: addresses and
     /// endpoints checked part by part, and the settings that must go
@@ -216,6 +219,16 @@ impl Settings {
                 tpdu.start(),
                 tpdu.end()
             )));
+        }
+        for (flag, us) in [
+            ("--batch-us", self.batch_us),
+            ("--apply-batch-us", self.apply_batch_us),
+        ] {
+            if us > MAX_BATCH_US {
+                return Err(invalid(format!(
+                    "{flag} {us}: at most {MAX_BATCH_US} (a batching window of 0.1 s; frames wait that long)"
+                )));
+            }
         }
         let most = memcast_core::memcached_key::MAX_KEY_LEN;
         if self.max_key_length == 0 || self.max_key_length > most {
@@ -415,6 +428,29 @@ mod tests {
             FileSettings::default(),
         );
         assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn a_batching_window_over_a_tenth_of_a_second_is_refused_by_name() {
+        let sub = ["--subscribe", "tcp://127.0.0.1:1"];
+        for flag in ["--batch-us", "--apply-batch-us"] {
+            let e = error_of(&[&sub[..], &[flag, "100001"]].concat());
+            assert_eq!(
+                e,
+                format!("{flag} 100001: at most 100000 (a batching window of 0.1 s; frames wait that long)")
+            );
+        }
+        let s = Settings::resolve(
+            cli(&[
+                &["--key-file", "/k"][..],
+                &sub[..],
+                &["--batch-us", "100000", "--apply-batch-us", "0"],
+            ]
+            .concat()),
+            FileSettings::default(),
+        )
+        .unwrap();
+        assert_eq!((s.batch_us, s.apply_batch_us), (100_000, 0));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use memcast_bus::{BusError, Source, Subscriber};
+use memcast_bus::{BusError, Source, Sources, Subscriber};
 use memcast_core::host_counters::HostCounter;
 use memcast_core::replica::WARM_SENTINEL;
 use memcast_core::{unix_millis, Frame, Keys, Memcached, Op, Origin, ServerAddr};
@@ -50,8 +50,6 @@ const ORIGIN_IDLE: Duration = Duration::from_secs(600);
 const RECEIVE_WAIT: Duration = Duration::from_millis(50);
 /// Frames taken from the queue before the next batch is applied.
 const DRAIN_AT_MOST: usize = 1024;
-/// The longest batching window (`--batch-us`): the loop sleeps through it.
-const MAX_BATCH_US: u64 = 100_000;
 
 /// Why the daemon could not start: what failed, by the flag that names it.
 #[derive(Debug, thiserror::Error)]
@@ -132,9 +130,12 @@ pub struct Daemon {
     /// What this host's PHP workers could not publish.
     php_publish: PhpPublish,
     warnings: Warnings,
-    /// `--batch-us`, and when the last batch was handled.
-    batch_window: Duration,
-    last_batch: Option<Instant>,
+    /// `--batch-us` and `--apply-batch-us`, and when the last batch of
+    /// each source was taken.
+    relay_window: Duration,
+    apply_window: Duration,
+    relay_batch: Option<Instant>,
+    group_batch: Option<Instant>,
 }
 
 impl Daemon {
@@ -162,8 +163,10 @@ impl Daemon {
             out_of_sync: false,
             php_publish: PhpPublish::default(),
             warnings: Warnings::default(),
-            batch_window: Duration::from_micros(settings.batch_us.min(MAX_BATCH_US)),
-            last_batch: None,
+            relay_window: Duration::from_micros(settings.batch_us),
+            apply_window: Duration::from_micros(settings.apply_batch_us),
+            relay_batch: None,
+            group_batch: None,
             settings,
         })
     }
@@ -296,34 +299,65 @@ impl Daemon {
     }
 
     /// Waits a moment for a frame, then takes it and whatever is queued
-    /// behind it as one batch: the relay sends its part together, the
-    /// group's frames are applied together. When the previous batch was
-    /// handled less than `--batch-us` ago, it first waits out that window
-    /// (asleep, not woken by every frame), so a busy host handles one batch
-    /// per window; after a quiet window a frame is handled at once.
+    /// behind it as one batch: the relay sends its frames together, the
+    /// group's are applied together. Each source has its window, from the
+    /// start of its last batch: `--batch-us` for the relay (short: its
+    /// frames are the only copy outside this host until they are sent) and
+    /// `--apply-batch-us` for the group (longer: those frames are safe in
+    /// their sender's ring). Inside its window a source is not listened to:
+    /// its frames queue, and the loop sleeps instead of waking for each;
+    /// then they are taken at once. After a quiet window a frame is handled
+    /// as it comes (an idle host adds no delay).
     fn receive(&mut self, subscriber: &mut Subscriber) {
-        match subscriber.recv(RECEIVE_WAIT) {
+        let now = Instant::now();
+        let relay_from = self.relay_batch.map_or(now, |t| t + self.relay_window);
+        let group_from = self.group_batch.map_or(now, |t| t + self.apply_window);
+        let from = Sources {
+            relay: relay_from <= now,
+            group: group_from <= now,
+        };
+        let mut wait = RECEIVE_WAIT;
+        for until in [relay_from, group_from] {
+            if until > now {
+                wait = wait.min(until - now);
+            }
+        }
+        if wait < Duration::from_millis(1) {
+            // ZeroMQ waits in whole milliseconds: the last part of a
+            // window is slept exactly (the other source waits as long).
+            std::thread::sleep(wait);
+            return;
+        }
+        // Whole milliseconds, rounded down: woken at the window's end or
+        // just before it, never a millisecond after.
+        let wait = Duration::from_millis(wait.as_millis() as u64);
+        match subscriber.recv_from(from, wait) {
             Ok(Some((source, bytes))) => {
-                if let Some(last) = self.last_batch {
-                    let until = last + self.batch_window;
-                    let now = Instant::now();
-                    if until > now {
-                        std::thread::sleep(until - now);
+                let started = Instant::now();
+                let (mut relayed, mut grouped) = (0, 0);
+                let mut next = Some((source, bytes));
+                while let Some((source, bytes)) = next.take() {
+                    match source {
+                        Source::Relay => relayed += 1,
+                        Source::Group => grouped += 1,
+                    }
+                    self.handle(source, &bytes);
+                    if relayed + grouped < DRAIN_AT_MOST {
+                        next = subscriber.try_recv_from(from).ok().flatten();
                     }
                 }
-                // The window runs from a batch's start: under load a batch
-                // every window, however long handling one takes.
-                self.last_batch = Some(Instant::now());
-                self.handle(source, &bytes);
-                for _ in 0..DRAIN_AT_MOST {
-                    match subscriber.try_recv() {
-                        Ok(Some((source, bytes))) => self.handle(source, &bytes),
-                        _ => break,
-                    }
+                // A batch cut short by the cap leaves its source listened
+                // to: what is queued behind it goes next, not a window later.
+                let full = relayed + grouped >= DRAIN_AT_MOST;
+                if relayed > 0 {
+                    self.relay_batch = (!full).then_some(started);
+                    // Other hosts wait for these: sent before applying here.
+                    self.send_relayed();
                 }
-                // Other hosts wait for these: sent before applying here.
-                self.send_relayed();
-                self.applier.flush();
+                if grouped > 0 {
+                    self.group_batch = (!full).then_some(started);
+                    self.applier.flush();
+                }
             }
             Ok(None) => {}
             Err(e) => {

@@ -335,15 +335,25 @@ declare_settings! {
     heartbeat_ms: Option<u64> => u64, "MS", Restart,
         value(1000, min 10);
 
-    /// Batching window of the receive loop, µs. When frames arrive while
-    /// the last batch was handled less than this long ago, the loop waits
-    /// out the window and then takes everything queued as one batch: the
-    /// relay sends it together, and the frames from the group are applied
-    /// with one memcached round trip, so a busy host wakes once per window
-    /// instead of once per frame. A frame arriving after a quiet window is
-    /// handled at once (an idle host adds no delay). 0 handles every frame as
-    /// it comes. At most 100000.
+    /// Batching window of the relay, µs. When PHP hands over frames while
+    /// the relay's last batch was taken less than this long ago, they wait
+    /// out the window and then go out together, in one multicast message, so
+    /// a busy relay sends once per window instead of once per frame. A frame
+    /// after a quiet window goes at once (an idle host adds no delay). Kept
+    /// short: until sent, a frame exists only on this host. 0 sends every
+    /// frame as it comes. At most 100000.
     batch_us: Option<u64> => u64, "US", Restart,
+        value(1000);
+
+    /// Batching window for applying the group's frames, µs: as --batch-us,
+    /// for frames from other hosts. They queue while the last batch was
+    /// taken less than this long ago, then are applied together with one
+    /// pipelined memcached round trip, so a receiver wakes once per window
+    /// instead of once per frame. Longer than --batch-us costs no safety
+    /// (these frames are in their sender's replay ring) but adds up to this
+    /// much to replication lag. 0 applies every frame as it comes. At most
+    /// 100000.
+    apply_batch_us: Option<u64> => u64, "US", Restart,
         value(1000);
 
     /// Size of the relay's replay ring, MB.

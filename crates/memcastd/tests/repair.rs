@@ -369,6 +369,98 @@ fn the_relay_sends_a_lone_frame_at_once_and_a_burst_together_after_its_batch_win
 }
 
 #[test]
+fn the_groups_frames_wait_out_their_apply_window_while_the_relay_sends_at_once() {
+    let mc = Server::start();
+    // A group the test publishes to, beside the relay's unused one.
+    let group = Publisher::bind(
+        &format!("tcp://127.0.0.1:{}", free_port()),
+        &BusOptions::default(),
+    )
+    .unwrap();
+    let r = relay_host_with(
+        &mc,
+        &[
+            "--subscribe",
+            group.endpoint(),
+            "--batch-us",
+            "0",
+            "--apply-batch-us",
+            "100000",
+            "--heartbeat-ms",
+            "6000",
+        ],
+    );
+    let mut mc = client(&mc);
+    let mut seq = 0;
+    let mut from_group = |i: u64| {
+        seq += 1;
+        let mut f = php_frame(seq, i);
+        f.origin = 4242;
+        f.version.origin = 4242;
+        group.send(&f.seal(&r.key)).unwrap();
+    };
+    // Subscribed once a frame from the group reached memcached.
+    let joined = eventually(Duration::from_secs(10), || {
+        from_group(900);
+        mc.get(b"memcast.sess.r900").unwrap()
+    });
+    assert!(joined.is_some(), "the daemon never subscribed");
+    drain(&r.tap, &r.key, |got| !got.is_empty());
+    // A quiet window, then a lone group frame: applied at once.
+    std::thread::sleep(Duration::from_millis(150));
+    let lone_at = std::time::Instant::now();
+    from_group(1);
+    // Polled closely: the times below are what is measured.
+    let soon = |mc: &mut Memcached, keys: &[u64]| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            let all = keys.iter().all(|i| {
+                mc.get(format!("memcast.sess.r{i}").as_bytes())
+                    .unwrap()
+                    .is_some()
+            });
+            if all {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    };
+    assert!(soon(&mut mc, &[1]), "the lone frame was never applied");
+    let lone_in = lone_at.elapsed();
+    assert!(
+        lone_in < Duration::from_millis(60),
+        "a lone frame after a quiet window waited {lone_in:?}"
+    );
+    // A burst right behind it waits out the 100 ms apply window...
+    for i in 2..=5 {
+        from_group(i);
+    }
+    // ...while a write of this host's PHP goes out as it comes.
+    let php_at = std::time::Instant::now();
+    r.php.send(&php_frame(1, 77).seal(&r.key)).unwrap();
+    let out = drain(&r.tap, &r.key, |got| {
+        got.iter().any(|(_, f)| f.op == Op::Set)
+    });
+    let php_in = php_at.elapsed();
+    assert!(
+        out.iter()
+            .any(|(_, f)| f.op == Op::Set && f.key == b"memcast.sess.r77"),
+        "the relay never sent PHP's frame"
+    );
+    assert!(
+        php_in < Duration::from_millis(60),
+        "the relay held PHP's frame {php_in:?}, in the group's apply window"
+    );
+    assert!(soon(&mut mc, &[2, 3, 4, 5]), "the burst was never applied");
+    let burst_in = lone_at.elapsed();
+    assert!(
+        burst_in >= Duration::from_millis(90),
+        "the burst was applied {burst_in:?} after the lone frame, inside its 100 ms window"
+    );
+}
+
+#[test]
 fn a_gap_is_repaired_from_the_origins_replay_ring() {
     let mc_a = Server::start();
     let mc_b = Server::start();
