@@ -351,10 +351,10 @@ declare_settings! {
     /// pipelined memcached round trip, so a receiver wakes once per window
     /// instead of once per frame. Longer than --batch-us costs no safety
     /// (these frames are in their sender's replay ring) but adds up to this
-    /// much to replication lag. 0 applies every frame as it comes. At most
-    /// 100000.
+    /// much to replication lag under load. 0 applies every frame as it
+    /// comes. At most 100000.
     apply_batch_us: Option<u64> => u64, "US", Restart,
-        value(1000);
+        value(4000);
 
     /// Size of the relay's replay ring, MB.
     ring_mb: Option<usize> => usize, "MB", Restart,
