@@ -59,7 +59,7 @@ fn floor_rate(value_len: usize) -> f64 {
         "floor-sub",
         publisher.endpoint(),
         &mc.addr(),
-        "1000",
+        &crate::floor::WINDOW_US.to_string(),
         "1500",
     ]);
     // Stops (stdin closed) and is reaped when dropped, a panic included.

@@ -181,7 +181,7 @@ pub fn bench_cluster_with(tag: &str, hosts: u8, extra: &[&str]) -> Cluster {
         ]
         .into_iter()
         .chain(extra.iter().map(|a| a.to_string()))
-        // Experiments: e.g. BENCH_MEMCASTD_ARGS="--relay-batch-us 0".
+        // Experiments: e.g. BENCH_MEMCASTD_ARGS="--apply-batch-us 0".
         .chain(
             std::env::var("BENCH_MEMCASTD_ARGS")
                 .unwrap_or_default()

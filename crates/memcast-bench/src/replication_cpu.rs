@@ -243,7 +243,7 @@ pub struct Phases {
     pub applied: Vec<f64>,
     /// Lag p50 and p99 ≤ (ms, bucket bounds) over the receivers, phase 2.
     pub lag_ms: [f64; 2],
-    /// Phase 2's frames per relay send (`--relay-batch-us`), and per apply
+    /// Phase 2's frames per relay send (`--batch-us`), and per apply
     /// batch at the receivers (mean): what the batching achieved.
     pub batch: [f64; 2],
 }

@@ -348,51 +348,36 @@ pub struct Subscriber {
     socket: zmq::Socket,
     relay: Option<zmq::Socket>,
     datagrams: Option<datagram::Inbox>,
+    /// What the group socket was made from, to make it again
+    /// ([`Subscriber::rejoin_group`]).
+    endpoints: Vec<String>,
+    opts: BusOptions,
     _context: zmq::Context,
 }
 
 impl Subscriber {
     pub fn connect(endpoints: &[String], opts: &BusOptions) -> Result<Subscriber, BusError> {
         let context = zmq::Context::new();
-        let mut socket = context.socket(zmq::SUB).map_err(zmq_err("socket"))?;
-        socket
-            .set_rcvhwm(opts.rcvhwm)
-            .map_err(zmq_err("ZMQ_RCVHWM"))?;
-        socket
-            .set_rcvbuf(opts.rcvbuf)
-            .map_err(zmq_err("ZMQ_RCVBUF"))?;
-        socket
-            .set_maxmsgsize(opts.max_message)
-            .map_err(zmq_err("ZMQ_MAXMSGSIZE"))?;
-        socket
-            .set_rate(opts.rate_kbps)
-            .map_err(zmq_err("ZMQ_RATE"))?;
-        socket
-            .set_recovery_ivl(opts.recovery_ms)
-            .map_err(zmq_err("ZMQ_RECOVERY_IVL"))?;
-        socket.set_linger(0).map_err(zmq_err("ZMQ_LINGER"))?;
-        // A receiver's buffers are sized by it: it must be at least the
-        // senders' (the group's one value).
-        if endpoints.iter().any(|e| is_multicast(e)) {
-            tpdu::set_max_tpdu(&mut socket, opts.max_tpdu)?;
-        }
-        set_tcp_liveness(&socket)?;
-        socket
-            .set_subscribe(b"")
-            .map_err(zmq_err("ZMQ_SUBSCRIBE"))?;
-        for endpoint in endpoints {
-            check_zmq_endpoint(endpoint)?;
-            socket.connect(endpoint).map_err(|e| BusError::Endpoint {
-                endpoint: endpoint.clone(),
-                message: e.to_string(),
-            })?;
-        }
+        let socket = group_socket(&context, endpoints, opts)?;
         Ok(Subscriber {
             socket,
             relay: None,
             datagrams: None,
+            endpoints: endpoints.to_vec(),
+            opts: opts.clone(),
             _context: context,
         })
+    }
+
+    /// Leaves the group and joins it again with a new socket (the relay's
+    /// sockets stay): a new PGM receiver, without whatever state the old
+    /// one was stuck in. What was queued in the old socket, and what
+    /// arrives while the new one joins, is lost to this socket: the
+    /// caller repairs it as it repairs any gap.
+    pub fn rejoin_group(&mut self) -> Result<(), BusError> {
+        let fresh = group_socket(&self._context, &self.endpoints, &self.opts)?;
+        self.socket = fresh;
+        Ok(())
     }
 
     /// A SUB that binds (publishers connect to it): a test's stand-in for
@@ -524,6 +509,48 @@ impl Sources {
     };
 }
 
+/// The SUB socket joined to every endpoint, with the receiving options.
+fn group_socket(
+    context: &zmq::Context,
+    endpoints: &[String],
+    opts: &BusOptions,
+) -> Result<zmq::Socket, BusError> {
+    let mut socket = context.socket(zmq::SUB).map_err(zmq_err("socket"))?;
+    socket
+        .set_rcvhwm(opts.rcvhwm)
+        .map_err(zmq_err("ZMQ_RCVHWM"))?;
+    socket
+        .set_rcvbuf(opts.rcvbuf)
+        .map_err(zmq_err("ZMQ_RCVBUF"))?;
+    socket
+        .set_maxmsgsize(opts.max_message)
+        .map_err(zmq_err("ZMQ_MAXMSGSIZE"))?;
+    socket
+        .set_rate(opts.rate_kbps)
+        .map_err(zmq_err("ZMQ_RATE"))?;
+    socket
+        .set_recovery_ivl(opts.recovery_ms)
+        .map_err(zmq_err("ZMQ_RECOVERY_IVL"))?;
+    socket.set_linger(0).map_err(zmq_err("ZMQ_LINGER"))?;
+    // A receiver's buffers are sized by it: it must be at least the
+    // senders' (the group's one value).
+    if endpoints.iter().any(|e| is_multicast(e)) {
+        tpdu::set_max_tpdu(&mut socket, opts.max_tpdu)?;
+    }
+    set_tcp_liveness(&socket)?;
+    socket
+        .set_subscribe(b"")
+        .map_err(zmq_err("ZMQ_SUBSCRIBE"))?;
+    for endpoint in endpoints {
+        check_zmq_endpoint(endpoint)?;
+        socket.connect(endpoint).map_err(|e| BusError::Endpoint {
+            endpoint: endpoint.clone(),
+            message: e.to_string(),
+        })?;
+    }
+    Ok(socket)
+}
+
 fn recv_now(socket: &zmq::Socket) -> Result<Option<Vec<u8>>, BusError> {
     match socket.recv_bytes(zmq::DONTWAIT) {
         Ok(bytes) => Ok(Some(bytes)),
@@ -595,7 +622,7 @@ mod tests {
     }
 
     #[test]
-    fn frames_cross_a_tcp_connection() {
+    fn frames_cross_a_tcp_connection_and_after_rejoining() {
         let opts = BusOptions::default();
         let ctx = zmq::Context::new();
         let publisher_side = ctx.socket(zmq::PUB).unwrap();
@@ -612,6 +639,18 @@ mod tests {
             }
         }
         assert_eq!(got, Some((Source::Group, b"frame".to_vec())));
+        // A new socket joins the same endpoints; frames come through it.
+        let mut sub = sub;
+        sub.rejoin_group().unwrap();
+        let mut again = None;
+        for _ in 0..100 {
+            publisher_side.send(&b"after"[..], 0).unwrap();
+            if let Some(m) = sub.recv(Duration::from_millis(20)).unwrap() {
+                again = Some(m);
+                break;
+            }
+        }
+        assert_eq!(again, Some((Source::Group, b"after".to_vec())));
     }
 
     #[test]

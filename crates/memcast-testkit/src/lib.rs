@@ -20,11 +20,13 @@ pub mod cluster;
 pub mod soak;
 pub mod web;
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A child process killed (SIGKILL) and reaped on drop.
@@ -126,12 +128,25 @@ pub fn children_of(parent: u32) -> Vec<ProcId> {
         .collect()
 }
 
-/// A port nobody listens on right now on 127.0.0.1.
+/// A port nobody listens on right now on 127.0.0.1, and never handed out
+/// before by this process. The check sees only this network namespace: a
+/// server started inside a host's namespace on an earlier port is
+/// invisible here, and the kernel hands a freed port out again, so without
+/// the memory a second server in that namespace could get the same port,
+/// fail to bind, and its readiness check be answered by the first.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free port on 127.0.0.1");
+        if given.insert(port) {
+            return port;
+        }
+    }
+    panic!("no port on 127.0.0.1 not handed out before");
 }
 
 /// Waits until something accepts TCP connections at `addr`.
@@ -519,13 +534,41 @@ impl Network {
     /// nftables inside its namespace (this kernel has no netem); loopback is
     /// spared. The table goes with the namespace.
     pub fn set_loss(&self, i: u8, percent: u32) {
-        let ns = self.netns(i);
-        let rules = format!(
-            "table inet memcast_loss {{\n\
-               chain in {{ type filter hook input priority 0; iifname != \"lo\" numgen random mod 100 < {percent} drop; }}\n\
-               chain out {{ type filter hook output priority 0; oifname != \"lo\" numgen random mod 100 < {percent} drop; }}\n\
-             }}\n"
+        self.nft(
+            i,
+            &format!(
+                "table inet memcast_loss {{\n\
+                   chain in {{ type filter hook input priority 0; iifname != \"lo\" numgen random mod 100 < {percent} drop; }}\n\
+                   chain out {{ type filter hook output priority 0; oifname != \"lo\" numgen random mod 100 < {percent} drop; }}\n\
+                 }}\n"
+            ),
         );
+    }
+
+    /// Host `i` stops hearing host `from`'s multicast (what a receiver stuck
+    /// on a sender looks like from outside): every multicast packet from
+    /// `from`'s address is dropped as it arrives at `i`; unicast (TCP) to
+    /// and from it still flows. [`Network::hear_again`] undoes it.
+    pub fn deafen(&self, i: u8, from: u8) {
+        let addr = format!("198.18.{}.{from}", self.subnet);
+        self.nft(
+            i,
+            &format!(
+                "table inet memcast_deaf {{\n\
+                   chain in {{ type filter hook input priority 0; ip saddr {addr} ip daddr 224.0.0.0/4 drop; }}\n\
+                 }}\n"
+            ),
+        );
+    }
+
+    pub fn hear_again(&self, i: u8) {
+        self.delete_table(i, "memcast_deaf");
+    }
+
+    /// Loads nftables `rules` inside host `i`'s namespace (the tables go
+    /// with the namespace).
+    fn nft(&self, i: u8, rules: &str) {
+        let ns = self.netns(i);
         let mut child = Command::new("ip")
             .args(["netns", "exec", &ns, "nft", "-f", "-"])
             .stdin(Stdio::piped())
@@ -537,26 +580,20 @@ impl Network {
             .expect("stdin")
             .write_all(rules.as_bytes())
             .expect("write nft rules");
-        assert!(
-            child.wait().expect("nft").success(),
-            "nft refused the loss rules"
-        );
+        assert!(child.wait().expect("nft").success(), "nft refused: {rules}");
     }
 
-    pub fn clear_loss(&self, i: u8) {
+    fn delete_table(&self, i: u8, table: &str) {
         let ns = self.netns(i);
         let _ = Command::new("ip")
             .args([
-                "netns",
-                "exec",
-                &ns,
-                "nft",
-                "delete",
-                "table",
-                "inet",
-                "memcast_loss",
+                "netns", "exec", &ns, "nft", "delete", "table", "inet", table,
             ])
             .status();
+    }
+
+    pub fn clear_loss(&self, i: u8) {
+        self.delete_table(i, "memcast_loss");
     }
 }
 
@@ -621,5 +658,17 @@ pub fn install_key(secret: &[u8], path: &Path) {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn free_port_never_hands_out_a_port_twice() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..2000 {
+            let port = super::free_port();
+            assert!(seen.insert(port), "port {port} handed out twice");
+        }
     }
 }

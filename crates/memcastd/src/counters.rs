@@ -36,7 +36,7 @@ macro_rules! counters {
 counters! {
     received: "Frames received from the group.",
     applied: "Frames stored in memcached (newer than what it held).",
-    apply_batches: "Batches of the group's frames applied: each one lookup (if any) and one pipelined round trip of stores.",
+    apply_batches: "Batches of the group's frames applied: each one lookup (if any) and one pipelined round trip of stores (--apply-batch-us).",
     skipped_older: "Frames memcached already held in this or a newer version.",
     touched: "Touch frames applied.",
     conflicts: "Writes that began from a miss (creates) and found a live session here: the session was kept, the write lost.",
@@ -57,6 +57,7 @@ counters! {
     resyncs_failed: "Resyncs where no peer could serve.",
     out_of_sync: "Times this subscriber fell behind by more than --max-lag-ms.",
     cold_detected: "Times the local memcached was found restarted (empty).",
+    group_rejoins: "Times the group was joined again with a new receiver: an origin answered catch-ups over TCP while nothing of it came on the group (a receiver deaf to a sender).",
     warmups: "Warm-ups completed (refilled from a peer).",
     anti_entropy_rounds: "Digest comparisons with a peer.",
     anti_entropy_buckets: "Digest buckets that differed and were fetched.",

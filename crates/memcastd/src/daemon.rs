@@ -48,6 +48,12 @@ const CATCH_UP_EVERY: Duration = Duration::from_millis(500);
 const ORIGIN_IDLE: Duration = Duration::from_secs(600);
 /// How long one receive waits before the periodic tasks get their turn.
 const RECEIVE_WAIT: Duration = Duration::from_millis(50);
+/// Catch-ups an origin answers in a row, with nothing of it on the group in
+/// between, before this host's receiver is taken to be deaf to it and the
+/// group joined again (see [`Daemon::rejoin_group`]).
+const DEAF_CATCH_UPS: u32 = 3;
+/// The shortest time between two rejoins.
+const REJOIN_EVERY: Duration = Duration::from_secs(30);
 /// Frames taken from the queue before the next batch is applied.
 const DRAIN_AT_MOST: usize = 1024;
 
@@ -136,6 +142,10 @@ pub struct Daemon {
     apply_window: Duration,
     relay_batch: Option<Instant>,
     group_batch: Option<Instant>,
+    /// An origin this host's receiver seems deaf to (rejoin the group), and
+    /// when the group was last joined again.
+    deaf_to: Option<u64>,
+    last_rejoin: Option<Instant>,
 }
 
 impl Daemon {
@@ -167,6 +177,8 @@ impl Daemon {
             apply_window: Duration::from_micros(settings.apply_batch_us),
             relay_batch: None,
             group_batch: None,
+            deaf_to: None,
+            last_rejoin: None,
             settings,
         })
     }
@@ -194,6 +206,9 @@ impl Daemon {
                 }
             }
             self.run_due(&mut timers, Instant::now());
+            if let Some(origin) = self.deaf_to.take() {
+                self.rejoin_group(&mut subscriber, origin, Instant::now());
+            }
         }
         self.stop();
         Ok(())
@@ -613,7 +628,13 @@ impl Daemon {
                     epoch,
                     from,
                     through,
-                } => self.origins.heard(origin, epoch, from, through),
+                    caught_up,
+                } => {
+                    self.origins.heard(origin, epoch, from, through);
+                    if caught_up && self.origins.caught_up(origin, epoch) >= DEAF_CATCH_UPS {
+                        self.deaf_to = Some(origin);
+                    }
+                }
                 Report::Gone { origin, epoch } => {
                     self.origins.give_up(origin, epoch);
                     if self.origins.newest_epoch(origin).is_none_or(|e| e <= epoch) {
@@ -626,6 +647,36 @@ impl Daemon {
                 }
                 Report::WarmedUp(mark) => self.warmth.warmed_up(mark),
             }
+        }
+    }
+
+    /// The group's receiver seems deaf to `origin`: it answered catch-up
+    /// after catch-up over TCP (so it is up and sending, heartbeats at
+    /// least) while nothing of it came on the group. A PGM receiver can stay
+    /// stuck on one sender after loss, and a switch can forget a multicast
+    /// membership; either way this host would get that origin's writes only
+    /// seconds late, by catch-up, for as long as it runs. A new receiver
+    /// (which also joins the group at the IP level again) ends both. At most
+    /// once per [`REJOIN_EVERY`]; what is lost in the swap is repaired as
+    /// any gap.
+    fn rejoin_group(&mut self, subscriber: &mut Subscriber, origin: u64, now: Instant) {
+        if self
+            .last_rejoin
+            .is_some_and(|t| now.saturating_duration_since(t) < REJOIN_EVERY)
+        {
+            return;
+        }
+        self.last_rejoin = Some(now);
+        match subscriber.rejoin_group() {
+            Ok(()) => {
+                Counters::inc(&self.counters.group_rejoins);
+                self.origins.forget_catch_ups();
+                warn!(
+                    origin = format!("{origin:016x}"),
+                    "an origin answered {DEAF_CATCH_UPS} catch-ups in a row while nothing of it came on the group: its writes reached this host only by catch-up, seconds late; joined the group again with a new receiver (if this repeats every {} s, that host's multicast does not reach this one: a firewall, or IGMP snooping without a querier)", REJOIN_EVERY.as_secs()
+                );
+            }
+            Err(e) => error!("joining the group again: {e}"),
         }
     }
 

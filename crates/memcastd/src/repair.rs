@@ -91,6 +91,8 @@ pub enum Report {
         epoch: u64,
         from: u64,
         through: Option<u64>,
+        /// A catch-up: the origin was silent on the group, yet answered.
+        caught_up: bool,
     },
     /// A catch-up found the origin's ring without that epoch or range.
     Gone { origin: u64, epoch: u64 },
@@ -374,6 +376,7 @@ impl RepairWorker {
                                 epoch: missing.epoch,
                                 from: missing.from,
                                 through: last_seq,
+                                caught_up: false,
                             });
                         }
                         Ok(Fetch::Gone) => {
@@ -461,6 +464,7 @@ impl RepairWorker {
                     epoch,
                     from: after + 1,
                     through: last_seq,
+                    caught_up: true,
                 }
             }
             Ok(Fetch::Gone) => Report::Gone { origin, epoch },
@@ -508,6 +512,7 @@ impl RepairWorker {
                         epoch: m.epoch,
                         from,
                         through: last_seq,
+                        caught_up: false,
                     });
                 }
                 Ok(_) => {}

@@ -107,6 +107,9 @@ struct OriginState {
     seen: Instant,
     /// Whether [`Origins::newly_started_relay`] already reported it.
     announced: bool,
+    /// Catch-ups it answered since the group last brought anything from it
+    /// (see [`Origins::caught_up`]).
+    deaf_catch_ups: u32,
     /// Frames missed before the origin's repair address was known, and
     /// since when: held until a heartbeat names the address.
     unaddressed: Option<(u64, u64, Instant)>,
@@ -185,6 +188,8 @@ impl Origins {
             .repaired
             .is_some_and(|(from, to)| (from..=to).contains(&frame.seq))
         {
+            // Late, but the group brought it: the receiver hears this origin.
+            state.deaf_catch_ups = 0;
             return Err(Replay::Repaired);
         }
         if frame.seq > state.high {
@@ -241,6 +246,7 @@ impl Origins {
             host: None,
             seen: Instant::now(),
             announced: false,
+            deaf_catch_ups: 0,
             unaddressed: None,
         })
     }
@@ -285,6 +291,7 @@ impl Origins {
         let state = self.entry(frame);
         state.seen = Instant::now();
         state.given_up = false;
+        state.deaf_catch_ups = 0;
         if frame.op.stores() {
             state.lag_ms = memcast_core::unix_millis().saturating_sub(frame.version.millis);
         }
@@ -428,6 +435,25 @@ impl Origins {
         });
     }
 
+    /// A catch-up of an origin silent on the group was answered over TCP:
+    /// it is alive and sending (at least heartbeats), and this host's
+    /// receiver does not hear it. Returns how many catch-ups in a row it
+    /// answered with nothing from it on the group in between.
+    pub fn caught_up(&mut self, origin: u64, epoch: u64) -> u32 {
+        let Some(state) = self.map.get_mut(&(origin, epoch)) else {
+            return 0;
+        };
+        state.deaf_catch_ups += 1;
+        state.deaf_catch_ups
+    }
+
+    /// After rejoining the group: every origin gets a fresh count.
+    pub fn forget_catch_ups(&mut self) {
+        for state in self.map.values_mut() {
+            state.deaf_catch_ups = 0;
+        }
+    }
+
     /// Stops asking an (origin, epoch) whose ring is gone: the origin
     /// restarted (its newer epoch is known) or this host resyncs instead.
     pub fn give_up(&mut self, origin: u64, epoch: u64) {
@@ -508,6 +534,27 @@ mod tests {
                 Vec::new()
             },
         }
+    }
+
+    #[test]
+    fn catch_ups_answered_in_a_row_count_until_the_group_brings_the_origin_again() {
+        let mut o = Origins::new(0, 100);
+        o.admit(&frame(Op::Heartbeat, 5, 0), 10).unwrap();
+        o.observe(&frame(Op::Heartbeat, 5, 0));
+        assert_eq!(o.caught_up(1, 5), 1);
+        o.heard(1, 5, 1, Some(3));
+        assert_eq!(o.caught_up(1, 5), 2);
+        // A frame the catch-up fetched, delivered late by the group: heard.
+        assert_eq!(o.admit(&frame(Op::Set, 5, 2), 20), Err(Replay::Repaired));
+        assert_eq!(o.caught_up(1, 5), 1);
+        // A new frame from the group: heard.
+        o.admit(&frame(Op::Set, 5, 4), 30).unwrap();
+        o.observe(&frame(Op::Set, 5, 4));
+        assert_eq!(o.caught_up(1, 5), 1);
+        o.caught_up(1, 5);
+        o.forget_catch_ups();
+        assert_eq!(o.caught_up(1, 5), 1);
+        assert_eq!(o.caught_up(9, 5), 0, "an origin never heard");
     }
 
     #[test]
