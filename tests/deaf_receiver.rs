@@ -1,3 +1,5 @@
+//! Receivers that fall behind one sender, and what memcast does about it.
+//!
 //! A receiver deaf to one sender: host 3 hears nothing of host 1 on the
 //! group (its multicast dropped on arrival; TCP still flows), as a PGM
 //! receiver stuck on one sender after loss looks from outside. Host 3 gets
@@ -5,8 +7,14 @@
 //! answers catch-up after catch-up while the group brings nothing of it, and
 //! joins the group again with a new receiver: once (at most one rejoin per
 //! 30 s), and when the path is back, host 1's writes reach it on the group,
-//! not by catch-up. Its own file: one cluster on the two cores. Needs root
-//! and `make build`.
+//! not by catch-up.
+//!
+//! A peer that lags refills a restarted memcached: the warm-up's snapshot
+//! lacks the last writes the peer has not got yet, which the restarted
+//! host had applied before; they come again from their origin's ring.
+//!
+//! Its own file: one cluster at a time on the two cores. Needs root and
+//! `make build`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -131,4 +139,75 @@ fn a_receiver_deaf_to_one_sender_rejoins_the_group_once_and_hears_it_again() {
         (0, 0),
         "hosts that heard everyone rejoined"
     );
+}
+
+#[test]
+fn a_restarted_memcached_is_whole_at_once_even_when_the_peer_refilling_it_lags() {
+    // Production's anti-entropy interval: only the replay can make host 1
+    // whole before the digest comparison 7 s after its warm-up.
+    let mut cluster = Cluster::start_setup(
+        "lp",
+        3,
+        Setup::RECOMMENDED,
+        artifacts(),
+        vec![
+            "--metrics".into(),
+            "0.0.0.0:9477".into(),
+            "--anti-entropy-interval".into(),
+            "300".into(),
+        ],
+    );
+    cluster.lock_per_host();
+    let heard = eventually(Duration::from_secs(10), || {
+        (relays_heard(&cluster, 0) >= 2).then_some(())
+    });
+    assert!(heard.is_some(), "host 1 never heard both other relays");
+    // Host 2, the first peer host 1 refills from, gets nothing of host 3.
+    cluster.net().cut(2, 3);
+    let out = cluster.php_output(2, &unique_writes("lp", 3, 60, 50_000));
+    assert_eq!(
+        memcast_testkit::cluster::written(&out),
+        60,
+        "PHP stores every write"
+    );
+    let key = |i: usize| format!("memcast.sess.lp3-{i}");
+    let all_on =
+        |cluster: &Cluster, host: usize| (0..60).all(|i| cluster.raw(host, &key(i)).is_some());
+    assert!(
+        eventually(Duration::from_secs(10), || all_on(&cluster, 0)
+            .then_some(()))
+        .is_some(),
+        "host 1 never got host 3's writes"
+    );
+    assert!(
+        (0..60).all(|i| cluster.raw(1, &key(i)).is_none()),
+        "host 2 was meant to lag: it holds host 3's writes"
+    );
+    cluster.restart_memcached(0);
+    let restarted = std::time::Instant::now();
+    let whole = eventually(Duration::from_secs(5), || all_on(&cluster, 0).then_some(()));
+    let took = restarted.elapsed();
+    let missing = (0..60)
+        .filter(|&i| cluster.raw(0, &key(i)).is_none())
+        .count();
+    assert!(
+        whole.is_some(),
+        "host 1 lacked {missing} of host 3's 60 writes 5 s after its memcached restarted:\n{}",
+        cluster.memcastd_log(0)
+    );
+    let replayed = counter(&cluster, 0, "frames_replayed");
+    println!(
+        "lagging peer: host 1 whole {:.2} s after its memcached restarted; frames_replayed={replayed}",
+        took.as_secs_f64()
+    );
+    assert!(
+        replayed >= 60.0,
+        "whole, but not by the replay ({replayed})"
+    );
+    cluster.net().uncut(2);
+    let converged = cluster.converge(Duration::from_secs(60));
+    let (_, logs) = cluster.stop_and_count_by_host();
+    let report =
+        converged.unwrap_or_else(|r| panic!("replicas never converged:\n{r}\nlogs:\n{logs}"));
+    assert!(report.contains(" 0 differences"), "{report}");
 }

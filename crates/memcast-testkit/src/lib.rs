@@ -565,6 +565,25 @@ impl Network {
         self.delete_table(i, "memcast_deaf");
     }
 
+    /// Host `i` drops everything from host `from`'s address, multicast and
+    /// TCP alike (it neither hears it nor reaches it), while both still
+    /// reach every other host. [`Network::uncut`] undoes it.
+    pub fn cut(&self, i: u8, from: u8) {
+        let addr = format!("198.18.{}.{from}", self.subnet);
+        self.nft(
+            i,
+            &format!(
+                "table inet memcast_cut {{\n\
+                   chain in {{ type filter hook input priority 0; ip saddr {addr} drop; }}\n\
+                 }}\n"
+            ),
+        );
+    }
+
+    pub fn uncut(&self, i: u8) {
+        self.delete_table(i, "memcast_cut");
+    }
+
     /// Loads nftables `rules` inside host `i`'s namespace (the tables go
     /// with the namespace).
     fn nft(&self, i: u8, rules: &str) {

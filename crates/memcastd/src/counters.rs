@@ -51,6 +51,7 @@ counters! {
     repairs_failed: "Repair requests that failed (origin unreachable, bad reply).",
     catch_up_requests: "Silent origins asked directly for what they sent since (catch-up).",
     frames_caught_up: "Frames received through catch-ups.",
+    frames_replayed: "Frames fetched again from origins' rings after the local memcached restarted: the last seconds before the restart, applied if newer.",
     duplicates: "Frames the group delivered after they were already fetched over TCP (dropped quietly).",
     resyncs: "Full resyncs from a peer completed.",
     resync_entries: "Sessions received through resyncs.",

@@ -723,7 +723,18 @@ impl Daemon {
         if checked.restarted {
             self.applier.memcached_restarted();
             Counters::inc(&self.counters.cold_detected);
+            // The warm-up's snapshot is only as recent as its peer: what this
+            // host applied in the last seconds comes again from each ring.
+            for p in self.origins.replay_points() {
+                self.send_job(Job::Replay {
+                    origin: p.origin,
+                    epoch: p.epoch,
+                    after: p.after,
+                    addr: p.repair_addr,
+                });
+            }
         }
+        self.origins.sample();
         if checked.warm_up {
             self.send_job(Job::WarmUp);
         }

@@ -79,6 +79,16 @@ pub enum Job {
         after: u64,
         addr: String,
     },
+    /// The local memcached restarted: ask the origin's ring again for what
+    /// it sent after `after` (the last seconds before the restart), applied
+    /// if newer. What this host had applied just before the restart is then
+    /// back even when the peer whose snapshot refills it lags behind.
+    Replay {
+        origin: u64,
+        epoch: u64,
+        after: u64,
+        addr: String,
+    },
 }
 
 /// What the worker tells the receive loop.
@@ -177,6 +187,9 @@ struct Todo {
     /// Per silent (origin, epoch): the last sequence number held, and where
     /// to ask.
     catch_ups: HashMap<(u64, u64), (u64, String)>,
+    /// Per (origin, epoch), after a memcached restart: replay from its ring
+    /// everything after this sequence number, and where to ask.
+    replays: HashMap<(u64, u64), (u64, String)>,
     /// Ranges lost from origins that serve no repairs (PHP workers
     /// publishing directly): asked of the peers that heard them.
     from_peers: HashMap<(u64, u64), Missing>,
@@ -193,6 +206,7 @@ impl Todo {
             && self.pulls.is_empty()
             && !self.warm_up
             && self.catch_ups.is_empty()
+            && self.replays.is_empty()
             && self.from_peers.is_empty()
             && self.compare_since.is_none()
     }
@@ -232,6 +246,17 @@ impl Todo {
                 addr,
             } => {
                 self.catch_ups.insert((origin, epoch), (after, addr));
+            }
+            Job::Replay {
+                origin,
+                epoch,
+                after,
+                addr,
+            } => {
+                self.replays
+                    .entry((origin, epoch))
+                    .and_modify(|(a, _)| *a = (*a).min(after))
+                    .or_insert((after, addr));
             }
         }
     }
@@ -303,6 +328,7 @@ impl RepairWorker {
             }
             let wait = if !todo.pulls.is_empty()
                 || !todo.catch_ups.is_empty()
+                || !todo.replays.is_empty()
                 || !todo.from_peers.is_empty()
             {
                 Duration::ZERO
@@ -336,6 +362,15 @@ impl RepairWorker {
             }
             if caught_up.len() > 1024 {
                 caught_up.clear();
+            }
+            let replays = std::mem::take(&mut todo.replays);
+            if !replays.is_empty() {
+                // The connection is from before the restart: closed by the
+                // server. The next command connects again.
+                mc.disconnect();
+            }
+            for ((origin, epoch), (after, addr)) in replays {
+                self.replay(&mut mc, origin, epoch, after, &addr);
             }
             for (_, missing) in std::mem::take(&mut todo.from_peers) {
                 if !self.fetch_from_peers(&mut mc, &missing, None) {
@@ -478,6 +513,41 @@ impl RepairWorker {
         };
         let _ = self.reports.send(report);
         fetched_through
+    }
+
+    /// [`Job::Replay`]: what the origin sent after `after`, from its ring,
+    /// applied if newer. A ring that no longer reaches back that far is no
+    /// error: the warm-up's snapshot and the digest comparison after it
+    /// cover the rest.
+    fn replay(&self, mc: &mut Memcached, origin: u64, epoch: u64, after: u64, addr: &str) {
+        let request = Request::Range {
+            origin,
+            epoch,
+            from: after + 1,
+            to: u64::MAX,
+        };
+        let fetched = self
+            .ask(addr, request, CATCH_UP_CONNECT)
+            .and_then(|reader| self.apply_stream(addr, reader, mc, Duration::from_secs(30), false));
+        let origin = format!("{origin:016x}");
+        match fetched {
+            Ok(Fetch::Done { frames, .. }) => {
+                Counters::add(&self.counters.frames_replayed, frames);
+                info!(
+                    origin,
+                    frames,
+                    "memcached restarted: replayed this origin's writes of the last seconds from its ring"
+                );
+            }
+            Ok(Fetch::Gone) => info!(
+                origin,
+                "memcached restarted: this origin's ring no longer reaches back to the last seconds' writes; the warm-up and the digest comparison after it cover them"
+            ),
+            Err(e) => warn!(
+                origin,
+                "memcached restarted: could not replay this origin's last writes: {e}; the warm-up and the digest comparison after it cover them"
+            ),
+        }
     }
 
     /// Fetches frames `m.from..=m.to` of a ring-less origin from the peers
@@ -738,6 +808,9 @@ impl RepairWorker {
     /// it only while that run evicts nothing more.
     fn warm_up(&self, mc: &mut Memcached) -> bool {
         let started = Instant::now();
+        // A memcached that restarted closed the connection this worker held:
+        // a new one, rather than a failed command and a retry seconds later.
+        mc.disconnect();
         let before = match mc.stats().map(|s| MemcachedStats::parse(&s)) {
             Ok(Some(s)) => s,
             Ok(None) => {

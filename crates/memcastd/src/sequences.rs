@@ -11,7 +11,7 @@
 //! `max` origins: a flood of invented origins evicts the longest-silent ones
 //! instead of growing memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use memcast_core::{Frame, Op};
@@ -59,6 +59,21 @@ pub struct Silent {
     pub epoch: u64,
     /// The last sequence number this host holds from it.
     pub last_seq: u64,
+    pub repair_addr: String,
+}
+
+/// After a memcached restart, each origin's writes of about this many
+/// seconds before it are replayed from its ring (see
+/// [`Origins::replay_points`]): more than a peer's snapshot normally lags.
+pub const REPLAY_SECONDS: usize = 10;
+
+/// Where a replay of an origin's last writes starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplayPoint {
+    pub origin: u64,
+    pub epoch: u64,
+    /// Replay what it sent after this sequence number.
+    pub after: u64,
     pub repair_addr: String,
 }
 
@@ -110,6 +125,8 @@ struct OriginState {
     /// Catch-ups it answered since the group last brought anything from it
     /// (see [`Origins::caught_up`]).
     deaf_catch_ups: u32,
+    /// `last_seq` once a second, oldest first, [`REPLAY_SECONDS`] back.
+    history: VecDeque<u64>,
     /// Frames missed before the origin's repair address was known, and
     /// since when: held until a heartbeat names the address.
     unaddressed: Option<(u64, u64, Instant)>,
@@ -247,6 +264,7 @@ impl Origins {
             seen: Instant::now(),
             announced: false,
             deaf_catch_ups: 0,
+            history: VecDeque::new(),
             unaddressed: None,
         })
     }
@@ -447,6 +465,37 @@ impl Origins {
         state.deaf_catch_ups
     }
 
+    /// Once a second: where each origin's sequence stands, kept
+    /// [`REPLAY_SECONDS`] back.
+    pub fn sample(&mut self) {
+        for state in self.map.values_mut() {
+            if state.history.len() > REPLAY_SECONDS {
+                state.history.pop_front();
+            }
+            state.history.push_back(state.last_seq);
+        }
+    }
+
+    /// For every origin that serves repairs (its current epoch): where a
+    /// replay of its writes of the last [`REPLAY_SECONDS`] starts (all of
+    /// them for one first heard since the last sample).
+    pub fn replay_points(&self) -> Vec<ReplayPoint> {
+        self.map
+            .iter()
+            .filter(|(id, s)| {
+                !s.given_up && self.newest_epoch.get(&id.0).is_none_or(|(e, _)| *e == id.1)
+            })
+            .filter_map(|(id, s)| {
+                Some(ReplayPoint {
+                    origin: id.0,
+                    epoch: id.1,
+                    after: s.history.front().copied().unwrap_or(0),
+                    repair_addr: s.repair_addr.clone()?,
+                })
+            })
+            .collect()
+    }
+
     /// After rejoining the group: every origin gets a fresh count.
     pub fn forget_catch_ups(&mut self) {
         for state in self.map.values_mut() {
@@ -555,6 +604,38 @@ mod tests {
         o.forget_catch_ups();
         assert_eq!(o.caught_up(1, 5), 1);
         assert_eq!(o.caught_up(9, 5), 0, "an origin never heard");
+    }
+
+    #[test]
+    fn a_replay_starts_where_each_origin_stood_ten_seconds_ago() {
+        let mut o = Origins::new(0, 100);
+        let hear = |o: &mut Origins, f: Frame, sent_ms: u64| {
+            o.admit(&f, sent_ms).unwrap();
+            o.observe(&f);
+        };
+        let mut seq = 0;
+        for _ in 0..(REPLAY_SECONDS + 5) {
+            seq += 1;
+            hear(&mut o, frame(Op::Set, 5, seq), seq);
+            o.sample();
+        }
+        assert_eq!(o.replay_points(), [], "no repair address: nothing to ask");
+        hear(&mut o, frame(Op::Heartbeat, 5, seq), 100);
+        let points = o.replay_points();
+        assert_eq!(points.len(), 1);
+        assert_eq!(
+            (points[0].after, points[0].repair_addr.as_str()),
+            (seq - REPLAY_SECONDS as u64, "10.0.0.1:7711"),
+            "what it held {REPLAY_SECONDS} samples ago"
+        );
+        // An epoch not sampled yet: everything it sent.
+        hear(&mut o, frame(Op::Heartbeat, 6, 3), 200);
+        let newest: Vec<_> = o
+            .replay_points()
+            .into_iter()
+            .map(|p| (p.epoch, p.after))
+            .collect();
+        assert_eq!(newest, [(6, 0)], "only the origin's newest epoch");
     }
 
     #[test]
