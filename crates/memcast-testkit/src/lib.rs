@@ -565,23 +565,32 @@ impl Network {
         self.delete_table(i, "memcast_deaf");
     }
 
-    /// Host `i` drops everything from host `from`'s address, multicast and
-    /// TCP alike (it neither hears it nor reaches it), while both still
-    /// reach every other host. [`Network::uncut`] undoes it.
-    pub fn cut(&self, i: u8, from: u8) {
-        let addr = format!("198.18.{}.{from}", self.subnet);
+    /// Host `i` gets nothing of the writes of the hosts in `from`: it drops
+    /// their multicast, and every TCP segment they send from `port` (the
+    /// answers to its repair and catch-up requests), while they still reach
+    /// it (they can fetch from it). [`Network::unstarve`] undoes it.
+    pub fn starve(&self, i: u8, from: &[u8], port: u16) {
+        let rules: String = from
+            .iter()
+            .map(|h| {
+                let addr = format!("198.18.{}.{h}", self.subnet);
+                format!(
+                    "ip saddr {addr} ip daddr 224.0.0.0/4 drop; ip saddr {addr} tcp sport {port} drop; "
+                )
+            })
+            .collect();
         self.nft(
             i,
             &format!(
-                "table inet memcast_cut {{\n\
-                   chain in {{ type filter hook input priority 0; ip saddr {addr} drop; }}\n\
+                "table inet memcast_starve {{\n\
+                   chain in {{ type filter hook input priority 0; {rules}}}\n\
                  }}\n"
             ),
         );
     }
 
-    pub fn uncut(&self, i: u8) {
-        self.delete_table(i, "memcast_cut");
+    pub fn unstarve(&self, i: u8) {
+        self.delete_table(i, "memcast_starve");
     }
 
     /// Loads nftables `rules` inside host `i`'s namespace (the tables go

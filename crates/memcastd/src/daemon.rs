@@ -52,8 +52,10 @@ const RECEIVE_WAIT: Duration = Duration::from_millis(50);
 /// between, before this host's receiver is taken to be deaf to it and the
 /// group joined again (see [`Daemon::rejoin_group`]).
 const DEAF_CATCH_UPS: u32 = 3;
-/// The shortest time between two rejoins.
-const REJOIN_EVERY: Duration = Duration::from_secs(30);
+/// The shortest time between two rejoins; it doubles with each rejoin up
+/// to [`REJOIN_MOST`], and is back to this after [`REJOIN_MOST`] without one.
+const REJOIN_EVERY: Duration = Duration::from_secs(10);
+const REJOIN_MOST: Duration = Duration::from_secs(300);
 /// Frames taken from the queue before the next batch is applied.
 const DRAIN_AT_MOST: usize = 1024;
 
@@ -146,6 +148,7 @@ pub struct Daemon {
     /// when the group was last joined again.
     deaf_to: Option<u64>,
     last_rejoin: Option<Instant>,
+    rejoin_wait: Duration,
 }
 
 impl Daemon {
@@ -179,6 +182,7 @@ impl Daemon {
             group_batch: None,
             deaf_to: None,
             last_rejoin: None,
+            rejoin_wait: REJOIN_EVERY,
             settings,
         })
     }
@@ -657,14 +661,20 @@ impl Daemon {
     /// membership; either way this host would get that origin's writes only
     /// seconds late, by catch-up, for as long as it runs. A new receiver
     /// (which also joins the group at the IP level again) ends both. At most
-    /// once per [`REJOIN_EVERY`]; what is lost in the swap is repaired as
-    /// any gap.
+    /// once per [`REJOIN_EVERY`], doubling while it keeps recurring; what is
+    /// lost in the swap is repaired as any gap.
     fn rejoin_group(&mut self, subscriber: &mut Subscriber, origin: u64, now: Instant) {
-        if self
-            .last_rejoin
-            .is_some_and(|t| now.saturating_duration_since(t) < REJOIN_EVERY)
-        {
-            return;
+        if let Some(last) = self.last_rejoin {
+            let since = now.saturating_duration_since(last);
+            if since < self.rejoin_wait {
+                return;
+            }
+            // Deaf again soon after the last rejoin: wait longer next time.
+            self.rejoin_wait = if since >= REJOIN_MOST {
+                REJOIN_EVERY
+            } else {
+                (self.rejoin_wait * 2).min(REJOIN_MOST)
+            };
         }
         self.last_rejoin = Some(now);
         match subscriber.rejoin_group() {
@@ -673,7 +683,7 @@ impl Daemon {
                 self.origins.forget_catch_ups();
                 warn!(
                     origin = format!("{origin:016x}"),
-                    "an origin answered {DEAF_CATCH_UPS} catch-ups in a row while nothing of it came on the group: its writes reached this host only by catch-up, seconds late; joined the group again with a new receiver (if this repeats every {} s, that host's multicast does not reach this one: a firewall, or IGMP snooping without a querier)", REJOIN_EVERY.as_secs()
+                    "an origin answered {DEAF_CATCH_UPS} catch-ups in a row while nothing of it came on the group: its writes reached this host only by catch-up, seconds late; joined the group again with a new receiver (next time no sooner than in {} s; if this keeps repeating, that host's multicast does not reach this one: a firewall, or IGMP snooping without a querier)", self.rejoin_wait.as_secs()
                 );
             }
             Err(e) => error!("joining the group again: {e}"),
@@ -725,7 +735,8 @@ impl Daemon {
             Counters::inc(&self.counters.cold_detected);
             // The warm-up's snapshot is only as recent as its peer: what this
             // host applied in the last seconds comes again from each ring.
-            for p in self.origins.replay_points() {
+            let own = self.relay.as_ref().and_then(Relay::replay_point);
+            for p in self.origins.replay_points().into_iter().chain(own) {
                 self.send_job(Job::Replay {
                     origin: p.origin,
                     epoch: p.epoch,
@@ -735,6 +746,9 @@ impl Daemon {
             }
         }
         self.origins.sample();
+        if let Some(relay) = self.relay.as_mut() {
+            relay.sample();
+        }
         if checked.warm_up {
             self.send_job(Job::WarmUp);
         }

@@ -10,6 +10,7 @@
 //! end. Each frame keeps its own seal and sequence number, so gap repair,
 //! replay protection and ordering are as for single frames.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use crate::config::Settings;
 use crate::daemon::StartError;
 use crate::every::Every;
 use crate::ring::ReplayRing;
+use crate::sequences::{ReplayPoint, REPLAY_SECONDS};
 
 pub struct Relay {
     origin: Origin,
@@ -36,6 +38,9 @@ pub struct Relay {
     outbox: Vec<Vec<u8>>,
     /// `--compress-threshold`.
     compress_threshold: usize,
+    /// The last sequence number once a second, oldest first (see
+    /// [`Relay::replay_point`]).
+    history: VecDeque<u64>,
 }
 
 /// What sending the outbox did.
@@ -104,12 +109,34 @@ impl Relay {
                 Instant::now() + memcast_bus::RELAY_RECONNECTED_WITHIN,
             ),
             outbox: Vec::new(),
+            history: VecDeque::new(),
         }))
     }
 
     /// This host's origin id.
     pub fn origin(&self) -> u64 {
         self.origin.id
+    }
+
+    /// Once a second: where this relay's sequence stands, kept
+    /// [`REPLAY_SECONDS`] back.
+    pub fn sample(&mut self) {
+        if self.history.len() > REPLAY_SECONDS {
+            self.history.pop_front();
+        }
+        self.history.push_back(self.origin.last_seq());
+    }
+
+    /// After the local memcached restarted: this host's own writes of the
+    /// last [`REPLAY_SECONDS`], asked of its own ring through its repair
+    /// address like any origin's (none without `--advertise`/`--listen`).
+    pub fn replay_point(&self) -> Option<ReplayPoint> {
+        (!self.advertise.is_empty()).then(|| ReplayPoint {
+            origin: self.origin.id,
+            epoch: self.origin.epoch,
+            after: self.history.front().copied().unwrap_or(0),
+            repair_addr: self.advertise.clone(),
+        })
     }
 
     /// The replay ring, which the peer server reads for repairs.
