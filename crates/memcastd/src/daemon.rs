@@ -56,6 +56,12 @@ const DEAF_CATCH_UPS: u32 = 3;
 /// to [`REJOIN_MOST`], and is back to this after [`REJOIN_MOST`] without one.
 const REJOIN_EVERY: Duration = Duration::from_secs(10);
 const REJOIN_MOST: Duration = Duration::from_secs(300);
+/// For this long after a rejoin, a frame whose sequence number was seen
+/// already (or is below the window) counts as a duplicate, not a replay
+/// (see [`Daemon::admit`]).
+const AFTER_REJOIN_DUPLICATES: Duration = Duration::from_secs(10);
+/// At exit, frames still queued are taken, up to this many.
+const DRAIN_AT_EXIT: usize = 100_000;
 /// Frames taken from the queue before the next batch is applied.
 const DRAIN_AT_MOST: usize = 1024;
 
@@ -214,7 +220,7 @@ impl Daemon {
                 self.rejoin_group(&mut subscriber, origin, Instant::now());
             }
         }
-        self.stop();
+        self.stop(&mut subscriber);
         Ok(())
     }
 
@@ -416,9 +422,17 @@ impl Daemon {
         }
     }
 
-    /// What is left to apply, then the goodbyes: the sentinel goes and a
-    /// last heartbeat tells peers the final sequence number.
-    fn stop(&mut self) {
+    /// What is queued and left to apply, then the goodbyes: the sentinel
+    /// goes and a last heartbeat tells peers the final sequence number.
+    fn stop(&mut self, subscriber: &mut Subscriber) {
+        // What queued inside the batching windows: PHP's frames are relayed
+        // (PHP counted them as sent), the group's applied.
+        for _ in 0..DRAIN_AT_EXIT {
+            match subscriber.try_recv_from(Sources::ALL) {
+                Ok(Some((source, bytes))) => self.handle(source, &bytes),
+                _ => break,
+            }
+        }
         self.send_relayed();
         self.applier.flush_all();
         // Nobody vouches for this memcached any more.
@@ -581,6 +595,16 @@ impl Daemon {
         match admitted {
             Ok(()) => {}
             Err(Replay::Repaired) => {
+                Counters::inc(&self.counters.duplicates);
+                return None;
+            }
+            Err(Replay::Duplicate | Replay::BelowWindow)
+                if self
+                    .last_rejoin
+                    .is_some_and(|t| t.elapsed() < AFTER_REJOIN_DUPLICATES) =>
+            {
+                // A new receiver can be given again what the old one
+                // delivered: dropped all the same, but not a replay.
                 Counters::inc(&self.counters.duplicates);
                 return None;
             }

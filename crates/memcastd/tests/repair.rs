@@ -369,6 +369,38 @@ fn the_relay_sends_a_lone_frame_at_once_and_a_burst_together_after_its_batch_win
 }
 
 #[test]
+fn frames_held_in_the_relays_window_at_sigterm_are_sent_before_it_exits() {
+    let mc = Server::start();
+    let mut r = relay_host_with(&mc, &["--batch-us", "100000", "--heartbeat-ms", "6000"]);
+    drain(&r.tap, &r.key, |got| !got.is_empty());
+    let data = |got: &[(Vec<u8>, Frame)]| got.iter().filter(|(_, f)| f.op == Op::Set).count();
+    // A lone frame goes at once and opens the relay's 100 ms window...
+    r.php.send(&php_frame(1, 1).seal(&r.key)).unwrap();
+    assert_eq!(data(&drain(&r.tap, &r.key, |got| data(got) >= 1)), 1);
+    // ...in which these wait, when SIGTERM comes.
+    for i in 2..=5 {
+        r.php.send(&php_frame(i, i).seal(&r.key)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    while let Some((_, bytes)) = r.tap.try_recv().unwrap() {
+        let f = Frame::open(&bytes, &r.key, 1 << 20).unwrap();
+        assert_ne!(f.op, Op::Set, "a frame left inside the window: {f:?}");
+    }
+    let status = r
+        ._daemon
+        .signal("TERM", Duration::from_secs(5))
+        .expect("memcastd did not stop");
+    assert!(status.success());
+    let rest = drain(&r.tap, &r.key, |got| data(got) >= 4);
+    let seqs: Vec<u64> = rest
+        .iter()
+        .filter(|(_, f)| f.op == Op::Set)
+        .map(|(_, f)| f.seq)
+        .collect();
+    assert_eq!(seqs, [2, 3, 4, 5], "PHP counted these as sent: {rest:?}");
+}
+
+#[test]
 fn the_groups_frames_wait_out_their_apply_window_while_the_relay_sends_at_once() {
     let mc = Server::start();
     // A group the test publishes to, beside the relay's unused one.
