@@ -92,7 +92,7 @@ fn a_host_whose_link_returns_is_whole_within_three_seconds() {
     let host3 = hosts.get(2).cloned().unwrap_or_default();
     let get = |k: &str| host3.get(k).copied().unwrap_or(0);
     println!(
-        "link down {:?} (writes took {writing:?}); host 3 whole {} after the link returned; host 3: catch_up_requests={} frames_caught_up={} gaps={} frames_repaired={} duplicates={} dropped_replay={} resyncs={}",
+        "link down {:?} (writes took {writing:?}); host 3 whole {} after the link returned; host 3: catch_up_requests={} frames_caught_up={} gaps={} frames_repaired={} duplicates={} dropped_replay={} resyncs={} group_rejoins={}",
         Duration::from_secs(8),
         whole.map_or_else(|| format!("NEVER (held {last} of {SESSIONS})"), |d| format!("{d:?}")),
         get("catch_up_requests"),
@@ -102,6 +102,7 @@ fn a_host_whose_link_returns_is_whole_within_three_seconds() {
         get("duplicates"),
         get("dropped_replay"),
         get("resyncs"),
+        get("group_rejoins"),
     );
     let whole = whole.unwrap_or_else(|| panic!("host 3 never whole: {last} of {SESSIONS}\n{logs}"));
     assert!(
