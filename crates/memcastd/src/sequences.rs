@@ -77,6 +77,28 @@ pub struct ReplayPoint {
     pub repair_addr: String,
 }
 
+/// Ranges of repaired sequence numbers kept per origin.
+const REPAIRED_RANGES: usize = 16;
+
+/// Adds `from..=to` to disjoint ranges kept lowest first, merging what it
+/// touches or overlaps; beyond [`REPAIRED_RANGES`] the lowest go.
+fn add_range(ranges: &mut Vec<(u64, u64)>, from: u64, to: u64) {
+    let (mut from, mut to) = (from, to);
+    ranges.retain(|&(f, t)| {
+        let touches = f <= to.saturating_add(1) && from <= t.saturating_add(1);
+        if touches {
+            from = from.min(f);
+            to = to.max(t);
+        }
+        !touches
+    });
+    let at = ranges.partition_point(|&(f, _)| f < from);
+    ranges.insert(at, (from, to));
+    if ranges.len() > REPAIRED_RANGES {
+        ranges.remove(0);
+    }
+}
+
 /// Added to two heartbeat intervals before an origin counts as silent: a
 /// heartbeat a busy host sends a little late is not silence.
 pub const SILENT_SLACK: Duration = Duration::from_millis(200);
@@ -109,8 +131,9 @@ struct OriginState {
     /// Between its last two heartbeats, ms (0: not known yet).
     heartbeat_ms: u64,
     /// Sequence numbers fetched over TCP (repair, catch-up): when the group
-    /// delivers them late they are duplicates.
-    repaired: Option<(u64, u64)>,
+    /// delivers them late they are duplicates. Disjoint ranges, lowest
+    /// first, at most [`REPAIRED_RANGES`] (the lowest go first).
+    repaired: Vec<(u64, u64)>,
     /// Silent so long that it no longer counts (see [`Origins::silent`]), or
     /// its epoch ended (the origin restarted): not asked any more.
     given_up: bool,
@@ -203,7 +226,8 @@ impl Origins {
         }
         if state
             .repaired
-            .is_some_and(|(from, to)| (from..=to).contains(&frame.seq))
+            .iter()
+            .any(|(from, to)| (*from..=*to).contains(&frame.seq))
         {
             // Late, but the group brought it: the receiver hears this origin.
             state.deaf_catch_ups = 0;
@@ -249,7 +273,7 @@ impl Origins {
             window: 0,
             last_heartbeat_ms: 0,
             heartbeat_ms: 0,
-            repaired: None,
+            repaired: Vec::new(),
             given_up: false,
             lag_ms: 0,
             // An origin that started after us sent us everything from 1; one
@@ -447,10 +471,7 @@ impl Origins {
         if from <= state.last_seq + 1 {
             state.last_seq = state.last_seq.max(through);
         }
-        state.repaired = Some(match state.repaired {
-            Some((f, t)) if from <= t + 1 && through + 1 >= f => (f.min(from), t.max(through)),
-            _ => (from, through),
-        });
+        add_range(&mut state.repaired, from, through);
     }
 
     /// A catch-up of an origin silent on the group was answered over TCP:
@@ -636,6 +657,43 @@ mod tests {
             .map(|p| (p.epoch, p.after))
             .collect();
         assert_eq!(newest, [(6, 0)], "only the origin's newest epoch");
+    }
+
+    #[test]
+    fn repaired_ranges_are_kept_apart_merged_when_they_touch_and_bounded() {
+        let mut r = Vec::new();
+        add_range(&mut r, 1, 2000);
+        add_range(&mut r, 2005, 2005);
+        assert_eq!(r, [(1, 2000), (2005, 2005)], "a repair beside a catch-up");
+        add_range(&mut r, 2001, 2004);
+        assert_eq!(r, [(1, 2005)], "the gap between them filled: one range");
+        add_range(&mut r, 3000, 3010);
+        add_range(&mut r, 2500, 2600);
+        assert_eq!(r, [(1, 2005), (2500, 2600), (3000, 3010)]);
+        add_range(&mut r, 2550, 3005);
+        assert_eq!(r, [(1, 2005), (2500, 3010)]);
+        for i in 0..20u64 {
+            add_range(&mut r, 10_000 + 10 * i, 10_000 + 10 * i + 1);
+        }
+        assert_eq!(r.len(), REPAIRED_RANGES);
+        assert_eq!(r[0], (10_040, 10_041), "the lowest went first");
+    }
+
+    #[test]
+    fn a_late_delivery_of_a_caught_up_frame_is_repaired_after_a_later_repair_elsewhere() {
+        let mut o = Origins::new(0, 100);
+        let f = frame(Op::Heartbeat, 5, 0);
+        o.admit(&f, 10).unwrap();
+        o.observe(&f);
+        o.heard(1, 5, 1, Some(500));
+        o.heard(1, 5, 700, Some(700));
+        assert_eq!(o.admit(&frame(Op::Set, 5, 10), 20), Err(Replay::Repaired));
+        assert_eq!(o.admit(&frame(Op::Set, 5, 700), 21), Err(Replay::Repaired));
+        assert_eq!(
+            o.admit(&frame(Op::Set, 5, 600), 22),
+            Ok(()),
+            "never fetched"
+        );
     }
 
     #[test]
