@@ -10,7 +10,6 @@
 //! end. Each frame keeps its own seal and sequence number, so gap repair,
 //! replay protection and ordering are as for single frames.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,7 @@ use crate::config::Settings;
 use crate::daemon::StartError;
 use crate::every::Every;
 use crate::ring::ReplayRing;
-use crate::sequences::{ReplayPoint, REPLAY_SECONDS};
+use crate::sequences::{ReplayPoint, SeqHistory};
 
 pub struct Relay {
     origin: Origin,
@@ -38,9 +37,8 @@ pub struct Relay {
     outbox: Vec<Vec<u8>>,
     /// `--compress-threshold`.
     compress_threshold: usize,
-    /// The last sequence number once a second, oldest first (see
-    /// [`Relay::replay_point`]).
-    history: VecDeque<u64>,
+    /// The last sequence number once a second (see [`Relay::replay_point`]).
+    history: SeqHistory,
 }
 
 /// What sending the outbox did.
@@ -109,7 +107,7 @@ impl Relay {
                 Instant::now() + memcast_bus::RELAY_RECONNECTED_WITHIN,
             ),
             outbox: Vec::new(),
-            history: VecDeque::new(),
+            history: SeqHistory::default(),
         }))
     }
 
@@ -119,22 +117,19 @@ impl Relay {
     }
 
     /// Once a second: where this relay's sequence stands, kept
-    /// [`REPLAY_SECONDS`] back.
+    /// [`crate::sequences::REPLAY_SECONDS`] back.
     pub fn sample(&mut self) {
-        if self.history.len() > REPLAY_SECONDS {
-            self.history.pop_front();
-        }
-        self.history.push_back(self.origin.last_seq());
+        self.history.record(self.origin.last_seq());
     }
 
     /// After the local memcached restarted: this host's own writes of the
-    /// last [`REPLAY_SECONDS`], asked of its own ring through its repair
+    /// last [`crate::sequences::REPLAY_SECONDS`], asked of its own ring through its repair
     /// address like any origin's (none without `--advertise`/`--listen`).
     pub fn replay_point(&self) -> Option<ReplayPoint> {
         (!self.advertise.is_empty()).then(|| ReplayPoint {
             origin: self.origin.id,
             epoch: self.origin.epoch,
-            after: self.history.front().copied().unwrap_or(0),
+            after: self.history.replay_after(),
             repair_addr: self.advertise.clone(),
         })
     }

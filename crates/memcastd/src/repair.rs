@@ -474,15 +474,7 @@ impl RepairWorker {
         addr: &str,
     ) -> Option<u64> {
         Counters::inc(&self.counters.catch_up_requests);
-        let request = Request::Range {
-            origin,
-            epoch,
-            from: after + 1,
-            to: u64::MAX,
-        };
-        let fetched = self
-            .ask(addr, request, CATCH_UP_CONNECT)
-            .and_then(|reader| self.apply_stream(addr, reader, mc, Duration::from_secs(10), false));
+        let fetched = self.fetch_after(mc, origin, epoch, after, addr, Duration::from_secs(10));
         let mut fetched_through = None;
         let report = match fetched {
             Ok(Fetch::Done { frames, last_seq }) => {
@@ -515,20 +507,33 @@ impl RepairWorker {
         fetched_through
     }
 
-    /// [`Job::Replay`]: what the origin sent after `after`, from its ring,
-    /// applied if newer. A ring that no longer reaches back that far is no
-    /// error: the warm-up's snapshot and the digest comparison after it
-    /// cover the rest.
-    fn replay(&self, mc: &mut Memcached, origin: u64, epoch: u64, after: u64, addr: &str) {
+    /// Everything `origin` sent after `after`, from its ring at `addr`,
+    /// applied if newer, within `budget`.
+    fn fetch_after(
+        &self,
+        mc: &mut Memcached,
+        origin: u64,
+        epoch: u64,
+        after: u64,
+        addr: &str,
+        budget: Duration,
+    ) -> Result<Fetch, FetchError> {
         let request = Request::Range {
             origin,
             epoch,
             from: after + 1,
             to: u64::MAX,
         };
-        let fetched = self
-            .ask(addr, request, CATCH_UP_CONNECT)
-            .and_then(|reader| self.apply_stream(addr, reader, mc, Duration::from_secs(30), false));
+        self.ask(addr, request, CATCH_UP_CONNECT)
+            .and_then(|reader| self.apply_stream(addr, reader, mc, budget, false))
+    }
+
+    /// [`Job::Replay`]: what the origin sent after `after`, from its ring,
+    /// applied if newer. A ring that no longer reaches back that far is no
+    /// error: the warm-up's snapshot and the digest comparison after it
+    /// cover the rest.
+    fn replay(&self, mc: &mut Memcached, origin: u64, epoch: u64, after: u64, addr: &str) {
+        let fetched = self.fetch_after(mc, origin, epoch, after, addr, Duration::from_secs(30));
         let origin = format!("{origin:016x}");
         match fetched {
             Ok(Fetch::Done { frames, .. }) => {

@@ -67,6 +67,27 @@ pub struct Silent {
 /// [`Origins::replay_points`]): more than a peer's snapshot normally lags.
 pub const REPLAY_SECONDS: usize = 10;
 
+/// An origin's last sequence number once a second, [`REPLAY_SECONDS`]
+/// back: where a replay of its last seconds starts.
+#[derive(Debug, Default)]
+pub struct SeqHistory(VecDeque<u64>);
+
+impl SeqHistory {
+    /// Once a second: where the origin's sequence stands now.
+    pub fn record(&mut self, last_seq: u64) {
+        if self.0.len() > REPLAY_SECONDS {
+            self.0.pop_front();
+        }
+        self.0.push_back(last_seq);
+    }
+
+    /// The oldest sample: replay what the origin sent after it (everything,
+    /// for an origin not sampled yet).
+    pub fn replay_after(&self) -> u64 {
+        self.0.front().copied().unwrap_or(0)
+    }
+}
+
 /// Where a replay of an origin's last writes starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplayPoint {
@@ -75,6 +96,14 @@ pub struct ReplayPoint {
     /// Replay what it sent after this sequence number.
     pub after: u64,
     pub repair_addr: String,
+}
+
+/// Whether an origin may be asked over TCP: it serves repairs, is not
+/// given up, and this is its newest epoch.
+fn askable(newest_epoch: &HashMap<u64, (u64, Instant)>, id: &(u64, u64), s: &OriginState) -> bool {
+    s.repair_addr.is_some()
+        && !s.given_up
+        && newest_epoch.get(&id.0).is_none_or(|(e, _)| *e == id.1)
 }
 
 /// Ranges of repaired sequence numbers kept per origin.
@@ -148,8 +177,8 @@ struct OriginState {
     /// Catch-ups it answered since the group last brought anything from it
     /// (see [`Origins::caught_up`]).
     deaf_catch_ups: u32,
-    /// `last_seq` once a second, oldest first, [`REPLAY_SECONDS`] back.
-    history: VecDeque<u64>,
+    /// `last_seq` once a second (see [`Origins::replay_points`]).
+    history: SeqHistory,
     /// Frames missed before the origin's repair address was known, and
     /// since when: held until a heartbeat names the address.
     unaddressed: Option<(u64, u64, Instant)>,
@@ -288,7 +317,7 @@ impl Origins {
             seen: Instant::now(),
             announced: false,
             deaf_catch_ups: 0,
-            history: VecDeque::new(),
+            history: SeqHistory::default(),
             unaddressed: None,
         })
     }
@@ -425,11 +454,7 @@ impl Origins {
             };
             2 * beat + SILENT_SLACK
         };
-        let current = |id: &(u64, u64), s: &OriginState| {
-            s.repair_addr.is_some()
-                && !s.given_up
-                && newest.get(&id.0).is_none_or(|(e, _)| *e == id.1)
-        };
+        let current = |id: &(u64, u64), s: &OriginState| askable(newest, id, s);
         let any_heard = self
             .map
             .iter()
@@ -490,10 +515,7 @@ impl Origins {
     /// [`REPLAY_SECONDS`] back.
     pub fn sample(&mut self) {
         for state in self.map.values_mut() {
-            if state.history.len() > REPLAY_SECONDS {
-                state.history.pop_front();
-            }
-            state.history.push_back(state.last_seq);
+            state.history.record(state.last_seq);
         }
     }
 
@@ -503,16 +525,12 @@ impl Origins {
     pub fn replay_points(&self) -> Vec<ReplayPoint> {
         self.map
             .iter()
-            .filter(|(id, s)| {
-                !s.given_up && self.newest_epoch.get(&id.0).is_none_or(|(e, _)| *e == id.1)
-            })
-            .filter_map(|(id, s)| {
-                Some(ReplayPoint {
-                    origin: id.0,
-                    epoch: id.1,
-                    after: s.history.front().copied().unwrap_or(0),
-                    repair_addr: s.repair_addr.clone()?,
-                })
+            .filter(|(id, s)| askable(&self.newest_epoch, id, s))
+            .map(|(id, s)| ReplayPoint {
+                origin: id.0,
+                epoch: id.1,
+                after: s.history.replay_after(),
+                repair_addr: s.repair_addr.clone().unwrap_or_default(),
             })
             .collect()
     }
