@@ -179,6 +179,11 @@ pub fn unique_writes(tag: &str, host: usize, n: usize, pause_us: u64) -> String 
     )
 }
 
+/// The memcached key of write `i` of [`unique_writes`].
+fn unique_write_key(tag: &str, host: usize, i: usize) -> String {
+    format!("memcast.sess.{tag}{host}-{i}")
+}
+
 /// The `written=N` a writer printed.
 pub fn written(out: &Output) -> usize {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -670,11 +675,19 @@ impl Cluster {
 
     /// Every session the [`unique_writes`] writers of `hosts` (from 1)
     /// wrote is on every host with its own value.
+    /// How many of the `n` writes of [`unique_writes`] (`tag`, `host`) host
+    /// `at`'s memcached holds, in any version.
+    pub fn unique_writes_held(&self, at: usize, tag: &str, host: usize, n: usize) -> usize {
+        (0..n)
+            .filter(|&i| self.raw(at, &unique_write_key(tag, host, i)).is_some())
+            .count()
+    }
+
     pub fn assert_unique_writes_everywhere(&self, tag: &str, hosts: &[usize], n: usize) {
         let mut missing = Vec::new();
         for &host in hosts {
             for i in 0..n {
-                let key = format!("memcast.sess.{tag}{host}-{i}");
+                let key = unique_write_key(tag, host, i);
                 let want = format!("i|i:{i};host|i:{host};");
                 for at in 0..self.sites.len() {
                     let raw = self.raw(at, &key).unwrap_or_default();

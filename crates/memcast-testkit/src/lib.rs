@@ -441,7 +441,7 @@ impl Network {
         let netns = self.netns(i);
         let outer = format!("{}v{i}", self.prefix);
         let iface = format!("eth{i}");
-        let addr = format!("198.18.{}.{i}", self.subnet);
+        let addr = self.host_addr(i);
         must(&["netns", "add", &netns]);
         self.hosts.push(netns.clone());
         // `ip netns exec` bind-mounts /etc/netns/<ns>/* over /etc. Name
@@ -516,6 +516,11 @@ impl Network {
         format!("{}h{i}", self.prefix)
     }
 
+    /// Host `i`'s address on the network.
+    fn host_addr(&self, i: u8) -> String {
+        format!("198.18.{}.{i}", self.subnet)
+    }
+
     fn outer(&self, i: u8) -> String {
         format!("{}v{i}", self.prefix)
     }
@@ -550,7 +555,7 @@ impl Network {
     /// `from`'s address is dropped as it arrives at `i`; unicast (TCP) to
     /// and from it still flows. [`Network::hear_again`] undoes it.
     pub fn deafen(&self, i: u8, from: u8) {
-        let addr = format!("198.18.{}.{from}", self.subnet);
+        let addr = self.host_addr(from);
         self.nft(
             i,
             &format!(
@@ -573,7 +578,7 @@ impl Network {
         let rules: String = from
             .iter()
             .map(|h| {
-                let addr = format!("198.18.{}.{h}", self.subnet);
+                let addr = self.host_addr(*h);
                 format!(
                     "ip saddr {addr} ip daddr 224.0.0.0/4 drop; ip saddr {addr} tcp sport {port} drop; "
                 )

@@ -171,6 +171,14 @@ fn drain(
     out
 }
 
+/// The sequence numbers of the data frames (sets) among `got`, in order.
+fn data_seqs(got: &[(Vec<u8>, Frame)]) -> Vec<u64> {
+    got.iter()
+        .filter(|(_, f)| f.op == Op::Set)
+        .map(|(_, f)| f.seq)
+        .collect()
+}
+
 /// Ten data frames, and a heartbeat after them that vouches for all ten.
 fn ten_and_a_heartbeat(got: &[(Vec<u8>, Frame)]) -> bool {
     got.iter().filter(|(_, f)| f.op == Op::Set).count() == 10
@@ -335,7 +343,7 @@ fn the_relay_sends_a_lone_frame_at_once_and_a_burst_together_after_its_batch_win
     );
     // No batch for a window: a lone frame is handled and sent at once.
     r.php.send(&php_frame(1, 1).seal(&r.key)).unwrap();
-    let data = |got: &[(Vec<u8>, Frame)]| got.iter().filter(|(_, f)| f.op == Op::Set).count();
+    let data = |got: &[(Vec<u8>, Frame)]| data_seqs(got).len();
     let lone = drain(&r.tap, &r.key, |got| data(got) >= 1);
     assert_eq!(data(&lone), 1, "a lone frame is not held");
     let lone_at = std::time::Instant::now();
@@ -346,12 +354,7 @@ fn the_relay_sends_a_lone_frame_at_once_and_a_burst_together_after_its_batch_win
     }
     let rest = drain(&r.tap, &r.key, |got| data(got) >= 4);
     let held = lone_at.elapsed();
-    let seqs: Vec<u64> = rest
-        .iter()
-        .filter(|(_, f)| f.op == Op::Set)
-        .map(|(_, f)| f.seq)
-        .collect();
-    assert_eq!(seqs, [2, 3, 4, 5], "{rest:?}");
+    assert_eq!(data_seqs(&rest), [2, 3, 4, 5], "{rest:?}");
     assert!(
         held >= Duration::from_millis(50),
         "the burst went out {held:?} after the lone frame, within its 100 ms window"
@@ -373,7 +376,7 @@ fn frames_held_in_the_relays_window_at_sigterm_are_sent_before_it_exits() {
     let mc = Server::start();
     let mut r = relay_host_with(&mc, &["--batch-us", "100000", "--heartbeat-ms", "6000"]);
     drain(&r.tap, &r.key, |got| !got.is_empty());
-    let data = |got: &[(Vec<u8>, Frame)]| got.iter().filter(|(_, f)| f.op == Op::Set).count();
+    let data = |got: &[(Vec<u8>, Frame)]| data_seqs(got).len();
     // A lone frame goes at once and opens the relay's 100 ms window...
     r.php.send(&php_frame(1, 1).seal(&r.key)).unwrap();
     assert_eq!(data(&drain(&r.tap, &r.key, |got| data(got) >= 1)), 1);
@@ -392,12 +395,11 @@ fn frames_held_in_the_relays_window_at_sigterm_are_sent_before_it_exits() {
         .expect("memcastd did not stop");
     assert!(status.success());
     let rest = drain(&r.tap, &r.key, |got| data(got) >= 4);
-    let seqs: Vec<u64> = rest
-        .iter()
-        .filter(|(_, f)| f.op == Op::Set)
-        .map(|(_, f)| f.seq)
-        .collect();
-    assert_eq!(seqs, [2, 3, 4, 5], "PHP counted these as sent: {rest:?}");
+    assert_eq!(
+        data_seqs(&rest),
+        [2, 3, 4, 5],
+        "PHP counted these as sent: {rest:?}"
+    );
 }
 
 #[test]
