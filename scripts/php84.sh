@@ -60,9 +60,9 @@ packaging() {
     root scratch bash -euc '
         deb=$1
         dpkg -i "$deb" >/dev/null
-        php -m | grep -qx memcast || { echo "php -m does not list memcast" >&2; exit 1; }
+        php -m | grep -x memcast >/dev/null || { echo "php -m does not list memcast" >&2; exit 1; }
         php -v | head -1
-        /usr/bin/memcastd --version | grep -q memcastd
+        /usr/bin/memcastd --version | grep memcastd >/dev/null
         echo "php84: ok: dpkg -i in Debian 13; php -m lists memcast; memcastd runs"
         port=$(php -r "\$s = stream_socket_server(\"tcp://127.0.0.1:0\"); \$n = stream_socket_get_name(\$s, false); echo substr(\$n, strrpos(\$n, \":\") + 1);")
         memcached -u root -l 127.0.0.1 -p "$port" -U 0 & mc=$!
@@ -76,7 +76,7 @@ packaging() {
         [ "$got" = "memcast 42" ] || { echo "session read back as: $got" >&2; exit 1; }
         echo "php84: ok: session.save_handler=memcast wrote a session and a second php process read it back ($got)"
         dpkg --purge memcast >/dev/null
-        php -m | grep -qx memcast && { echo "after purge php still loads memcast" >&2; exit 1; }
+        php -m | grep -x memcast >/dev/null && { echo "after purge php still loads memcast" >&2; exit 1; }
         echo "php84: ok: dpkg --purge removed it"
     ' php84-packaging "$PWD/$deb_path"
 }
