@@ -61,6 +61,7 @@ fn floor_rate(value_len: usize) -> f64 {
         &mc.addr(),
         &crate::floor::WINDOW_US.to_string(),
         "1500",
+        "-",
     ]);
     // Stops (stdin closed) and is reaped when dropped, a panic included.
     let _sub = crate::floor::Kid::spawn(cmd);

@@ -17,6 +17,16 @@
 //! What memcast costs beyond this is its own work; what this costs is the
 //! transport's and memcached's on this machine, which no change inside
 //! memcast can take away.
+//!
+//! One more variant is the floor of memcast's recommended setup, the host
+//! relay, with the one piece of its own work no design may leave out: every
+//! message authenticated. The publisher stands in for PHP: it signs each
+//! message (HMAC-SHA256 in its last 32 bytes, as a frame's MAC) and hands it
+//! to a bare relay process (`floor-relay`) on the same host over a
+//! `unixgram://` socket; the relay takes them with memcastd's default relay
+//! window (`--batch-us`), checks each MAC, stamps its own sequence number,
+//! signs again and sends to the group; the subscribers check the MAC before
+//! storing. Still no seal, version check, CAS, ring or counters.
 
 use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -65,35 +75,52 @@ pub struct Variant {
     /// Plain UDP multicast instead of ZeroMQ PGM (no repair, no I/O
     /// thread): what another transport could cost, not this design.
     pub udp: bool,
+    /// Through a bare relay on host 1, every message's MAC checked and made
+    /// at each step (see the module's documentation).
+    pub hop: bool,
 }
+
+/// memcastd's default `--batch-us`: the relay's window.
+pub const RELAY_WINDOW_US: u64 = 1000;
 
 /// memcastd's default `--apply-batch-us`: the receivers' window.
 pub const WINDOW_US: u64 = 4000;
 
-pub const VARIANTS: [Variant; 4] = [
+pub const VARIANTS: [Variant; 5] = [
     Variant {
         label: "MTU 1500, batching window 4 ms (memcastd's default apply window)",
         tpdu: 1500,
         window_us: WINDOW_US,
         udp: false,
+        hop: false,
     },
     Variant {
         label: "MTU 1500, no window",
         tpdu: 1500,
         window_us: 0,
         udp: false,
+        hop: false,
     },
     Variant {
         label: "jumbo frames (9000), batching window 4 ms",
         tpdu: 9000,
         window_us: WINDOW_US,
         udp: false,
+        hop: false,
     },
     Variant {
         label: "not this design: plain UDP multicast, MTU 1500, window 4 ms",
         tpdu: 1500,
         window_us: WINDOW_US,
         udp: true,
+        hop: false,
+    },
+    Variant {
+        label: "the host relay's floor: relay hop (window 1 ms) and a MAC checked at every step, MTU 1500, window 4 ms",
+        tpdu: 1500,
+        window_us: WINDOW_US,
+        udp: false,
+        hop: true,
     },
 ];
 
@@ -113,6 +140,9 @@ enum Tx {
 
 impl Tx {
     fn open(endpoint: &str, tpdu: u32) -> Tx {
+        if memcast_bus::datagram::is_datagram(endpoint) {
+            return Tx::Bus(Publisher::relay(endpoint, &bus(tpdu)).expect("floor-pub: relay"));
+        }
         match udp_endpoint(endpoint) {
             Some((local, group, port)) => {
                 let socket = std::net::UdpSocket::bind((local, 0)).expect("floor-pub: bind");
@@ -214,19 +244,45 @@ pub fn child(args: &[String]) -> Option<i32> {
     match args.get(1).map(String::as_str) {
         Some("floor-pub") => Some(publisher(&args[2..])),
         Some("floor-sub") => Some(subscriber(&args[2..])),
+        Some("floor-relay") => Some(relay(&args[2..])),
         _ => None,
     }
 }
 
-/// `floor-pub ENDPOINT RATE SECONDS TPDU SIZE`: warms up, prints `ready`, waits
-/// for `go` on stdin, sends RATE messages/s for SECONDS (1 ms ticks,
-/// sleeping between), prints `done sent=N`, and exits at stdin's end.
+/// The key of `KEY_FILE`, or none for `-`: messages signed and checked
+/// with it (HMAC-SHA256 in their last 32 bytes).
+fn mac_key(arg: &str) -> Option<memcast_core::SharedKey> {
+    (arg != "-").then(|| {
+        memcast_core::SharedKey::from_file(std::path::Path::new(arg)).expect("floor: key file")
+    })
+}
+
+const MAC_LEN: usize = 32;
+
+fn sign(key: &memcast_core::SharedKey, m: &mut [u8]) {
+    let at = m.len() - MAC_LEN;
+    let tag = key.tag(&m[..at]);
+    m[at..].copy_from_slice(&tag);
+}
+
+fn signed(key: &memcast_core::SharedKey, m: &[u8]) -> bool {
+    m.len() >= MAC_LEN && {
+        let at = m.len() - MAC_LEN;
+        key.verify(&m[..at], &m[at..])
+    }
+}
+
+/// `floor-pub ENDPOINT RATE SECONDS TPDU SIZE KEY_FILE`: warms up, prints
+/// `ready`, waits for `go` on stdin, sends RATE messages/s for SECONDS (1 ms
+/// ticks, sleeping between), each signed with KEY_FILE's key unless it is
+/// `-`, prints `done sent=N`, and exits at stdin's end.
 fn publisher(args: &[String]) -> i32 {
-    let [endpoint, rate, seconds, tpdu, size] = args else {
-        eprintln!("floor-pub ENDPOINT RATE SECONDS TPDU SIZE");
+    let [endpoint, rate, seconds, tpdu, size, key_file] = args else {
+        eprintln!("floor-pub ENDPOINT RATE SECONDS TPDU SIZE KEY_FILE");
         return 2;
     };
-    let size: usize = size.parse::<usize>().unwrap_or(2_000).max(16);
+    let key = mac_key(key_file);
+    let size: usize = size.parse::<usize>().unwrap_or(2_000).max(16 + MAC_LEN);
     let (rate, seconds, tpdu): (u64, u64, u32) = (
         rate.parse().unwrap_or(5000),
         seconds.parse().unwrap_or(4),
@@ -237,6 +293,9 @@ fn publisher(args: &[String]) -> i32 {
     let send = |seq: u64, message: &mut Vec<u8>| {
         message[..8].copy_from_slice(&unix_nanos().to_le_bytes());
         message[8..16].copy_from_slice(&seq.to_le_bytes());
+        if let Some(key) = &key {
+            sign(key, message);
+        }
         publisher.send(message);
     };
     // PGM receivers join at the first packets they see: warm up.
@@ -263,14 +322,18 @@ fn publisher(args: &[String]) -> i32 {
     0
 }
 
-/// `floor-sub ENDPOINT MEMCACHED WINDOW_US TPDU`: receives, batches as
-/// memcastd does, stores each batch with one pipelined write of `set`s;
-/// at `stop` on stdin prints `received=N p50_us=.. p99_us=..`.
+/// `floor-sub ENDPOINT MEMCACHED WINDOW_US TPDU KEY_FILE`: receives,
+/// batches as memcastd does, checks each message's MAC with KEY_FILE's key
+/// (unless it is `-`; one that fails is not stored), stores each batch with
+/// one pipelined write of `set`s; at `stop` on stdin prints
+/// `received=N p50_us=.. p99_us=.. forged=N`.
 fn subscriber(args: &[String]) -> i32 {
-    let [endpoint, memcached, window_us, tpdu] = args else {
-        eprintln!("floor-sub ENDPOINT MEMCACHED WINDOW_US TPDU");
+    let [endpoint, memcached, window_us, tpdu, key_file] = args else {
+        eprintln!("floor-sub ENDPOINT MEMCACHED WINDOW_US TPDU KEY_FILE");
         return 2;
     };
+    let key = mac_key(key_file);
+    let mut forged = 0u64;
     let window = Duration::from_micros(window_us.parse().unwrap_or(1000));
     let tpdu: u32 = tpdu.parse().unwrap_or(1500);
     let sub = Rx::open(endpoint, tpdu);
@@ -311,10 +374,16 @@ fn subscriber(args: &[String]) -> i32 {
         }
         let now = unix_nanos();
         buf.clear();
+        let mut stored = 0;
         for m in &batch {
             if m.len() < 16 {
                 continue;
             }
+            if key.as_ref().is_some_and(|k| !signed(k, m)) {
+                forged += 1;
+                continue;
+            }
+            stored += 1;
             let sent = u64::from_le_bytes(m[..8].try_into().unwrap_or_default());
             let seq = u64::from_le_bytes(m[8..16].try_into().unwrap_or_default());
             if seq & WARM == 0 {
@@ -328,7 +397,7 @@ fn subscriber(args: &[String]) -> i32 {
         writer
             .write_all(&buf)
             .expect("floor-sub: write to memcached");
-        for _ in 0..batch.len() {
+        for _ in 0..stored {
             line.clear();
             replies
                 .read_line(&mut line)
@@ -338,10 +407,75 @@ fn subscriber(args: &[String]) -> i32 {
     lag_us.sort_by(|a, b| a.total_cmp(b));
     let q = |f| crate::percentile(&lag_us, f);
     println!(
-        "received={received} p50_us={:.0} p99_us={:.0}",
+        "received={received} p50_us={:.0} p99_us={:.0} forged={forged}",
         q(0.5),
         q(0.99)
     );
+    0
+}
+
+/// `floor-relay INBOX GROUP WINDOW_US TPDU KEY_FILE`: the bare host relay.
+/// Takes messages at INBOX (`unixgram://`) in batches with WINDOW_US as its
+/// window (memcastd's receive loop), checks each one's MAC, stamps its own
+/// sequence number (bytes 16..24), signs it again and sends it to GROUP;
+/// exits at `stop` on stdin, printing `relayed=N forged=N`.
+fn relay(args: &[String]) -> i32 {
+    let [inbox, group, window_us, tpdu, key_file] = args else {
+        eprintln!("floor-relay INBOX GROUP WINDOW_US TPDU KEY_FILE");
+        return 2;
+    };
+    let window = Duration::from_micros(window_us.parse().unwrap_or(1000));
+    let tpdu: u32 = tpdu.parse().unwrap_or(1500);
+    let key = mac_key(key_file).expect("floor-relay: a key file");
+    let opts = bus(tpdu);
+    let mut from = Subscriber::connect(&[], &opts).expect("floor-relay: socket");
+    from.bind_relay(inbox, &opts).expect("floor-relay: bind");
+    let to = Publisher::connect(group, &opts).expect("floor-relay: publish");
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "ready");
+    let _ = out.flush();
+    let (mut relayed, mut forged) = (0u64, 0u64);
+    let mut last_batch: Option<Instant> = None;
+    let mut outbox: Vec<Vec<u8>> = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        let Ok(Some((_, first))) = from.recv(Duration::from_millis(50)) else {
+            continue;
+        };
+        if let Some(wait) =
+            last_batch.and_then(|l| (l + window).checked_duration_since(Instant::now()))
+        {
+            std::thread::sleep(wait);
+        }
+        last_batch = Some(Instant::now());
+        let mut next = Some(first);
+        while let Some(mut m) = next.take() {
+            if m.len() < 24 + MAC_LEN || !signed(&key, &m) {
+                forged += 1;
+            } else {
+                relayed += 1;
+                m[16..24].copy_from_slice(&relayed.to_le_bytes());
+                sign(&key, &mut m);
+                outbox.push(m);
+            }
+            if outbox.len() < 1024 {
+                next = from.try_recv().ok().flatten().map(|(_, m)| m);
+            }
+        }
+        for m in outbox.drain(..) {
+            let _ = to.send(&m);
+        }
+    }
+    let _ = writeln!(out, "relayed={relayed} forged={forged}");
+    let _ = out.flush();
     0
 }
 
@@ -411,8 +545,9 @@ struct Round {
     lag_p99_us: u64,
 }
 
-const NAMES: [&str; 5] = [
+const NAMES: [&str; 6] = [
     "publisher (host 1)",
+    "relay (host 1)",
     "subscriber 2",
     "memcached 2",
     "subscriber 3",
@@ -445,40 +580,73 @@ fn round(v: Variant, rate: u64, seconds: u64, size: usize) -> Round {
             h.netns
         );
     }
+    // The hop variant's key and the relay's socket.
+    let dir = memcast_testkit::TempDir::new("floor-hop");
+    let key_file = if v.hop {
+        dir.key_file("k", 1).display().to_string()
+    } else {
+        "-".to_owned()
+    };
+    let inbox = format!("unixgram://{}", dir.path.join("relay.dgram").display());
     let mut subs: Vec<Kid> = hosts[1..]
         .iter()
         .map(|h| {
             let mut c = h.command(&exe);
             c.args(["floor-sub", &endpoint(h), "127.0.0.1:11211"])
                 .arg(v.window_us.to_string())
-                .arg(v.tpdu.to_string());
+                .arg(v.tpdu.to_string())
+                .arg(&key_file);
             Kid::spawn(c)
         })
         .collect();
+    let mut relay = v.hop.then(|| {
+        let mut c = hosts[0].command(&exe);
+        c.args(["floor-relay", &inbox, &endpoint(&hosts[0])])
+            .arg(RELAY_WINDOW_US.to_string())
+            .arg(v.tpdu.to_string())
+            .arg(&key_file);
+        let mut kid = Kid::spawn(c);
+        assert_eq!(kid.hear(), "ready", "floor-relay did not start");
+        kid
+    });
     std::thread::sleep(Duration::from_millis(500));
     let mut publisher = {
         let mut c = hosts[0].command(&exe);
-        c.args(["floor-pub", &endpoint(&hosts[0])])
+        let to = if v.hop {
+            inbox.clone()
+        } else {
+            endpoint(&hosts[0])
+        };
+        c.args(["floor-pub", &to])
             .arg(rate.to_string())
             .arg(seconds.to_string())
             .arg(v.tpdu.to_string())
-            .arg(size.to_string());
+            .arg(size.to_string())
+            .arg(&key_file);
         Kid::spawn(c)
     };
     assert_eq!(publisher.hear(), "ready", "floor-pub did not start");
     std::thread::sleep(Duration::from_millis(300));
-    let procs: Vec<Watched> = [publisher.child.id(), subs[0].child.id()]
-        .into_iter()
-        .chain([memcached[0].pid(), subs[1].child.id(), memcached[1].pid()])
-        .zip(NAMES)
-        .map(|(pid, name)| Watched {
-            name: name.into(),
-            pid,
+    let pids = [
+        Some(publisher.child.id()),
+        relay.as_ref().map(|r| r.child.id()),
+        Some(subs[0].child.id()),
+        Some(memcached[0].pid()),
+        Some(subs[1].child.id()),
+        Some(memcached[1].pid()),
+    ];
+    // Without a relay its row is 0.
+    let present: Vec<usize> = (0..NAMES.len()).filter(|&i| pids[i].is_some()).collect();
+    let procs: Vec<Watched> = present
+        .iter()
+        .map(|&i| Watched {
+            name: NAMES[i].into(),
+            pid: pids[i].unwrap_or_default(),
             per_thread: false,
             host: None,
         })
         .collect();
-    let (sent, cpu) = account(&procs, || {
+    let (sent, measured) = account(&procs, || {
         publisher.say("go");
         let done = publisher.hear();
         // The last messages' way to memcached.
@@ -492,6 +660,23 @@ fn round(v: Variant, rate: u64, seconds: u64, size: usize) -> Round {
             s.hear()
         })
         .collect();
+    if let Some(r) = relay.as_mut() {
+        r.say("stop");
+        let said = r.hear();
+        assert_eq!(field(&said, "forged"), Some(0), "floor-relay: {said}");
+        assert!(
+            field(&said, "relayed").unwrap_or(0) >= sent,
+            "floor-relay relayed less than was sent ({sent}): {said}"
+        );
+    }
+    for r in &results {
+        assert_eq!(field(r, "forged"), Some(0), "floor-sub: {r}");
+    }
+    let mut cpu_us = vec![0.0; NAMES.len()];
+    for (&i, c) in present.iter().zip(&measured) {
+        cpu_us[i] = c.total as f64 / 1000.0 / sent.max(1) as f64;
+    }
+    drop(relay);
     drop(publisher);
     drop(subs);
     drop(memcached);
@@ -504,10 +689,7 @@ fn round(v: Variant, rate: u64, seconds: u64, size: usize) -> Round {
             .into_iter()
     };
     Round {
-        cpu_us: cpu
-            .iter()
-            .map(|c| c.total as f64 / 1000.0 / sent.max(1) as f64)
-            .collect(),
+        cpu_us,
         sent,
         received_min: got("received").min().unwrap_or(0),
         lag_p50_us: got("p50_us").max().unwrap_or(0),
@@ -556,4 +738,28 @@ pub fn run(rounds: usize, rate: u64, seconds: u64) -> Vec<FloorRun> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hop_variants_mac_takes_a_signed_message_and_nothing_altered() {
+        let dir = memcast_testkit::TempDir::new("floor-mac");
+        let key = mac_key(&dir.key_file("k", 1).display().to_string()).unwrap();
+        let other = mac_key(&dir.key_file("o", 2).display().to_string()).unwrap();
+        assert!(mac_key("-").is_none());
+        let mut m: Vec<u8> = (0..message_len()).map(|i| i as u8).collect();
+        assert!(!signed(&key, &m));
+        sign(&key, &mut m);
+        assert!(signed(&key, &m));
+        assert!(!signed(&other, &m));
+        // The relay's restamp breaks the publisher's MAC until signed again.
+        m[16] ^= 1;
+        assert!(!signed(&key, &m));
+        sign(&key, &mut m);
+        assert!(signed(&key, &m));
+        assert!(!signed(&key, &m[..MAC_LEN - 1]));
+    }
 }
