@@ -9,6 +9,11 @@
 //! later, the wait doubling while it recurs); when the path is back, host
 //! 1's writes reach it on the group, not by catch-up.
 //!
+//! A receiver deaf to one sender from its start never hears that relay at
+//! all, so it cannot tell it is silent: it asks each configured peer whose
+//! relay it does not follow for that relay's heartbeat over TCP, and
+//! follows it from then on by catch-up.
+//!
 //! A peer that lags refills a restarted memcached: the warm-up's snapshot
 //! lacks the last writes the peer has not got yet, which the restarted
 //! host had applied (or, its own, stored) before; they come again from
@@ -218,4 +223,72 @@ fn a_restarted_memcached_is_whole_at_once_even_when_the_peer_refilling_it_lags()
     let report =
         converged.unwrap_or_else(|r| panic!("replicas never converged:\n{r}\nlogs:\n{logs}"));
     assert!(report.contains(" 0 differences"), "{report}");
+}
+
+#[test]
+fn a_receiver_deaf_to_a_sender_from_its_start_learns_the_relay_from_the_peer_and_catches_up() {
+    // Anti-entropy at its production interval: the tests' 5 s would bring
+    // the writes by digest comparison and hide what this is about.
+    let mut cluster = Cluster::start_setup(
+        "du",
+        3,
+        Setup::RECOMMENDED,
+        artifacts(),
+        vec![
+            "--metrics".into(),
+            "0.0.0.0:9477".into(),
+            "--anti-entropy-interval".into(),
+            "300".into(),
+        ],
+    );
+    cluster.lock_per_host();
+    // Host 3's memcastd starts again deaf to host 1: it never hears host 1's
+    // relay on the group, not even once.
+    cluster.net().deafen(3, 1);
+    cluster.kill_memcastd(2);
+    cluster.start_memcastd(2);
+    let learnt = eventually(Duration::from_secs(15), || {
+        (counter(&cluster, 2, "relays_learnt_by_tcp") >= 1.0).then_some(())
+    });
+    assert!(
+        learnt.is_some(),
+        "host 3 never learnt host 1's relay:\n{}",
+        cluster.memcastd_log(2)
+    );
+    assert!(
+        cluster
+            .memcastd_log(2)
+            .contains("is not heard on the group here"),
+        "no warning on host 3:\n{}",
+        cluster.memcastd_log(2)
+    );
+    let out = cluster.php_output(0, &unique_writes("du", 1, 100, 20_000));
+    assert_eq!(
+        memcast_testkit::cluster::written(&out),
+        100,
+        "PHP stores every write"
+    );
+    let whole = eventually(Duration::from_secs(15), || {
+        (cluster.unique_writes_held(2, "du", 1, 100) == 100).then_some(())
+    });
+    assert!(
+        whole.is_some(),
+        "host 3 holds {} of host 1's 100 writes:\n{}",
+        cluster.unique_writes_held(2, "du", 1, 100),
+        cluster.memcastd_log(2)
+    );
+    assert!(
+        counter(&cluster, 2, "frames_caught_up") >= 1.0,
+        "host 3 got host 1's writes some other way than catch-up"
+    );
+    // Host 2 hears everyone: it asked nobody.
+    assert_eq!(counter(&cluster, 1, "relays_learnt_by_tcp"), 0.0);
+    assert_eq!(counter(&cluster, 2, "relays_learnt_by_tcp"), 1.0);
+    let (by_host, _) = cluster.stop_and_count_by_host();
+    println!(
+        "deaf from the start: host 3 relays_learnt_by_tcp={} frames_caught_up={} group_rejoins={}",
+        by_host[2].get("relays_learnt_by_tcp").copied().unwrap_or(0),
+        by_host[2].get("frames_caught_up").copied().unwrap_or(0),
+        by_host[2].get("group_rejoins").copied().unwrap_or(0),
+    );
 }

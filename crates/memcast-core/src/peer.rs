@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! request:  "MCRQ" | format u8 | kind u8 (1 range, 2 snapshot, 3 digest,
-//!           4 buckets, 5 heard) | key id u32 |
+//!           4 buckets, 5 heard, 6 relay) | key id u32 |
 //!           origin u64 | epoch u64 | from u64 | to u64 | time ms u64 |
 //!           HMAC-SHA256 tag (32) over everything before it
 //! response: records, each u32 length + one sealed frame; length 0 ends the
@@ -53,6 +53,11 @@ pub enum Request {
     /// whose value is the table; ranges of those origins are then asked
     /// with [`Request::Range`] like a relay's.
     Heard,
+    /// The peer's relay: its latest heartbeat as one sealed frame (origin,
+    /// epoch, last sequence number, host name, repair address), or an empty
+    /// answer from a peer that runs no relay. How a host learns of a relay
+    /// whose multicast never reaches it (see memcastd's unheard relays).
+    Relay,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +95,7 @@ impl Request {
                 (4u8, a, b, c, d)
             }
             Request::Heard => (5u8, 0, 0, 0, 0),
+            Request::Relay => (6u8, 0, 0, 0, 0),
         };
         let mut out = Vec::with_capacity(REQUEST_LEN);
         out.extend_from_slice(MAGIC);
@@ -148,6 +154,7 @@ impl Request {
                 u64_at(34),
             ]))),
             5 => Ok(Request::Heard),
+            6 => Ok(Request::Relay),
             k => Err(PeerError::UnknownKind(k)),
         }
     }
@@ -358,6 +365,7 @@ mod tests {
             Request::Digest { cutoff_ms: 12345 },
             Request::Buckets(BucketSet([1, 0, 1 << 63, 7])),
             Request::Heard,
+            Request::Relay,
             Request::Range {
                 origin: 7,
                 epoch: 9,

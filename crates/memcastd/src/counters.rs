@@ -59,6 +59,7 @@ counters! {
     out_of_sync: "Times this subscriber fell behind by more than --max-lag-ms.",
     cold_detected: "Times the local memcached was found restarted (empty).",
     group_rejoins: "Times the group was joined again with a new receiver: an origin answered catch-ups over TCP while nothing of it came on the group (a receiver deaf to a sender).",
+    relays_learnt_by_tcp: "Relays of configured peers (--peer) never heard on the group here, learnt by asking the peer over TCP: followed by catch-up from their rings from then on (multicast from that host does not reach this one).",
     warmups: "Warm-ups completed (refilled from a peer).",
     anti_entropy_rounds: "Digest comparisons with a peer.",
     anti_entropy_buckets: "Digest buckets that differed and were fetched.",

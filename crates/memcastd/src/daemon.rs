@@ -64,6 +64,15 @@ const AFTER_REJOIN_DUPLICATES: Duration = Duration::from_secs(10);
 const DRAIN_AT_EXIT: usize = 100_000;
 /// Frames taken from the queue before the next batch is applied.
 const DRAIN_AT_MOST: usize = 1024;
+/// A configured peer whose relay is not followed here (never heard on the
+/// group, or its last epoch given up) is asked for it over TCP this long
+/// after memcastd started (as long as the warm-up waits for peers' relays)...
+const ASK_RELAY_AFTER_MS: u64 = 500;
+/// ...then again after this, doubling while it cannot be reached...
+const ASK_RELAY_EVERY: Duration = Duration::from_secs(10);
+const ASK_RELAY_MOST: Duration = Duration::from_secs(300);
+/// ...or after this when it runs no relay (PHP there publishes directly).
+const ASK_RELAY_NONE: Duration = Duration::from_secs(60);
 
 /// Why the daemon could not start: what failed, by the flag that names it.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +116,7 @@ struct Repairs {
 struct Timers {
     unaddressed: Every,
     catch_up: Every,
+    ask_relays: Every,
     complete_check: Every,
     forget: Every,
     stats: Every,
@@ -119,6 +129,10 @@ impl Timers {
         Timers {
             unaddressed: Every::new(UNADDRESSED_EVERY, now),
             catch_up: Every::new(CATCH_UP_EVERY, now),
+            ask_relays: Every::new(
+                CATCH_UP_EVERY,
+                now + Duration::from_millis(2 * s.heartbeat_ms + ASK_RELAY_AFTER_MS),
+            ),
             complete_check: Every::new(COMPLETE_CHECK_EVERY, now),
             forget: Every::new(ORIGIN_IDLE, now + ORIGIN_IDLE),
             stats: Every::new(stats, now + stats),
@@ -155,6 +169,9 @@ pub struct Daemon {
     deaf_to: Option<u64>,
     last_rejoin: Option<Instant>,
     rejoin_wait: Duration,
+    /// Per configured peer whose relay is not followed: when to ask it
+    /// next, and the wait after that.
+    relay_asks: std::collections::HashMap<String, (Instant, Duration)>,
 }
 
 impl Daemon {
@@ -189,6 +206,7 @@ impl Daemon {
             deaf_to: None,
             last_rejoin: None,
             rejoin_wait: REJOIN_EVERY,
+            relay_asks: std::collections::HashMap::new(),
             settings,
         })
     }
@@ -247,6 +265,7 @@ impl Daemon {
                 memcached: self.applier.addr().clone(),
                 timeouts: s.timeouts(),
                 ring: self.relay.as_ref().map(Relay::ring),
+                relay_heartbeat: self.relay.as_ref().map(Relay::last_heartbeat),
                 heard: Arc::clone(&self.heard),
                 counters: Arc::clone(&self.counters),
                 origin: origin_id,
@@ -407,6 +426,11 @@ impl Daemon {
         self.take_reports();
         if t.catch_up.due(now) {
             self.ask_silent_origins();
+        }
+        // Before the warm-up may start: its snapshot then holds what an
+        // unheard relay sent up to the heartbeat its host answers with.
+        if t.ask_relays.due(now) {
+            self.ask_unheard_relays(now);
         }
         if self.warmth.start_warm_up_when_joined(now) {
             self.send_job(Job::WarmUp);
@@ -674,7 +698,110 @@ impl Daemon {
                     }
                 }
                 Report::WarmedUp(mark) => self.warmth.warmed_up(mark),
+                Report::PeerRelay {
+                    peer,
+                    after_warm_up,
+                    answer,
+                } => self.peer_relay(peer, after_warm_up, answer),
             }
+        }
+    }
+
+    /// Asks each configured peer whose relay this host does not follow
+    /// (never heard on the group: its multicast does not reach this host)
+    /// for that relay's heartbeat, over TCP ([`Daemon::peer_relay`]).
+    /// Without this an origin never heard would never be caught up: only
+    /// the anti-entropy comparison, minutes apart, would bring its writes.
+    fn ask_unheard_relays(&mut self, now: Instant) {
+        let Some(repairs) = self.repairs.as_mut() else {
+            return;
+        };
+        let followed = self.origins.relay_addrs();
+        let own = self.settings.advertise.as_deref();
+        for peer in &self.settings.peer {
+            if Some(peer.as_str()) == own || followed.contains(peer.as_str()) {
+                self.relay_asks.remove(peer);
+                continue;
+            }
+            let (next, wait) = self
+                .relay_asks
+                .entry(peer.clone())
+                .or_insert((now, ASK_RELAY_EVERY));
+            if now < *next {
+                continue;
+            }
+            *next = now + *wait;
+            repairs.queue.ask(Job::AskRelay {
+                peer: peer.clone(),
+                after_warm_up: !self.warmth.waiting_for_peers(),
+            });
+        }
+    }
+
+    /// A peer's answer about its relay: one not heard on the group is
+    /// followed from now on (caught up from its ring while silent here),
+    /// with a warning, since its writes reach this host seconds late.
+    fn peer_relay(
+        &mut self,
+        peer: String,
+        after_warm_up: bool,
+        answer: Result<Option<Vec<u8>>, String>,
+    ) {
+        let now = Instant::now();
+        let sealed = match answer {
+            Ok(Some(sealed)) => sealed,
+            Ok(None) => {
+                // No relay there (or none yet): PHP on that host publishes
+                // directly, which the heard tables cover.
+                self.relay_asks
+                    .insert(peer, (now + ASK_RELAY_NONE, ASK_RELAY_EVERY));
+                return;
+            }
+            Err(e) => {
+                debug!(%peer, "could not ask a peer for its relay: {e}");
+                if let Some((at, wait)) = self.relay_asks.get_mut(&peer) {
+                    *wait = (*wait * 2).min(ASK_RELAY_MOST);
+                    *at = now + *wait;
+                }
+                return;
+            }
+        };
+        self.relay_asks
+            .insert(peer.clone(), (now + ASK_RELAY_EVERY, ASK_RELAY_EVERY));
+        let frame = match Frame::open(&sealed, &*self.keys.get(), self.settings.max_value_bytes) {
+            Ok(f) if f.op == Op::Heartbeat => f,
+            Ok(_) => return,
+            Err(e) => {
+                Counters::inc(self.counters.dropped(e.reason()));
+                self.warnings.warn(
+                    e.reason(),
+                    &format!("dropped peer {peer}'s answer about its relay: {e}"),
+                );
+                return;
+            }
+        };
+        let own = self.relay.as_ref().map(Relay::origin) == Some(frame.origin);
+        if own || self.origins.knows(frame.origin, frame.epoch) {
+            return;
+        }
+        let missing = self.origins.learn(&frame, after_warm_up);
+        if !self.origins.knows(frame.origin, frame.epoch) {
+            return; // an epoch older than one known
+        }
+        Counters::inc(&self.counters.relays_learnt_by_tcp);
+        let host = String::from_utf8_lossy(&frame.key).into_owned();
+        // Once per relay start (origin, epoch): not rate-limited.
+        warn!(
+            "the relay of peer {peer} (host {host:?}, origin {:016x}) is not heard on the group here: learnt from the peer over TCP; its writes reach this host by catch-up from its ring, seconds late, until the group delivers them: check that multicast from that host reaches this one (interface, group and port, TTL, IGMP snooping, firewall)",
+            frame.origin
+        );
+        self.warmth
+            .heard_relay(&String::from_utf8_lossy(&frame.value));
+        if let Some(addr) = self.origins.newly_started_relay(&frame) {
+            self.send_job(Job::PullFrom(addr));
+        }
+        if let Some(m) = missing {
+            self.report_gap(m);
         }
     }
 

@@ -50,6 +50,9 @@ pub struct PeerServer {
     pub memcached: ServerAddr,
     pub timeouts: Timeouts,
     pub ring: Option<Arc<Mutex<ReplayRing>>>,
+    /// The relay's latest heartbeat, sealed (see [`Request::Relay`]); `None`
+    /// without a relay.
+    pub relay_heartbeat: Option<Arc<Mutex<Option<Vec<u8>>>>>,
     /// Frames heard from origins that keep no ring (see [`crate::heard`]).
     pub heard: Arc<Mutex<HeardFrames>>,
     pub counters: Arc<Counters>,
@@ -120,6 +123,7 @@ impl PeerServer {
                 .send_entries(&mut out, |key| set.contains(bucket_of(key)))
                 .map(|_| ()),
             Request::Heard => self.send_heard(&mut out),
+            Request::Relay => self.send_relay(&mut out),
         }?;
         out.flush()?;
         Ok(())
@@ -194,6 +198,16 @@ impl PeerServer {
         Counters::inc(&self.counters.snapshots_served);
         info!(entries = sent, "sent a snapshot to a peer");
         Ok(())
+    }
+
+    /// The relay's latest heartbeat, as it went to the group; nothing
+    /// without a relay or before its first heartbeat.
+    fn send_relay(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let heartbeat = self.relay_heartbeat.as_ref().and_then(|h| h.lock().clone());
+        if let Some(sealed) = heartbeat {
+            peer::write_frame(out, &sealed)?;
+        }
+        peer::write_end(out)
     }
 
     /// How far this host holds each ring-less origin (see [`crate::heard`]).

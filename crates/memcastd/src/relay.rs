@@ -39,6 +39,9 @@ pub struct Relay {
     compress_threshold: usize,
     /// The last sequence number once a second (see [`Relay::replay_point`]).
     history: SeqHistory,
+    /// The last heartbeat sent, sealed: what the peer server tells a peer
+    /// that asks for this relay (one that does not hear it on the group).
+    last_heartbeat: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 /// What sending the outbox did.
@@ -108,6 +111,7 @@ impl Relay {
             ),
             outbox: Vec::new(),
             history: SeqHistory::default(),
+            last_heartbeat: Arc::new(Mutex::new(None)),
         }))
     }
 
@@ -181,7 +185,15 @@ impl Relay {
             key: self.host_name.as_bytes().to_vec(),
             value: self.advertise.as_bytes().to_vec(),
         };
-        self.send(&frame.seal(keys)).is_ok()
+        let sealed = frame.seal(keys);
+        let sent = self.send(&sealed).is_ok();
+        *self.last_heartbeat.lock() = Some(sealed);
+        sent
+    }
+
+    /// The last heartbeat sent, for the peer server.
+    pub fn last_heartbeat(&self) -> Arc<Mutex<Option<Vec<u8>>>> {
+        Arc::clone(&self.last_heartbeat)
     }
 
     /// To every publisher; an error only when none took it.

@@ -89,6 +89,24 @@ pub enum Job {
         after: u64,
         addr: String,
     },
+    /// A configured peer whose relay this host does not hear on the group:
+    /// ask it for its relay's latest heartbeat ([`Report::PeerRelay`]).
+    /// A lookup, not a repair: it does not hold back the memcached's
+    /// completeness ([`RepairQueue::ask`]). Done before a warm-up queued
+    /// after it, so that warm-up's snapshot holds what the relay sent up to
+    /// that heartbeat.
+    AskRelay {
+        peer: String,
+        /// Passed back in the report (see [`Report::PeerRelay`]).
+        after_warm_up: bool,
+    },
+}
+
+impl Job {
+    /// Whether [`RepairQueue::is_idle`] waits for it: every job but a lookup.
+    fn counts(&self) -> bool {
+        !matches!(self, Job::AskRelay { .. })
+    }
 }
 
 /// What the worker tells the receive loop.
@@ -108,6 +126,14 @@ pub enum Report {
     Gone { origin: u64, epoch: u64 },
     /// A warm-up completed.
     WarmedUp(WarmMark),
+    /// What a peer said of its relay ([`Job::AskRelay`]): its latest
+    /// heartbeat, still sealed (`None`: the peer runs no relay, or has not
+    /// sent a heartbeat yet), or why it could not be asked.
+    PeerRelay {
+        peer: String,
+        after_warm_up: bool,
+        answer: Result<Option<Vec<u8>>, String>,
+    },
 }
 
 /// The receive loop's end of the worker: jobs go in, and it can tell whether
@@ -122,6 +148,11 @@ pub struct RepairQueue {
 impl RepairQueue {
     pub fn send(&mut self, job: Job) {
         self.sent += 1;
+        let _ = self.jobs.send(job);
+    }
+
+    /// A lookup ([`Job::AskRelay`]): not counted in [`RepairQueue::is_idle`].
+    pub fn ask(&mut self, job: Job) {
         let _ = self.jobs.send(job);
     }
 
@@ -197,6 +228,9 @@ struct Todo {
     /// had them, first noticed then: digests are compared with every peer
     /// once those writes have settled.
     compare_since: Option<Instant>,
+    /// Peers to ask for their relay's heartbeat, and whether a warm-up was
+    /// queued before the question.
+    relay_asks: Vec<(String, bool)>,
 }
 
 impl Todo {
@@ -239,6 +273,14 @@ impl Todo {
             }
             Job::Resync(reason) => self.need_resync(&reason, false),
             Job::WarmUp => self.warm_up = true,
+            Job::AskRelay {
+                peer,
+                after_warm_up,
+            } => {
+                if !self.relay_asks.iter().any(|(p, _)| *p == peer) {
+                    self.relay_asks.push((peer, after_warm_up));
+                }
+            }
             Job::CatchUp {
                 origin,
                 epoch,
@@ -344,15 +386,24 @@ impl RepairWorker {
             };
             match rx.recv_timeout(wait) {
                 Ok(job) => {
-                    taken += 1;
+                    taken += u64::from(job.counts());
                     todo.add(job);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             while let Ok(job) = rx.try_recv() {
-                taken += 1;
+                taken += u64::from(job.counts());
                 todo.add(job);
+            }
+            // First: a warm-up queued after a question waits for its answer.
+            for (peer, after_warm_up) in std::mem::take(&mut todo.relay_asks) {
+                let answer = self.ask_relay(&peer).map_err(|e| e.to_string());
+                let _ = self.reports.send(Report::PeerRelay {
+                    peer,
+                    after_warm_up,
+                    answer,
+                });
             }
             for ((origin, epoch), (after, addr)) in std::mem::take(&mut todo.catch_ups) {
                 let held = caught_up.get(&(origin, epoch)).copied().unwrap_or(0);
@@ -782,6 +833,18 @@ impl RepairWorker {
                 .map(|frame| frame.value)
                 .map_err(|e| FetchError::peer(addr, e)),
             _ => Err(FetchError::peer(addr, Problem::Missing(what))),
+        }
+    }
+
+    /// A peer's relay: its latest heartbeat, sealed (opened by the receive
+    /// loop like one from the group), or `None` when it runs no relay.
+    fn ask_relay(&self, addr: &str) -> Result<Option<Vec<u8>>, FetchError> {
+        let mut reader = self.ask(addr, Request::Relay, CATCH_UP_CONNECT)?;
+        let max = peer::max_record_len(self.max_value_bytes);
+        match peer::read_record(&mut reader, max).map_err(|e| FetchError::peer(addr, e))? {
+            Record::Frame(bytes) => Ok(Some(bytes)),
+            Record::End => Ok(None),
+            Record::Gone => Err(FetchError::peer(addr, Problem::Missing("relay heartbeat"))),
         }
     }
 

@@ -402,6 +402,52 @@ impl Origins {
         })
     }
 
+    /// A relay's heartbeat fetched over TCP from its host, because the group
+    /// does not bring that relay here: from now on the origin is known, so
+    /// it is caught up from its ring while it is silent on the group (and
+    /// the receiver joins the group again when that goes on). Returns what is
+    /// missing of it: nothing new when a warm-up still to come will hold
+    /// what it sent so far (`from_start` false), else everything from its
+    /// first frame (a snapshot taken earlier holds none of it for sure).
+    /// `None` as well for a frame that is not a heartbeat, an origin already
+    /// known, or an epoch older than one known.
+    pub fn learn(&mut self, frame: &Frame, from_start: bool) -> Option<Missing> {
+        if frame.op != Op::Heartbeat || self.map.contains_key(&(frame.origin, frame.epoch)) {
+            return None;
+        }
+        let now = Instant::now();
+        let newest = self
+            .newest_epoch
+            .entry(frame.origin)
+            .or_insert((frame.epoch, now));
+        if frame.epoch < newest.0 {
+            return None;
+        }
+        if frame.epoch > newest.0 {
+            *newest = (frame.epoch, now);
+        }
+        let state = self.entry(frame);
+        if from_start {
+            state.last_seq = 0;
+        }
+        self.observe(frame)
+    }
+
+    /// Whether this (origin, epoch) is in the table.
+    pub fn knows(&self, origin: u64, epoch: u64) -> bool {
+        self.map.contains_key(&(origin, epoch))
+    }
+
+    /// The repair addresses of the relays this host follows now (each
+    /// origin's current epoch, not given up).
+    pub fn relay_addrs(&self) -> std::collections::HashSet<&str> {
+        self.map
+            .iter()
+            .filter(|(id, s)| askable(&self.newest_epoch, id, s))
+            .filter_map(|(_, s)| s.repair_addr.as_deref())
+            .collect()
+    }
+
     /// Ranges missed from origins that named no repair address within
     /// `wait` (PHP workers publishing directly send no heartbeats): only a
     /// resync can bring those back.
@@ -643,6 +689,38 @@ mod tests {
         o.forget_catch_ups();
         assert_eq!(o.caught_up(1, 5), 1);
         assert_eq!(o.caught_up(9, 5), 0, "an origin never heard");
+    }
+
+    #[test]
+    fn a_relay_learnt_over_tcp_is_followed_and_its_past_asked_only_without_a_warm_up_to_come() {
+        // Origins::new(started_ms = 10): epoch 5 started before this host.
+        let mut o = Origins::new(10, 100);
+        assert!(o.relay_addrs().is_empty());
+        // Before the warm-up: what it sent so far comes with the snapshot.
+        assert_eq!(o.learn(&frame(Op::Heartbeat, 5, 40), false), None);
+        assert!(o.knows(1, 5));
+        assert!(o.relay_addrs().contains("10.0.0.1:7711"));
+        // Its next frames are followed from 40 on: a gap shows as usual.
+        assert_eq!(o.admit(&frame(Op::Set, 5, 43), 20), Ok(()));
+        let gap = o.observe(&frame(Op::Set, 5, 43)).unwrap();
+        assert_eq!((gap.from, gap.to), (41, 42));
+        // Known already: nothing more.
+        assert_eq!(o.learn(&frame(Op::Heartbeat, 5, 50), true), None);
+        // After the warm-up (or none to come): everything from its first frame.
+        let mut late = Origins::new(10, 100);
+        let all = late.learn(&frame(Op::Heartbeat, 5, 40), true).unwrap();
+        assert_eq!((all.from, all.to), (1, 40));
+        assert_eq!(all.repair_addr.as_deref(), Some("10.0.0.1:7711"));
+        // Only heartbeats, and never an epoch older than one known.
+        assert_eq!(late.learn(&frame(Op::Set, 6, 3), true), None);
+        assert!(!late.knows(1, 6));
+        late.admit(&frame(Op::Heartbeat, 7, 1), 30).unwrap();
+        late.observe(&frame(Op::Heartbeat, 7, 1));
+        assert_eq!(late.learn(&frame(Op::Heartbeat, 6, 9), true), None);
+        assert!(!late.knows(1, 6));
+        // A given-up relay is no longer followed.
+        late.give_up(1, 7);
+        assert!(!late.relay_addrs().contains("10.0.0.1:7711"));
     }
 
     #[test]

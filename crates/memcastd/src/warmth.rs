@@ -54,6 +54,12 @@ impl Warmth {
         self.warm_up_waits = Some((deadline, peers));
     }
 
+    /// Whether the startup warm-up still waits for peers' relays (its job
+    /// not yet sent).
+    pub fn waiting_for_peers(&self) -> bool {
+        self.warm_up_waits.is_some()
+    }
+
     /// A heartbeat from the relay that advertises `addr`.
     pub fn heard_relay(&mut self, addr: &str) {
         if let Some((_, waiting)) = self.warm_up_waits.as_mut() {
