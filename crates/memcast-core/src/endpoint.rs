@@ -86,6 +86,37 @@ fn multicast_problem(scheme: &str, rest: &str) -> Option<String> {
     port_problem(port, false)
 }
 
+/// The most ports one multicast range may name (`GROUP:FIRST-LAST`).
+pub const MAX_PORT_RANGE: u16 = 64;
+
+/// A multicast endpoint whose port is a range, `epgm://IFACE;GROUP:5555-5562`,
+/// as one endpoint per port; any other endpoint as itself. How memcastd
+/// takes one `--subscribe` for every host's own port (each host publishing
+/// on its own port spares every other host's sockets its packets: see
+/// memcastd's `--subscribe`). A bad range is said in words.
+pub fn expand_ports(endpoint: &str) -> Result<Vec<String>, String> {
+    let multicast = endpoint.starts_with("epgm://") || endpoint.starts_with("pgm://");
+    let range = endpoint
+        .rsplit_once(':')
+        .filter(|(head, _)| multicast && head.contains(';'))
+        .and_then(|(head, ports)| Some((head, ports.split_once('-')?)));
+    let Some((head, (first, last))) = range else {
+        return Ok(vec![endpoint.to_owned()]);
+    };
+    let bad = || {
+        format!(
+            "bad port range {first}-{last}: FIRST-LAST, 1 to 65535, FIRST not above LAST, at most {MAX_PORT_RANGE} ports (e.g. {head}:5555-5562)"
+        )
+    };
+    let (Ok(first), Ok(last)) = (first.parse::<u16>(), last.parse::<u16>()) else {
+        return Err(bad());
+    };
+    if first == 0 || first > last || last - first >= MAX_PORT_RANGE {
+        return Err(bad());
+    }
+    Ok((first..=last).map(|p| format!("{head}:{p}")).collect())
+}
+
 fn tcp_problem(rest: &str) -> Option<String> {
     let Some((host, port)) = rest.rsplit_once(':') else {
         return Some(format!("no port: tcp://{rest}:PORT"));
@@ -154,5 +185,34 @@ mod tests {
         says("ipc://", "socket path");
         says("unixgram://", "socket path");
         says(&format!("unixgram:///{}", "d".repeat(110)), "too long");
+    }
+
+    #[test]
+    fn a_multicast_port_range_is_one_endpoint_per_port() {
+        assert_eq!(
+            expand_ports("epgm://eth0;239.192.1.1:5555-5557").unwrap(),
+            [
+                "epgm://eth0;239.192.1.1:5555",
+                "epgm://eth0;239.192.1.1:5556",
+                "epgm://eth0;239.192.1.1:5557"
+            ]
+        );
+        assert_eq!(
+            expand_ports("pgm://10.0.0.1;239.192.1.1:7-7").unwrap(),
+            ["pgm://10.0.0.1;239.192.1.1:7"]
+        );
+        for one in [EXAMPLE, "tcp://127.0.0.1:7712", "ipc:///run/x-1:2"] {
+            assert_eq!(expand_ports(one).unwrap(), [one]);
+        }
+        for bad in ["5557-5555", "0-3", "1-65536", "a-b", "5555-5619"] {
+            let e = expand_ports(&format!("epgm://eth0;239.192.1.1:{bad}")).unwrap_err();
+            assert!(e.contains("bad port range"), "{bad}: {e}");
+        }
+        assert_eq!(
+            expand_ports("epgm://eth0;239.192.1.1:5555-5618")
+                .unwrap()
+                .len(),
+            64
+        );
     }
 }

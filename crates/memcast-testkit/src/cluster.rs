@@ -57,6 +57,11 @@ pub enum Transport {
     Tcp,
 }
 
+/// The group's shared port: PHP publishing directly sends here; with the
+/// relay, host `i` publishes on `GROUP_PORT + 1 + i` and every host
+/// subscribes to `GROUP_PORT..=GROUP_PORT + hosts`.
+pub const GROUP_PORT: usize = 5555;
+
 /// The setups the README documents ("Running a cluster"), and the bare
 /// one it warns about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -417,7 +422,7 @@ impl Cluster {
     pub fn start_memcastd(&mut self, i: usize) {
         self.sites[i].log_n += 1;
         let host = &self.sites[i].host;
-        let epgm = format!("epgm://{};{}:5555", host.iface, self.group);
+        let epgm = format!("epgm://{};{}:{GROUP_PORT}", host.iface, self.group);
         let log_path = self
             .dir
             .path
@@ -425,7 +430,33 @@ impl Cluster {
         let log = std::fs::File::create(&log_path).expect("create log");
         let mut d = host.command(&self.artifacts.memcastd);
         d.args(["--memcached", "127.0.0.1:11211"]);
+        // With the relay, each host publishes on its own port of a range and
+        // subscribes to the whole range (memcastd leaves its own out): no
+        // host's sockets take another's packets only to drop them. The
+        // range starts at the shared port PHP publishing directly uses.
+        let relayed = self.publish == Publish::Relay && self.transport == Transport::Pgm;
+        let epgm_publish = if relayed {
+            format!(
+                "epgm://{};{}:{}",
+                host.iface,
+                self.group,
+                GROUP_PORT + 1 + i
+            )
+        } else {
+            epgm.clone()
+        };
         match self.transport {
+            Transport::Pgm if relayed => {
+                d.args([
+                    "--subscribe",
+                    &format!(
+                        "epgm://{};{}:{GROUP_PORT}-{}",
+                        host.iface,
+                        self.group,
+                        GROUP_PORT + self.sites.len()
+                    ),
+                ]);
+            }
             Transport::Pgm => {
                 d.args(["--subscribe", &epgm]);
             }
@@ -460,7 +491,7 @@ impl Cluster {
         if self.publish == Publish::Relay {
             d.args(["--relay", &self.relay_endpoint(i)]);
             if self.transport == Transport::Pgm {
-                d.args(["--publish", &epgm]);
+                d.args(["--publish", &epgm_publish]);
             }
         }
         for j in (0..self.sites.len()).filter(|&j| j != i && self.repair) {
@@ -618,7 +649,7 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(", ");
         let publish = match self.publish {
-            Publish::Direct => format!("epgm://{};{}:5555", site.host.iface, self.group),
+            Publish::Direct => format!("epgm://{};{}:{GROUP_PORT}", site.host.iface, self.group),
             Publish::Relay => self.relay_endpoint(i),
         };
         let mut c = site.host.command("php");

@@ -503,10 +503,27 @@ fn subscriptions(given: &DaemonArgs) -> Result<Vec<String>, ConfigError> {
             "nothing to subscribe to: give --subscribe ENDPOINT (e.g. \"epgm://eth0;239.192.1.1:5555\")",
         ));
     }
-    for endpoint in &given.subscribe {
-        check_endpoint("--subscribe", endpoint)?;
+    let own = given.publish.as_deref();
+    let mut out: Vec<String> = Vec::new();
+    for given_endpoint in &given.subscribe {
+        let expanded = memcast_core::endpoint::expand_ports(given_endpoint)
+            .map_err(|e| invalid(&format!("--subscribe {given_endpoint}: {e}")))?;
+        for endpoint in expanded {
+            check_endpoint("--subscribe", &endpoint)?;
+            // This host's own port: its relay's packets never come back
+            // (no multicast loop), and a second socket on that port could
+            // take the NAKs meant for the relay's.
+            if Some(endpoint.as_str()) != own && !out.contains(&endpoint) {
+                out.push(endpoint);
+            }
+        }
     }
-    Ok(given.subscribe.clone())
+    if out.is_empty() {
+        return Err(invalid(
+            "--subscribe names only this host's --publish endpoint: subscribe to the other hosts' ports (e.g. \"epgm://eth0;239.192.1.1:5555-5562\", every host publishing on its own port of the range)",
+        ));
+    }
+    Ok(out)
 }
 
 fn key_file(given: &DaemonArgs) -> Result<PathBuf, ConfigError> {
@@ -577,6 +594,55 @@ mod tests {
             FileSettings::default(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_subscribed_port_range_is_every_port_but_this_hosts_own() {
+        let resolve = |args: &[&str]| {
+            let mut all = vec!["--key-file", "/k"];
+            all.extend(args);
+            Settings::resolve(cli(&all), FileSettings::default())
+        };
+        let s = resolve(&[
+            "--subscribe",
+            "epgm://eth0;239.192.1.1:5555-5558",
+            "--subscribe",
+            "epgm://eth0;239.192.1.1:5556",
+            "--relay",
+            "unixgram:///run/memcast/publish.dgram",
+            "--publish",
+            "epgm://eth0;239.192.1.1:5557",
+        ])
+        .unwrap();
+        assert_eq!(
+            s.subscribe,
+            [
+                "epgm://eth0;239.192.1.1:5555",
+                "epgm://eth0;239.192.1.1:5556",
+                "epgm://eth0;239.192.1.1:5558"
+            ]
+        );
+        let only_own = resolve(&[
+            "--subscribe",
+            "epgm://eth0;239.192.1.1:5557",
+            "--relay",
+            "unixgram:///run/memcast/publish.dgram",
+            "--publish",
+            "epgm://eth0;239.192.1.1:5557",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            only_own.contains("only this host's --publish"),
+            "{only_own}"
+        );
+        let bad = resolve(&["--subscribe", "epgm://eth0;239.192.1.1:5558-5555"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            bad.contains("--subscribe epgm://eth0;239.192.1.1:5558-5555: bad port range"),
+            "{bad}"
+        );
     }
 
     #[test]
