@@ -3,8 +3,12 @@
 //! can make while real writes flow. Run inside its own network namespace:
 //!
 //! ```text
-//! attacker --group "epgm://IFACE;GROUP:PORT" --max-value-bytes N --max-frame-age-ms MS
+//! attacker --group "epgm://IFACE;GROUP:PORT" [--capture "epgm://IFACE;GROUP:FIRST-LAST"] \
+//!          --max-value-bytes N --max-frame-age-ms MS
 //! ```
+//!
+//! `--capture` (default: the `--group` endpoint) is where it listens: with
+//! each relay on its own port, the range of them.
 //!
 //! Phases: it first sends a junk datagram every 100 ms (so receivers learn
 //! of this new PGM source) until a line arrives on stdin; then it captures
@@ -61,8 +65,12 @@ fn main() {
     let max_age: u64 = arg(&args, "--max-frame-age-ms").parse().unwrap();
     let opts = BusOptions::default();
     let publisher = Publisher::connect(&group, &opts).expect("join the group as a sender");
-    let subscriber =
-        Subscriber::connect(std::slice::from_ref(&group), &opts).expect("join the group");
+    let capture = args
+        .iter()
+        .position(|a| a == "--capture")
+        .map_or_else(|| group.clone(), |_| arg(&args, "--capture"));
+    let capture = memcast_core::endpoint::expand_ports(&capture).expect("--capture");
+    let subscriber = Subscriber::connect(&capture, &opts).expect("join the group");
     let mut rng = Rng(0x5eed_1234_abcd_ef01 ^ unix_millis());
     let pace = || std::thread::sleep(Duration::from_millis(2));
 

@@ -55,7 +55,17 @@ fn an_outsider_injecting_frames_gets_nothing_applied_and_every_drop_is_counted()
         ],
     );
     let outsider = cluster.add_bare_host(4);
-    let group = format!("epgm://{};{}:5555", outsider.iface, cluster.group);
+    // It injects on the group's shared port and captures from every
+    // relay's own (see the testkit's GROUP_PORT).
+    use memcast_testkit::cluster::GROUP_PORT;
+    let group = format!("epgm://{};{}:{GROUP_PORT}", outsider.iface, cluster.group);
+    let capture = format!(
+        "epgm://{};{}:{}-{}",
+        outsider.iface,
+        cluster.group,
+        GROUP_PORT + 1,
+        GROUP_PORT + 3
+    );
     let attacker_bin = workspace().join("target/release/examples/attacker");
     assert!(
         attacker_bin.exists(),
@@ -66,6 +76,8 @@ fn an_outsider_injecting_frames_gets_nothing_applied_and_every_drop_is_counted()
     cmd.args([
         "--group",
         &group,
+        "--capture",
+        &capture,
         "--max-value-bytes",
         &MAX_VALUE.to_string(),
         "--max-frame-age-ms",

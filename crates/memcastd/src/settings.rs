@@ -507,7 +507,7 @@ fn subscriptions(given: &DaemonArgs) -> Result<Vec<String>, ConfigError> {
     let mut out: Vec<String> = Vec::new();
     for given_endpoint in &given.subscribe {
         let expanded = memcast_core::endpoint::expand_ports(given_endpoint)
-            .map_err(|e| invalid(&format!("--subscribe {given_endpoint}: {e}")))?;
+            .map_err(|e| invalid(format!("--subscribe {given_endpoint}: {e}")))?;
         for endpoint in expanded {
             check_endpoint("--subscribe", &endpoint)?;
             // This host's own port: its relay's packets never come back
