@@ -55,17 +55,22 @@ fn an_outsider_injecting_frames_gets_nothing_applied_and_every_drop_is_counted()
         ],
     );
     let outsider = cluster.add_bare_host(4);
-    // It injects on the group's shared port and captures from every
-    // relay's own (see the testkit's GROUP_PORT).
+    // It injects on the group's shared port and captures where the relays
+    // publish: there too, or each on its own port (see the testkit's
+    // GROUP_PORT).
     use memcast_testkit::cluster::GROUP_PORT;
     let group = format!("epgm://{};{}:{GROUP_PORT}", outsider.iface, cluster.group);
-    let capture = format!(
-        "epgm://{};{}:{}-{}",
-        outsider.iface,
-        cluster.group,
-        GROUP_PORT + 1,
-        GROUP_PORT + 3
-    );
+    let capture = if cluster.ports_per_host {
+        format!(
+            "epgm://{};{}:{}-{}",
+            outsider.iface,
+            cluster.group,
+            GROUP_PORT + 1,
+            GROUP_PORT + 3
+        )
+    } else {
+        group.clone()
+    };
     let attacker_bin = workspace().join("target/release/examples/attacker");
     assert!(
         attacker_bin.exists(),

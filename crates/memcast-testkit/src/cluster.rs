@@ -147,6 +147,9 @@ pub struct Cluster {
     pub publish: Publish,
     pub transport: Transport,
     pub relay_scheme: RelayScheme,
+    /// Each relay on its own port of a subscribed range (the README's
+    /// setups), or one port shared by all.
+    pub ports_per_host: bool,
     /// memcastd listens for peers and is given every other host as `--peer`
     /// (false only in [`Setup::MINIMAL`]).
     pub repair: bool,
@@ -253,7 +256,7 @@ impl Cluster {
         Cluster::start_full(
             tag,
             hosts,
-            (Publish::Relay, Transport::Pgm, true, scheme),
+            (Publish::Relay, Transport::Pgm, true, scheme, true),
             artifacts,
             memcastd_args,
         )
@@ -275,6 +278,7 @@ impl Cluster {
                 Transport::Pgm,
                 setup.repair,
                 RelayScheme::recommended(),
+                true,
             ),
             artifacts,
             memcastd_args,
@@ -292,7 +296,7 @@ impl Cluster {
         Cluster::start_full(
             tag,
             hosts,
-            (publish, transport, true, RelayScheme::from_env()),
+            (publish, transport, true, RelayScheme::from_env(), false),
             artifacts,
             memcastd_args,
         )
@@ -301,7 +305,13 @@ impl Cluster {
     fn start_full(
         tag: &str,
         hosts: u8,
-        (publish, transport, repair, relay_scheme): (Publish, Transport, bool, RelayScheme),
+        (publish, transport, repair, relay_scheme, ports_per_host): (
+            Publish,
+            Transport,
+            bool,
+            RelayScheme,
+            bool,
+        ),
         artifacts: Artifacts,
         memcastd_args: Vec<String>,
     ) -> Cluster {
@@ -355,6 +365,7 @@ impl Cluster {
             publish,
             transport,
             relay_scheme,
+            ports_per_host,
             repair,
             memcastd_args,
             php_ini: Vec::new(),
@@ -430,11 +441,15 @@ impl Cluster {
         let log = std::fs::File::create(&log_path).expect("create log");
         let mut d = host.command(&self.artifacts.memcastd);
         d.args(["--memcached", "127.0.0.1:11211"]);
-        // With the relay, each host publishes on its own port of a range and
-        // subscribes to the whole range (memcastd leaves its own out): no
-        // host's sockets take another's packets only to drop them. The
-        // range starts at the shared port PHP publishing directly uses.
-        let relayed = self.publish == Publish::Relay && self.transport == Transport::Pgm;
+        // The README's setups: each host's relay publishes on its own port of
+        // a range and subscribes to the whole range (memcastd leaves its own
+        // out), so no host's sockets take another's packets only to drop
+        // them; the range starts at the shared port PHP publishing directly
+        // uses. Other relay clusters share one port, the layout from before,
+        // which must keep working.
+        let relayed = self.ports_per_host
+            && self.publish == Publish::Relay
+            && self.transport == Transport::Pgm;
         let epgm_publish = if relayed {
             format!(
                 "epgm://{};{}:{}",
