@@ -508,19 +508,23 @@ fn subscriptions(given: &DaemonArgs) -> Result<Vec<String>, ConfigError> {
     for given_endpoint in &given.subscribe {
         let expanded = memcast_core::endpoint::expand_ports(given_endpoint)
             .map_err(|e| invalid(format!("--subscribe {given_endpoint}: {e}")))?;
+        let range = expanded.len() > 1 || expanded[0] != *given_endpoint;
         for endpoint in expanded {
             check_endpoint("--subscribe", &endpoint)?;
-            // This host's own port: its relay's packets never come back
-            // (no multicast loop), and a second socket on that port could
-            // take the NAKs meant for the relay's.
-            if Some(endpoint.as_str()) != own && !out.contains(&endpoint) {
+            // A range leaves out this host's own port: its relay's packets
+            // never come back (no multicast loop), and a second socket on
+            // that port could take the NAKs meant for the relay's. A port
+            // named on its own is kept: one port shared by every host (each
+            // publishing and subscribing there) is a setup that works too.
+            let own_in_range = range && Some(endpoint.as_str()) == own;
+            if !own_in_range && !out.contains(&endpoint) {
                 out.push(endpoint);
             }
         }
     }
     if out.is_empty() {
         return Err(invalid(
-            "--subscribe names only this host's --publish endpoint: subscribe to the other hosts' ports (e.g. \"epgm://eth0;239.192.1.1:5555-5562\", every host publishing on its own port of the range)",
+            "--subscribe gives a port range holding only this host's own --publish port: subscribe to the other hosts' ports too (e.g. \"epgm://eth0;239.192.1.1:5555-5562\", every host publishing on its own port of the range)",
         ));
     }
     Ok(out)
@@ -622,9 +626,20 @@ mod tests {
                 "epgm://eth0;239.192.1.1:5558"
             ]
         );
+        // One port shared by every host: named on its own, it is kept.
+        let shared = resolve(&[
+            "--subscribe",
+            "epgm://eth0;239.192.1.1:5555",
+            "--relay",
+            "unixgram:///run/memcast/publish.dgram",
+            "--publish",
+            "epgm://eth0;239.192.1.1:5555",
+        ])
+        .unwrap();
+        assert_eq!(shared.subscribe, ["epgm://eth0;239.192.1.1:5555"]);
         let only_own = resolve(&[
             "--subscribe",
-            "epgm://eth0;239.192.1.1:5557",
+            "epgm://eth0;239.192.1.1:5557-5557",
             "--relay",
             "unixgram:///run/memcast/publish.dgram",
             "--publish",
@@ -633,7 +648,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            only_own.contains("only this host's --publish"),
+            only_own.contains("only this host's own --publish"),
             "{only_own}"
         );
         let bad = resolve(&["--subscribe", "epgm://eth0;239.192.1.1:5558-5555"])
