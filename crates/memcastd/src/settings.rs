@@ -249,7 +249,10 @@ declare_settings! {
         value("127.0.0.1:11211".into());
 
     /// Endpoint to receive frames from: epgm://IFACE;GROUP:PORT,
-    /// pgm://IFACE;GROUP:PORT or tcp://HOST:PORT. Repeatable.
+    /// pgm://IFACE;GROUP:PORT or tcp://HOST:PORT. Repeatable. A multicast
+    /// port may be a range, epgm://IFACE;GROUP:FIRST-LAST (one subscription
+    /// per port, this host's own --publish left out of it): every host
+    /// subscribes to the range and publishes on its own port of it.
     subscribe: Vec<String> => Vec<String>, "ENDPOINT", Restart,
         computed(subscriptions, "required");
 
@@ -301,7 +304,8 @@ declare_settings! {
     relay: Option<String> => Option<String>, "ENDPOINT", Restart,
         none();
 
-    /// The group the relay sends to, e.g. epgm://eth0;239.192.1.1:5555.
+    /// The group the relay sends to, on a port of its own that the other
+    /// hosts subscribe to, e.g. epgm://eth0;239.192.1.1:5556.
     publish: Option<String> => Option<String>, "ENDPOINT", Restart,
         none();
 
