@@ -34,6 +34,24 @@ fn artifacts() -> Artifacts {
     Artifacts::release(Path::new(env!("CARGO_MANIFEST_DIR")))
 }
 
+/// The recommended setup with /metrics and anti-entropy at its production
+/// interval: the tests' 5 s would bring missing writes by digest comparison
+/// and hide what the test is about.
+fn production_anti_entropy(tag: &str) -> Cluster {
+    Cluster::start_setup(
+        tag,
+        3,
+        Setup::RECOMMENDED,
+        artifacts(),
+        vec![
+            "--metrics".into(),
+            "0.0.0.0:9477".into(),
+            "--anti-entropy-interval".into(),
+            "300".into(),
+        ],
+    )
+}
+
 /// Host `i`'s /metrics.
 fn scrape(cluster: &Cluster, i: usize) -> Vec<memcastd::metrics::Sample> {
     let addr = format!("{}:9477", cluster.sites[i].host.addr);
@@ -157,18 +175,7 @@ fn a_receiver_deaf_to_one_sender_rejoins_the_group_and_hears_it_again() {
 fn a_restarted_memcached_is_whole_at_once_even_when_the_peer_refilling_it_lags() {
     // Production's anti-entropy interval: only the replay can make host 1
     // whole before the digest comparison 7 s after its warm-up.
-    let mut cluster = Cluster::start_setup(
-        "lp",
-        3,
-        Setup::RECOMMENDED,
-        artifacts(),
-        vec![
-            "--metrics".into(),
-            "0.0.0.0:9477".into(),
-            "--anti-entropy-interval".into(),
-            "300".into(),
-        ],
-    );
+    let mut cluster = production_anti_entropy("lp");
     cluster.lock_per_host();
     let heard = eventually(Duration::from_secs(10), || {
         (relays_heard(&cluster, 0) >= 2).then_some(())
@@ -227,20 +234,7 @@ fn a_restarted_memcached_is_whole_at_once_even_when_the_peer_refilling_it_lags()
 
 #[test]
 fn a_receiver_deaf_to_a_sender_from_its_start_learns_the_relay_from_the_peer_and_catches_up() {
-    // Anti-entropy at its production interval: the tests' 5 s would bring
-    // the writes by digest comparison and hide what this is about.
-    let mut cluster = Cluster::start_setup(
-        "du",
-        3,
-        Setup::RECOMMENDED,
-        artifacts(),
-        vec![
-            "--metrics".into(),
-            "0.0.0.0:9477".into(),
-            "--anti-entropy-interval".into(),
-            "300".into(),
-        ],
-    );
+    let mut cluster = production_anti_entropy("du");
     cluster.lock_per_host();
     // Host 3's memcastd starts again deaf to host 1: it never hears host 1's
     // relay on the group, not even once.

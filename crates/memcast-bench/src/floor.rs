@@ -272,6 +272,28 @@ fn signed(key: &memcast_core::SharedKey, m: &[u8]) -> bool {
     }
 }
 
+/// Set once a line (or the end) comes on stdin: how a child is told to stop.
+fn stop_at_stdin_line() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let set = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        set.store(true, Ordering::SeqCst);
+    });
+    stop
+}
+
+/// Sleeps out the batching window begun at `last_batch` (as memcastd's
+/// receive loop does); returns when the next batch begins.
+fn wait_out_window(last_batch: Option<Instant>, window: Duration) -> Instant {
+    if let Some(wait) = last_batch.and_then(|l| (l + window).checked_duration_since(Instant::now()))
+    {
+        std::thread::sleep(wait);
+    }
+    Instant::now()
+}
+
 /// `floor-pub ENDPOINT RATE SECONDS TPDU SIZE KEY_FILE`: warms up, prints
 /// `ready`, waits for `go` on stdin, sends RATE messages/s for SECONDS (1 ms
 /// ticks, sleeping between), each signed with KEY_FILE's key unless it is
@@ -341,15 +363,7 @@ fn subscriber(args: &[String]) -> i32 {
     stream.set_nodelay(true).expect("nodelay");
     let mut replies = BufReader::new(stream.try_clone().expect("clone"));
     let mut writer = stream;
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = std::io::stdin().read_line(&mut line);
-            stop.store(true, Ordering::SeqCst);
-        });
-    }
+    let stop = stop_at_stdin_line();
     let mut lag_us: Vec<f64> = Vec::new();
     let mut received = 0u64;
     let mut last_batch: Option<Instant> = None;
@@ -359,12 +373,7 @@ fn subscriber(args: &[String]) -> i32 {
         let Some(first) = sub.recv(Duration::from_millis(50)) else {
             continue;
         };
-        if let Some(wait) =
-            last_batch.and_then(|l| (l + window).checked_duration_since(Instant::now()))
-        {
-            std::thread::sleep(wait);
-        }
-        last_batch = Some(Instant::now());
+        last_batch = Some(wait_out_window(last_batch, window));
         let mut batch = vec![first];
         while batch.len() < 1024 {
             match sub.try_recv() {
@@ -431,15 +440,7 @@ fn relay(args: &[String]) -> i32 {
     let mut from = Subscriber::connect(&[], &opts).expect("floor-relay: socket");
     from.bind_relay(inbox, &opts).expect("floor-relay: bind");
     let to = Publisher::connect(group, &opts).expect("floor-relay: publish");
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = std::io::stdin().read_line(&mut line);
-            stop.store(true, Ordering::SeqCst);
-        });
-    }
+    let stop = stop_at_stdin_line();
     let mut out = std::io::stdout();
     let _ = writeln!(out, "ready");
     let _ = out.flush();
@@ -450,12 +451,7 @@ fn relay(args: &[String]) -> i32 {
         let Ok(Some((_, first))) = from.recv(Duration::from_millis(50)) else {
             continue;
         };
-        if let Some(wait) =
-            last_batch.and_then(|l| (l + window).checked_duration_since(Instant::now()))
-        {
-            std::thread::sleep(wait);
-        }
-        last_batch = Some(Instant::now());
+        last_batch = Some(wait_out_window(last_batch, window));
         let mut next = Some(first);
         while let Some(mut m) = next.take() {
             if m.len() < 24 + MAC_LEN || !signed(&key, &m) {
