@@ -115,6 +115,10 @@ fn a_host_whose_link_returns_is_whole_within_three_seconds() {
     assert_eq!(
         get("dropped_replay"),
         0,
-        "late duplicates counted as replays"
+        "late duplicates counted as replays:\n{}",
+        logs.lines()
+            .filter(|l| l.contains("dropped") || l.contains("joined the group again"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }

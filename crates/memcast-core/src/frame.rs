@@ -165,7 +165,8 @@ impl Frame {
         self.seal_full(keys, crate::unix_millis(), threshold)
     }
 
-    /// [`Frame::seal`] with the send time given (tests of replay windows).
+    /// [`Frame::seal`] with the send time given: a relay's heartbeats, whose
+    /// send times must grow, and tests of replay windows.
     pub fn seal_at<K: Keys + ?Sized>(&self, keys: &K, sent_ms: u64) -> Vec<u8> {
         self.seal_full(keys, sent_ms, 0)
     }

@@ -42,6 +42,8 @@ pub struct Relay {
     /// The last heartbeat sent, sealed: what the peer server tells a peer
     /// that asks for this relay (one that does not hear it on the group).
     last_heartbeat: Arc<Mutex<Option<Vec<u8>>>>,
+    /// When the last heartbeat was sealed, by this host's clock.
+    last_heartbeat_ms: u64,
 }
 
 /// What sending the outbox did.
@@ -112,6 +114,7 @@ impl Relay {
             outbox: Vec::new(),
             history: SeqHistory::default(),
             last_heartbeat: Arc::new(Mutex::new(None)),
+            last_heartbeat_ms: 0,
         }))
     }
 
@@ -185,7 +188,9 @@ impl Relay {
             key: self.host_name.as_bytes().to_vec(),
             value: self.advertise.as_bytes().to_vec(),
         };
-        let sealed = frame.seal(keys);
+        self.last_heartbeat_ms =
+            heartbeat_sent_ms(memcast_core::unix_millis(), self.last_heartbeat_ms);
+        let sealed = frame.seal_at(keys, self.last_heartbeat_ms);
         let sent = self.send(&sealed).is_ok();
         *self.last_heartbeat.lock() = Some(sealed);
         sent
@@ -210,5 +215,27 @@ impl Relay {
             (false, Some(e)) => Err(e),
             _ => Ok(()),
         }
+    }
+}
+
+/// The send time a heartbeat is sealed with: now, but always after the last
+/// one. Receivers take a heartbeat whose send time is not newer than the
+/// last one's as a replay (its sequence number repeats by design), and two
+/// can go out in one millisecond: the periodic one and the last one at
+/// stop.
+fn heartbeat_sent_ms(now_ms: u64, last_ms: u64) -> u64 {
+    now_ms.max(last_ms + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::heartbeat_sent_ms;
+
+    #[test]
+    fn heartbeats_in_one_millisecond_or_after_a_clock_step_back_still_advance() {
+        assert_eq!(heartbeat_sent_ms(1_000, 0), 1_000);
+        assert_eq!(heartbeat_sent_ms(1_500, 1_000), 1_500);
+        assert_eq!(heartbeat_sent_ms(1_000, 1_000), 1_001);
+        assert_eq!(heartbeat_sent_ms(900, 1_000), 1_001);
     }
 }
