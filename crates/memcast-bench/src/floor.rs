@@ -348,7 +348,8 @@ fn publisher(args: &[String]) -> i32 {
 /// batches as memcastd does, checks each message's MAC with KEY_FILE's key
 /// (unless it is `-`; one that fails is not stored), stores each batch with
 /// one pipelined write of `set`s; at `stop` on stdin prints
-/// `received=N p50_us=.. p99_us=.. forged=N`.
+/// `received=N p50_us=.. p99_us=.. forged=N stored=N` (`received`: the
+/// timed messages, `stored`: every message).
 fn subscriber(args: &[String]) -> i32 {
     let [endpoint, memcached, window_us, tpdu, key_file] = args else {
         eprintln!("floor-sub ENDPOINT MEMCACHED WINDOW_US TPDU KEY_FILE");
@@ -366,6 +367,9 @@ fn subscriber(args: &[String]) -> i32 {
     let stop = stop_at_stdin_line();
     let mut lag_us: Vec<f64> = Vec::new();
     let mut received = 0u64;
+    // Every message stored, warm-up or not (the web floor's frames carry
+    // no floor header).
+    let mut stored_all = 0u64;
     let mut last_batch: Option<Instant> = None;
     let mut buf = Vec::new();
     let mut line = String::new();
@@ -403,6 +407,7 @@ fn subscriber(args: &[String]) -> i32 {
             buf.extend_from_slice(m);
             buf.extend_from_slice(b"\r\n");
         }
+        stored_all += stored as u64;
         writer
             .write_all(&buf)
             .expect("floor-sub: write to memcached");
@@ -416,7 +421,7 @@ fn subscriber(args: &[String]) -> i32 {
     lag_us.sort_by(|a, b| a.total_cmp(b));
     let q = |f| crate::percentile(&lag_us, f);
     println!(
-        "received={received} p50_us={:.0} p99_us={:.0} forged={forged}",
+        "received={received} p50_us={:.0} p99_us={:.0} forged={forged} stored={stored_all}",
         q(0.5),
         q(0.99)
     );
@@ -473,6 +478,91 @@ fn relay(args: &[String]) -> i32 {
     let _ = writeln!(out, "relayed={relayed} forged={forged}");
     let _ = out.flush();
     0
+}
+
+/// The floor of replication under the web stack: the bare relay on host 1
+/// taking memcast's PHP handler's frames (their MACs are checked as memcast
+/// seals them: HMAC-SHA256 of all before the last 32 bytes) at a
+/// `unixgram://` socket of its own, and the bare subscribers on the other
+/// hosts storing them in their memcached, on a group port of their own
+/// (memcastd's range does not include it). What memcast's handler plus
+/// nothing of memcastd's but the least a relay must do serves in the web
+/// stack: the web variant that bounds memcast's relay by measurement.
+pub(crate) struct WebFloor {
+    relay: Kid,
+    subs: Vec<Kid>,
+    /// Where PHP hands its frames (`memcast.publish`).
+    pub inbox: String,
+    _dir: memcast_testkit::TempDir,
+}
+
+/// The web floor's group port: outside memcastd's `--subscribe` range.
+const WEB_FLOOR_PORT: u16 = 5599;
+
+impl WebFloor {
+    /// Starts the bare relay on `cluster`'s host 1 and a bare subscriber on
+    /// every other host, every message checked with `key_file`'s key.
+    pub(crate) fn start(cluster: &memcast_testkit::cluster::Cluster, key_file: &str) -> WebFloor {
+        let exe = std::env::current_exe().expect("current_exe");
+        let dir = memcast_testkit::TempDir::new("web-floor");
+        let inbox = format!("unixgram://{}", dir.path.join("relay.dgram").display());
+        let group = &cluster.group;
+        let endpoint =
+            |h: &memcast_testkit::Host| format!("epgm://{};{group}:{WEB_FLOOR_PORT}", h.iface);
+        let subs: Vec<Kid> = cluster.sites[1..]
+            .iter()
+            .map(|site| {
+                let mut c = site.host.command(&exe);
+                c.args(["floor-sub", &endpoint(&site.host), "127.0.0.1:11211"])
+                    .arg(WINDOW_US.to_string())
+                    .arg("1500")
+                    .arg(key_file);
+                Kid::spawn(c)
+            })
+            .collect();
+        let mut relay = {
+            let mut c = cluster.sites[0].host.command(&exe);
+            c.args(["floor-relay", &inbox, &endpoint(&cluster.sites[0].host)])
+                .arg(RELAY_WINDOW_US.to_string())
+                .arg("1500")
+                .arg(key_file);
+            Kid::spawn(c)
+        };
+        assert_eq!(relay.hear(), "ready", "floor-relay did not start");
+        WebFloor {
+            relay,
+            subs,
+            inbox,
+            _dir: dir,
+        }
+    }
+
+    /// The relay's and the subscribers' PIDs (their CPU is the variant's
+    /// replication, as memcastd's is the others').
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        std::iter::once(&self.relay)
+            .chain(&self.subs)
+            .map(|k| k.child.id())
+            .collect()
+    }
+
+    /// Stops them; what the relay relayed and the fewest frames a
+    /// subscriber received. Panics if a frame failed its MAC check (the
+    /// floor would not be memcast's frames, checked).
+    pub(crate) fn finish(mut self) -> (u64, u64) {
+        self.relay.say("stop");
+        let said = self.relay.hear();
+        assert_eq!(field(&said, "forged"), Some(0), "floor-relay: {said}");
+        let relayed = field(&said, "relayed").unwrap_or(0);
+        let mut fewest = u64::MAX;
+        for s in &mut self.subs {
+            s.say("stop");
+            let r = s.hear();
+            assert_eq!(field(&r, "forged"), Some(0), "floor-sub: {r}");
+            fewest = fewest.min(field(&r, "stored").unwrap_or(0));
+        }
+        (relayed, fewest)
+    }
 }
 
 /// A child with pipes, killed and reaped on drop (by its PID).

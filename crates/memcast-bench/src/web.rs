@@ -83,6 +83,8 @@ pub struct Variant {
     pub name: &'static str,
     pub session: bool,
     stack: WebStack,
+    /// Replicated by the floor's bare relay and subscribers, not memcastd.
+    floor: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -202,6 +204,9 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
     let memcached_ext = super::pecl("memcached");
     let redis_ext = super::pecl("redis");
     let all_three = format!("127.0.0.1:11211,{}", others.join(",").replace(' ', ""));
+    // The floor of replication under this stack (see floor::WebFloor).
+    let web_floor =
+        crate::floor::WebFloor::start(cluster, &cluster.key_file_of(0).display().to_string());
     let direct = format!(
         "epgm://{};{}:5555",
         cluster.sites[0].host.iface, cluster.group
@@ -210,6 +215,7 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
         Variant {
             name: "memcast (direct publish), cluster lock",
             session: true,
+            floor: false,
             stack: stack(
                 cluster,
                 vec![memcast_so.clone()],
@@ -219,6 +225,7 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
         Variant {
             name: "memcast (host relay), cluster lock",
             session: true,
+            floor: false,
             stack: stack(
                 cluster,
                 vec![memcast_so.clone()],
@@ -228,6 +235,7 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
         Variant {
             name: "memcast (host relay), host lock",
             session: true,
+            floor: false,
             stack: stack(
                 cluster,
                 vec![memcast_so.clone()],
@@ -235,8 +243,29 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
             ),
         },
         Variant {
+            name: "memcast's handler, replicated by the floor's bare relay and subscribers, cluster lock",
+            session: true,
+            floor: true,
+            stack: stack(
+                cluster,
+                vec![memcast_so.clone()],
+                memcast_ini(web_floor.inbox.clone(), "cluster"),
+            ),
+        },
+        Variant {
+            name: "memcast's handler, replicated by the floor's bare relay and subscribers, host lock",
+            session: true,
+            floor: true,
+            stack: stack(
+                cluster,
+                vec![memcast_so.clone()],
+                memcast_ini(web_floor.inbox.clone(), "host"),
+            ),
+        },
+        Variant {
             name: "memcast (replication off: the handler alone), cluster lock",
             session: true,
+            floor: false,
             stack: stack(
                 cluster,
                 vec![memcast_so.clone()],
@@ -246,6 +275,7 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
         Variant {
             name: "memcast (replication off: the handler alone), host lock",
             session: true,
+            floor: false,
             stack: stack(
                 cluster,
                 vec![memcast_so.clone()],
@@ -255,6 +285,7 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
         Variant {
             name: "php-memcached, 1 server",
             session: true,
+            floor: false,
             stack: stack(
                 cluster,
                 memcached_ext.clone(),
@@ -267,6 +298,7 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
         Variant {
             name: "php-memcached, 3 servers, 2 replicas, locking",
             session: true,
+            floor: false,
             stack: stack(
                 cluster,
                 memcached_ext.clone(),
@@ -281,6 +313,7 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
         Variant {
             name: "php-memcached, 3 servers, 2 replicas, no locking",
             session: true,
+            floor: false,
             stack: stack(
                 cluster,
                 memcached_ext,
@@ -295,6 +328,7 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
         Variant {
             name: "phpredis",
             session: true,
+            floor: false,
             stack: stack(
                 cluster,
                 redis_ext,
@@ -307,6 +341,7 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
         Variant {
             name: "files",
             session: true,
+            floor: false,
             stack: stack(
                 cluster,
                 Vec::new(),
@@ -319,6 +354,7 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
         Variant {
             name: "no session (the stack's ceiling)",
             session: false,
+            floor: false,
             stack: stack(cluster, Vec::new(), Vec::new()),
         },
     ];
@@ -374,7 +410,12 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-            let cpu_before = cluster_cpu_ticks(cluster);
+            let floor_pids = if v.floor {
+                web_floor.pids()
+            } else {
+                Vec::new()
+            };
+            let cpu_before = cluster_cpu_ticks(cluster) + pids_cpu(&floor_pids);
             let child = wrk.spawn().expect("wrk (apt-get install wrk)");
             if vi == 1 {
                 std::thread::sleep(Duration::from_secs(seconds / 2));
@@ -386,7 +427,8 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
                 fpm_load_kb = fpm_load_kb.max(load);
             }
             let out = child.wait_with_output().unwrap();
-            let cpu_ticks = cluster_cpu_ticks(cluster).saturating_sub(cpu_before);
+            let cpu_ticks =
+                (cluster_cpu_ticks(cluster) + pids_cpu(&floor_pids)).saturating_sub(cpu_before);
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
             let line = text
                 .lines()
@@ -444,6 +486,18 @@ pub fn run(cluster: &mut Cluster, rounds: usize, seconds: u64) -> WebResult {
             results[vi].1.push(run);
         }
     }
+    let (relayed, stored) = web_floor.finish();
+    let floor_requests: u64 = variants
+        .iter()
+        .zip(&results)
+        .filter(|(v, _)| v.floor)
+        .flat_map(|(_, (_, runs))| runs.iter().map(|r| r.requests))
+        .sum();
+    // Every request wrote once (and each round's init wrote the pool).
+    assert!(
+        relayed >= floor_requests && stored >= floor_requests,
+        "the web floor's relay relayed {relayed} and its subscribers stored at least {stored} frames for {floor_requests} requests"
+    );
     WebResult {
         variants: results,
         fpm_idle_kb,
@@ -467,8 +521,13 @@ pub(crate) fn cluster_cpu_ticks(cluster: &Cluster) -> u64 {
             pids.push(p);
         }
     }
-    pids.into_iter()
-        .map(|pid| crate::replication_cpu::cpu_of(pid).total)
+    pids_cpu(&pids)
+}
+
+/// Run time (schedstat, ns) of every thread of these processes.
+fn pids_cpu(pids: &[u32]) -> u64 {
+    pids.iter()
+        .map(|&pid| crate::replication_cpu::cpu_of(pid).total)
         .sum()
 }
 
