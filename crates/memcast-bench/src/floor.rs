@@ -78,6 +78,8 @@ pub struct Variant {
     /// Through a bare relay on host 1, every message's MAC checked and made
     /// at each step (see the module's documentation).
     pub hop: bool,
+    /// The bare relay's window (with `hop`).
+    pub relay_window_us: u64,
 }
 
 /// memcastd's default `--batch-us`: the relay's window.
@@ -86,13 +88,14 @@ pub const RELAY_WINDOW_US: u64 = 1000;
 /// memcastd's default `--apply-batch-us`: the receivers' window.
 pub const WINDOW_US: u64 = 4000;
 
-pub const VARIANTS: [Variant; 5] = [
+pub const VARIANTS: [Variant; 6] = [
     Variant {
         label: "MTU 1500, batching window 4 ms (memcastd's default apply window)",
         tpdu: 1500,
         window_us: WINDOW_US,
         udp: false,
         hop: false,
+        relay_window_us: 0,
     },
     Variant {
         label: "MTU 1500, no window",
@@ -100,6 +103,7 @@ pub const VARIANTS: [Variant; 5] = [
         window_us: 0,
         udp: false,
         hop: false,
+        relay_window_us: 0,
     },
     Variant {
         label: "jumbo frames (9000), batching window 4 ms",
@@ -107,6 +111,7 @@ pub const VARIANTS: [Variant; 5] = [
         window_us: WINDOW_US,
         udp: false,
         hop: false,
+        relay_window_us: 0,
     },
     Variant {
         label: "not this design: plain UDP multicast, MTU 1500, window 4 ms",
@@ -114,6 +119,7 @@ pub const VARIANTS: [Variant; 5] = [
         window_us: WINDOW_US,
         udp: true,
         hop: false,
+        relay_window_us: 0,
     },
     Variant {
         label: "the host relay's floor: relay hop (window 1 ms) and a MAC checked at every step, MTU 1500, window 4 ms",
@@ -121,6 +127,15 @@ pub const VARIANTS: [Variant; 5] = [
         window_us: WINDOW_US,
         udp: false,
         hop: true,
+        relay_window_us: RELAY_WINDOW_US,
+    },
+    Variant {
+        label: "the host relay's floor without windows (relay and subscribers take each message as it comes)",
+        tpdu: 1500,
+        window_us: 0,
+        udp: false,
+        hop: true,
+        relay_window_us: 0,
     },
 ];
 
@@ -588,14 +603,14 @@ impl Kid {
         }
     }
 
-    fn say(&mut self, line: &str) {
+    pub(crate) fn say(&mut self, line: &str) {
         if let Some(s) = self.stdin.as_mut() {
             let _ = writeln!(s, "{line}");
             let _ = s.flush();
         }
     }
 
-    fn hear(&mut self) -> String {
+    pub(crate) fn hear(&mut self) -> String {
         let mut line = String::new();
         let _ = self.stdout.read_line(&mut line);
         line.trim().to_owned()
@@ -688,7 +703,7 @@ fn round(v: Variant, rate: u64, seconds: u64, size: usize) -> Round {
     let mut relay = v.hop.then(|| {
         let mut c = hosts[0].command(&exe);
         c.args(["floor-relay", &inbox, &endpoint(&hosts[0])])
-            .arg(RELAY_WINDOW_US.to_string())
+            .arg(v.relay_window_us.to_string())
             .arg(v.tpdu.to_string())
             .arg(&key_file);
         let mut kid = Kid::spawn(c);

@@ -154,6 +154,12 @@ pub fn bench_cluster(tag: &str, hosts: u8) -> Cluster {
 /// every link MTU 9000).
 pub const JUMBO_ARGS: [&str; 2] = ["--pgm-max-tpdu", "9000"];
 
+/// Lag in the low-latency setup, on a cluster of its own.
+fn lag_direct() -> Vec<lag::Lag> {
+    let cluster = bench_cluster_with("bl", 3, &lag::LOW_LATENCY_ARGS);
+    lag::run_direct(&cluster)
+}
+
 /// [`bench_cluster`] with more memcastd flags.
 pub fn bench_cluster_with(tag: &str, hosts: u8, extra: &[&str]) -> Cluster {
     // The README's recommended relay socket (unixgram://);
@@ -200,7 +206,8 @@ pub fn bench_cluster_with(tag: &str, hosts: u8, extra: &[&str]) -> Cluster {
 
 fn main() {
     // This binary is also the floor section's publisher and subscribers.
-    if let Some(code) = floor::child(&std::env::args().collect::<Vec<_>>()) {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(code) = floor::child(&args).or_else(|| lag::child(&args)) {
         std::process::exit(code);
     }
     memcast_testkit::require_root("make bench (network namespaces)");
@@ -281,7 +288,9 @@ fn main() {
     }
 
     if std::env::var("BENCH_ONLY").as_deref() == Ok("lag") {
-        println!("{}", report::lag(&lag::run(&cluster)));
+        let lag = lag::run(&cluster);
+        drop(cluster);
+        println!("{}", report::lag(&lag, &lag_direct()));
         return;
     }
 
@@ -330,6 +339,11 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
     drop(cluster);
+    let lag_direct = lag_direct();
+    eprintln!(
+        "bench: lag of the low-latency setup done after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     let replication_cpu_jumbo = replication_cpu_jumbo(rounds);
     eprintln!(
         "bench: replication CPU on jumbo frames done after {:.0} s",
@@ -369,6 +383,7 @@ fn main() {
             cluster_lock: &cluster_lock,
             handler: &handler,
             lag: &lag,
+            lag_direct: &lag_direct,
             replication_cpu: &replication_cpu,
             replication_cpu_jumbo: &replication_cpu_jumbo,
             floor: &floor,
