@@ -68,7 +68,7 @@ pub fn child(args: &[String]) -> Option<i32> {
     )
     .expect("lag-pub: publish");
     let value = crate::session_payload::sealed(&key);
-    let origin = unix_millis() << 8 | rate % 251;
+    let origin = (unix_millis() << 8) | (rate % 251);
     let mut seq = 0u64;
     // PGM receivers join at the first packets they see: outside the
     // measured keys' lag (they are read before and after the run).
