@@ -30,7 +30,7 @@ use crate::peer_server::PeerServer;
 use crate::php_publish::PhpPublish;
 use crate::relay::Relay;
 use crate::repair::{Job, RepairQueue, RepairWorker, Report};
-use crate::sequences::{Missing, Origins, Replay};
+use crate::sequences::{Learnt, Missing, Origins, Replay};
 use crate::warmth::Warmth;
 use crate::warnings::Warnings;
 
@@ -780,14 +780,12 @@ impl Daemon {
                 return;
             }
         };
-        let own = self.relay.as_ref().map(Relay::origin) == Some(frame.origin);
-        if own || self.origins.knows(frame.origin, frame.epoch) {
+        if self.relay.as_ref().map(Relay::origin) == Some(frame.origin) {
             return;
         }
-        let missing = self.origins.learn(&frame, after_warm_up);
-        if !self.origins.knows(frame.origin, frame.epoch) {
-            return; // an epoch older than one known
-        }
+        let Learnt::New(missing) = self.origins.learn(&frame, after_warm_up) else {
+            return; // heard on the group meanwhile, or an older epoch
+        };
         Counters::inc(&self.counters.relays_learnt_by_tcp);
         let host = String::from_utf8_lossy(&frame.key).into_owned();
         // Once per relay start (origin, epoch): not rate-limited.

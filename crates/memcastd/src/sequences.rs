@@ -51,6 +51,16 @@ impl std::fmt::Display for Replay {
     }
 }
 
+/// What [`Origins::learn`] made of a relay's heartbeat fetched over TCP.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Learnt {
+    /// Not a heartbeat, an (origin, epoch) already known, or an epoch
+    /// older than one known: nothing changed.
+    Ignored,
+    /// Known from now on; what is missing of it, if anything.
+    New(Option<Missing>),
+}
+
 /// An origin that serves repairs and has not been heard for two of its
 /// heartbeat intervals: asked directly where its sequence stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -223,19 +233,15 @@ impl Origins {
     /// number, so only their epoch is checked. Accepted frames are recorded;
     /// then call [`Origins::observe`].
     pub fn admit(&mut self, frame: &Frame, sent_ms: u64) -> Result<(), Replay> {
-        let now = Instant::now();
         if self.newest_epoch.len() > 2 * self.max {
             let map = &self.map;
             self.newest_epoch
                 .retain(|origin, (epoch, _)| map.contains_key(&(*origin, *epoch)));
         }
-        let newest = self
-            .newest_epoch
-            .entry(frame.origin)
-            .or_insert((frame.epoch, now));
-        if frame.epoch > newest.0 {
-            *newest = (frame.epoch, now);
-        } else if frame.epoch < newest.0 && newest.1.elapsed() > EPOCH_GRACE {
+        if self
+            .note_epoch(frame)
+            .is_some_and(|newest_for| newest_for > EPOCH_GRACE)
+        {
             return Err(Replay::OldEpoch);
         }
         let state = self.entry(frame);
@@ -405,32 +411,36 @@ impl Origins {
     /// A relay's heartbeat fetched over TCP from its host, because the group
     /// does not bring that relay here: from now on the origin is known, so
     /// it is caught up from its ring while it is silent on the group (and
-    /// the receiver joins the group again when that goes on). Returns what is
-    /// missing of it: nothing new when a warm-up still to come will hold
+    /// the receiver joins the group again when that goes on). With it, what
+    /// is missing of it: nothing new when a warm-up still to come will hold
     /// what it sent so far (`from_start` false), else everything from its
     /// first frame (a snapshot taken earlier holds none of it for sure).
-    /// `None` as well for a frame that is not a heartbeat, an origin already
-    /// known, or an epoch older than one known.
-    pub fn learn(&mut self, frame: &Frame, from_start: bool) -> Option<Missing> {
-        if frame.op != Op::Heartbeat || self.map.contains_key(&(frame.origin, frame.epoch)) {
-            return None;
-        }
-        let now = Instant::now();
-        let newest = self
-            .newest_epoch
-            .entry(frame.origin)
-            .or_insert((frame.epoch, now));
-        if frame.epoch < newest.0 {
-            return None;
-        }
-        if frame.epoch > newest.0 {
-            *newest = (frame.epoch, now);
+    pub fn learn(&mut self, frame: &Frame, from_start: bool) -> Learnt {
+        if frame.op != Op::Heartbeat
+            || self.map.contains_key(&(frame.origin, frame.epoch))
+            || self.note_epoch(frame).is_some()
+        {
+            return Learnt::Ignored;
         }
         let state = self.entry(frame);
         if from_start {
             state.last_seq = 0;
         }
-        self.observe(frame)
+        Learnt::New(self.observe(frame))
+    }
+
+    /// Records `frame`'s epoch as its origin's newest when it is (or the
+    /// first seen); for an older one, how long the newest has been known.
+    fn note_epoch(&mut self, frame: &Frame) -> Option<Duration> {
+        let now = Instant::now();
+        let newest = self
+            .newest_epoch
+            .entry(frame.origin)
+            .or_insert((frame.epoch, now));
+        if frame.epoch > newest.0 {
+            *newest = (frame.epoch, now);
+        }
+        (frame.epoch < newest.0).then(|| now.saturating_duration_since(newest.1))
     }
 
     /// Whether this (origin, epoch) is in the table.
@@ -653,6 +663,12 @@ mod tests {
     use super::*;
     use memcast_core::Version;
 
+    /// A frame admitted (it must be) and observed: what it shows missing.
+    fn hear(o: &mut Origins, f: &Frame, sent_ms: u64) -> Option<Missing> {
+        assert_eq!(o.admit(f, sent_ms), Ok(()), "admitted");
+        o.observe(f)
+    }
+
     fn frame(op: Op, epoch: u64, seq: u64) -> Frame {
         Frame {
             op,
@@ -673,8 +689,7 @@ mod tests {
     #[test]
     fn catch_ups_answered_in_a_row_count_until_the_group_brings_the_origin_again() {
         let mut o = Origins::new(0, 100);
-        o.admit(&frame(Op::Heartbeat, 5, 0), 10).unwrap();
-        o.observe(&frame(Op::Heartbeat, 5, 0));
+        hear(&mut o, &frame(Op::Heartbeat, 5, 0), 10);
         assert_eq!(o.caught_up(1, 5), 1);
         o.heard(1, 5, 1, Some(3));
         assert_eq!(o.caught_up(1, 5), 2);
@@ -682,8 +697,7 @@ mod tests {
         assert_eq!(o.admit(&frame(Op::Set, 5, 2), 20), Err(Replay::Repaired));
         assert_eq!(o.caught_up(1, 5), 1);
         // A new frame from the group: heard.
-        o.admit(&frame(Op::Set, 5, 4), 30).unwrap();
-        o.observe(&frame(Op::Set, 5, 4));
+        hear(&mut o, &frame(Op::Set, 5, 4), 30);
         assert_eq!(o.caught_up(1, 5), 1);
         o.caught_up(1, 5);
         o.forget_catch_ups();
@@ -697,26 +711,32 @@ mod tests {
         let mut o = Origins::new(10, 100);
         assert!(o.relay_addrs().is_empty());
         // Before the warm-up: what it sent so far comes with the snapshot.
-        assert_eq!(o.learn(&frame(Op::Heartbeat, 5, 40), false), None);
+        assert_eq!(
+            o.learn(&frame(Op::Heartbeat, 5, 40), false),
+            Learnt::New(None)
+        );
         assert!(o.knows(1, 5));
         assert!(o.relay_addrs().contains("10.0.0.1:7711"));
         // Its next frames are followed from 40 on: a gap shows as usual.
-        assert_eq!(o.admit(&frame(Op::Set, 5, 43), 20), Ok(()));
-        let gap = o.observe(&frame(Op::Set, 5, 43)).unwrap();
+        let gap = hear(&mut o, &frame(Op::Set, 5, 43), 20).unwrap();
         assert_eq!((gap.from, gap.to), (41, 42));
         // Known already: nothing more.
-        assert_eq!(o.learn(&frame(Op::Heartbeat, 5, 50), true), None);
+        assert_eq!(o.learn(&frame(Op::Heartbeat, 5, 50), true), Learnt::Ignored);
         // After the warm-up (or none to come): everything from its first frame.
         let mut late = Origins::new(10, 100);
-        let all = late.learn(&frame(Op::Heartbeat, 5, 40), true).unwrap();
+        let Learnt::New(Some(all)) = late.learn(&frame(Op::Heartbeat, 5, 40), true) else {
+            panic!("learnt with nothing missing");
+        };
         assert_eq!((all.from, all.to), (1, 40));
         assert_eq!(all.repair_addr.as_deref(), Some("10.0.0.1:7711"));
         // Only heartbeats, and never an epoch older than one known.
-        assert_eq!(late.learn(&frame(Op::Set, 6, 3), true), None);
+        assert_eq!(late.learn(&frame(Op::Set, 6, 3), true), Learnt::Ignored);
         assert!(!late.knows(1, 6));
-        late.admit(&frame(Op::Heartbeat, 7, 1), 30).unwrap();
-        late.observe(&frame(Op::Heartbeat, 7, 1));
-        assert_eq!(late.learn(&frame(Op::Heartbeat, 6, 9), true), None);
+        hear(&mut late, &frame(Op::Heartbeat, 7, 1), 30);
+        assert_eq!(
+            late.learn(&frame(Op::Heartbeat, 6, 9), true),
+            Learnt::Ignored
+        );
         assert!(!late.knows(1, 6));
         // A given-up relay is no longer followed.
         late.give_up(1, 7);
@@ -726,18 +746,14 @@ mod tests {
     #[test]
     fn a_replay_starts_where_each_origin_stood_ten_seconds_ago() {
         let mut o = Origins::new(0, 100);
-        let hear = |o: &mut Origins, f: Frame, sent_ms: u64| {
-            o.admit(&f, sent_ms).unwrap();
-            o.observe(&f);
-        };
         let mut seq = 0;
         for _ in 0..(REPLAY_SECONDS + 5) {
             seq += 1;
-            hear(&mut o, frame(Op::Set, 5, seq), seq);
+            hear(&mut o, &frame(Op::Set, 5, seq), seq);
             o.sample();
         }
         assert_eq!(o.replay_points(), [], "no repair address: nothing to ask");
-        hear(&mut o, frame(Op::Heartbeat, 5, seq), 100);
+        hear(&mut o, &frame(Op::Heartbeat, 5, seq), 100);
         let points = o.replay_points();
         assert_eq!(points.len(), 1);
         assert_eq!(
@@ -746,7 +762,7 @@ mod tests {
             "what it held {REPLAY_SECONDS} samples ago"
         );
         // An epoch not sampled yet: everything it sent.
-        hear(&mut o, frame(Op::Heartbeat, 6, 3), 200);
+        hear(&mut o, &frame(Op::Heartbeat, 6, 3), 200);
         let newest: Vec<_> = o
             .replay_points()
             .into_iter()
@@ -779,8 +795,7 @@ mod tests {
     fn a_late_delivery_of_a_caught_up_frame_is_repaired_after_a_later_repair_elsewhere() {
         let mut o = Origins::new(0, 100);
         let f = frame(Op::Heartbeat, 5, 0);
-        o.admit(&f, 10).unwrap();
-        o.observe(&f);
+        hear(&mut o, &f, 10);
         o.heard(1, 5, 1, Some(500));
         o.heard(1, 5, 700, Some(700));
         assert_eq!(o.admit(&frame(Op::Set, 5, 10), 20), Err(Replay::Repaired));
@@ -876,8 +891,7 @@ mod tests {
         let mut o = Origins::new(0, 100);
         for seq in [1, 2, 3] {
             let f = frame(Op::Set, 5, seq);
-            assert_eq!(o.admit(&f, 1), Ok(()));
-            o.observe(&f);
+            hear(&mut o, &f, 1);
         }
         assert_eq!(o.admit(&frame(Op::Set, 5, 2), 1), Err(Replay::Duplicate));
         assert_eq!(o.admit(&frame(Op::Set, 5, 3), 1), Err(Replay::Duplicate));
@@ -902,8 +916,7 @@ mod tests {
     fn a_big_jump_clears_the_window() {
         let mut o = Origins::new(0, 100);
         let f = frame(Op::Set, 5, 1);
-        o.admit(&f, 1).unwrap();
-        o.observe(&f);
+        hear(&mut o, &f, 1);
         assert_eq!(o.admit(&frame(Op::Set, 5, 1000), 1), Ok(()));
         assert_eq!(o.admit(&frame(Op::Set, 5, 999), 1), Ok(()));
         assert_eq!(o.admit(&frame(Op::Set, 5, 1000), 1), Err(Replay::Duplicate));
@@ -936,8 +949,7 @@ mod tests {
         for origin in 0..1000u64 {
             let mut f = frame(Op::Set, 5, 1);
             f.origin = origin;
-            o.admit(&f, 1).unwrap();
-            o.observe(&f);
+            hear(&mut o, &f, 1);
         }
         assert_eq!(o.len(), 10);
         assert_eq!(o.evicted(), 990);
@@ -947,13 +959,10 @@ mod tests {
     #[test]
     fn an_origin_unheard_for_two_heartbeats_is_silent_until_it_answers() {
         let mut o = Origins::new(0, 100);
-        o.admit(&frame(Op::Heartbeat, 5, 0), 1000).unwrap();
-        o.observe(&frame(Op::Heartbeat, 5, 0));
-        o.admit(&frame(Op::Heartbeat, 5, 0), 1050).unwrap();
-        o.observe(&frame(Op::Heartbeat, 5, 0));
+        hear(&mut o, &frame(Op::Heartbeat, 5, 0), 1000);
+        hear(&mut o, &frame(Op::Heartbeat, 5, 0), 1050);
         for seq in 1..=3 {
-            o.admit(&frame(Op::Set, 5, seq), 1060).unwrap();
-            o.observe(&frame(Op::Set, 5, seq));
+            hear(&mut o, &frame(Op::Set, 5, seq), 1060);
         }
         let beat = Duration::from_secs(3600);
         assert!(o.silent(beat).0.is_empty(), "heard just now");
@@ -980,8 +989,7 @@ mod tests {
                 Err(Replay::Repaired)
             );
         }
-        assert_eq!(o.admit(&frame(Op::Set, 5, 10), 1070), Ok(()));
-        assert_eq!(o.observe(&frame(Op::Set, 5, 10)), None, "no gap");
+        assert_eq!(hear(&mut o, &frame(Op::Set, 5, 10), 1070), None, "no gap");
         assert_eq!(o.observe(&frame(Op::Heartbeat, 5, 10)), None);
     }
 
@@ -991,8 +999,7 @@ mod tests {
         let mut other = frame(Op::Heartbeat, 5, 0);
         other.origin = 2;
         for f in [frame(Op::Heartbeat, 5, 0), other.clone()] {
-            o.admit(&f, 1000).unwrap();
-            o.observe(&f);
+            hear(&mut o, &f, 1000);
         }
         let long_ago = Instant::now() - SILENT_GIVE_UP * 2;
         o.map.get_mut(&(1, 5)).unwrap().seen = long_ago;
