@@ -518,7 +518,6 @@ impl WebFloor {
     /// Starts the bare relay on `cluster`'s host 1 and a bare subscriber on
     /// every other host, every message checked with `key_file`'s key.
     pub(crate) fn start(cluster: &memcast_testkit::cluster::Cluster, key_file: &str) -> WebFloor {
-        let exe = std::env::current_exe().expect("current_exe");
         let dir = memcast_testkit::TempDir::new("web-floor");
         let inbox = format!("unixgram://{}", dir.path.join("relay.dgram").display());
         let group = &cluster.group;
@@ -526,24 +525,17 @@ impl WebFloor {
             |h: &memcast_testkit::Host| format!("epgm://{};{group}:{WEB_FLOOR_PORT}", h.iface);
         let subs: Vec<Kid> = cluster.sites[1..]
             .iter()
-            .map(|site| {
-                let mut c = site.host.command(&exe);
-                c.args(["floor-sub", &endpoint(&site.host), "127.0.0.1:11211"])
-                    .arg(WINDOW_US.to_string())
-                    .arg("1500")
-                    .arg(key_file);
-                Kid::spawn(c)
-            })
+            .map(|site| spawn_sub(&site.host, &endpoint(&site.host), WINDOW_US, 1500, key_file))
             .collect();
-        let mut relay = {
-            let mut c = cluster.sites[0].host.command(&exe);
-            c.args(["floor-relay", &inbox, &endpoint(&cluster.sites[0].host)])
-                .arg(RELAY_WINDOW_US.to_string())
-                .arg("1500")
-                .arg(key_file);
-            Kid::spawn(c)
-        };
-        assert_eq!(relay.hear(), "ready", "floor-relay did not start");
+        let host1 = &cluster.sites[0].host;
+        let relay = spawn_relay(
+            host1,
+            &inbox,
+            &endpoint(host1),
+            RELAY_WINDOW_US,
+            1500,
+            key_file,
+        );
         WebFloor {
             relay,
             subs,
@@ -578,6 +570,42 @@ impl WebFloor {
         }
         (relayed, fewest)
     }
+}
+
+/// A `floor-sub` inside `host`, storing in its memcached.
+fn spawn_sub(
+    host: &memcast_testkit::Host,
+    endpoint: &str,
+    window_us: u64,
+    tpdu: u32,
+    key_file: &str,
+) -> Kid {
+    let mut c = host.command(std::env::current_exe().expect("current_exe"));
+    c.args(["floor-sub", endpoint, "127.0.0.1:11211"])
+        .arg(window_us.to_string())
+        .arg(tpdu.to_string())
+        .arg(key_file);
+    Kid::spawn(c)
+}
+
+/// A `floor-relay` inside `host`, taking messages at `inbox` and sending
+/// to `group`; returns once it is ready.
+fn spawn_relay(
+    host: &memcast_testkit::Host,
+    inbox: &str,
+    group: &str,
+    window_us: u64,
+    tpdu: u32,
+    key_file: &str,
+) -> Kid {
+    let mut c = host.command(std::env::current_exe().expect("current_exe"));
+    c.args(["floor-relay", inbox, group])
+        .arg(window_us.to_string())
+        .arg(tpdu.to_string())
+        .arg(key_file);
+    let mut kid = Kid::spawn(c);
+    assert_eq!(kid.hear(), "ready", "floor-relay did not start");
+    kid
 }
 
 /// A child with pipes, killed and reaped on drop (by its PID).
@@ -691,24 +719,17 @@ fn round(v: Variant, rate: u64, seconds: u64, size: usize) -> Round {
     let inbox = format!("unixgram://{}", dir.path.join("relay.dgram").display());
     let mut subs: Vec<Kid> = hosts[1..]
         .iter()
-        .map(|h| {
-            let mut c = h.command(&exe);
-            c.args(["floor-sub", &endpoint(h), "127.0.0.1:11211"])
-                .arg(v.window_us.to_string())
-                .arg(v.tpdu.to_string())
-                .arg(&key_file);
-            Kid::spawn(c)
-        })
+        .map(|h| spawn_sub(h, &endpoint(h), v.window_us, v.tpdu, &key_file))
         .collect();
     let mut relay = v.hop.then(|| {
-        let mut c = hosts[0].command(&exe);
-        c.args(["floor-relay", &inbox, &endpoint(&hosts[0])])
-            .arg(v.relay_window_us.to_string())
-            .arg(v.tpdu.to_string())
-            .arg(&key_file);
-        let mut kid = Kid::spawn(c);
-        assert_eq!(kid.hear(), "ready", "floor-relay did not start");
-        kid
+        spawn_relay(
+            &hosts[0],
+            &inbox,
+            &endpoint(&hosts[0]),
+            v.relay_window_us,
+            v.tpdu,
+            &key_file,
+        )
     });
     std::thread::sleep(Duration::from_millis(500));
     let mut publisher = {

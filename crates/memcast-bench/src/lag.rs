@@ -112,37 +112,48 @@ pub fn run_direct(cluster: &Cluster) -> Vec<Lag> {
         let mut kid = crate::floor::Kid::spawn(c);
         assert_eq!(kid.hear(), "ready", "lag-pub did not start");
         std::thread::sleep(Duration::from_millis(500));
-        let before: Vec<_> = (1..3).map(|i| lag_buckets(cluster, i)).collect();
-        let start = Instant::now();
-        kid.say("go");
-        let done = kid.hear();
-        let achieved_secs = start.elapsed().as_secs_f64();
-        let sent: u64 = done
-            .strip_prefix("done sent=")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("lag-pub said {done:?}"));
-        std::thread::sleep(Duration::from_secs(2));
-        let after: Vec<_> = (1..3).map(|i| lag_buckets(cluster, i)).collect();
-        drop(kid);
-        let q: Vec<f64> = memcastd::metrics::quantiles_between(&before, &after, &[0.5, 0.99, 1.0])
-            .into_iter()
-            .map(|s| s * 1000.0)
-            .collect();
-        eprintln!(
-            "bench: lag (direct) at {rate}/s: p50 ≤ {} ms, p99 ≤ {} ms, max ≤ {} ms",
-            q[0], q[1], q[2]
-        );
-        out.push(Lag {
-            rate,
-            sent,
-            p50_ms: q[0],
-            p99_ms: q[1],
-            max_ms: q[2],
-            achieved: sent as f64 / achieved_secs,
-            relay_rss_kb: 0,
-        });
+        // The publisher stays up until the lag is read: PGM repairs come
+        // from it.
+        out.push(measure(cluster, rate, " (direct)", || {
+            kid.say("go");
+            let done = kid.hear();
+            let sent = done
+                .strip_prefix("done sent=")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("lag-pub said {done:?}"));
+            (sent, 0)
+        }));
     }
     out
+}
+
+/// One rate's lag: the receivers' histograms (hosts 2 and 3) before and
+/// 2 s after `send`, which sends the frames and says how many and the
+/// relay's RSS meanwhile (0 when not taken).
+fn measure(cluster: &Cluster, rate: u64, setup: &str, send: impl FnOnce() -> (u64, u64)) -> Lag {
+    let before: Vec<_> = (1..3).map(|i| lag_buckets(cluster, i)).collect();
+    let start = Instant::now();
+    let (sent, relay_rss_kb) = send();
+    let achieved = sent as f64 / start.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(2));
+    let after: Vec<_> = (1..3).map(|i| lag_buckets(cluster, i)).collect();
+    let q: Vec<f64> = memcastd::metrics::quantiles_between(&before, &after, &[0.5, 0.99, 1.0])
+        .into_iter()
+        .map(|s| s * 1000.0)
+        .collect();
+    eprintln!(
+        "bench: lag{setup} at {rate}/s (achieved {achieved:.0}/s): p50 ≤ {} ms, p99 ≤ {} ms, max ≤ {} ms",
+        q[0], q[1], q[2]
+    );
+    Lag {
+        rate,
+        sent,
+        p50_ms: q[0],
+        p99_ms: q[1],
+        max_ms: q[2],
+        achieved,
+        relay_rss_kb,
+    }
 }
 
 /// memcastd's flags for [`run_direct`]'s cluster.
@@ -162,40 +173,21 @@ pub fn run(cluster: &Cluster) -> Vec<Lag> {
     let value = crate::session_payload::sealed(&key);
     let mut out = Vec::new();
     for rate in RATES {
-        let before: Vec<_> = (1..3).map(|i| lag_buckets(cluster, i)).collect();
-        let per_tick = (rate / 1000).max(1);
-        let start = Instant::now();
-        let mut sent = 0u64;
-        let mut rss = 0;
-        super::every_ms(SECONDS, |tick| {
-            for _ in 0..per_tick {
-                sent += 1;
-                php.send(&frame(rate, 1, sent, &value).seal(&key)).unwrap();
-            }
-            if tick == SECONDS * 500 {
-                rss = cluster.memcastd_pid(0).map_or(0, super::rss_kb);
-            }
-        });
-        let achieved = sent as f64 / start.elapsed().as_secs_f64();
-        std::thread::sleep(Duration::from_secs(2));
-        let after: Vec<_> = (1..3).map(|i| lag_buckets(cluster, i)).collect();
-        let q: Vec<f64> = memcastd::metrics::quantiles_between(&before, &after, &[0.5, 0.99, 1.0])
-            .into_iter()
-            .map(|s| s * 1000.0)
-            .collect();
-        eprintln!(
-            "bench: lag at {rate}/s (achieved {achieved:.0}/s): p50 ≤ {} ms, p99 ≤ {} ms, max ≤ {} ms",
-            q[0], q[1], q[2]
-        );
-        out.push(Lag {
-            rate,
-            sent,
-            p50_ms: q[0],
-            p99_ms: q[1],
-            max_ms: q[2],
-            achieved,
-            relay_rss_kb: rss,
-        });
+        out.push(measure(cluster, rate, "", || {
+            let per_tick = (rate / 1000).max(1);
+            let mut sent = 0u64;
+            let mut rss = 0;
+            super::every_ms(SECONDS, |tick| {
+                for _ in 0..per_tick {
+                    sent += 1;
+                    php.send(&frame(rate, 1, sent, &value).seal(&key)).unwrap();
+                }
+                if tick == SECONDS * 500 {
+                    rss = cluster.memcastd_pid(0).map_or(0, super::rss_kb);
+                }
+            });
+            (sent, rss)
+        }));
     }
     out
 }

@@ -165,39 +165,31 @@ pub fn cluster_lock(result: &ClusterLockResult) -> String {
 }
 
 /// The replication lag table (3 hosts, rates).
+/// One lag table: a row per rate.
+fn lag_table(md: &mut String, lags: &[Lag]) {
+    writeln!(
+        md,
+        "| writes/s asked | achieved | frames | lag p50 ≤ | lag p99 ≤ | max ≤ |"
+    )
+    .unwrap();
+    writeln!(md, "| --- | --- | --- | --- | --- | --- |").unwrap();
+    for l in lags {
+        writeln!(
+            md,
+            "| {} | {:.0} | {} | {} ms | {} ms | {} ms |",
+            l.rate, l.achieved, l.sent, l.p50_ms, l.p99_ms, l.max_ms
+        )
+        .unwrap();
+    }
+}
+
 pub fn lag(lag: &[Lag], direct: &[Lag]) -> String {
     let mut md = String::new();
     writeln!(md, "## Replication\n").unwrap();
     writeln!(md, "Frames of the 2 KB session handed to host 1's relay at a steady rate; hosts 2 and 3 record how old each write was when their memcached had it (`memcast_replication_lag_seconds`; bucket bounds, versions carry milliseconds so ±1 ms).\n").unwrap();
-    writeln!(
-        md,
-        "| writes/s asked | achieved | frames | lag p50 ≤ | lag p99 ≤ | max ≤ |"
-    )
-    .unwrap();
-    writeln!(md, "| --- | --- | --- | --- | --- | --- |").unwrap();
-    for l in lag {
-        writeln!(
-            md,
-            "| {} | {:.0} | {} | {} ms | {} ms | {} ms |",
-            l.rate, l.achieved, l.sent, l.p50_ms, l.p99_ms, l.max_ms
-        )
-        .unwrap();
-    }
+    lag_table(&mut md, lag);
     writeln!(md, "\nThe low-latency setup, on a cluster of its own: the same frames published straight to the group from inside host 1, as PHP does without a relay (`memcast.publish = \"epgm://...\"`), and every memcastd started with `--apply-batch-us 0` (each frame applied as it comes, no window). No relay hop and no window on the way; each frame costs its receivers a wake-up and a memcached round trip of its own, and each PHP worker holds a PGM sender (see the floor's \"no window\" column for what that costs in CPU).\n").unwrap();
-    writeln!(
-        md,
-        "| writes/s asked | achieved | frames | lag p50 ≤ | lag p99 ≤ | max ≤ |"
-    )
-    .unwrap();
-    writeln!(md, "| --- | --- | --- | --- | --- | --- |").unwrap();
-    for l in direct {
-        writeln!(
-            md,
-            "| {} | {:.0} | {} | {} ms | {} ms | {} ms |",
-            l.rate, l.achieved, l.sent, l.p50_ms, l.p99_ms, l.max_ms
-        )
-        .unwrap();
-    }
+    lag_table(&mut md, direct);
     md
 }
 
